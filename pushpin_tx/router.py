@@ -1,0 +1,163 @@
+# -*- test-case-name: tests.test_router -*-
+"""
+The channel router: which connections listen on which channel, and fan-out of publishes.
+
+One router per worker process. It knows nothing about HTTP or WebSockets: a subscriber is
+any object with a C{deliver(publication, channel)} method. A publish is wrapped once in a
+L{Publication}, which frames each format's bytes at most once however many subscribers
+there are, so fan-out hands the very same bytes object to every connection.
+
+Interest listeners (the ZeroMQ SUB input) hear when a channel gains its first subscriber
+and loses its last one.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, Iterable, Protocol
+
+from twisted.logger import Logger
+
+if TYPE_CHECKING:
+    from .items import Item
+
+__all__ = ["ChannelRouter", "Publication", "Subscriber", "InterestListener"]
+
+
+class Subscriber(Protocol):
+    """What the router needs of a connection."""
+
+    def deliver(self, publication: "Publication", channel: str) -> None:
+        """Take one published item for C{channel}; must not raise."""
+
+
+class InterestListener(Protocol):
+    """Told when a channel gains its first subscriber or loses its last one."""
+
+    def channel_added(self, channel: str) -> None: ...
+
+    def channel_removed(self, channel: str) -> None: ...
+
+
+class Publication:
+    """
+    One published item plus the bytes each delivery format frames it into, computed on
+    first use and shared by every subscriber.
+    """
+
+    __slots__ = ("item", "_chunk", "_ws_frame")
+
+    def __init__(self, item: "Item") -> None:
+        self.item = item
+        self._chunk: bytes | None = None
+        self._ws_frame: bytes | None = None
+
+    @property
+    def stream_content(self) -> bytes:
+        """The raw C{http-stream} content (HTTP/1.0 clients get it unframed)."""
+        return self.item.http_stream.content  # type: ignore[union-attr]
+
+    @property
+    def stream_chunk(self) -> bytes:
+        """The C{http-stream} content framed as one HTTP/1.1 chunk."""
+        chunk = self._chunk
+        if chunk is None:
+            content = self.item.http_stream.content  # type: ignore[union-attr]
+            chunk = self._chunk = b"%x\r\n%b\r\n" % (len(content), content)
+        return chunk
+
+
+class ChannelRouter:
+    """
+    Channel name to subscribers, and publish fan-out.
+
+    @ivar published: items published to a channel that had subscribers.
+    @ivar published_idle: items published to a channel with nobody listening (a no-op).
+    @ivar deliveries: deliver() calls made.
+    """
+
+    _log = Logger()
+
+    def __init__(self) -> None:
+        self._channels: dict[str, dict[Subscriber, None]] = {}
+        self._listeners: list[InterestListener] = []
+        self.published = 0
+        self.published_idle = 0
+        self.deliveries = 0
+
+    def add_interest_listener(self, listener: InterestListener) -> None:
+        """Tell C{listener} about channels gaining or losing all their subscribers."""
+        self._listeners.append(listener)
+
+    def remove_interest_listener(self, listener: InterestListener) -> None:
+        self._listeners.remove(listener)
+
+    def channels(self) -> Iterable[str]:
+        """The channels with at least one subscriber."""
+        return self._channels.keys()
+
+    def subscribers(self, channel: str) -> tuple[Subscriber, ...]:
+        """A snapshot of C{channel}'s subscribers."""
+        return tuple(self._channels.get(channel, ()))
+
+    def subscriber_count(self, channel: str) -> int:
+        subs = self._channels.get(channel)
+        return len(subs) if subs else 0
+
+    def subscribe(self, channel: str, subscriber: Subscriber) -> bool:
+        """
+        Add C{subscriber} to C{channel}.
+
+        @return: C{True} if the channel had no subscriber before.
+        """
+        subs = self._channels.get(channel)
+        if subs is None:
+            self._channels[channel] = {subscriber: None}
+            for listener in self._listeners:
+                self._call_listener(listener.channel_added, channel)
+            return True
+        subs[subscriber] = None
+        return False
+
+    def unsubscribe(self, channel: str, subscriber: Subscriber) -> None:
+        """Remove C{subscriber} from C{channel}; unknown pairs are ignored."""
+        subs = self._channels.get(channel)
+        if subs is None or subscriber not in subs:
+            return
+        del subs[subscriber]
+        if not subs:
+            del self._channels[channel]
+            for listener in self._listeners:
+                self._call_listener(listener.channel_removed, channel)
+
+    def publish(self, item: "Item") -> int:
+        """
+        Hand C{item} to every subscriber of its channel, now.
+
+        @return: the number of subscribers it was handed to.
+        """
+        channel = item.channel
+        subs = self._channels.get(channel)
+        if not subs:
+            self.published_idle += 1
+            return 0
+        self.published += 1
+        publication = Publication(item)
+        # A snapshot: a delivery may end a long-poll, which unsubscribes it mid-loop.
+        targets = tuple(subs)
+        for sub in targets:
+            try:
+                sub.deliver(publication, channel)
+            except Exception:
+                self._log.failure(
+                    "delivery to {subscriber!r} on channel {channel} failed",
+                    subscriber=sub,
+                    channel=channel,
+                )
+        self.deliveries += len(targets)
+        return len(targets)
+
+    def _call_listener(self, method: Callable[[str], None], channel: str) -> None:
+        try:
+            method(channel)
+        except Exception:
+            self._log.failure("interest listener failed for channel {channel}", channel=channel)
