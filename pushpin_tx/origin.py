@@ -1,0 +1,273 @@
+# -*- test-case-name: tests.test_proxy -*-
+"""
+Talking to origins: one request, tried against a route's targets in order (§3.2 failover),
+answered by an L{OriginResponse} whose body is read only when the caller decides how.
+
+Built on twisted.web's C{Agent} with a persistent connection pool (HTTP/1.1, keep-alive,
+TLS, flow control), never on C{twisted.web.proxy} (HTTP/1.0, a connection per request, no
+backpressure). The agent is injected, so tests can hand in an in-memory one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+from twisted.internet import error as ierror
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError as DeferredTimeout, succeed
+from twisted.internet.interfaces import IProtocol, IPushProducer
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone, ResponseNeverReceived
+from twisted.web.http_headers import Headers as TwistedHeaders
+from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IBodyProducer, IResponse
+from zope.interface import implementer
+
+from .headers import Headers
+
+if TYPE_CHECKING:
+    from .routes import Target
+
+__all__ = [
+    "OriginResponse",
+    "OriginClient",
+    "AllTargetsFailed",
+    "OriginError",
+    "buffered_response",
+    "read_body",
+    "BodyTooLarge",
+]
+
+#: Seconds an origin may take to start answering before the client gets a 502: Pushpin's
+#: (zurl's session timeout, observed on 1.36.0 at 600 s).
+RESPONSE_TIMEOUT = 600.0
+
+
+class AllTargetsFailed(Exception):
+    """Every target refused or failed the connection (§3.2: 502, debug text names them)."""
+
+    def __init__(self, tried: list[str]) -> None:
+        super().__init__("Unable to connect to any targets. Tried: " + ", ".join(tried))
+        self.tried = tried
+
+
+class OriginError(Exception):
+    """The origin failed after the connection was made (reset, timeout, bad response)."""
+
+
+class BodyTooLarge(Exception):
+    """
+    An origin body exceeded the buffering limit.
+
+    @ivar data: what was read so far.
+    @ivar follow: C{follow(write, done)} streams the rest of the body to C{write} and calls
+        C{done(clean)} at its end; the origin stays paused until it is called.
+    @ivar discard: closes the origin connection instead.
+    """
+
+    def __init__(self, data: bytes, follow: Callable[..., None], discard: Callable[[], None]) -> None:
+        super().__init__(len(data))
+        self.data = data
+        self.follow = follow
+        self.discard = discard
+
+
+@dataclass
+class OriginResponse:
+    """The head of an origin's answer; the body is read through L{deliver_body}."""
+
+    code: int
+    reason: bytes
+    headers: Headers
+    length: int | None
+    target: "Target"
+    deliver_body: Callable[[IProtocol], None] = field(repr=False)
+    #: bytes already read from the body (set when the body was buffered whole)
+    body: bytes | None = None
+
+
+@implementer(IPushProducer)
+class _NoProducer:
+    """The transport of an already-buffered body: there is nothing to pause."""
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+def buffered_response(code: int, reason: bytes, headers: Headers, body: bytes, target: "Target") -> OriginResponse:
+    """An L{OriginResponse} for a body already in memory (the built-in test origin)."""
+
+    def deliver(protocol: IProtocol) -> None:
+        protocol.makeConnection(_NoProducer())  # type: ignore[arg-type]
+        if body:
+            protocol.dataReceived(body)
+        protocol.connectionLost(Failure(ResponseDone()))
+
+    return OriginResponse(code, reason, headers, len(body), target, deliver, body)
+
+
+class _Collector(Protocol):
+    """Buffers a body up to a limit; past it, pauses the origin and lets the caller choose."""
+
+    def __init__(self, limit: int, done: Deferred[bytes]) -> None:
+        self._limit = limit
+        self._done = done
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._write: Callable[[bytes], None] | None = None
+        self._end: Callable[[bool], None] | None = None
+        self._ended: bool | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._write is not None:
+            self._write(data)
+            return
+        self._parts.append(data)
+        self._size += len(data)
+        if self._size > self._limit and not self._done.called:
+            # Stop reading: the caller decides whether to relay the rest (stream holds) or fail.
+            self.transport.pauseProducing()  # type: ignore[union-attr]
+            self._done.errback(BodyTooLarge(b"".join(self._parts), self._follow, self._discard))
+
+    def _follow(self, write: Callable[[bytes], None], end: Callable[[bool], None]) -> None:
+        self._write, self._end = write, end
+        self._parts = []
+        if self._ended is not None:
+            end(self._ended)
+            return
+        self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    def _discard(self) -> None:
+        self._parts = []
+        if self._ended is None:
+            self.transport.stopProducing()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:  # type: ignore[assignment]
+        clean = bool(reason.check(ResponseDone, ierror.ConnectionDone))
+        if self._end is not None:
+            self._end(clean)
+            return
+        self._ended = clean
+        if self._done.called:
+            return
+        if clean:
+            self._done.callback(b"".join(self._parts))
+        else:
+            self._done.errback(OriginError(f"origin body failed: {reason.getErrorMessage()}"))
+
+
+def read_body(response: OriginResponse, limit: int) -> Deferred[bytes]:
+    """
+    Read a whole body of at most C{limit} bytes.
+
+    Fails with L{BodyTooLarge} (the upstream paused, the rest unread) past the limit.
+    """
+    if response.body is not None and len(response.body) <= limit:
+        return succeed(response.body)
+    done: Deferred[bytes] = Deferred()
+    response.deliver_body(_Collector(limit, done))
+    return done
+
+
+def _is_connect_failure(failure: Failure) -> bool:
+    """Whether C{failure} means "could not connect" (try the next target) rather than a bad answer."""
+    if failure.check(ierror.ConnectError, ierror.DNSLookupError, ierror.ConnectingCancelledError):
+        return True
+    if failure.check(ResponseNeverReceived):
+        # A TLS handshake failure surfaces as ResponseNeverReceived wrapping an SSL error.
+        for reason in failure.value.reasons:  # type: ignore[union-attr]
+            if "SSL" in type(reason.value).__module__ or "SSL" in type(reason.value).__name__:
+                return True
+    return False
+
+
+class OriginClient:
+    """Sends one client request to a route's targets, in failover order."""
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        agent: IAgent,
+        insecure_agent: IAgent | None,
+        clock: object,
+        *,
+        response_timeout: float = RESPONSE_TIMEOUT,
+    ) -> None:
+        """
+        @param agent: verifies TLS certificates (the normal case).
+        @param insecure_agent: for targets with the C{insecure} option.
+        """
+        self._agent = agent
+        self._insecure_agent = insecure_agent or agent
+        self._clock = clock
+        self._response_timeout = response_timeout
+
+    async def request(
+        self,
+        targets: "tuple[Target, ...]",
+        method: bytes,
+        path: bytes,
+        headers: Callable[["Target"], Headers],
+        body: Callable[[], IBodyProducer | None],
+        handle_test: Callable[["Target"], OriginResponse] | None = None,
+    ) -> OriginResponse:
+        """
+        Try each target until one answers.
+
+        @param path: path and query, as they go to the origin.
+        @param headers: the request headers for a given target (its C{host=} option
+            changes the Host header).
+        @param body: makes a fresh body producer for each attempt (or C{None} for no body).
+        @raise AllTargetsFailed: nobody could be connected to.
+        @raise OriginError: a target connected, then failed before answering.
+        """
+        tried: list[str] = []
+        for target in targets:
+            if target.kind == "test":
+                assert handle_test is not None
+                return handle_test(target)
+            if target.kind != "http":
+                self._log.error("target {target} is not supported (zhttp targets are not implemented)", target=target.label())
+                tried.append(target.label())
+                continue
+            scheme = b"https" if target.ssl else b"http"
+            host = target.host.encode("idna") if not target.host.startswith("[") else target.host.encode("ascii")
+            if b":" in host and not host.startswith(b"["):
+                host = b"[" + host + b"]"
+            uri = b"%s://%s:%d%s" % (scheme, host, target.port, path)
+            agent = self._insecure_agent if target.insecure else self._agent
+            twisted_headers = TwistedHeaders()
+            for name, value in headers(target):
+                twisted_headers.addRawHeader(name, value)
+            d = agent.request(method, uri, twisted_headers, body())
+            d.addTimeout(self._response_timeout, self._clock)  # type: ignore[arg-type]
+            try:
+                response: IResponse = await d
+            except CancelledError:
+                raise
+            except DeferredTimeout:
+                raise OriginError(f"timed out waiting for {target.label()}")
+            except Exception:
+                failure = Failure()
+                if _is_connect_failure(failure):
+                    self._log.info(
+                        "cannot connect to {target}: {why}", target=target.label(), why=failure.getErrorMessage()
+                    )
+                    tried.append(target.label())
+                    continue
+                raise OriginError(f"{target.label()}: {failure.getErrorMessage()}")
+            raw: Headers = []
+            for name, values in response.headers.getAllRawHeaders():
+                for value in values:
+                    raw.append((name, value))
+            length = None if response.length is UNKNOWN_LENGTH else int(response.length)  # type: ignore[call-overload]
+            return OriginResponse(response.code, response.phrase, raw, length, target, response.deliverBody)
+        raise AllTargetsFailed(tried)

@@ -1,0 +1,468 @@
+# -*- test-case-name: tests.test_proxy -*-
+"""
+The reverse-proxy resource: route a client request, forward it to the origin, and either
+relay the answer (flow-controlled, in both directions) or, when the origin answers with
+GRIP instructions, hand the connection to L{pushpin_tx.accept} to be held.
+
+The order of steps and every error text follow Pushpin 1.36 (reference §4). Policy lives
+in pure modules (L{headers}, L{routes}, L{grip}); this module is the glue between them and
+twisted.web.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING, Any, Callable
+from urllib.parse import urlsplit
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import http
+from twisted.web.client import FileBodyProducer, PotentialDataLoss, ResponseDone
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
+from twisted.web.iweb import IBodyProducer
+
+from . import headers as hdr
+from .grip import is_grip_instruct
+from .origin import AllTargetsFailed, OriginError, OriginResponse, buffered_response
+from .testorigin import test_response
+
+if TYPE_CHECKING:
+    from .accept import Acceptor
+    from .clientsite import ClientRequest
+    from .config import Settings
+    from .origin import OriginClient
+    from .routes import Route, RouteTable, Target
+    from .signing import GripSigner
+    from .stats import Counters
+
+__all__ = ["ProxyResource", "RequestInfo", "error_response", "PUSHPIN_CHECK_BODY"]
+
+#: Request bodies up to this size are kept in memory and may still be answered with GRIP
+#: (§4.1 step 9); the same limit bounds a buffered instruct body (§4.3).
+GRIP_BODY_LIMIT = 100000
+
+#: Pushpin answers a request carrying C{Pushpin-Check} itself with its licence text (the
+#: licence interface, §4.1 step 3); observed byte for byte on 1.36.0.
+PUSHPIN_CHECK_BODY = (
+    b"Copyright (C) 2012-2017 Fanout, Inc.\n\n"
+    b"Pushpin is free software: you can redistribute it and/or modify it under\n"
+    b"the terms of the GNU Affero General Public License as published by the Free\n"
+    b"Software Foundation, either version 3 of the License, or (at your option)\n"
+    b"any later version.\n\n"
+    b"Pushpin is distributed in the hope that it will be useful, but WITHOUT ANY\n"
+    b"WARRANTY; without even the implied warranty of MERCHANTABILITY or FITNESS\n"
+    b"FOR A PARTICULAR PURPOSE. See the GNU Affero General Public License for\n"
+    b"more details.\n\n"
+    b"You should have received a copy of the GNU Affero General Public License\n"
+    b"along with this program. If not, see <http://www.gnu.org/licenses/>.\n\n"
+)
+
+
+def error_response(request: Any, code: int, message: str, *, content_type: bool = True) -> None:
+    """Answer with one of Pushpin's plain-text errors (§4.5): the message plus a newline."""
+    body = message.encode("utf-8") + b"\n"
+    request.setResponseCode(code, http.RESPONSES.get(code, b"Unknown"))
+    if content_type:
+        request.responseHeaders.setRawHeaders(b"content-type", [b"text/plain"])
+    request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(body)])
+    request.write(body)
+    request.finish()
+
+
+class RequestInfo:
+    """What the proxy worked out about one client request, kept for holds and logs."""
+
+    __slots__ = (
+        "conn_id",
+        "method",
+        "uri",
+        "path",
+        "host",
+        "client_ip",
+        "secure",
+        "route",
+        "trusted",
+        "grip_enabled",
+        "debug",
+        "body",
+        "body_size",
+        "target_label",
+    )
+
+    def __init__(self, **kw: Any) -> None:
+        for key, value in kw.items():
+            setattr(self, key, value)
+        #: the target that answered, as access lines name it (None: none was asked)
+        self.target_label: str | None = None
+
+
+@implementer(IBodyProducer)
+class _BytesProducer:
+    """A request body already in memory, written in one go (no cooperator turn needed)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self.length = len(data)
+
+    def startProducing(self, consumer: Any) -> Deferred[None]:
+        consumer.write(self._data)
+        d: Deferred[None] = Deferred()
+        d.callback(None)
+        return d
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class _Relay(Protocol):
+    """Streams an origin body to the client, pausing the origin while the client is slow."""
+
+    def __init__(self, request: "ClientRequest", on_done: Callable[[bool], None]) -> None:
+        self._request = request
+        self._on_done = on_done
+
+    def connectionMade(self) -> None:
+        request = self._request
+        if request._disconnected:
+            self.transport.stopProducing()  # type: ignore[union-attr]
+            return
+        request.registerProducer(self.transport, True)
+        request.notifyFinish().addErrback(self._client_gone)
+
+    def _client_gone(self, _: Failure) -> None:
+        self.transport.stopProducing()  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        self._request.write_body(data)
+
+    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:  # type: ignore[assignment]
+        request = self._request
+        if request.producer is not None and not request._disconnected:
+            request.unregisterProducer()
+        clean = bool(reason.check(ResponseDone, PotentialDataLoss))
+        if clean:
+            request.finish()
+        else:
+            # The origin broke off mid-body: the client must not take a truncated body for a
+            # whole one, so close the connection after what was relayed (§4.4).
+            request.close()
+        self._on_done(clean)
+
+
+class ProxyResource(Resource):
+    """Every client request enters here."""
+
+    isLeaf = True
+    _log = Logger()
+
+    def __init__(
+        self,
+        settings: "Settings",
+        origin: "OriginClient",
+        signer_for: Callable[["Route"], "GripSigner"],
+        acceptor: "Acceptor",
+        counters: "Counters",
+        clock: Any,
+    ) -> None:
+        super().__init__()
+        self._settings = settings
+        self._origin = origin
+        self._signer_for = signer_for
+        self._acceptor = acceptor
+        self._counters = counters
+        self._clock = clock
+        self.routes: "RouteTable | None" = None
+        self._ids = itertools.count(1)
+
+    def set_routes(self, table: "RouteTable") -> None:
+        """Swap in a reloaded routes table; requests in flight keep the route they had."""
+        self.routes = table
+
+    # request handling ------------------------------------------------------------------
+
+    def render(self, request: "ClientRequest") -> object:
+        self._counters.requests_received += 1
+        d = Deferred.fromCoroutine(self._handle(request))
+
+        def failed(f: Failure) -> None:
+            if f.check(CancelledError):
+                return
+            self._log.failure("proxying failed", f)
+            if not request.startedWriting and not request._disconnected:
+                error_response(request, 500, "Internal Server Error")
+            else:
+                request.abort()
+
+        d.addErrback(failed)
+        if not d.called:
+            request.notifyFinish().addErrback(lambda _: d.cancel())
+        return NOT_DONE_YET
+
+    def _request_info(self, request: "ClientRequest") -> RequestInfo | None:
+        settings = self._settings
+        uri = request.uri
+        host_header = request.getHeader(b"host") or b""
+        path = uri
+        if uri.startswith((b"http://", b"https://")):
+            parts = urlsplit(uri.decode("latin-1"))
+            host_header = parts.netloc.encode("latin-1")
+            path = (parts.path or "/").encode("latin-1") + (b"?" + parts.query.encode("latin-1") if parts.query else b"")
+        host = _hostname(host_header.decode("latin-1"))
+        secure = request.isSecure()
+        if not secure and settings.accept_x_forwarded_protocol:
+            proto = request.getHeader(b"x-forwarded-proto") or request.getHeader(b"x-forwarded-protocol") or b""
+            secure = proto.strip().lower() in (b"https", b"wss")
+        scheme = "https" if secure else "http"
+        routes = self.routes
+        route = None
+        if routes is not None:
+            by_id = request.getHeader(b"pushpin-route") if settings.accept_pushpin_route else None
+            if by_id:
+                route_id = by_id.decode("latin-1")
+                route = routes.lookup_by_id(route_id)
+                # Pushpin falls back to the host only when the id is shared by several lines;
+                # an unknown id means no route (observed on 1.36.0).
+                if route is None and routes.is_id_shared(route_id):
+                    route = routes.lookup(host, path.split(b"?", 1)[0].decode("latin-1"), proto="http", ssl=secure)
+            else:
+                route = routes.lookup(host, path.split(b"?", 1)[0].decode("latin-1"), proto="http", ssl=secure)
+        content = request.content
+        content.seek(0, 2)
+        body_size = content.tell()
+        content.seek(0)
+        return RequestInfo(
+            conn_id=f"{next(self._ids)}",
+            method=request.method,
+            uri=f"{scheme}://{host_header.decode('latin-1')}{path.decode('latin-1')}",
+            path=path,
+            host=host_header,
+            client_ip=_client_ip(request),
+            secure=secure,
+            route=route,
+            trusted=False,
+            grip_enabled=False,
+            debug=settings.debug or bool(route and route.debug),
+            body=None,
+            body_size=body_size,
+        )
+
+    async def _handle(self, request: "ClientRequest") -> None:
+        settings = self._settings
+        info = self._request_info(request)
+        assert info is not None
+        route = info.route
+        if request.getHeader(b"pushpin-check") is not None:
+            # Answered before routing, for any host (observed on 1.36.0).
+            info.target_label = None
+            request.setResponseCode(200)
+            request.responseHeaders.setRawHeaders(b"content-type", [b"text/plain"])
+            request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(PUSHPIN_CHECK_BODY)])
+            request.write(PUSHPIN_CHECK_BODY)
+            request.finish()
+            self._access(info, request, code=200, size=len(PUSHPIN_CHECK_BODY))
+            return
+        if route is None:
+            info.target_label = None
+            message = f"No route for host: {_hostname(info.host.decode('latin-1'))}"
+            self._access(info, request, code=502, size=len(message) + 1)
+            error_response(request, 502, message)
+            return
+        info.trusted = self._is_trusted(request)
+        info.grip_enabled = not route.no_grip and not info.trusted
+        if info.body_size <= GRIP_BODY_LIMIT:
+            info.body = request.content.read()
+            request.content.seek(0)
+        signer = None if (info.trusted or route.no_grip) else self._signer_for(route)
+        client_headers = list(_raw_headers(request))
+        path = route.rewrite_path(info.path.decode("latin-1")).encode("latin-1")
+        if not path.startswith(b"/"):
+            # path_rem cut into the path itself: Pushpin answers 502 (observed on 1.36.0).
+            self._fail(request, info, f"Invalid path after rewriting: {path.decode('latin-1')}")
+            return
+        xff = settings.x_forwarded_for_trusted if info.trusted else settings.x_forwarded_for
+
+        def headers_for(target: "Target") -> hdr.Headers:
+            host = info.host
+            if target.host_override:
+                host = target.host_override.encode("latin-1")
+            elif route.as_host:
+                host = route.as_host.encode("latin-1")
+            return hdr.request_headers_to_origin(
+                client_headers,
+                host=host,
+                trusted=info.trusted,
+                grip_enabled=info.grip_enabled,
+                grip_sig=signer.token() if signer is not None else None,
+                client_ip=info.client_ip,
+                client_scheme_secure=info.secure,
+                xff_truncate=xff.truncate,
+                xff_append=xff.append,
+                accept_x_forwarded_protocol=settings.accept_x_forwarded_protocol,
+                set_x_forwarded_protocol=settings.set_x_forwarded_protocol,
+                route_headers=route.headers,
+                orig_headers=route.orig_headers,
+                extra_remove=(b"pushpin-route",) if settings.accept_pushpin_route else (),
+            )
+
+        def body() -> IBodyProducer | None:
+            if info.body_size == 0 and not _client_sent_body(request):
+                return None
+            if info.body is not None:
+                return _BytesProducer(info.body)
+            request.content.seek(0)
+            return FileBodyProducer(request.content)
+
+        def handle_test(target: "Target") -> OriginResponse:
+            # The test origin sees paths with the route's path_beg stripped (§11).
+            test_path = path
+            if route.path_beg and test_path.startswith(route.path_beg.encode("latin-1")):
+                test_path = b"/" + test_path[len(route.path_beg) :].lstrip(b"/")
+            code, reason, test_headers, test_body = test_response(test_path, info.body_size)
+            return buffered_response(code, reason, test_headers, test_body, target)
+
+        try:
+            response = await self._origin.request(
+                route.targets, info.method, path, headers_for, body, handle_test=handle_test
+            )
+        except AllTargetsFailed as e:
+            self._log.warn("{method} {uri}: {why}", method=info.method.decode(), uri=info.uri, why=e)
+            self._fail(request, info, str(e))
+            return
+        except OriginError as e:
+            self._log.warn("{method} {uri}: {why}", method=info.method.decode(), uri=info.uri, why=e)
+            self._fail(request, info, str(e))
+            return
+        info.target_label = response.target.label()
+        if info.grip_enabled and is_grip_instruct(response.headers):
+            await self._acceptor.accept(request, info, response)
+            return
+        self._relay(request, info, response)
+
+    def link_headers_for(self, info: RequestInfo, netloc: str) -> Callable[["Target"], hdr.Headers]:
+        """Headers for a next-link GET (§5.4): signed like any request, Host from the link."""
+        settings = self._settings
+        route = info.route
+        assert route is not None
+        signer = None if (info.trusted or route.no_grip) else self._signer_for(route)
+
+        def headers_for(target: "Target") -> hdr.Headers:
+            host = target.host_override or route.as_host or netloc
+            return hdr.request_headers_to_origin(
+                [],
+                host=host.encode("latin-1"),
+                trusted=info.trusted,
+                grip_enabled=info.grip_enabled,
+                grip_sig=signer.token() if signer is not None else None,
+                client_ip=info.client_ip,
+                client_scheme_secure=info.secure,
+                xff_truncate=None,
+                xff_append=False,
+                accept_x_forwarded_protocol=settings.accept_x_forwarded_protocol,
+                set_x_forwarded_protocol=settings.set_x_forwarded_protocol,
+                route_headers=route.headers,
+            )
+
+        return headers_for
+
+    def _fail(self, request: "ClientRequest", info: RequestInfo, detail: str) -> None:
+        self._counters.requests_failed += 1
+        message = detail if info.debug else "Error while proxying to origin."
+        self._access(info, request, code=502, size=len(message) + 1)
+        if request._disconnected:
+            return
+        error_response(request, 502, message)
+
+    def _relay(self, request: "ClientRequest", info: RequestInfo, response: OriginResponse) -> None:
+        """Send a non-GRIP origin response to the client as it comes."""
+        self._counters.requests_proxied += 1
+        request.setResponseCode(response.code, response.reason)
+        raw = request.responseHeaders
+        for name, value in hdr.response_headers_to_client(response.headers):
+            raw.addRawHeader(name, value)
+        if response.length is not None:
+            raw.setRawHeaders(b"content-length", [b"%d" % response.length])
+
+        def done(clean: bool) -> None:
+            if clean:
+                self._access(info, request, code=response.code, size=request.sentLength)
+            else:
+                self._access(info, request, code=None, size=None, accept="error")
+
+        response.deliver_body(_Relay(request, done))
+
+    def _is_trusted(self, request: "ClientRequest") -> bool:
+        key = self._settings.upstream_key
+        if key is None:
+            return False
+        token = request.getHeader(b"grip-sig")
+        if not token:
+            return False
+        from .signing import verify_grip_sig
+
+        return verify_grip_sig(token, key, self._clock.seconds())
+
+    def _access(self, info: RequestInfo, request: Any, *, code: int | None, size: int | None, accept: str = "") -> None:
+        """One access line per request, in Pushpin's shape (§11 Logging)."""
+        access_line(self._log, self._settings, info, request, code=code, size=size, accept=accept)
+
+
+def access_line(log: Logger, settings: "Settings", info: RequestInfo, request: Any, *, code: int | None, size: int | None, accept: str = "") -> None:
+    """Log C{GET http://host/path -> target [from=IP] [ref=R] [route=ID] code=N BYTES|accept [ua=UA]}."""
+    parts = [f"{info.method.decode('latin-1')} {info.uri}"]
+    if info.target_label is not None:
+        parts.append(f"-> {info.target_label}")
+    if settings.log_from:
+        parts.append(f"from={info.client_ip}")
+    referer = request.getHeader(b"referer")
+    if referer:
+        parts.append(f"ref={referer.decode('latin-1')}")
+    if info.route is not None and info.route.explicit_id:
+        parts.append(f"route={info.route.id}")
+    if accept:
+        parts.append(accept)
+    else:
+        parts.append(f"code={code} {size if size is not None else 0}")
+    if settings.log_user_agent:
+        ua = request.getHeader(b"user-agent")
+        if ua:
+            parts.append(f"ua={ua.decode('latin-1')}")
+    log.info("{line}", line=" ".join(parts))
+
+
+def _hostname(host: str) -> str:
+    """C{example.com:8080} -> C{example.com}; C{[::1]:80} -> C{::1}; lower-cased."""
+    host = host.strip()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[1:end].lower() if end != -1 else host.lower()
+    return host.rsplit(":", 1)[0].lower() if host.count(":") == 1 else host.lower()
+
+
+def _client_ip(request: Any) -> str:
+    peer = request.getClientAddress()
+    return getattr(peer, "host", "127.0.0.1") or "127.0.0.1"
+
+
+def _raw_headers(request: Any) -> list[tuple[bytes, bytes]]:
+    out: list[tuple[bytes, bytes]] = []
+    for name, values in request.requestHeaders.getAllRawHeaders():
+        for value in values:
+            out.append((name, value))
+    return out
+
+
+def _client_sent_body(request: Any) -> bool:
+    headers = request.requestHeaders
+    return headers.hasHeader(b"content-length") or headers.hasHeader(b"transfer-encoding")
