@@ -1,0 +1,77 @@
+# -*- test-case-name: tests.test_logs -*-
+"""
+Log lines in Pushpin's shape: C{[INFO] 2026-11-29 09:42:51.971 message}.
+
+Operators grep Pushpin logs for these prefixes, so the twistd plugin installs this observer
+in place of twistd's default one (see L{pushpin_tx.tap.Options.postOptions}). Pushpin's
+C{--loglevel} numbers map onto twisted.logger levels: 0 error, 1 warning, 2 info, 3 debug.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import IO, Callable
+
+from twisted.logger import ILogObserver, LogLevel, formatEvent
+from zope.interface import implementer
+
+__all__ = ["PushpinLogObserver", "level_for", "configure", "twistd_observer", "TWISTD_LOGGER"]
+
+_NAMES = {
+    LogLevel.critical: "ERR",
+    LogLevel.error: "ERR",
+    LogLevel.warn: "WARN",
+    LogLevel.info: "INFO",
+    LogLevel.debug: "DEBUG",
+}
+
+_THRESHOLDS = [LogLevel.error, LogLevel.warn, LogLevel.info, LogLevel.debug]
+
+
+def level_for(loglevel: int) -> LogLevel:
+    """The most verbose twisted.logger level shown at Pushpin log level C{loglevel}."""
+    return _THRESHOLDS[max(0, min(loglevel, 3))]
+
+
+@implementer(ILogObserver)
+class PushpinLogObserver:
+    """Writes events at or above a level as Pushpin-style lines to a text stream."""
+
+    def __init__(self, stream: IO[str], loglevel: int = 2, localtime: Callable[[float], time.struct_time] = time.localtime) -> None:
+        self._stream = stream
+        self._threshold = level_for(loglevel)
+        self._localtime = localtime
+
+    def __call__(self, event: dict) -> None:
+        level = event.get("log_level", LogLevel.info)
+        failure = event.get("log_failure")
+        if level > self._threshold and failure is None:
+            return
+        when = event.get("log_time", time.time())
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", self._localtime(when)) + ".%03d" % int((when % 1) * 1000)
+        text = formatEvent(event)
+        if failure is not None:
+            text = f"{text}\n{failure.getTraceback()}"
+        self._stream.write(f"[{_NAMES.get(level, 'INFO')}] {stamp} {text}\n")
+        self._stream.flush()
+
+
+#: set by L{configure} from the plugin's options, read by L{twistd_observer}
+_configured: tuple[int, str | None] = (2, None)
+
+#: what twistd's C{logger} option must name (it takes a dotted name, not an object)
+TWISTD_LOGGER = "pushpin_tx.logs.twistd_observer"
+
+
+def configure(loglevel: int, logfile: str | None) -> None:
+    """Remember the log level and file for L{twistd_observer}."""
+    global _configured
+    _configured = (loglevel, logfile)
+
+
+def twistd_observer() -> PushpinLogObserver:
+    """The observer twistd installs when its C{logger} option names this function."""
+    loglevel, logfile = _configured
+    stream: IO[str] = sys.stdout if not logfile or logfile == "-" else open(logfile, "a", encoding="utf-8")
+    return PushpinLogObserver(stream, loglevel)

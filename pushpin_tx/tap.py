@@ -1,0 +1,258 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+C{twistd pushpin}: command-line options mirroring Pushpin's runner, and C{makeService},
+the one place that knows every component and wires them together.
+
+C{makeService} only builds objects: sockets are bound in C{privilegedStartService} (so a
+port in use stops start-up with an error and a non-zero exit) and nothing else touches
+the outside world before C{startService}, because twistd may fork in between.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import endpoints
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from .accept import Acceptor
+from .clientsite import ClientSite
+from .config import ConfigError, Settings, load_settings, parse_signing_key
+from .control import ControlResource, ControlSite
+from .hold import HoldContext
+from .intake import PublishIntake
+from . import logs
+from .origin import OriginClient
+from .proxy import ProxyResource
+from .router import ChannelRouter
+from .routes_watch import RoutesFileService
+from .signing import GripSigner
+from .stats import Counters, DropReporter
+from .tlspolicy import InsecurePolicy
+
+__all__ = ["Options", "makeService", "PushpinService"]
+
+
+class Options(usage.Options):
+    """Pushpin's runner options (reference §1)."""
+
+    synopsis = "[options]"
+    longdesc = "Run pushpin-tx, a realtime reverse proxy compatible with Pushpin 1.36."
+
+    optParameters = [
+        ["config", None, None, "Config file (default: the embedded pushpin.conf, routes '* test')."],
+        ["port", None, None, "Run a single HTTP client listener on [addr:]port, replacing the configured ones."],
+        ["id", None, None, "Instance id: ipc prefix pN-, port offset N*10.", int],
+        ["loglevel", None, None, "Log level: 0 error, 1 warning, 2 info (default), 3 debug.", int],
+        ["logfile", None, None, "Write logs to this file instead of standard output."],
+    ]
+    optFlags = [
+        ["verbose", None, "Verbose output (log level 3)."],
+        ["merge-output", "m", "Accepted for compatibility: pushpin-tx is one process with one log."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["route"] = []
+        self.settings: Settings | None = None
+
+    def opt_route(self, line: str) -> None:
+        """A route line (repeatable); replaces the routes file."""
+        self["route"].append(line)
+
+    def postOptions(self) -> None:
+        loglevel = 3 if self["verbose"] else self["loglevel"]
+        try:
+            self.settings = load_settings(
+                self["config"],
+                port=self["port"],
+                instance_id=self["id"],
+                routes=self["route"] or None,
+                log_level=loglevel,
+            )
+        except ConfigError as e:
+            raise usage.UsageError(str(e))
+        parent = getattr(self, "parent", None)
+        if parent is not None and not parent.get("logger"):
+            # twistd builds its log observer from its own options after parsing ours: name
+            # one that writes Pushpin-shaped lines at our log level (see pushpin_tx.logs).
+            logfile = self["logfile"] or (parent.get("logfile") or None)
+            logs.configure(self.settings.log_level, logfile)
+            parent["logger"] = logs.TWISTD_LOGGER
+
+
+class _Listener(service.Service):
+    """Binds one endpoint in privilegedStartService, so a failed bind stops start-up."""
+
+    _log = Logger()
+
+    def __init__(self, reactor: Any, description: str, factory: Any, label: str) -> None:
+        self._reactor = reactor
+        self._description = description
+        self._factory = factory
+        self._label = label
+        self.port: Any = None
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        endpoint = endpoints.serverFromString(self._reactor, self._description)
+        d = endpoint.listen(self._factory)
+        result: list[Any] = []
+        d.addBoth(result.append)
+        if not result:
+            raise RuntimeError(f"{self._label}: listening on {self._description} did not complete at once")
+        outcome = result[0]
+        if hasattr(outcome, "raiseException"):
+            self._log.error("{label}: cannot listen on {endpoint}: {why}", label=self._label, endpoint=self._description, why=outcome.getErrorMessage())
+            outcome.raiseException()
+        self.port = outcome
+        host = outcome.getHost()
+        self._log.info("{label} listening on {host}:{port}", label=self._label, host=host.host, port=host.port)
+
+    def stopService(self) -> Any:
+        super().stopService()
+        if self.port is not None:
+            port, self.port = self.port, None
+            return port.stopListening()
+        return None
+
+
+class PushpinService(service.MultiService):
+    """The whole proxy: its children are the listeners and inputs, its attributes the live state."""
+
+    _log = Logger()
+
+    def __init__(self, settings: Settings, reactor: Any) -> None:
+        super().__init__()
+        self.settings = settings
+        self.reactor = reactor
+        self.counters = Counters()
+        self.router = ChannelRouter()
+        self.drops = DropReporter(self.counters, reactor.seconds)
+        self.hold_context = HoldContext(
+            self.router,
+            reactor,
+            self.counters,
+            queue_limit=settings.delivery_queue_max,
+            overflow=settings.delivery_overflow,
+            on_drop=self.drops,
+        )
+        self._pool = HTTPConnectionPool(reactor, persistent=True)
+        self._pool.maxPersistentPerHost = 64
+        self._insecure_pool = HTTPConnectionPool(reactor, persistent=True)
+        self.origin = OriginClient(
+            Agent(reactor, pool=self._pool, connectTimeout=10),
+            Agent(reactor, contextFactory=InsecurePolicy(), pool=self._insecure_pool, connectTimeout=10),
+            reactor,
+        )
+        self._signers: dict[tuple[str, str], GripSigner] = {}
+        self.acceptor = Acceptor(settings, self.hold_context, self.counters, self.origin)
+        self.proxy = ProxyResource(settings, self.origin, self.signer_for, self.acceptor, self.counters, reactor)
+        self.acceptor.link_headers = self.proxy.link_headers_for
+        self.intake = PublishIntake(self.router, self.counters)
+        self.control = ControlResource(self.intake)
+        self.routes = RoutesFileService(
+            settings.routesfile if settings.routes_override is None else None,
+            override=settings.routes_override,
+            clock=reactor,
+            on_load=self.proxy.set_routes,
+        )
+        self.routes.setServiceParent(self)
+        self.control_listener: _Listener | None = None
+        if settings.push_in_http_port >= 0:  # -1: no control API (Pushpin's code default)
+            self.control_listener = _Listener(
+                reactor,
+                _tcp(settings.push_in_http_addr, settings.push_in_http_port),
+                ControlSite(
+                    self.control,
+                    max_headers=settings.push_in_max_headers_size,
+                    max_body=settings.push_in_max_body_size,
+                    reactor=reactor,
+                ),
+                "control API",
+            )
+            self.control_listener.setServiceParent(self)
+        self.client_listeners = []
+        for address in settings.http_ports:
+            site = ClientSite(self.proxy, header_limit=settings.client_buffer_size, reactor=reactor)
+            listener = _Listener(reactor, address.endpoint(), site, "client")
+            listener.setServiceParent(self)
+            self.client_listeners.append(listener)
+
+    def signer_for(self, route: Any) -> GripSigner:
+        """The Grip-Sig signer for a route: its own sig_iss/sig_key when both are set."""
+        settings = self.settings
+        if route.sig_iss and route.sig_key:
+            cache_key = (route.sig_iss, route.sig_key)
+            signer = self._signers.get(cache_key)
+            if signer is None:
+                key = parse_signing_key(route.sig_key, settings.config_dir)
+                signer = self._signers[cache_key] = GripSigner(route.sig_iss, key, self.reactor.seconds)
+            return signer
+        signer = self._signers.get(("", ""))
+        if signer is None:
+            signer = self._signers[("", "")] = GripSigner(settings.sig_iss, settings.sig_key, self.reactor.seconds)
+        return signer
+
+    def privilegedStartService(self) -> None:
+        self._log.info("starting...")
+        settings = self.settings
+        if settings.not_applicable:
+            self._log.info("config keys not applicable to pushpin-tx (one process): {keys}", keys=", ".join(settings.not_applicable))
+        if settings.not_implemented:
+            self._log.warn("config keys not implemented yet, ignored: {keys}", keys=", ".join(settings.not_implemented))
+        if settings.unknown:
+            self._log.warn("unknown config keys, ignored: {keys}", keys=", ".join(settings.unknown))
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        super().startService()
+        if hasattr(signal, "SIGHUP") and self.reactor is _global_reactor():
+            signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload))
+        self._log.info("started")
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the routes (connections stay open; pushpin.conf is not re-read, as in Pushpin)."""
+        self._log.info("reloading")
+        self.routes.reload()
+
+    def stopService(self) -> Any:
+        self._log.info("stopping...")
+        d = super().stopService()
+
+        def close_pools(result: object) -> Any:
+            from twisted.internet.defer import gatherResults
+
+            return gatherResults([self._pool.closeCachedConnections(), self._insecure_pool.closeCachedConnections()])
+
+        d.addBoth(close_pools)
+        d.addBoth(lambda _: self._log.info("stopped"))
+        return d
+
+
+def _tcp(host: str, port: int) -> str:
+    host_part = f":interface={endpoints.quoteStringArgument(host)}" if host else ""
+    return f"tcp:{port}{host_part}"
+
+
+def _global_reactor() -> Any:
+    from twisted.internet import reactor
+
+    return reactor
+
+
+def makeService(options: Options, reactor: Any = None) -> PushpinService:
+    """Build the service tree for C{twistd pushpin}."""
+    if reactor is None:
+        reactor = _global_reactor()
+    settings = options.settings
+    if settings is None:
+        options.postOptions()
+        settings = options.settings
+    assert settings is not None
+    return PushpinService(settings, reactor)
