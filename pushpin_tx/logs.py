@@ -46,10 +46,10 @@ class PushpinLogObserver:
     def __call__(self, event: dict) -> None:
         level = event.get("log_level", LogLevel.info)
         failure = event.get("log_failure")
-        if level > self._threshold and failure is None:
-            return
-        when = event.get("log_time", time.time())
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S", self._localtime(when)) + ".%03d" % int((when % 1) * 1000)
+        if level < self._threshold and failure is None:
+            return  # less severe than the configured level (twisted.logger orders debug < info < warn)
+        millis = round(event.get("log_time", time.time()) * 1000)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", self._localtime(millis // 1000)) + ".%03d" % (millis % 1000)
         text = formatEvent(event)
         if failure is not None:
             text = f"{text}\n{failure.getTraceback()}"

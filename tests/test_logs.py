@@ -1,0 +1,41 @@
+"""Log lines in Pushpin's shape, filtered by Pushpin's log levels."""
+
+from __future__ import annotations
+
+import calendar
+import io
+import time
+
+import pytest
+from twisted.logger import LogLevel
+
+from pushpin_tx.logs import PushpinLogObserver
+
+
+def emit(loglevel: int, level: LogLevel, text: str = "hello {who}") -> str:
+    out = io.StringIO()
+    observer = PushpinLogObserver(out, loglevel, localtime=time.gmtime)
+    observer({"log_level": level, "log_format": text, "who": "world", "log_time": calendar.timegm((2026, 11, 29, 9, 42, 51)) + 0.971})
+    return out.getvalue()
+
+
+def test_line_shape_matches_pushpin():
+    """[LEVEL] YYYY-MM-DD HH:MM:SS.mmm message, with milliseconds."""
+    assert emit(2, LogLevel.info) == "[INFO] 2026-11-29 09:42:51.971 hello world\n"
+    assert emit(2, LogLevel.warn).startswith("[WARN] ")
+    assert emit(2, LogLevel.error).startswith("[ERR] ")
+
+
+@pytest.mark.parametrize(
+    "loglevel, shown",
+    [
+        (0, {LogLevel.error, LogLevel.critical}),
+        (1, {LogLevel.error, LogLevel.critical, LogLevel.warn}),
+        (2, {LogLevel.error, LogLevel.critical, LogLevel.warn, LogLevel.info}),
+        (3, {LogLevel.error, LogLevel.critical, LogLevel.warn, LogLevel.info, LogLevel.debug}),
+    ],
+)
+def test_levels_filter_less_severe_events(loglevel, shown):
+    """Level N shows events at its severity and above: 0 errors, 1 +warnings, 2 +info, 3 +debug."""
+    for level in (LogLevel.debug, LogLevel.info, LogLevel.warn, LogLevel.error, LogLevel.critical):
+        assert bool(emit(loglevel, level)) == (level in shown), level
