@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from .origin import OriginClient, OriginResponse
     from .proxy import RequestInfo
     from .stats import Counters
+    from .zmq_stats import StatsPublisher
 
 __all__ = ["Acceptor"]
 
@@ -48,6 +49,7 @@ class Acceptor:
         counters: "Counters",
         origin: "OriginClient",
         headers_for_link: Callable[["RequestInfo", str], Callable[..., Any]] | None = None,
+        stats: "StatsPublisher | None" = None,
     ) -> None:
         self._settings = settings
         self._ctx = ctx
@@ -56,6 +58,7 @@ class Acceptor:
         #: held connections by connection id (the console and tests look here)
         self.connections: dict[str, ResponseHold | StreamHold] = {}
         self.link_headers = headers_for_link
+        self._stats = stats
 
     async def accept(self, request: "ClientRequest", info: "RequestInfo", response: "OriginResponse") -> None:
         """Handle an origin response that carries GRIP instructions."""
@@ -140,17 +143,21 @@ class Acceptor:
             hold = ResponseHold(self._ctx, request, instruct, info.conn_id)
         else:
             hold = StreamHold(self._ctx, request, instruct, info.conn_id)
-        self._track(request, hold)
+        self._track(request, hold, info)
         if isinstance(hold, StreamHold):
             hold.start(initial, head_sent=head_sent)
         else:
             hold.start()
 
-    def _track(self, request: "ClientRequest", hold: ResponseHold | StreamHold) -> None:
+    def _track(self, request: "ClientRequest", hold: ResponseHold | StreamHold, info: "RequestInfo") -> None:
         conn_id = hold.conn_id
         self.connections[conn_id] = hold
         counters = self._counters
         counters.held[hold.kind] += 1
+        stats = self._stats
+        route_id = info.route.id if info.route is not None and info.route.explicit_id else None
+        if stats is not None:
+            stats.connected(conn_id, "http", info.client_ip, info.secure, route=route_id)
         for channel in hold.channels:
             self._log.info("subscribe {uri} channel={channel}", uri=_uri_of(request), channel=channel)
 
@@ -158,6 +165,8 @@ class Acceptor:
             self.connections.pop(conn_id, None)
             counters.held[hold.kind] -= 1
             hold.client_gone()
+            if stats is not None:
+                stats.disconnected(conn_id, route=route_id)
 
         request.notifyFinish().addBoth(ended)
 

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .grip import Channel, Instruct
     from .router import ChannelRouter, Publication
     from .stats import Counters
+    from .zmq_stats import StatsPublisher
 
 __all__ = ["HttpSink", "ResponseHold", "StreamHold", "HoldContext", "CHUNKED_THRESHOLD"]
 
@@ -65,7 +66,7 @@ class HttpSink(Protocol):
 class HoldContext:
     """What every hold needs from the server: shared, made once."""
 
-    __slots__ = ("router", "clock", "counters", "queue_limit", "overflow", "on_drop", "random")
+    __slots__ = ("router", "clock", "counters", "queue_limit", "overflow", "on_drop", "random", "stats")
 
     def __init__(
         self,
@@ -77,6 +78,7 @@ class HoldContext:
         overflow: str,
         on_drop: Callable[[str, str, str], None],
         random_: Callable[[], float] = random.random,
+        stats: "StatsPublisher | None" = None,
     ) -> None:
         """
         @param on_drop: C{on_drop(conn_id, channel, reason)} counts and logs a dropped message.
@@ -89,6 +91,7 @@ class HoldContext:
         self.overflow = overflow
         self.on_drop = on_drop
         self.random = random_
+        self.stats = stats
 
 
 class _Hold:
@@ -109,8 +112,11 @@ class _Hold:
 
     def _subscribe(self) -> None:
         router = self._ctx.router
+        stats = self._ctx.stats
         for name in self.channels:
             router.subscribe(name, self)
+            if stats is not None:
+                stats.subscribed(name, self.kind)
 
     def _release(self) -> None:
         """Unsubscribe from everything; idempotent."""
@@ -118,8 +124,11 @@ class _Hold:
             return
         self.done = True
         router = self._ctx.router
+        stats = self._ctx.stats
         for name in self.channels:
             router.unsubscribe(name, self)
+            if stats is not None:
+                stats.unsubscribed(name, self.kind)
         self._cancel_timers()
 
     def _cancel_timers(self) -> None:

@@ -10,8 +10,8 @@ the outside world before C{startService}, because twistd may fork in between.
 
 from __future__ import annotations
 
+import os
 import signal
-import sys
 from typing import Any
 
 from twisted.application import service
@@ -34,6 +34,8 @@ from .routes_watch import RoutesFileService
 from .signing import GripSigner
 from .stats import Counters, DropReporter
 from .tlspolicy import InsecurePolicy
+from .zmq_inputs import ZmqInputService
+from .zmq_stats import StatsPublisher
 
 __all__ = ["Options", "makeService", "PushpinService"]
 
@@ -134,6 +136,15 @@ class PushpinService(service.MultiService):
         self.counters = Counters()
         self.router = ChannelRouter()
         self.drops = DropReporter(self.counters, reactor.seconds)
+        self.stats = StatsPublisher(
+            reactor,
+            self.counters,
+            fmt=settings.stats_format,
+            connection_ttl=settings.stats_connection_ttl,
+            subscription_ttl=settings.stats_subscription_ttl,
+            subscription_linger=settings.subscription_linger,
+            report_interval=settings.stats_report_interval,
+        )
         self.hold_context = HoldContext(
             self.router,
             reactor,
@@ -141,6 +152,7 @@ class PushpinService(service.MultiService):
             queue_limit=settings.delivery_queue_max,
             overflow=settings.delivery_overflow,
             on_drop=self.drops,
+            stats=self.stats,
         )
         self._pool = HTTPConnectionPool(reactor, persistent=True)
         self._pool.maxPersistentPerHost = 64
@@ -151,11 +163,11 @@ class PushpinService(service.MultiService):
             reactor,
         )
         self._signers: dict[tuple[str, str], GripSigner] = {}
-        self.acceptor = Acceptor(settings, self.hold_context, self.counters, self.origin)
+        self.acceptor = Acceptor(settings, self.hold_context, self.counters, self.origin, stats=self.stats)
         self.proxy = ProxyResource(settings, self.origin, self.signer_for, self.acceptor, self.counters, reactor)
         self.acceptor.link_headers = self.proxy.link_headers_for
-        self.intake = PublishIntake(self.router, self.counters)
-        self.control = ControlResource(self.intake)
+        self.intake = PublishIntake(self.router, self.counters, stats=self.stats)
+        self.control = ControlResource(self.intake, recover=self.recover)
         self.routes = RoutesFileService(
             settings.routesfile if settings.routes_override is None else None,
             override=settings.routes_override,
@@ -177,6 +189,18 @@ class PushpinService(service.MultiService):
                 "control API",
             )
             self.control_listener.setServiceParent(self)
+        self.zmq = ZmqInputService(
+            settings,
+            reactor,
+            self.intake,
+            self.router,
+            is_connected=self.stats.is_connected,
+            recover=self.recover,
+            # HTTP holds have nothing to refresh; an unknown connection id is "item-not-found".
+            refresh=lambda cid=None, channel=None: False if cid is not None else None,
+            stats=self.stats,
+        )
+        self.zmq.setServiceParent(self)
         self.client_listeners = []
         for address in settings.http_ports:
             site = ClientSite(self.proxy, header_limit=settings.client_buffer_size, reactor=reactor)
@@ -199,6 +223,14 @@ class PushpinService(service.MultiService):
             signer = self._signers[("", "")] = GripSigner(settings.sig_iss, settings.sig_key, self.reactor.seconds)
         return signer
 
+    def recover(self) -> None:
+        """C{POST /recover/} and the command socket's C{recover}.
+
+        Pushpin forgets its last-id table and makes held sessions re-sync. pushpin-tx keeps no
+        last ids yet (reliable delivery is a later piece of work), so there is nothing to forget.
+        """
+        self._log.info("recover: no message ids are tracked, nothing to re-sync")
+
     def privilegedStartService(self) -> None:
         self._log.info("starting...")
         settings = self.settings
@@ -211,6 +243,7 @@ class PushpinService(service.MultiService):
         super().privilegedStartService()
 
     def startService(self) -> None:
+        self.stats.instance_id = f"pushpin-handler_{os.getpid()}"  # the pid after twistd's fork
         super().startService()
         if hasattr(signal, "SIGHUP") and self.reactor is _global_reactor():
             signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload))

@@ -52,6 +52,20 @@ class Waiter:
         return d
 
 
+async def poll_until(reactor, predicate: Callable[[], object], timeout: float = DEADLINE, what: str = "", interval: float = 0.01):
+    """Re-check C{predicate} (state nothing notifies us about, e.g. a zmq socket) until true or the deadline."""
+    from twisted.internet import task
+
+    deadline = reactor.seconds() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        await task.deferLater(reactor, interval, lambda: None)
+
+
 class _ProxyProcess(protocol.ProcessProtocol):
     def __init__(self, waiter: Waiter) -> None:
         self.output = ""
