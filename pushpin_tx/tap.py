@@ -240,6 +240,13 @@ class PushpinService(service.MultiService):
             self._log.warn("config keys not implemented yet, ignored: {keys}", keys=", ".join(settings.not_implemented))
         if settings.unknown:
             self._log.warn("unknown config keys, ignored: {keys}", keys=", ".join(settings.unknown))
+        if settings.message_rate > 0 or settings.message_hwm > 0:
+            self._log.warn(
+                "[handler] message_rate={rate} / message_hwm={hwm}: publish rate shaping is not implemented yet;"
+                " every publish is delivered at once",
+                rate=settings.message_rate,
+                hwm=settings.message_hwm,
+            )
         super().privilegedStartService()
 
     def startService(self) -> None:
