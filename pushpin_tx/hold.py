@@ -66,7 +66,7 @@ class HttpSink(Protocol):
 class HoldContext:
     """What every hold needs from the server: shared, made once."""
 
-    __slots__ = ("router", "clock", "counters", "queue_limit", "overflow", "on_drop", "random", "stats")
+    __slots__ = ("router", "clock", "counters", "queue_limit", "overflow", "on_drop", "random", "stats", "subscription_max")
 
     def __init__(
         self,
@@ -79,6 +79,7 @@ class HoldContext:
         on_drop: Callable[[str, str, str], None],
         random_: Callable[[], float] = random.random,
         stats: "StatsPublisher | None" = None,
+        subscription_max: int = 20,
     ) -> None:
         """
         @param on_drop: C{on_drop(conn_id, channel, reason)} counts and logs a dropped message.
@@ -92,6 +93,8 @@ class HoldContext:
         self.on_drop = on_drop
         self.random = random_
         self.stats = stats
+        #: connection_subscription_max: the most channels one connection may hold
+        self.subscription_max = subscription_max
 
 
 class _Hold:

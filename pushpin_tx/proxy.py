@@ -32,6 +32,12 @@ from .grip import is_grip_instruct
 from .origin import AllTargetsFailed, OriginError, OriginResponse, buffered_response
 from .testorigin import test_response
 
+
+def is_upgrade(request: Any) -> bool:
+    """Whether a request asks for a WebSocket (C{Upgrade: websocket})."""
+    value = request.getHeader(b"upgrade")
+    return value is not None and value.strip().lower() == b"websocket"
+
 if TYPE_CHECKING:
     from .accept import Acceptor
     from .clientsite import ClientRequest
@@ -185,6 +191,8 @@ class ProxyResource(Resource):
         self._clock = clock
         self.routes: "RouteTable | None" = None
         self._ids = itertools.count(1)
+        #: handles WebSocket upgrade requests (set by the service; None: refused with 502)
+        self.ws_gateway: Any = None
 
     def set_routes(self, table: "RouteTable") -> None:
         """Swap in a reloaded routes table; requests in flight keep the route they had."""
@@ -224,7 +232,12 @@ class ProxyResource(Resource):
         if not secure and settings.accept_x_forwarded_protocol:
             proto = request.getHeader(b"x-forwarded-proto") or request.getHeader(b"x-forwarded-protocol") or b""
             secure = proto.strip().lower() in (b"https", b"wss")
-        scheme = "https" if secure else "http"
+        websocket = is_upgrade(request)
+        proto = "ws" if websocket else "http"
+        if websocket:
+            scheme = "wss" if secure else "ws"
+        else:
+            scheme = "https" if secure else "http"
         routes = self.routes
         route = None
         if routes is not None:
@@ -235,9 +248,9 @@ class ProxyResource(Resource):
                 # Pushpin falls back to the host only when the id is shared by several lines;
                 # an unknown id means no route (observed on 1.36.0).
                 if route is None and routes.is_id_shared(route_id):
-                    route = routes.lookup(host, path.split(b"?", 1)[0].decode("latin-1"), proto="http", ssl=secure)
+                    route = routes.lookup(host, path.split(b"?", 1)[0].decode("latin-1"), proto=proto, ssl=secure)
             else:
-                route = routes.lookup(host, path.split(b"?", 1)[0].decode("latin-1"), proto="http", ssl=secure)
+                route = routes.lookup(host, path.split(b"?", 1)[0].decode("latin-1"), proto=proto, ssl=secure)
         content = request.content
         content.seek(0, 2)
         body_size = content.tell()
@@ -332,6 +345,12 @@ class ProxyResource(Resource):
             code, reason, test_headers, test_body = test_response(test_path, info.body_size)
             return buffered_response(code, reason, test_headers, test_body, target)
 
+        if is_upgrade(request):
+            if self.ws_gateway is None:
+                self._fail(request, info, "WebSocket target not supported")
+                return
+            await self.ws_gateway.handle(request, info, route, path, headers_for)
+            return
         try:
             response = await self._origin.request(
                 route.targets, info.method, path, headers_for, body, handle_test=handle_test

@@ -20,7 +20,7 @@ from twisted.logger import Logger
 if TYPE_CHECKING:
     from .items import Item
 
-__all__ = ["ChannelRouter", "Publication", "Subscriber", "InterestListener"]
+__all__ = ["ChannelRouter", "Publication", "Subscriber", "InterestListener", "ws_frame"]
 
 
 class Subscriber(Protocol):
@@ -46,6 +46,9 @@ class Publication:
 
     __slots__ = ("item", "_chunk", "_ws_frame")
 
+    #: the WebSocket frame opcodes a ws-message "type" maps to
+    _OPCODES = {"text": 0x1, "binary": 0x2, "ping": 0x9, "pong": 0xA}
+
     def __init__(self, item: "Item") -> None:
         self.item = item
         self._chunk: bytes | None = None
@@ -64,6 +67,32 @@ class Publication:
             content = self.item.http_stream.content  # type: ignore[union-attr]
             chunk = self._chunk = b"%x\r\n%b\r\n" % (len(content), content)
         return chunk
+
+    @property
+    def ws_frame(self) -> bytes:
+        """The C{ws-message} as one unmasked server-to-client WebSocket frame."""
+        frame = self._ws_frame
+        if frame is None:
+            fmt = self.item.ws_message
+            frame = self._ws_frame = ws_frame(self._OPCODES[fmt.type], fmt.content or b"")  # type: ignore[union-attr]
+        return frame
+
+
+def ws_frame(opcode: int, payload: bytes) -> bytes:
+    """
+    One final, unmasked WebSocket frame (RFC 6455 §5.2), as a server sends it.
+
+    Written here rather than taken from autobahn's PreparedMessage because that class only
+    frames text and binary messages, and pings and pongs are published too.
+    """
+    size = len(payload)
+    if size < 126:
+        head = bytes((0x80 | opcode, size))
+    elif size < 65536:
+        head = bytes((0x80 | opcode, 126)) + size.to_bytes(2, "big")
+    else:
+        head = bytes((0x80 | opcode, 127)) + size.to_bytes(8, "big")
+    return head + payload
 
 
 class ChannelRouter:

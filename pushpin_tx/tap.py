@@ -18,7 +18,7 @@ from twisted.application import service
 from twisted.internet import endpoints
 from twisted.logger import Logger
 from twisted.python import usage
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 
 from .accept import Acceptor
 from .clientsite import ClientSite
@@ -34,6 +34,7 @@ from .routes_watch import RoutesFileService
 from .signing import GripSigner
 from .stats import Counters, DropReporter
 from .tlspolicy import InsecurePolicy
+from .ws_gateway import WebSocketGateway
 from .zmq_inputs import ZmqInputService
 from .zmq_stats import StatsPublisher
 
@@ -153,10 +154,11 @@ class PushpinService(service.MultiService):
             overflow=settings.delivery_overflow,
             on_drop=self.drops,
             stats=self.stats,
+            subscription_max=settings.connection_subscription_max,
         )
-        self._pool = HTTPConnectionPool(reactor, persistent=True)
+        self._pool = _QuietPool(reactor, persistent=True)
         self._pool.maxPersistentPerHost = 64
-        self._insecure_pool = HTTPConnectionPool(reactor, persistent=True)
+        self._insecure_pool = _QuietPool(reactor, persistent=True)
         self.origin = OriginClient(
             Agent(reactor, pool=self._pool, connectTimeout=10),
             Agent(reactor, contextFactory=InsecurePolicy(), pool=self._insecure_pool, connectTimeout=10),
@@ -166,6 +168,8 @@ class PushpinService(service.MultiService):
         self.acceptor = Acceptor(settings, self.hold_context, self.counters, self.origin, stats=self.stats)
         self.proxy = ProxyResource(settings, self.origin, self.signer_for, self.acceptor, self.counters, reactor)
         self.acceptor.link_headers = self.proxy.link_headers_for
+        self.websockets = WebSocketGateway(settings, reactor, self.hold_context, self.counters, self.origin, stats=self.stats)
+        self.proxy.ws_gateway = self.websockets
         self.intake = PublishIntake(self.router, self.counters, stats=self.stats)
         self.control = ControlResource(self.intake, recover=self.recover)
         self.routes = RoutesFileService(
@@ -273,6 +277,16 @@ class PushpinService(service.MultiService):
         d.addBoth(close_pools)
         d.addBoth(lambda _: self._log.info("stopped"))
         return d
+
+
+class _QuietFactory(_HTTP11ClientFactory):
+    """Origin connections come and go all the time: no "Starting factory" line for each."""
+
+    noisy = False
+
+
+class _QuietPool(HTTPConnectionPool):
+    _factory = _QuietFactory
 
 
 def _tcp(host: str, port: int) -> str:

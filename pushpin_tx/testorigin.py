@@ -3,7 +3,8 @@
 The built-in C{test} route target (reference §11): a tiny origin inside the proxy, so that a
 newcomer sees a long-poll or a stream with nothing but curl. Same paths and bodies as
 Pushpin's test handler: C{/}, C{/response}, C{/stream} (C{?channel=NAME}, repeatable,
-default C{test}); C{/ws} is added with WebSocket support.
+default C{test}); C{/ws} (a WebSocket that echoes and receives the channels' publishes)
+is served by L{pushpin_tx.ws_gateway}.
 """
 
 from __future__ import annotations

@@ -130,6 +130,8 @@ class RunningProxy:
             d = self.proc.ended
             d.addTimeout(DEADLINE, self.reactor)
             await d
+        # pytest shows captured output for failing tests only: the proxy's whole log then.
+        print(f"---- proxy log ----\n{self.proc.output}")
         if self.proc.exit_signal == 15 and "Server Shut Down." in self.proc.output:
             return 0
         return self.proc.exit_code

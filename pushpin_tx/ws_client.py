@@ -1,0 +1,160 @@
+# -*- test-case-name: tests.integration.test_websockets -*-
+"""
+The client's side of a proxied WebSocket, on autobahn.
+
+Pushpin completes a client's handshake only after the origin has accepted (§8.1, §8.2), so
+the proxy first talks to the origin with the client's request still an ordinary
+twisted.web request; once the origin says yes, L{upgrade} takes the connection over from
+twisted.web (as autobahn's C{WebSocketResource} does) and replays the request into an
+autobahn server protocol, whose handshake answer carries the origin's extra headers.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper
+
+from .ws_session import OPCODE_BINARY, OPCODE_PING, OPCODE_PONG, OPCODE_TEXT
+
+if TYPE_CHECKING:
+    from .delivery import DeliveryQueue
+    from .ws_session import WsSession
+
+__all__ = ["ClientWebSocket", "make_client_factory", "upgrade"]
+
+
+class ClientWebSocket(WebSocketServerProtocol):
+    """
+    A client WebSocket bridged to a L{WsSession}; also its L{ClientLink}.
+
+    Named attributes avoid autobahn's own (C{log}, C{factory}, C{session} is free but
+    explicit is better): C{_bridge}, C{_accept}.
+    """
+
+    _log = Logger()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._bridge: "WsSession | None" = None
+        self._accept: tuple[str | None, dict[str, Any]] = (None, {})
+
+    # autobahn callbacks --------------------------------------------------------------------
+
+    def onConnect(self, request: Any) -> tuple[str | None, dict[str, Any]]:
+        protocol, headers = self._accept
+        if protocol is not None and protocol not in request.protocols:
+            protocol = None
+        return protocol, headers
+
+    def onOpen(self) -> None:
+        pass
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self._bridge is not None:
+            self._bridge.client_message(OPCODE_BINARY if isBinary else OPCODE_TEXT, payload)
+
+    def onPing(self, payload: bytes) -> None:
+        # Forwarded to the origin (WebSocket-over-HTTP sends a PING event); like Pushpin, the
+        # proxy does not answer it itself.
+        if self._bridge is not None:
+            self._bridge.client_message(OPCODE_PING, payload)
+
+    def onPong(self, payload: bytes) -> None:
+        if self._bridge is not None:
+            self._bridge.client_message(OPCODE_PONG, payload)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        bridge, self._bridge = self._bridge, None
+        if bridge is not None:
+            # autobahn reports 1006 (abnormal) with wasClean False when no close frame came
+            if code == 1006 and not wasClean:
+                bridge.client_closed(None, b"", False)
+            else:
+                remote_code = self.remoteCloseCode
+                remote_reason = (self.remoteCloseReason or "").encode("utf-8")
+                bridge.client_closed(remote_code, remote_reason, True)
+
+    # ClientLink ------------------------------------------------------------------------------
+
+    def write_frame(self, frame: bytes) -> None:
+        if self.state == WebSocketServerProtocol.STATE_OPEN:
+            self.sendData(frame)
+
+    def close(self, code: int | None, reason: str) -> None:
+        if self.state == WebSocketServerProtocol.STATE_OPEN:
+            if code is None:
+                self.sendClose()
+            else:
+                self.sendClose(code, reason or None)
+
+    def drop(self) -> None:
+        if self.transport is not None:
+            self.dropConnection(abort=True)
+
+    def register_producer(self, producer: "DeliveryQueue") -> None:
+        if self.transport is not None:
+            self.registerProducer(producer, True)
+
+
+def make_client_factory(reactor: Any, *, max_message_size: int = 1000000) -> WebSocketServerFactory:
+    """The factory every client WebSocket comes from (one per process)."""
+    factory = WebSocketServerFactory(reactor=reactor)
+    factory.protocol = ClientWebSocket
+    factory.noisy = False
+    factory.setProtocolOptions(
+        maxMessagePayloadSize=max_message_size,
+        maxFramePayloadSize=max_message_size,
+        # the origin or publisher decides what the client gets; autobahn must not add its
+        # own compression, so a frame framed once can be written to every connection
+        perMessageCompressionAccept=lambda offers: None,
+    )
+    # autobahn sends "Server: AutobahnPython/..." in the handshake; Pushpin sends none
+    factory.server = None
+    return factory
+
+
+def upgrade(
+    request: Any,
+    factory: WebSocketServerFactory,
+    session: "WsSession",
+    *,
+    subprotocol: str | None,
+    headers: dict[str, Any],
+) -> ClientWebSocket | None:
+    """
+    Take the connection over from twisted.web and complete the client's handshake.
+
+    @return: the client protocol, or C{None} if the client had already gone.
+    """
+    channel = request.channel
+    if channel is None or channel.transport is None or request._disconnected:
+        return None
+    protocol: ClientWebSocket = factory.buildProtocol(channel.transport.getPeer())
+    protocol._bridge = session
+    protocol._accept = (subprotocol, headers)
+    transport, channel.transport = channel.transport, None
+    # twisted.web's channel registered itself as the transport's producer; the WebSocket's
+    # delivery queue takes that place.
+    if getattr(transport, "producer", None) is not None:
+        transport.unregisterProducer()
+    if isinstance(transport, ProtocolWrapper):
+        transport.wrappedProtocol = protocol
+    elif isinstance(getattr(transport, "protocol", None), ProtocolWrapper):
+        transport.protocol.wrappedProtocol = protocol
+    else:
+        transport.protocol = protocol
+    protocol.makeConnection(transport)
+    if hasattr(transport, "_networkProducer"):
+        transport._networkProducer.resumeProducing()
+    elif hasattr(transport, "resumeProducing"):
+        transport.resumeProducing()
+    # Replay the request into autobahn so it runs the handshake (as WebSocketResource does).
+    data = request.method + b" " + request.uri + b" HTTP/1.1\r\n"
+    for name, values in request.requestHeaders.getAllRawHeaders():
+        data += name + b": " + b",".join(values) + b"\r\n"
+    data += b"\r\n"
+    protocol.dataReceived(data)
+    return protocol
