@@ -110,6 +110,9 @@ def make_client_factory(reactor: Any, *, max_message_size: int = 1000000) -> Web
         # the origin or publisher decides what the client gets; autobahn must not add its
         # own compression, so a frame framed once can be written to every connection
         perMessageCompressionAccept=lambda offers: None,
+        # on a protocol error or an oversized message, tell the client why (a close frame
+        # with 1002 / 1009) instead of autobahn's default of dropping the TCP connection
+        failByDrop=False,
     )
     # autobahn sends "Server: AutobahnPython/..." in the handshake; Pushpin sends none
     factory.server = None

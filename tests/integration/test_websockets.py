@@ -244,3 +244,56 @@ async def test_plain_websocket_passthrough_with_and_without_grip(reactor, tmp_pa
     finally:
         await proxy.stop()
         await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_bad_websocket_input_is_answered_and_others_keep_working(reactor, tmp_path):
+    """Origin down -> 502; OPEN answered text/plain -> that 200 as-is; an oversized or broken frame closes
+    only that client (1009 / 1002); the built-in /ws echo still works afterwards."""
+    origin = ScriptedOrigin()
+
+    def wrong_type(request):
+        request.setHeader(b"content-type", b"text/plain")
+        return b"OPEN\r\n"
+
+    origin.handlers[b"/wrong"] = wrong_type
+    port = await start_origin(reactor, origin)
+    routes = [
+        "down.example 127.0.0.1:1,over_http",
+        f"woh.example 127.0.0.1:{port.getHost().port},over_http",
+        "* test",
+    ]
+    proxy = await start_proxy(reactor, tmp_path, routes)
+    handshake = (
+        b"GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    try:
+        down = await raw_request(reactor, proxy.client_port, handshake % (b"/x", b"down.example"), until=b"proxying to origin.\n")
+        assert down.received.startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
+        assert b"Content-Type" not in down.received.split(b"\r\n\r\n")[0]
+        wrong = await raw_request(reactor, proxy.client_port, handshake % (b"/wrong", b"woh.example"), until=b"OPEN\r\n")
+        assert wrong.received.startswith(b"HTTP/1.1 200 OK\r\n") and b"Content-Type: text/plain" in wrong.received
+
+        big = await ws_connect(reactor, proxy.client_port, "/ws")
+        big.sendMessage(b"x" * 1000001)
+        await big.wait(reactor, lambda: big.closed, "oversized message closes")
+        assert big.close_code == 1009
+
+        broken = await ws_connect(reactor, proxy.client_port, "/ws")
+        broken.transport.write(b"\x8f\x80\x00\x00\x00\x00")  # reserved opcode 0xF, masked, empty
+        await broken.wait(reactor, lambda: broken.closed, "protocol error closes")
+        assert broken.close_code == 1002
+
+        echo = await ws_connect(reactor, proxy.client_port, "/ws?channel=t1")
+        echo.sendMessage(b"marco")
+        await echo.wait(reactor, lambda: echo.messages, "echo")
+        assert echo.messages[0] == (b"marco", False)
+        await _publish(reactor, proxy.control_port, [{"channel": "t1", "formats": {"ws-message": {"content": "polo"}}}])
+        await echo.wait(reactor, lambda: len(echo.messages) > 1, "published to /ws")
+        assert echo.messages[1] == (b"polo", False)
+        echo.sendClose(1000)
+        await echo.wait(reactor, lambda: echo.closed, "closed")
+    finally:
+        await proxy.stop()
+        await port.stopListening()
