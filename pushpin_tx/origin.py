@@ -55,6 +55,11 @@ class AllTargetsFailed(Exception):
 class OriginError(Exception):
     """The origin failed after the connection was made (reset, timeout, bad response)."""
 
+    def __init__(self, message: str, target: str | None = None) -> None:
+        super().__init__(message)
+        #: the target that failed, as access lines name it
+        self.target = target
+
 
 class BodyTooLarge(Exception):
     """
@@ -254,7 +259,7 @@ class OriginClient:
             except CancelledError:
                 raise
             except DeferredTimeout:
-                raise OriginError(f"timed out waiting for {target.label()}")
+                raise OriginError(f"timed out waiting for {target.label()}", target.label())
             except Exception:
                 failure = Failure()
                 if _is_connect_failure(failure):
@@ -263,7 +268,7 @@ class OriginClient:
                     )
                     tried.append(target.label())
                     continue
-                raise OriginError(f"{target.label()}: {failure.getErrorMessage()}")
+                raise OriginError(f"{target.label()}: {failure.getErrorMessage()}", target.label())
             raw: Headers = []
             for name, values in response.headers.getAllRawHeaders():
                 for value in values:
