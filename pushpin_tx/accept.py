@@ -18,7 +18,7 @@ from twisted.logger import Logger
 
 from .grip import InstructError, is_grip_instruct, parse_instruct
 from .headers import get_header
-from .hold import CHUNKED_THRESHOLD, HoldContext, ResponseHold, StreamHold
+from .hold import HoldContext, ResponseHold, StreamHold
 from .origin import AllTargetsFailed, BodyTooLarge, OriginError, read_body
 from .proxy import GRIP_BODY_LIMIT, access_line, error_response
 

@@ -16,7 +16,7 @@ from twisted.web import http
 
 from . import headers as hdr
 from .origin import AllTargetsFailed, BodyTooLarge, OriginError
-from .proxy import access_line, error_response, is_upgrade
+from .proxy import access_line, error_response
 from .woh import EVENTS_TYPE, WohLink, new_connection_id
 from .ws_client import make_client_factory, upgrade
 from .ws_origin import HandshakeRefused, connect_origin

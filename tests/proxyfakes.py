@@ -14,7 +14,6 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from treq.testing import RequestTraversalAgent
-from twisted.internet import task
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
@@ -22,7 +21,7 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import formatEvent
 from twisted.python.failure import Failure
-from twisted.web.client import FileBodyProducer
+
 from twisted.web.iweb import IAgent
 from twisted.web.resource import Resource
 from zope.interface import implementer
@@ -304,20 +303,6 @@ def build_rig(
     proxy.set_routes(RouteTable(parsed))
     site = ClientSite(proxy, header_limit=settings.client_buffer_size, reactor=reactor)
     return ProxyRig(settings, reactor, agent, proxy, acceptor, router, site)
-
-
-def clocked_file_body_producer(reactor: MemoryReactorClock) -> Callable[[Any], FileBodyProducer]:
-    """A C{FileBodyProducer} factory whose cooperator runs on C{reactor}.
-
-    The proxy streams request bodies over 100,000 bytes with C{FileBodyProducer}, whose default
-    cooperator runs on the global reactor; tests swap in this one to stay in memory.
-    """
-    cooperator = task.Cooperator(scheduler=lambda work: reactor.callLater(0, work))
-
-    def make(f: Any) -> FileBodyProducer:
-        return FileBodyProducer(f, cooperator=cooperator)
-
-    return make
 
 
 def dechunk(data: bytes) -> tuple[bytes, bool]:

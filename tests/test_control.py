@@ -13,7 +13,6 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 
 from pushpin_tx.control import ControlResource, ControlSite, negotiate
 from pushpin_tx.intake import PublishIntake
-from pushpin_tx.items import parse_item
 from pushpin_tx.router import ChannelRouter
 from pushpin_tx.stats import Counters
 

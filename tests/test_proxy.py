@@ -19,7 +19,6 @@ from twisted.internet.defer import Deferred
 from twisted.logger import globalLogPublisher
 from twisted.web.server import NOT_DONE_YET
 
-import pushpin_tx.proxy
 from pushpin_tx.origin import RESPONSE_TIMEOUT, OriginClient, OriginError
 from pushpin_tx.routes import Target
 
@@ -31,7 +30,6 @@ from .proxyfakes import (
     ProxyRig,
     answer,
     build_rig,
-    clocked_file_body_producer,
     dechunk,
 )
 
@@ -639,12 +637,11 @@ def _post(size: int, path: bytes = b"/upload") -> tuple[bytes, bytes]:
     return b"POST %s HTTP/1.1\r\nHost: example.com\r\nContent-Length: %d\r\n\r\n" % (path, size) + payload, payload
 
 
-def test_a_large_post_body_is_relayed_when_the_origin_answers_without_grip(make_rig, monkeypatch):
+def test_a_large_post_body_is_relayed_when_the_origin_answers_without_grip(make_rig):
     """A 150000-byte POST reaches the origin whole, and its plain answer reaches the client."""
     origin = Origin()
     origin.handlers[b"/upload"] = answer(b"stored\n", PLAIN)
     rig = make_rig([f"* {A}"], {A: origin})
-    monkeypatch.setattr(pushpin_tx.proxy, "FileBodyProducer", clocked_file_body_producer(rig.reactor))
     request, payload = _post(150000)
     client = rig.request(request)
     assert client.received == b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 7\r\n\r\nstored\n"
@@ -652,12 +649,11 @@ def test_a_large_post_body_is_relayed_when_the_origin_answers_without_grip(make_
 
 
 @pytest.mark.parametrize("size", [100001, 150000])
-def test_a_grip_answer_to_a_body_over_100000_bytes_is_a_400(make_rig, monkeypatch, size):
+def test_a_grip_answer_to_a_body_over_100000_bytes_is_a_400(make_rig, size):
     """Over 100000 request-body bytes GRIP cannot be accepted: 400 'Request too large to accept GRIP instruct.'."""
     origin = Origin()
     origin.handlers[b"/upload"] = answer(b"held\n", PLAIN, (b"Grip-Hold", b"response"), (b"Grip-Channel", b"c"))
     rig = make_rig([f"* {A}"], {A: origin})
-    monkeypatch.setattr(pushpin_tx.proxy, "FileBodyProducer", clocked_file_body_producer(rig.reactor))
     request, payload = _post(size)
     client = rig.request(request)
     assert client.received == error_bytes(400, b"Bad Request", b"Request too large to accept GRIP instruct.")
