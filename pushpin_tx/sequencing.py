@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from .items import Item
 
 __all__ = [
+    "ChannelLinger",
     "DROP_DUPLICATE_ID",
     "DROP_DUPLICATE_PREV_ID",
     "DROP_PARKING_FULL",
@@ -421,3 +422,51 @@ class Sequencer:
             return failure
         self._log.failure("sequencer sweep failed", failure)
         return None
+
+
+class ChannelLinger:
+    """
+    Forgets a channel's sequencing state C{linger} seconds after its last subscriber left,
+    unless one came back meanwhile (Pushpin keeps a subscription for C{subscription_linger}
+    seconds after its last listener, so an answered long-poll that asks again at once still
+    finds its channel's last id). A router interest listener; one timer for all channels,
+    running only while something lingers.
+    """
+
+    def __init__(self, clock: "IReactorTime", sequencer: Sequencer, linger: float) -> None:
+        self._clock = clock
+        self._sequencer = sequencer
+        self._linger = linger
+        self._leaving: OrderedDict[str, float] = OrderedDict()
+        self._loop: LoopingCall | None = None
+
+    def channel_added(self, channel: str) -> None:
+        self._leaving.pop(channel, None)
+
+    def channel_removed(self, channel: str) -> None:
+        if self._linger <= 0:
+            self._sequencer.forget_channel(channel)
+            return
+        self._leaving[channel] = self._clock.seconds() + self._linger
+        if self._loop is None:
+            self._loop = LoopingCall(self._sweep)
+            self._loop.clock = self._clock
+            self._loop.start(1.0, now=False)
+
+    def _sweep(self) -> None:
+        now = self._clock.seconds()
+        leaving = self._leaving
+        while leaving:
+            channel, due = next(iter(leaving.items()))
+            if due > now:
+                break
+            del leaving[channel]
+            self._sequencer.forget_channel(channel)
+        if not leaving:
+            self.stop()
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            if self._loop.running:
+                self._loop.stop()
+            self._loop = None

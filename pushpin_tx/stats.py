@@ -31,6 +31,8 @@ class Counters:
         "items_published",
         "deliveries",
         "drops",
+        "recoveries",
+        "connection_minutes_closed",
     )
 
     def __init__(self) -> None:
@@ -45,6 +47,10 @@ class Counters:
         self.deliveries = 0
         #: dropped messages by reason
         self.drops: Counter[str] = Counter()
+        #: times a held connection re-synced from the origin (Grip-Last retry or next link)
+        self.recoveries = 0
+        #: connection-minutes of connections that have ended (for connection_minute metrics)
+        self.connection_minutes_closed = 0
 
     def delivered(self, n: int) -> None:
         self.deliveries += n
@@ -60,6 +66,7 @@ class Counters:
             "items_published": self.items_published,
             "deliveries": self.deliveries,
             "drops": dict(self.drops),
+            "recoveries": self.recoveries,
         }
 
 

@@ -30,6 +30,7 @@ from . import logs
 from .origin import OriginClient
 from .proxy import ProxyResource
 from .router import ChannelRouter
+from .sequencing import ChannelLinger, IdCache, LastIds, Sequencer
 from .routes_watch import RoutesFileService
 from .signing import GripSigner
 from .stats import Counters, DropReporter
@@ -168,9 +169,25 @@ class PushpinService(service.MultiService):
         self.acceptor = Acceptor(settings, self.hold_context, self.counters, self.origin, stats=self.stats)
         self.proxy = ProxyResource(settings, self.origin, self.signer_for, self.acceptor, self.counters, reactor)
         self.acceptor.link_headers = self.proxy.link_headers_for
+        self.acceptor.relay = self.proxy.relay
         self.websockets = WebSocketGateway(settings, reactor, self.hold_context, self.counters, self.origin, stats=self.stats)
         self.proxy.ws_gateway = self.websockets
         self.intake = PublishIntake(self.router, self.counters, stats=self.stats)
+        # reliable delivery (§7): id cache and prev-id sequencing in front of the router
+        self.last_ids = LastIds()
+        self.sequencer = Sequencer(
+            reactor,
+            self.last_ids,
+            self.intake.deliver,
+            wait=settings.message_wait / 1000.0,
+            on_drop=lambda item, reason: self.drops(f"channel {item.channel}", item.channel, f"{reason} (id {item.id})"),
+            has_listeners=lambda channel: self.router.subscriber_count(channel) > 0,
+            id_cache=IdCache(settings.id_cache_ttl) if settings.id_cache_ttl > 0 else None,
+        )
+        self.intake.sequencer = self.sequencer
+        self.acceptor.last_ids = self.last_ids
+        self.channel_linger = ChannelLinger(reactor, self.sequencer, settings.subscription_linger)
+        self.router.add_interest_listener(self.channel_linger)
         self.control = ControlResource(self.intake, recover=self.recover)
         self.routes = RoutesFileService(
             settings.routesfile if settings.routes_override is None else None,
@@ -228,12 +245,9 @@ class PushpinService(service.MultiService):
         return signer
 
     def recover(self) -> None:
-        """C{POST /recover/} and the command socket's C{recover}.
-
-        Pushpin forgets its last-id table and makes held sessions re-sync. pushpin-tx keeps no
-        last ids yet (reliable delivery is a later piece of work), so there is nothing to forget.
-        """
-        self._log.info("recover: no message ids are tracked, nothing to re-sync")
+        """C{POST /recover/} and the command socket's C{recover}: forget every last id."""
+        self._log.info("recover: forgetting last ids")
+        self.sequencer.clear()
 
     def privilegedStartService(self) -> None:
         self._log.info("starting...")
@@ -267,6 +281,8 @@ class PushpinService(service.MultiService):
 
     def stopService(self) -> Any:
         self._log.info("stopping...")
+        self.channel_linger.stop()
+        self.sequencer.stop()
         d = super().stopService()
 
         def close_pools(result: object) -> Any:
