@@ -11,9 +11,12 @@ hold. Every failure has Pushpin's status and wording (§4.4, §14.7).
 from __future__ import annotations
 
 import dataclasses
+import random
 from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urlsplit
 
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from .grip import InstructError, is_grip_instruct, parse_instruct
@@ -35,6 +38,16 @@ __all__ = ["Acceptor"]
 
 #: How many Grip-Link pages one response may chain before the proxy stops following.
 MAX_PAGES = 1000
+#: How many times one client request may be re-sent to the origin with Grip-Last.
+MAX_RETRIES = 5
+#: Next-link fetches: tries, and the first backoff delay (doubling, plus up to 1 s of jitter).
+LINK_TRIES = 5
+LINK_BACKOFF = 1.0
+
+
+def grip_last_headers(last_ids: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    """One C{Grip-Last: <channel>; last-id=<id>} per channel (§5.4)."""
+    return [(b"Grip-Last", f"{channel}; last-id={last}".encode("utf-8")) for channel, last in last_ids.items()]
 
 
 class Acceptor:
@@ -59,8 +72,13 @@ class Acceptor:
         self.connections: dict[str, ResponseHold | StreamHold] = {}
         self.link_headers = headers_for_link
         self._stats = stats
+        #: the channels' last delivered ids (set by the service), checked against prev-ids
+        self.last_ids: Any = None
+        #: relays a non-GRIP origin answer (set by the proxy resource)
+        self.relay: Callable[..., None] | None = None
+        self._random = random.random
 
-    async def accept(self, request: "ClientRequest", info: "RequestInfo", response: "OriginResponse") -> None:
+    async def accept(self, request: "ClientRequest", info: "RequestInfo", response: "OriginResponse", retries: int = 0) -> None:
         """Handle an origin response that carries GRIP instructions."""
         if info.body is None:
             # §4.1 step 9: a request body over 100,000 bytes was not kept, so GRIP cannot be accepted.
@@ -83,7 +101,7 @@ class Acceptor:
             return
         if request._disconnected:
             return
-        await self._dispatch(request, info, instruct)
+        await self._dispatch(request, info, instruct, retries=retries)
 
     def _parse(self, response: "OriginResponse", body: bytes, info: "RequestInfo") -> "Instruct":
         instruct = parse_instruct(
@@ -121,7 +139,7 @@ class Acceptor:
             instruct = dataclasses.replace(instruct, channels=tuple(channels))
         return instruct
 
-    async def _dispatch(self, request: "ClientRequest", info: "RequestInfo", instruct: "Instruct", *, head_sent: bool = False, initial: bytes = b"") -> None:
+    async def _dispatch(self, request: "ClientRequest", info: "RequestInfo", instruct: "Instruct", *, head_sent: bool = False, initial: bytes = b"", retries: int = 0) -> None:
         if instruct.hold is None:
             if instruct.next_link is None:
                 self._access(info, request, code=instruct.response.code, size=len(instruct.response.body))
@@ -137,12 +155,25 @@ class Acceptor:
             self._access(info, request, accept="accept")
             await self._follow_links(request, info, instruct, head_sent=head_sent)
             return
-        self._access(info, request, accept="accept")
+        if instruct.hold == "response" and retries < MAX_RETRIES:
+            # §5.3: a prev-id that is not the channel's known last id means the client missed
+            # something: ask the origin again at once, with Grip-Last.
+            stale = self._stale(instruct)
+            if stale:
+                self._log.info("{conn}: prev-id behind on {channels}, retrying", conn=info.conn_id, channels=", ".join(stale))
+                self._counters.recoveries += 1
+                await self.retry(request, info, {c.name: c.prev_id for c in instruct.channels if c.prev_id is not None}, retries + 1)
+                return
+        self._access(info, request, accept="accept retry" if retries else "accept")
         hold: ResponseHold | StreamHold
         if instruct.hold == "response":
             hold = ResponseHold(self._ctx, request, instruct, info.conn_id)
+            hold.retry = lambda last: Deferred.fromCoroutine(self.retry(request, info, last, retries + 1)).addErrback(
+                lambda f: self._log.failure("retry failed", f)
+            )
         else:
             hold = StreamHold(self._ctx, request, instruct, info.conn_id)
+            hold.fetch_next = lambda uri, last: Deferred.fromCoroutine(self.fetch_next(info, uri, last))
         self._track(request, hold, info)
         if isinstance(hold, StreamHold):
             hold.start(initial, head_sent=head_sent)
@@ -150,25 +181,84 @@ class Acceptor:
             hold.start()
 
     def _track(self, request: "ClientRequest", hold: ResponseHold | StreamHold, info: "RequestInfo") -> None:
+        """Count and register the request's hold; a retried request replaces its old hold."""
         conn_id = hold.conn_id
-        self.connections[conn_id] = hold
         counters = self._counters
-        counters.held[hold.kind] += 1
         stats = self._stats
         route_id = info.route.id if info.route is not None and info.route.explicit_id else None
+        hold.route_id = route_id
+        previous = getattr(request, "_pp_hold", None)
+        request._pp_hold = hold
+        self.connections[conn_id] = hold
+        counters.held[hold.kind] += 1
+        for channel in hold.channels:
+            self._log.info("subscribe {uri} channel={channel}{retry}", uri=_uri_of(request), channel=channel, retry=" retry" if previous else "")
+        if previous is not None:
+            counters.held[previous.kind] -= 1
+            return
         if stats is not None:
             stats.connected(conn_id, "http", info.client_ip, info.secure, route=route_id)
-        for channel in hold.channels:
-            self._log.info("subscribe {uri} channel={channel}", uri=_uri_of(request), channel=channel)
+        clock = self._ctx.clock
 
         def ended(result: object) -> None:
+            current = request._pp_hold
             self.connections.pop(conn_id, None)
-            counters.held[hold.kind] -= 1
-            hold.client_gone()
+            counters.held[current.kind] -= 1
+            counters.connection_minutes_closed += 1 + int((clock.seconds() - current.started_at) // 60)
+            current.client_gone()
             if stats is not None:
                 stats.disconnected(conn_id, route=route_id)
 
         request.notifyFinish().addBoth(ended)
+
+    def _stale(self, instruct: "Instruct") -> list[str]:
+        last_ids = self.last_ids
+        if last_ids is None:
+            return []
+        stale = []
+        for channel in instruct.channels:
+            if channel.prev_id is not None:
+                last = last_ids.get(channel.name)
+                if last is not None and last != channel.prev_id:
+                    stale.append(channel.name)
+        return stale
+
+    async def retry(self, request: "ClientRequest", info: "RequestInfo", last_ids: dict[str, str], retries: int) -> None:
+        """Re-send the client's request to the origin with Grip-Last and act on the answer."""
+        if request._disconnected:
+            return
+        try:
+            response = await info.resend(grip_last_headers(last_ids))
+        except (AllTargetsFailed, OriginError) as e:
+            self._fail(request, info, str(e))
+            return
+        if request._disconnected:
+            response.deliver_body(_Discard())
+            return
+        if info.grip_enabled and is_grip_instruct(response.headers):
+            await self.accept(request, info, response, retries=retries)
+        elif self.relay is not None:
+            self.relay(request, info, response)
+
+    async def fetch_next(self, info: "RequestInfo", uri: str, last_ids: dict[str, str]) -> "Instruct | None":
+        """
+        A stream's next link, with Grip-Last; failures retried with backoff (1 s, 2 s, 4 s...
+        plus jitter, 5 tries, §5.4). None when it cannot be had.
+        """
+        for attempt in range(LINK_TRIES):
+            try:
+                return await self._fetch_link(info, uri, grip_last_headers(last_ids))
+            except InstructError as e:
+                self._log.warn("{conn}: next link {uri}: {why}", conn=info.conn_id, uri=uri, why=e)
+                return None
+            except (AllTargetsFailed, OriginError, BodyTooLarge) as e:
+                if attempt + 1 == LINK_TRIES:
+                    self._log.warn("{conn}: next link {uri} failed {n} times: {why}", conn=info.conn_id, uri=uri, n=LINK_TRIES, why=e)
+                    return None
+                delay = LINK_BACKOFF * (2**attempt) + self._random()
+                self._log.info("{conn}: next link {uri} failed ({why}), retrying in {delay:.1f} s", conn=info.conn_id, uri=uri, why=e, delay=delay)
+                await deferLater(self._ctx.clock, delay, lambda: None)
+        return None
 
     async def _accept_oversized(self, request: "ClientRequest", info: "RequestInfo", response: "OriginResponse", too_large: BodyTooLarge) -> None:
         """§4.3: a stream hold's oversized body is relayed as it comes, then held."""
@@ -227,13 +317,15 @@ class Acceptor:
             link = page.next_link
         request.finish()
 
-    async def _fetch_link(self, info: "RequestInfo", uri: str) -> "Instruct | None":
+    async def _fetch_link(self, info: "RequestInfo", uri: str, extra: list[tuple[bytes, bytes]] = []) -> "Instruct | None":
         route = info.route
         assert route is not None and self.link_headers is not None
         parts = urlsplit(uri)
         path = (parts.path or "/") + ("?" + parts.query if parts.query else "")
-        headers_for = self.link_headers(info, parts.netloc)
-        response = await self._origin.request(route.targets, b"GET", path.encode("latin-1"), headers_for, lambda: None)
+        base = self.link_headers(info, parts.netloc)
+        response = await self._origin.request(
+            route.targets, b"GET", path.encode("latin-1"), lambda target: base(target) + extra, lambda: None
+        )
         body = await read_body(response, GRIP_BODY_LIMIT)
         if not 200 <= response.code < 300:
             raise OriginError(f"next link answered {response.code}")

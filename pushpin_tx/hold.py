@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING, Callable, Protocol
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
@@ -112,6 +113,12 @@ class _Hold:
         self.meta = dict(instruct.meta)
         self.done = False
         self.started_at = ctx.clock.seconds()
+        #: re-asks the origin with Grip-Last headers {channel: last id} (set by the acceptor)
+        self.retry: Callable[[dict[str, str]], object] | None = None
+        #: fetches a next link with Grip-Last headers; fires with an Instruct or None (acceptor)
+        self.fetch_next: Callable[[str, dict[str, str]], Deferred] | None = None
+        #: the route id, for the console and stats
+        self.route_id: str | None = None
 
     def _subscribe(self) -> None:
         router = self._ctx.router
@@ -190,10 +197,20 @@ class ResponseHold(_Hold):
         fmt = publication.item.http_response
         if fmt is None or self.done or fmt.action == "close" or not self._passes(publication, channel):
             return  # "close" is accepted on http-response and does nothing (as in Pushpin)
-        if fmt.action == "hint":
-            # Re-asking the origin (retry with Grip-Last) belongs to reliable delivery; until
-            # then a hint leaves the hold waiting, as an unanswerable publish would.
-            self._log.info("hint for {conn} on {channel} ignored: recovery not implemented", conn=self.conn_id, channel=channel)
+        expected = self.channels[channel].prev_id
+        gap = expected is not None and publication.item.prev_id is not None and publication.item.prev_id != expected
+        if fmt.action == "hint" or gap:
+            # §5.3/§7: ask the origin instead, with Grip-Last for every channel with a prev-id
+            if self.retry is not None:
+                self._log.info(
+                    "{conn}: {why} on {channel}, retrying to origin",
+                    conn=self.conn_id,
+                    why="hint" if fmt.action == "hint" else f"gap (expected prev-id {expected})",
+                    channel=channel,
+                )
+                self._release()
+                self._ctx.counters.recoveries += 1
+                self.retry(self._prev_ids())
             return
         own_filters = content_filters_of(self.channels[channel].filters)
         if fmt.content_filters is not None and tuple(fmt.content_filters) != own_filters:
@@ -247,6 +264,12 @@ class StreamHold(_Hold):
         self._keep_alive: IDelayedCall | None = None
         self._last_write = 0.0
         self._closing = False
+        # reliable streaming (§7): the prev-id each channel expects next, and recovery state
+        self._expect: dict[str, str] = {c.name: c.prev_id for c in instruct.channels if c.prev_id is not None}
+        self._recovering = False
+        self._waiting: list[tuple["Publication", str]] = []
+        self._last_publish = 0.0
+        self._link_timer: IDelayedCall | None = None
         self._content_filters = {
             name: content_filters_of(c.filters) for name, c in self.channels.items() if c.filters
         }
@@ -266,9 +289,10 @@ class StreamHold(_Hold):
             sink.write_body(initial_body)
         sink.register_producer(self.queue)
         self._subscribe()
-        self._last_write = self._ctx.clock.seconds()
+        self._last_write = self._last_publish = self._ctx.clock.seconds()
         if self.instruct.keep_alive is not None:
             self._arm_keep_alive()
+        self._arm_link_timer()
 
     def _dropped(self, channel: str, reason: str) -> None:
         self._ctx.on_drop(self.conn_id, channel, reason)
@@ -283,14 +307,28 @@ class StreamHold(_Hold):
         fmt = publication.item.http_stream
         if fmt is None or self.done or self._closing or not self._passes(publication, channel):
             return
+        if self._recovering:
+            if len(self._waiting) < 100:  # replayed after the fetch if they follow on
+                self._waiting.append((publication, channel))
+            else:
+                self._ctx.on_drop(self.conn_id, channel, "recovery queue full")
+            return
+        self._last_publish = self._ctx.clock.seconds()
+        item = publication.item
+        expected = self._expect.get(channel)
+        if expected is not None and item.prev_id is not None and item.prev_id != expected:
+            self._recover(f"gap on {channel} (expected prev-id {expected}, got {item.prev_id})", (publication, channel))
+            return
+        if fmt.action == "hint":
+            self._recover(f"hint on {channel}")
+            return
+        if expected is not None and item.id is not None:
+            self._expect[channel] = item.id
         if fmt.action == "close":
             if len(self.queue):
                 self._closing = True  # end after what is already queued
             else:
                 self._close()
-            return
-        if fmt.action == "hint":
-            self._log.info("hint for {conn} on {channel} ignored: next links not implemented", conn=self.conn_id, channel=channel)
             return
         filters = self._content_filters.get(channel)
         if fmt.content_filters is not None and tuple(fmt.content_filters) != (filters or ()):
@@ -341,9 +379,98 @@ class StreamHold(_Hold):
         self._arm_keep_alive()
 
     def _cancel_timers(self) -> None:
-        if self._keep_alive is not None and self._keep_alive.active():
-            self._keep_alive.cancel()
-        self._keep_alive = None
+        for call in (self._keep_alive, self._link_timer):
+            if call is not None and call.active():
+                call.cancel()
+        self._keep_alive = self._link_timer = None
+
+    # recovery through the next link (§5.4, §7) -----------------------------------------------
+
+    def _arm_link_timer(self, delay: float | None = None) -> None:
+        if self._link_timer is not None and self._link_timer.active():
+            self._link_timer.cancel()
+        self._link_timer = None
+        link = self.instruct.next_link
+        if link is not None and not self.done:
+            self._link_timer = self._ctx.clock.callLater(link.timeout if delay is None else delay, self._link_due)
+
+    def _link_due(self) -> None:
+        self._link_timer = None
+        link = self.instruct.next_link
+        if link is None or self.done:
+            return
+        idle = self._ctx.clock.seconds() - self._last_publish
+        if idle < link.timeout:
+            self._arm_link_timer(link.timeout - idle)
+            return
+        self._recover(f"no publish for {link.timeout} s")
+
+    def _recover(self, why: str, first: "tuple[Publication, str] | None" = None) -> None:
+        """Fetch the next link with Grip-Last, write its body, adopt its instructions."""
+        link = self.instruct.next_link
+        if link is None or self.fetch_next is None:
+            if first is not None:  # no way to recover: deliver what came, as Pushpin does
+                self._expect[first[1]] = first[0].item.id or self._expect[first[1]]
+                self.deliver(*first)
+            return
+        self._log.info("{conn}: {why}, fetching next link {uri}", conn=self.conn_id, why=why, uri=link.uri)
+        self._recovering = True
+        self._waiting = [first] if first is not None else []
+        self._ctx.counters.recoveries += 1
+        d = self.fetch_next(link.uri, dict(self._expect))
+        d.addCallback(self._recovered)
+        d.addErrback(lambda f: self._log.failure("{conn}: recovery failed", f, conn=self.conn_id))
+
+    def _recovered(self, instruct: "Instruct | None") -> None:
+        self._recovering = False
+        waiting, self._waiting = self._waiting, []
+        if self.done:
+            return
+        if instruct is None or instruct.hold not in (None, "stream"):
+            if instruct is not None:
+                self._log.warn("{conn}: Next link returned non-stream hold.", conn=self.conn_id)
+            self._close()
+            return
+        body = instruct.response.body
+        if body:
+            self.queue.offer(b"%x\r\n%b\r\n" % (len(body), body) if self._sink.chunked else body, "")
+            self._last_write = self._ctx.clock.seconds()
+        self._adopt(instruct)
+        if instruct.hold is None and instruct.next_link is None:
+            self._close()
+            return
+        for publication, channel in waiting:
+            item = publication.item
+            expected = self._expect.get(channel)
+            if expected is None or item.prev_id is None or item.prev_id == expected:
+                self.deliver(publication, channel)
+            else:
+                self._ctx.on_drop(self.conn_id, channel, f"superseded by recovery (id {item.id})")
+
+    def _adopt(self, instruct: "Instruct") -> None:
+        """Take on a next link's instructions: channels, prev-ids, the next link, keep-alive."""
+        router = self._ctx.router
+        stats = self._ctx.stats
+        if instruct.hold == "stream":
+            new = {c.name: c for c in instruct.channels}
+            for name in list(self.channels):
+                if name not in new:
+                    router.unsubscribe(name, self)
+                    if stats is not None:
+                        stats.unsubscribed(name, self.kind)
+                    self._expect.pop(name, None)
+            for name, channel in new.items():
+                if name not in self.channels:
+                    router.subscribe(name, self)
+                    if stats is not None:
+                        stats.subscribed(name, self.kind)
+                if channel.prev_id is not None:
+                    self._expect[name] = channel.prev_id
+            self.channels = new
+            self._content_filters = {name: content_filters_of(c.filters) for name, c in new.items() if c.filters}
+        self.instruct = instruct
+        self._last_publish = self._ctx.clock.seconds()
+        self._arm_link_timer()
 
     def _close(self) -> None:
         if self.done:

@@ -101,6 +101,7 @@ class RequestInfo:
         "body",
         "body_size",
         "target_label",
+        "resend",
     )
 
     def __init__(self, **kw: Any) -> None:
@@ -108,6 +109,8 @@ class RequestInfo:
             setattr(self, key, value)
         #: the target that answered, as access lines name it (None: none was asked)
         self.target_label: str | None = None
+        #: re-sends the original request with extra headers (Grip-Last), for retries
+        self.resend: Any = None
 
 
 @implementer(IBodyProducer)
@@ -355,6 +358,12 @@ class ProxyResource(Resource):
             code, reason, test_headers, test_body = test_response(test_path, info.body_size)
             return buffered_response(code, reason, test_headers, test_body, target)
 
+        async def resend(extra: hdr.Headers) -> OriginResponse:
+            return await self._origin.request(
+                route.targets, info.method, path, lambda target: headers_for(target) + extra, body, handle_test=handle_test
+            )
+
+        info.resend = resend
         if is_upgrade(request):
             if self.ws_gateway is None:
                 self._fail(request, info, "WebSocket target not supported")
@@ -377,7 +386,7 @@ class ProxyResource(Resource):
         if info.grip_enabled and is_grip_instruct(response.headers):
             await self._acceptor.accept(request, info, response)
             return
-        self._relay(request, info, response)
+        self.relay(request, info, response)
 
     def link_headers_for(self, info: RequestInfo, netloc: str) -> Callable[["Target"], hdr.Headers]:
         """Headers for a next-link GET (§5.4): signed like any request, Host from the link."""
@@ -413,7 +422,7 @@ class ProxyResource(Resource):
             return
         error_response(request, 502, message)
 
-    def _relay(self, request: "ClientRequest", info: RequestInfo, response: OriginResponse) -> None:
+    def relay(self, request: "ClientRequest", info: RequestInfo, response: OriginResponse) -> None:
         """Send a non-GRIP origin response to the client as it comes."""
         self._counters.requests_proxied += 1
         request.setResponseCode(response.code, response.reason)
