@@ -58,6 +58,8 @@ KNOWN: dict[str, frozenset[str]] = {
         "prometheus_port", "prometheus_prefix",
         "delivery_queue_max", "delivery_overflow",  # pushpin-tx extensions
     }),
+    # pushpin-tx's own section: the operator console (twisted.conch manhole)
+    "console": frozenset({"ssh_endpoint", "authorized_keys", "passwd", "telnet_endpoint", "host_key", "allow_remote"}),
 }
 
 _NOT_APPLICABLE = frozenset({

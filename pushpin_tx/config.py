@@ -156,6 +156,13 @@ class Settings:
     # our extension keys
     delivery_queue_max: int
     delivery_overflow: str
+    # [console] (ours): the operator's manhole console, off unless ssh_endpoint is set
+    console_ssh_endpoint: str | None
+    console_authorized_keys: str | None
+    console_passwd: str | None
+    console_telnet_endpoint: str | None
+    console_host_key: str
+    console_allow_remote: bool
     # command-line overrides
     routes_override: tuple[str, ...] | None
     # start-up diagnostics
@@ -300,11 +307,23 @@ def load_settings(config_path: str | None, *, port: str | None = None,
                            or cfg.get_str("proxy", "prometheus_prefix", "")),
         delivery_queue_max=cfg.parse("handler", "delivery_queue_max", "1000", _positive_int),
         delivery_overflow=cfg.parse("handler", "delivery_overflow", "drop", _overflow),
+        console_ssh_endpoint=cfg.get_str("console", "ssh_endpoint", "").strip() or None,
+        console_authorized_keys=_config_path(config_dir, cfg.get_str("console", "authorized_keys", "")),
+        console_passwd=_config_path(config_dir, cfg.get_str("console", "passwd", "")),
+        console_telnet_endpoint=cfg.get_str("console", "telnet_endpoint", "").strip() or None,
+        console_host_key=os.path.join(config_dir, cfg.get_str("console", "host_key", "console_host_key")),
+        console_allow_remote=cfg.get_bool("console", "allow_remote"),
         routes_override=tuple(routes) if routes else None,
         not_applicable=diagnostics[0],
         not_implemented=diagnostics[1],
         unknown=diagnostics[2],
     )
+
+
+def _config_path(config_dir: str, value: str) -> str | None:
+    """A file named in the config, relative to the config's directory; None when empty."""
+    value = value.strip()
+    return os.path.join(config_dir, value) if value else None
 
 
 # ---- reading and looking up ---------------------------------------------------------------

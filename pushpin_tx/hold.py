@@ -164,6 +164,10 @@ class _Hold:
         """The client disconnected: release everything at once."""
         self._release()
 
+    def shut_down(self) -> None:
+        """The server is stopping: end this hold cleanly (see subclasses)."""
+        self._release()
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.conn_id} channels={list(self.channels)}>"
 
@@ -191,6 +195,10 @@ class ResponseHold(_Hold):
         self._timer = None
         response = self.instruct.response
         self._answer(response.code, response.reason, list(response.headers), response.body)
+
+    def shut_down(self) -> None:
+        """Server stopping: answer now with the origin's timeout response."""
+        self._timed_out()
 
     def deliver(self, publication: "Publication", channel: str) -> None:
         """Answer with C{publication}'s C{http-response} format, if it has one for us."""
@@ -482,3 +490,10 @@ class StreamHold(_Hold):
     def client_gone(self) -> None:
         self.queue.stopProducing()
         super().client_gone()
+
+    def shut_down(self) -> None:
+        """Server stopping: end the stream cleanly after what is queued (the last chunk)."""
+        if len(self.queue):
+            self._closing = True
+        else:
+            self._close()

@@ -23,6 +23,9 @@ from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 from .accept import Acceptor
 from .clientsite import ClientSite
 from .config import ConfigError, Settings, load_settings, parse_signing_key
+from .console import ConsoleConfigError, check_console_settings, make_console_service
+from .console_helpers import ConsoleHelpers
+from .metrics import MetricsConfigError, check_metrics_settings, make_metrics_service
 from .control import ControlResource, ControlSite
 from .hold import HoldContext
 from .intake import PublishIntake
@@ -40,6 +43,9 @@ from .zmq_inputs import ZmqInputService
 from .zmq_stats import StatsPublisher
 
 __all__ = ["Options", "makeService", "PushpinService"]
+
+#: the longest a SIGTERM waits for held connections to take their last bytes
+DRAIN_SECONDS = 5.0
 
 
 class Options(usage.Options):
@@ -79,7 +85,18 @@ class Options(usage.Options):
                 routes=self["route"] or None,
                 log_level=loglevel,
             )
-        except ConfigError as e:
+            settings = self.settings
+            if settings.prometheus_port:
+                check_metrics_settings(settings.prometheus_port, settings.prometheus_prefix)
+            if settings.console_ssh_endpoint:
+                check_console_settings(
+                    endpoint=settings.console_ssh_endpoint,
+                    authorized_keys=settings.console_authorized_keys,
+                    passwd=settings.console_passwd,
+                    telnet_endpoint=settings.console_telnet_endpoint,
+                    allow_remote=settings.console_allow_remote,
+                )
+        except (ConfigError, MetricsConfigError, ConsoleConfigError) as e:
             raise usage.UsageError(str(e))
         parent = getattr(self, "parent", None)
         if parent is not None and not parent.get("logger"):
@@ -228,6 +245,23 @@ class PushpinService(service.MultiService):
             listener = _Listener(reactor, address.endpoint(), site, "client")
             listener.setServiceParent(self)
             self.client_listeners.append(listener)
+        self.metrics = None
+        if settings.prometheus_port:
+            self.metrics = make_metrics_service(self, port=settings.prometheus_port, prefix=settings.prometheus_prefix, reactor=reactor)
+            self.metrics.setServiceParent(self)
+        self.console = None
+        if settings.console_ssh_endpoint:
+            self.console = make_console_service(
+                ConsoleHelpers(self).namespace(),
+                endpoint=settings.console_ssh_endpoint,
+                authorized_keys=settings.console_authorized_keys,
+                passwd=settings.console_passwd,
+                telnet_endpoint=settings.console_telnet_endpoint,
+                host_key_path=settings.console_host_key,
+                allow_remote=settings.console_allow_remote,
+                reactor=reactor,
+            )
+            self.console.setServiceParent(self)
 
     def signer_for(self, route: Any) -> GripSigner:
         """The Grip-Sig signer for a route: its own sig_iss/sig_key when both are set."""
@@ -247,6 +281,7 @@ class PushpinService(service.MultiService):
     def recover(self) -> None:
         """C{POST /recover/} and the command socket's C{recover}: forget every last id."""
         self._log.info("recover: forgetting last ids")
+        self.counters.recoveries += 1
         self.sequencer.clear()
 
     def privilegedStartService(self) -> None:
@@ -279,8 +314,51 @@ class PushpinService(service.MultiService):
         self._log.info("reloading")
         self.routes.reload()
 
+    def drain(self) -> Any:
+        """
+        SIGTERM: stop taking clients, then end every held connection cleanly (streams get
+        their last chunk, long-polls their timeout response, WebSockets a 1001 close) and
+        give their bytes up to C{DRAIN_SECONDS} to leave.
+        """
+        from twisted.internet.defer import DeferredList
+        from twisted.internet.task import deferLater
+
+        stops = [listener.stopService() for listener in self.client_listeners]
+        held = list(self.acceptor.connections.values())
+        sockets = list(self.websockets.connections.values())
+        if held or sockets:
+            self._log.info("draining {n} held connections", n=len(held) + len(sockets))
+        for hold in held:
+            hold.shut_down()
+        for session in sockets:
+            if session.client is not None:
+                session.client.close(1001, "server shutting down")
+        d = DeferredList([x for x in stops if x is not None])
+
+        def wait(_: object) -> Any:
+            if not held and not sockets:
+                return None
+            deadline = self.reactor.seconds() + DRAIN_SECONDS
+
+            def check() -> Any:
+                if not self.acceptor.connections and not self.websockets.connections:
+                    return None
+                if self.reactor.seconds() >= deadline:
+                    self._log.warn("drain: {n} connections still open, closing them", n=len(self.acceptor.connections) + len(self.websockets.connections))
+                    return None
+                return deferLater(self.reactor, 0.05, check)
+
+            return check()
+
+        return d.addCallback(wait)
+
     def stopService(self) -> Any:
         self._log.info("stopping...")
+        d = self.drain()
+        d.addCallback(lambda _: self._stop_rest())
+        return d
+
+    def _stop_rest(self) -> Any:
         self.channel_linger.stop()
         self.sequencer.stop()
         d = super().stopService()

@@ -236,9 +236,12 @@ class WebSocketGateway:
         counters = self._counters
         connections = self.connections
 
+        clock = self._ctx.clock
+
         def ended() -> None:
             if connections.pop(conn_id, None) is not None:
                 counters.held["ws"] -= 1
+                counters.connection_minutes_closed += 1 + int((clock.seconds() - session.started_at) // 60)
                 if stats is not None:
                     stats.disconnected(conn_id)
 
