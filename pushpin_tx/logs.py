@@ -9,6 +9,7 @@ C{--loglevel} numbers map onto twisted.logger levels: 0 error, 1 warning, 2 info
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from typing import IO, Callable
@@ -38,16 +39,32 @@ def level_for(loglevel: int) -> LogLevel:
 class PushpinLogObserver:
     """Writes events at or above a level as Pushpin-style lines to a text stream."""
 
-    def __init__(self, stream: IO[str], loglevel: int = 2, localtime: Callable[[float], time.struct_time] = time.localtime) -> None:
+    def __init__(
+        self,
+        stream: IO[str],
+        loglevel: int = 2,
+        localtime: Callable[[float], time.struct_time] = time.localtime,
+        *,
+        json_lines: bool = False,
+    ) -> None:
+        """
+        @param json_lines: write one JSON object per line (for log shippers) instead of
+            Pushpin's text lines: C{time} (ISO 8601, UTC), C{level}, C{message},
+            C{namespace}, and C{traceback} for failures.
+        """
         self._stream = stream
         self._threshold = level_for(loglevel)
         self._localtime = localtime
+        self._json = json_lines
 
     def __call__(self, event: dict) -> None:
         level = event.get("log_level", LogLevel.info)
         failure = event.get("log_failure")
         if level < self._threshold and failure is None:
             return  # less severe than the configured level (twisted.logger orders debug < info < warn)
+        if self._json:
+            self._write_json(event, level, failure)
+            return
         millis = round(event.get("log_time", time.time()) * 1000)
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", self._localtime(millis // 1000)) + ".%03d" % (millis % 1000)
         text = formatEvent(event)
@@ -56,22 +73,35 @@ class PushpinLogObserver:
         self._stream.write(f"[{_NAMES.get(level, 'INFO')}] {stamp} {text}\n")
         self._stream.flush()
 
+    def _write_json(self, event: dict, level: LogLevel, failure: object) -> None:
+        when = event.get("log_time", time.time())
+        record = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(when)) + ".%03dZ" % (round(when * 1000) % 1000),
+            "level": _NAMES.get(level, "INFO"),
+            "message": formatEvent(event),
+            "namespace": event.get("log_namespace", ""),
+        }
+        if failure is not None:
+            record["traceback"] = failure.getTraceback()  # type: ignore[attr-defined]
+        self._stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._stream.flush()
+
 
 #: set by L{configure} from the plugin's options, read by L{twistd_observer}
-_configured: tuple[int, str | None] = (2, None)
+_configured: tuple[int, str | None, bool] = (2, None, False)
 
 #: what twistd's C{logger} option must name (it takes a dotted name, not an object)
 TWISTD_LOGGER = "pushpin_tx.logs.twistd_observer"
 
 
-def configure(loglevel: int, logfile: str | None) -> None:
-    """Remember the log level and file for L{twistd_observer}."""
+def configure(loglevel: int, logfile: str | None, json_lines: bool = False) -> None:
+    """Remember the log level, file and format for L{twistd_observer}."""
     global _configured
-    _configured = (loglevel, logfile)
+    _configured = (loglevel, logfile, json_lines)
 
 
 def twistd_observer() -> PushpinLogObserver:
     """The observer twistd installs when its C{logger} option names this function."""
-    loglevel, logfile = _configured
+    loglevel, logfile, json_lines = _configured
     stream: IO[str] = sys.stdout if not logfile or logfile == "-" else open(logfile, "a", encoding="utf-8")
-    return PushpinLogObserver(stream, loglevel)
+    return PushpinLogObserver(stream, loglevel, json_lines=json_lines)

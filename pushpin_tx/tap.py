@@ -64,6 +64,7 @@ class Options(usage.Options):
     optFlags = [
         ["verbose", None, "Verbose output (log level 3)."],
         ["merge-output", "m", "Accepted for compatibility: pushpin-tx is one process with one log."],
+        ["log-json", None, "Write logs as JSON lines (time, level, message, namespace) for log shippers."],
     ]
 
     def __init__(self) -> None:
@@ -103,7 +104,7 @@ class Options(usage.Options):
             # twistd builds its log observer from its own options after parsing ours: name
             # one that writes Pushpin-shaped lines at our log level (see pushpin_tx.logs).
             logfile = self["logfile"] or (parent.get("logfile") or None)
-            logs.configure(self.settings.log_level, logfile)
+            logs.configure(self.settings.log_level, logfile, bool(self["log-json"]))
             parent["logger"] = logs.TWISTD_LOGGER
 
 

@@ -39,3 +39,14 @@ def test_levels_filter_less_severe_events(loglevel, shown):
     """Level N shows events at its severity and above: 0 errors, 1 +warnings, 2 +info, 3 +debug."""
     for level in (LogLevel.debug, LogLevel.info, LogLevel.warn, LogLevel.error, LogLevel.critical):
         assert bool(emit(loglevel, level)) == (level in shown), level
+
+
+def test_json_lines_option():
+    """--log-json writes one JSON object per line with time, level, message and namespace."""
+    import json
+
+    out = io.StringIO()
+    observer = PushpinLogObserver(out, 2, json_lines=True)
+    observer({"log_level": LogLevel.warn, "log_format": "dropped {n}", "n": 3, "log_time": calendar.timegm((2026, 11, 29, 9, 42, 51)) + 0.5, "log_namespace": "pushpin_tx.stats"})
+    record = json.loads(out.getvalue())
+    assert record == {"time": "2026-11-29T09:42:51.500Z", "level": "WARN", "message": "dropped 3", "namespace": "pushpin_tx.stats"}
