@@ -205,6 +205,22 @@ class ProxyResource(Resource):
     def set_routes(self, table: "RouteTable") -> None:
         """Swap in a reloaded routes table; requests in flight keep the route they had."""
         self.routes = table
+        # Route features not implemented yet are named, never ignored silently.
+        for route in table.routes:
+            missing = []
+            if route.aco:
+                missing.append("aco (auto cross-origin / JSON-P)")
+            if route.sockjs:
+                missing.append("sockjs")
+            if any(t.kind in ("zhttp", "zhttpreq") for t in route.targets):
+                missing.append("zhttp targets (answered 502)")
+            if missing:
+                self._log.warn(
+                    "route {route} (line {line}) uses options not implemented yet: {missing}",
+                    route=route.id,
+                    line=route.line,
+                    missing=", ".join(missing),
+                )
 
     # request handling ------------------------------------------------------------------
 
