@@ -15,6 +15,7 @@ from typing import Any
 from twisted.web import http, server
 
 from .delivery import DeliveryQueue
+from .writethrough import writer_for
 
 __all__ = ["ClientRequest", "ClientChannel", "ClientSite"]
 
@@ -42,11 +43,16 @@ class ClientRequest(server.Request):
             raw.setRawHeaders(b"content-length", [b"%d" % length])
         self.write(b"")
 
+    _fast_write = None
+
     def write_framed(self, data: bytes) -> None:
         if self._disconnected or self.finished:
             return
         self.sentLength += len(data)
-        self.channel.transport.write(data)
+        write = self._fast_write
+        if write is None:
+            write = self._fast_write = writer_for(self.channel.transport)
+        write(data)
 
     def write_body(self, data: bytes) -> None:
         if self._disconnected or self.finished:

@@ -17,6 +17,7 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
 
+from .writethrough import writer_for
 from .ws_session import OPCODE_BINARY, OPCODE_PING, OPCODE_PONG, OPCODE_TEXT
 
 if TYPE_CHECKING:
@@ -79,9 +80,14 @@ class ClientWebSocket(WebSocketServerProtocol):
 
     # ClientLink ------------------------------------------------------------------------------
 
+    _fast_write = None
+
     def write_frame(self, frame: bytes) -> None:
         if self.state == WebSocketServerProtocol.STATE_OPEN:
-            self.sendData(frame)
+            write = self._fast_write
+            if write is None:
+                write = self._fast_write = writer_for(self.transport)
+            write(frame)
 
     def close(self, code: int | None, reason: str) -> None:
         if self.state == WebSocketServerProtocol.STATE_OPEN:
