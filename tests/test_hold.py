@@ -194,3 +194,118 @@ def test_var_subst_content_filter_applies_per_subscriber(clock):
     publish(ctx, "v", **{"http-stream": {"content": "Hello %(name)s 100%%"}})
     assert sink.framed == [b"10\r\nHello World 100%\r\n"]
     hold.client_gone()
+
+
+# reliable delivery: per-connection gaps ------------------------------------------------------
+
+
+def reliable_stream(clock, fetched):
+    """A stream hold on 'fruit' at prev-id 3 with a next link; fetch_next answers from `fetched`."""
+    from twisted.internet.defer import succeed
+
+    ctx = hold_context(clock)
+    sink = RecordingSink()
+    hold = StreamHold(
+        ctx,
+        sink,
+        instruct("Grip-Hold: stream", "Grip-Channel: fruit; prev-id=3", "Grip-Link: </fruit/?after=3>; rel=next; timeout=120", body=b""),
+        "c1",
+    )
+    calls = []
+
+    def fetch(uri, last):
+        calls.append((uri, dict(last)))
+        return succeed(fetched.pop(0) if fetched else None)
+
+    hold.fetch_next = fetch
+    hold.start()
+    return ctx, sink, hold, calls
+
+
+def fruit(ctx, n, prev=None):
+    prev = n - 1 if prev is None else prev
+    ctx.router.publish(parse_item({"channel": "fruit", "id": str(n), "prev-id": str(prev), "formats": {"http-stream": {"content": f"item {n}\n"}}}))
+
+
+def test_stream_follows_on_items_and_advances_its_prev_id(clock):
+    """Items whose prev-id matches go out; the expected prev-id follows them."""
+    ctx, sink, hold, calls = reliable_stream(clock, [])
+    fruit(ctx, 4)
+    fruit(ctx, 5)
+    assert sink.framed == [b"7\r\nitem 4\n\r\n", b"7\r\nitem 5\n\r\n"] and calls == []
+    hold.client_gone()
+
+
+def test_stream_gap_fetches_next_link_with_last_ids_and_adopts_it(clock):
+    """A gap fetches the next link with the last id, writes its body, adopts its prev-id; stale replays dropped."""
+    page = instruct(
+        "Grip-Hold: stream", "Grip-Channel: fruit; prev-id=6", "Grip-Link: </fruit/?after=6>; rel=next; timeout=120",
+        body=b"item 4\nitem 5\nitem 6\n",
+    )
+    ctx, sink, hold, calls = reliable_stream(clock, [page])
+    fruit(ctx, 5)  # prev-id 4 while 3 expected: a gap
+    assert calls == [("http://example.com/fruit/?after=3", {"fruit": "3"})]
+    assert sink.framed == [b"15\r\nitem 4\nitem 5\nitem 6\n\r\n"]
+    fruit(ctx, 7)
+    assert sink.framed[-1] == b"7\r\nitem 7\n\r\n"
+    assert hold.instruct.next_link.uri.endswith("after=6")
+    assert ctx.counters.recoveries == 1
+    hold.client_gone()
+
+
+def test_items_during_a_fetch_are_replayed_if_they_follow_on(clock):
+    """While the next link is being fetched, arriving items wait; those that follow the new prev-id go out."""
+    from twisted.internet.defer import Deferred
+
+    ctx = hold_context(clock)
+    sink = RecordingSink()
+    hold = StreamHold(ctx, sink, instruct("Grip-Hold: stream", "Grip-Channel: fruit; prev-id=3", "Grip-Link: </f>; rel=next"), "c1")
+    pending = Deferred()
+    hold.fetch_next = lambda uri, last: pending
+    hold.start()
+    fruit(ctx, 6, prev=5)  # gap
+    fruit(ctx, 5)  # superseded: the page will contain it
+    fruit(ctx, 7)  # follows the page
+    pending.callback(instruct("Grip-Hold: stream", "Grip-Channel: fruit; prev-id=6", "Grip-Link: </f>; rel=next", body=b"4 5 6\n"))
+    assert sink.framed == [b"6\r\n4 5 6\n\r\n", b"7\r\nitem 7\n\r\n"]
+    hold.client_gone()
+
+
+def test_failed_fetch_or_non_stream_hold_ends_the_stream(clock):
+    """A next link that cannot be had, or that answers a response hold, ends the stream cleanly."""
+    ctx, sink, hold, _ = reliable_stream(clock, [None])
+    fruit(ctx, 9)
+    assert sink.finished and ctx.router.subscriber_count("fruit") == 0
+    ctx2, sink2, hold2, _ = reliable_stream(clock, [instruct("Grip-Hold: response", "Grip-Channel: fruit")])
+    fruit(ctx2, 9)
+    assert sink2.finished
+
+
+def test_idle_link_timeout_fetches_the_next_link(clock):
+    """No publish for the link's timeout: the next link is fetched anyway."""
+    page = instruct("Grip-Hold: stream", "Grip-Channel: fruit; prev-id=3", "Grip-Link: </fruit/?after=3>; rel=next; timeout=120", body=b"")
+    ctx, sink, hold, calls = reliable_stream(clock, [page])
+    clock.advance(119)
+    assert calls == []
+    clock.advance(1)
+    assert len(calls) == 1
+    hold.client_gone()
+    assert clock.getDelayedCalls() == []
+
+
+def test_long_poll_gap_and_hint_retry_with_grip_last(clock):
+    """A long-poll that sees a gap (or a hint) lets go of its channels and asks to be retried with its prev-ids."""
+    ctx = hold_context(clock)
+    sink = RecordingSink()
+    hold = ResponseHold(ctx, sink, instruct("Grip-Hold: response", "Grip-Channel: news; prev-id=10"), "c1")
+    retried = []
+    hold.retry = retried.append
+    hold.start()
+    ctx.router.publish(parse_item({"channel": "news", "id": "12", "prev-id": "11", "formats": {"http-response": {"body": "x"}}}))
+    assert retried == [{"news": "10"}] and sink.head is None
+    assert ctx.router.subscriber_count("news") == 0 and clock.getDelayedCalls() == []
+    hold2 = ResponseHold(ctx, RecordingSink(), instruct("Grip-Hold: response", "Grip-Channel: news; prev-id=10"), "c2")
+    hold2.retry = retried.append
+    hold2.start()
+    ctx.router.publish(parse_item({"channel": "news", "formats": {"http-response": {"action": "hint"}}}))
+    assert retried[-1] == {"news": "10"}
