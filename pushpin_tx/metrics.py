@@ -199,8 +199,24 @@ class PushpinCollector(Collector):
         yield labelled("drops_total", "Messages dropped instead of delivered, by reason", "counter", "reason",
                        counters.drops.items())
         yield single("queue_depth", "Messages waiting in stream delivery queues, summed over connections", "gauge", depth)
-        yield single("recoveries_total", "Recover requests (control API and command socket)", "counter",
-                     getattr(counters, "recoveries", 0))
+        yield single("recoveries_total", "Re-syncs from the origin: Grip-Last retries, next-link recoveries, /recover/",
+                     "counter", getattr(counters, "recoveries", 0))
+        sequencer = getattr(self._service, "sequencer", None)
+        if sequencer is not None:
+            yield single("sequencer_parked", "Published items waiting for their predecessor now", "gauge", sequencer.pending)
+            yield labelled(
+                "sequencer_items_total",
+                "Published items through the sequencer, by outcome",
+                "counter",
+                "outcome",
+                [
+                    ("parked", sequencer.parked),
+                    ("released_by_timeout", sequencer.released_by_timeout),
+                    ("duplicate_dropped", sequencer.duplicates_dropped),
+                    ("duplicate_prev_id_dropped", sequencer.duplicate_prev_id_dropped),
+                    ("parking_full_dropped", sequencer.parking_full_dropped),
+                ],
+            )
 
 
 def _escape_label(value: str) -> str:

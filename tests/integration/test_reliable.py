@@ -126,3 +126,39 @@ async def test_long_poll_with_stale_prev_id_is_retried_with_grip_last(reactor, t
     finally:
         await proxy.stop()
         await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_sequencer_counters_are_visible_in_metrics(reactor, tmp_path):
+    """A swapped pair and a duplicate show up in the metrics operators scrape."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from .harness import raw_request
+
+    proxy = await start_proxy(reactor, tmp_path, ["* test"], prometheus_port="127.0.0.1:0", id_cache_ttl="60")
+    try:
+        port = int((await proxy.wait_for_log(r"prometheus metrics listening on [^:]+:(\d+)")).group(1))
+        client = await raw_connect(reactor, proxy.client_port)
+        client.transport.write(b"GET /stream?channel=seq HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        await proxy.wait_for_log(r"channel=seq")
+
+        def item(n, prev):
+            return {"channel": "seq", "id": str(n), "prev-id": str(prev), "formats": {"http-stream": {"content": f"#{n}\n"}}}
+
+        await _publish(reactor, proxy.control_port, [item(1, 0)])
+        await _publish(reactor, proxy.control_port, [item(3, 2)])  # early: parked
+        await _publish(reactor, proxy.control_port, [item(2, 1)])  # flushes 2 then 3
+        await _publish(reactor, proxy.control_port, [item(2, 1)])  # duplicate id
+        await client.wait_for(reactor, b"#3\n")
+        assert received_items(client.received.replace(b"#", b"item ")) == [1, 2, 3]
+        scrape = await raw_request(reactor, port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        samples = {
+            (s.name, s.labels.get("outcome")): s.value
+            for f in text_string_to_metric_families(scrape.received.split(b"\r\n\r\n", 1)[1].decode())
+            for s in f.samples
+        }
+        assert samples[("sequencer_items_total", "parked")] == 1
+        assert samples[("sequencer_items_total", "duplicate_dropped")] == 1
+        client.transport.loseConnection()
+    finally:
+        await proxy.stop()
