@@ -26,7 +26,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import os
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable
 
 import bcrypt
 from twisted.application import service, strports
@@ -36,14 +36,12 @@ from twisted.conch.insults import insults
 from twisted.conch.ssh import keys
 from twisted.cred import checkers, portal
 from twisted.internet import protocol
-from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from .console_helpers import ConnInfo, ConsoleHelpers, Text
 
-if TYPE_CHECKING:
-    from twisted.internet.defer import Deferred
+from .listening import RecordingEndpoint
 
 __all__ = [
     "ConnInfo",
@@ -218,31 +216,11 @@ def _fingerprint(key: keys.Key) -> str:
 # --- the services ------------------------------------------------------------------------------
 
 
-@implementer(IStreamServerEndpoint)
-class _RecordingEndpoint:
-    """Wraps a server endpoint to remember (and log) the port it bound."""
-
-    def __init__(self, endpoint: Any, label: str) -> None:
-        self._endpoint = endpoint
-        self._label = label
-        self.port: Any = None
-
-    def listen(self, factory: Any) -> "Deferred[Any]":
-        return self._endpoint.listen(factory).addCallback(self._bound)
-
-    def _bound(self, port: Any) -> Any:
-        self.port = port
-        host = port.getHost()
-        where = f"{host.host}:{host.port}" if hasattr(host, "port") else getattr(host, "name", host)
-        _log.info("{label} listening on {where}", label=self._label, where=where)
-        return port
-
-
-def _listener(reactor: Any, description: str, factory: Any, label: str) -> tuple[service.Service, _RecordingEndpoint]:
+def _listener(reactor: Any, description: str, factory: Any, label: str) -> tuple[service.Service, RecordingEndpoint]:
     # strports.service binds in privilegedStartService and raises there on failure, so a
     # port in use stops start-up; the wrapper only records the port.
     svc = strports.service(description, factory, reactor=reactor)
-    recorder = _RecordingEndpoint(svc.endpoint, label)
+    recorder = RecordingEndpoint(svc.endpoint, label)
     svc.endpoint = recorder
     return svc, recorder
 
@@ -292,8 +270,8 @@ class ConsoleService(service.MultiService):
         super().__init__()
         self.ssh_factory = ssh_factory
         self.host_key_path = host_key_path
-        self._ssh: _RecordingEndpoint | None = None
-        self._telnet: _RecordingEndpoint | None = None
+        self._ssh: RecordingEndpoint | None = None
+        self._telnet: RecordingEndpoint | None = None
 
     @property
     def ssh_port(self) -> Any:

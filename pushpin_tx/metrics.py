@@ -32,20 +32,17 @@ no suffix, and existing dashboards and alerts query those names.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import floatToGoString
 from twisted.application import service, strports
-from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.web import server
 from twisted.web.resource import Resource
-from zope.interface import implementer
 
-if TYPE_CHECKING:
-    from twisted.internet.defer import Deferred
+from .listening import RecordingEndpoint
 
 __all__ = [
     "CONTENT_TYPE",
@@ -268,32 +265,13 @@ class _MetricsSite(server.Site):
         """Scrapes are not logged (one every few seconds would drown the log)."""
 
 
-@implementer(IStreamServerEndpoint)
-class _RecordingEndpoint:
-    """Wraps a server endpoint to remember (and log) the port it bound."""
-
-    def __init__(self, endpoint: Any) -> None:
-        self._endpoint = endpoint
-        self.port: Any = None
-
-    def listen(self, factory: Any) -> "Deferred[Any]":
-        return self._endpoint.listen(factory).addCallback(self._bound)
-
-    def _bound(self, port: Any) -> Any:
-        self.port = port
-        host = port.getHost()
-        where = f"{host.host}:{host.port}" if hasattr(host, "port") else getattr(host, "name", host)
-        _log.info("prometheus metrics listening on {where}", where=where)
-        return port
-
-
 class MetricsService(service.MultiService):
     """The metrics listener; C{port} is the bound port once started."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         super().__init__()
         self.registry = registry
-        self._endpoint: _RecordingEndpoint | None = None
+        self._endpoint: RecordingEndpoint | None = None
 
     @property
     def port(self) -> Any:
@@ -320,6 +298,6 @@ def make_metrics_service(pushpin: Any, *, port: str, prefix: str = "", reactor: 
     # strports.service binds in privilegedStartService and raises there on failure; the
     # wrapper records the port.
     listener = strports.service(description, site, reactor=reactor)
-    metrics._endpoint = listener.endpoint = _RecordingEndpoint(listener.endpoint)
+    metrics._endpoint = listener.endpoint = RecordingEndpoint(listener.endpoint, "prometheus metrics")
     listener.setServiceParent(metrics)
     return metrics

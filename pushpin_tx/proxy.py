@@ -338,22 +338,7 @@ class ProxyResource(Resource):
                 host = target.host_override.encode("latin-1")
             elif route.as_host:
                 host = route.as_host.encode("latin-1")
-            return hdr.request_headers_to_origin(
-                client_headers,
-                host=host,
-                trusted=info.trusted,
-                grip_enabled=info.grip_enabled,
-                grip_sig=signer.token() if signer is not None else None,
-                client_ip=info.client_ip,
-                client_scheme_secure=info.secure,
-                xff_truncate=xff.truncate,
-                xff_append=xff.append,
-                accept_x_forwarded_protocol=settings.accept_x_forwarded_protocol,
-                set_x_forwarded_protocol=settings.set_x_forwarded_protocol,
-                route_headers=route.headers,
-                orig_headers=route.orig_headers,
-                extra_remove=(b"pushpin-route",) if settings.accept_pushpin_route else (),
-            )
+            return self._origin_headers(info, client_headers, host, signer, xff.truncate, xff.append)
 
         def body() -> IBodyProducer | None:
             if info.body_size == 0 and not _client_sent_body(request):
@@ -406,29 +391,45 @@ class ProxyResource(Resource):
 
     def link_headers_for(self, info: RequestInfo, netloc: str) -> Callable[["Target"], hdr.Headers]:
         """Headers for a next-link GET (§5.4): signed like any request, Host from the link."""
-        settings = self._settings
         route = info.route
         assert route is not None
         signer = None if (info.trusted or route.no_grip) else self._signer_for(route)
 
         def headers_for(target: "Target") -> hdr.Headers:
             host = target.host_override or route.as_host or netloc
-            return hdr.request_headers_to_origin(
-                [],
-                host=host.encode("latin-1"),
-                trusted=info.trusted,
-                grip_enabled=info.grip_enabled,
-                grip_sig=signer.token() if signer is not None else None,
-                client_ip=info.client_ip,
-                client_scheme_secure=info.secure,
-                xff_truncate=None,
-                xff_append=False,
-                accept_x_forwarded_protocol=settings.accept_x_forwarded_protocol,
-                set_x_forwarded_protocol=settings.set_x_forwarded_protocol,
-                route_headers=route.headers,
-            )
+            return self._origin_headers(info, [], host.encode("latin-1"), signer, None, False)
 
         return headers_for
+
+    def _origin_headers(
+        self,
+        info: RequestInfo,
+        client_headers: hdr.Headers,
+        host: bytes,
+        signer: "GripSigner | None",
+        xff_truncate: int | None,
+        xff_append: bool,
+    ) -> hdr.Headers:
+        """The headers one origin request carries (§4.1), for a client request or a next link."""
+        settings = self._settings
+        route = info.route
+        assert route is not None
+        return hdr.request_headers_to_origin(
+            client_headers,
+            host=host,
+            trusted=info.trusted,
+            grip_enabled=info.grip_enabled,
+            grip_sig=signer.token() if signer is not None else None,
+            client_ip=info.client_ip,
+            client_scheme_secure=info.secure,
+            xff_truncate=xff_truncate,
+            xff_append=xff_append,
+            accept_x_forwarded_protocol=settings.accept_x_forwarded_protocol,
+            set_x_forwarded_protocol=settings.set_x_forwarded_protocol,
+            route_headers=route.headers,
+            orig_headers=route.orig_headers and bool(client_headers),
+            extra_remove=(b"pushpin-route",) if settings.accept_pushpin_route else (),
+        )
 
     def _fail(self, request: "ClientRequest", info: RequestInfo, detail: str) -> None:
         self._counters.requests_failed += 1
