@@ -200,6 +200,14 @@ class ResponseHold(_Hold):
         """Server stopping: answer now with the origin's timeout response."""
         self._timed_out()
 
+    def resync(self) -> None:
+        """C{/recover/}: ask the origin again, with Grip-Last for every channel with a prev-id."""
+        if self.done or self.retry is None:
+            return
+        self._release()
+        self._ctx.counters.recoveries += 1
+        self.retry(self._prev_ids())
+
     def deliver(self, publication: "Publication", channel: str) -> None:
         """Answer with C{publication}'s C{http-response} format, if it has one for us."""
         fmt = publication.item.http_response
@@ -490,6 +498,11 @@ class StreamHold(_Hold):
     def client_gone(self) -> None:
         self.queue.stopProducing()
         super().client_gone()
+
+    def resync(self) -> None:
+        """C{/recover/}: fetch the next link now (streams without one have nothing to re-sync)."""
+        if not self.done and not self._recovering and self.instruct.next_link is not None:
+            self._recover("recover requested")
 
     def shut_down(self) -> None:
         """Server stopping: end the stream cleanly after what is queued (the last chunk)."""

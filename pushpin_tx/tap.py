@@ -280,10 +280,16 @@ class PushpinService(service.MultiService):
         return signer
 
     def recover(self) -> None:
-        """C{POST /recover/} and the command socket's C{recover}: forget every last id."""
-        self._log.info("recover: forgetting last ids")
-        self.counters.recoveries += 1
+        """
+        C{POST /recover/} and the command socket's C{recover}: forget every last id and make
+        every held HTTP session re-sync (long-polls re-asked with Grip-Last, streams fetch
+        their next link).
+        """
+        held = list(self.acceptor.connections.values())
+        self._log.info("recover: forgetting last ids, re-syncing {n} held connections", n=len(held))
         self.sequencer.clear()
+        for hold in held:
+            hold.resync()
 
     def privilegedStartService(self) -> None:
         self._log.info("starting...")

@@ -162,3 +162,37 @@ async def test_sequencer_counters_are_visible_in_metrics(reactor, tmp_path):
         client.transport.loseConnection()
     finally:
         await proxy.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_recovery_waits_out_an_origin_outage_and_recover_resyncs(reactor, tmp_path):
+    """A gap while the origin is down: the next-link fetch is retried until it is back; /recover/ re-syncs."""
+    fruit = FruitOrigin()
+    origin = ScriptedOrigin()
+    origin.handlers[b"/fruit/"] = fruit.render
+    port = await start_origin(reactor, origin)
+    proxy = await start_proxy(reactor, tmp_path, [f"* 127.0.0.1:{port.getHost().port}"], message_wait="500")
+    try:
+        client = await raw_connect(reactor, proxy.client_port)
+        client.transport.write(b"GET /fruit/ HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        await proxy.wait_for_log(r"subscribe .*channel=fruit")
+        for n in (1, 2, 3):
+            fruit.items.append(n)
+            if n != 2:  # 2 is lost
+                await _publish(reactor, proxy.control_port, [{"channel": "fruit", "id": str(n), "prev-id": str(n - 1), "formats": {"http-stream": {"content": f"item {n}\n"}}}])
+        fruit.down = True  # the gap's fetch meets a dead origin
+        await proxy.wait_for_log(r"next link .* failed .* retrying in")
+        fruit.down = False
+        await poll_until(reactor, lambda: received_items(client.received) == [1, 2, 3], timeout=20, what="items 1..3 after the outage")
+        # /recover/: the stream fetches its next link again, with Grip-Last at its last id
+        fruit.items.append(4)
+        seen = len(fruit.grip_last_seen)
+        from .harness import raw_request
+
+        await raw_request(reactor, proxy.control_port, b"POST /recover/ HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        await poll_until(reactor, lambda: received_items(client.received) == [1, 2, 3, 4], timeout=10, what="item 4 via recover")
+        assert fruit.grip_last_seen[seen:] == [b"fruit; last-id=3"]
+        client.transport.loseConnection()
+    finally:
+        await proxy.stop()
+        await port.stopListening()
