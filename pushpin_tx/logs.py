@@ -46,6 +46,7 @@ class PushpinLogObserver:
         localtime: Callable[[float], time.struct_time] = time.localtime,
         *,
         json_lines: bool = False,
+        path: str | None = None,
     ) -> None:
         """
         @param json_lines: write one JSON object per line (for log shippers) instead of
@@ -53,6 +54,7 @@ class PushpinLogObserver:
             C{namespace}, and C{traceback} for failures.
         """
         self._stream = stream
+        self._path = path
         self._threshold = level_for(loglevel)
         self._localtime = localtime
         self._json = json_lines
@@ -72,6 +74,13 @@ class PushpinLogObserver:
             text = f"{text}\n{failure.getTraceback()}"
         self._stream.write(f"[{_NAMES.get(level, 'INFO')}] {stamp} {text}\n")
         self._stream.flush()
+
+    def reopen(self) -> None:
+        """Close and reopen the log file (a no-op when writing to a stream we did not open)."""
+        if self._path is None:
+            return
+        old, self._stream = self._stream, open(self._path, "a", encoding="utf-8")
+        old.close()
 
     def _write_json(self, event: dict, level: LogLevel, failure: object) -> None:
         when = event.get("log_time", time.time())
@@ -100,8 +109,20 @@ def configure(loglevel: int, logfile: str | None, json_lines: bool = False) -> N
     _configured = (loglevel, logfile, json_lines)
 
 
+#: the observer twistd installed, for L{reopen}
+_installed: PushpinLogObserver | None = None
+
+
 def twistd_observer() -> PushpinLogObserver:
     """The observer twistd installs when its C{logger} option names this function."""
+    global _installed
     loglevel, logfile, json_lines = _configured
     stream: IO[str] = sys.stdout if not logfile or logfile == "-" else open(logfile, "a", encoding="utf-8")
-    return PushpinLogObserver(stream, loglevel, json_lines=json_lines)
+    _installed = PushpinLogObserver(stream, loglevel, json_lines=json_lines, path=logfile if stream is not sys.stdout else None)
+    return _installed
+
+
+def reopen() -> None:
+    """SIGHUP: reopen the log file (after logrotate moved it), if logging to one."""
+    if _installed is not None:
+        _installed.reopen()

@@ -317,7 +317,11 @@ class PushpinService(service.MultiService):
         self._log.info("started")
 
     def reload(self) -> None:
-        """SIGHUP: re-read the routes (connections stay open; pushpin.conf is not re-read, as in Pushpin)."""
+        """
+        SIGHUP: reopen the log file and re-read the routes (connections stay open;
+        pushpin.conf is not re-read, as in Pushpin).
+        """
+        logs.reopen()
         self._log.info("reloading")
         self.routes.reload()
 

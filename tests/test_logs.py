@@ -50,3 +50,15 @@ def test_json_lines_option():
     observer({"log_level": LogLevel.warn, "log_format": "dropped {n}", "n": 3, "log_time": calendar.timegm((2026, 11, 29, 9, 42, 51)) + 0.5, "log_namespace": "pushpin_tx.stats"})
     record = json.loads(out.getvalue())
     assert record == {"time": "2026-11-29T09:42:51.500Z", "level": "WARN", "message": "dropped 3", "namespace": "pushpin_tx.stats"}
+
+
+def test_reopen_follows_a_rotated_log_file(tmp_path):
+    """After logrotate moves the file, reopen (SIGHUP) writes to a new file at the configured path."""
+    path = tmp_path / "pushpin.log"
+    observer = PushpinLogObserver(open(path, "a", encoding="utf-8"), 2, path=str(path))
+    observer({"log_level": LogLevel.info, "log_format": "before", "log_time": 0})
+    path.rename(tmp_path / "pushpin.log.1")
+    observer.reopen()
+    observer({"log_level": LogLevel.info, "log_format": "after", "log_time": 0})
+    assert "before" in (tmp_path / "pushpin.log.1").read_text()
+    assert "after" in path.read_text() and "before" not in path.read_text()
