@@ -302,8 +302,8 @@ class PushpinService(service.MultiService):
             self._log.warn("unknown config keys, ignored: {keys}", keys=", ".join(settings.unknown))
         if settings.message_rate > 0 or settings.message_hwm > 0:
             self._log.warn(
-                "[handler] message_rate={rate} / message_hwm={hwm}: publish rate shaping is not implemented yet;"
-                " every publish is delivered at once",
+                "[handler] message_rate={rate} / message_hwm={hwm} are not applied: every publish is delivered"
+                " at once, each connection's delivery queue bounds memory (README: Differences from Pushpin)",
                 rate=settings.message_rate,
                 hwm=settings.message_hwm,
             )
