@@ -1,0 +1,259 @@
+#!/usr/bin/env python3
+"""
+Fan-out: N held HTTP streams on one channel, M publishes sent in a burst, every subscriber
+checked for every message exactly once and in order.
+
+The proxy's route is C{* test}: its built-in test target answers C{/stream?channel=C} with
+C{Grip-Hold: stream}, so no origin is involved. One load process (L{fanout_load}: raw sockets,
+an epoll loop, minimal chunked parsing) opens the N streams, then publishes. C{--input http}
+(default): C{POST /publish/} on the control port from C{--publish-concurrency} connections
+at once, each sending its next item as soon as the previous one is acknowledged (Pushpin's
+publish server takes no pipelined requests, and both servers close the connection after
+each answer). C{--input zmq}: the whole burst at once as C{J}+JSON frames on a PUSH
+socket connected to the proxy's C{push_in_spec} PULL socket. Each message carries its
+sequence number and its send time (CLOCK_REALTIME ns; one machine, one clock).
+
+Prints: connections established per second, delivered messages per second,
+publish-to-receive latency p50/p99/max, proxy RSS per held connection (RSS after the N
+connections are open minus before, divided by N), proxy CPU seconds per delivered message,
+and a loud FAIL unless every subscriber got every message exactly once, all in the same
+order, consistent with the order the publishes were acknowledged in. The same scenario
+runs against Pushpin when it is installed, with ratios pushpin-tx / Pushpin.
+
+Usage: python bench/fanout.py [--connections 1000] [--messages 200] [--input http|zmq]
+           [--publish-concurrency 20] [--targets pushpin-tx,pushpin] [--py-spy FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402  (a script directory, run as `python bench/fanout.py`)
+import proxies  # noqa: E402
+
+OPENED = b"[stream opened]\n"
+CHANNEL = "bench"
+LOAD = str(Path(__file__).resolve().parent / "fanout_load.py")
+LABEL = {"pushpin-tx": "pushpin-tx", "pushpin": "Pushpin 1.36"}
+
+
+def open_stream(port: int, channel: str, deadline: float) -> tuple[socket.socket, bytes]:
+    """
+    A held stream on C{channel}, retried until it opens: Pushpin answers 500 for a moment
+    after start-up, until its processes have connected to each other.
+    """
+    while True:
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(b"GET /stream?channel=%s HTTP/1.1\r\nHost: localhost\r\n\r\n" % channel.encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        if data.startswith(b"HTTP/1.1 200"):
+            while OPENED not in data:
+                data += s.recv(65536)
+            return s, data
+        s.close()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"stream did not open: {data[:300]!r}")
+        time.sleep(0.2)
+
+
+def warm_up(proxy: proxies.Proxy) -> None:
+    """One stream and one publish on another channel, so lazy imports and caches are not charged to N."""
+    s, data = open_stream(proxy.client_port, "warmup", time.monotonic() + 20)
+    time.sleep(0.3)
+    body = json.dumps({"items": [{"channel": "warmup", "formats": {"http-stream": {"content": "warm\n"}}}]}).encode()
+    with socket.create_connection(("127.0.0.1", proxy.control_port), timeout=10) as p:
+        p.sendall(b"POST /publish/ HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+        while p.recv(65536):
+            pass
+    while b"warm\n" not in data:
+        data += s.recv(65536)
+    s.close()
+    time.sleep(0.5)
+
+
+def start_py_spy(pid: int, out: str) -> subprocess.Popen | None:
+    """C{py-spy record} of C{pid} into C{out} (raw collapsed stacks), on the load core."""
+    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(exe).exists():
+        print("note: py-spy not found; no profile")
+        return None
+    proc = subprocess.Popen([exe, "record", "--pid", str(pid), "--format", "raw", "--rate", "250", "-o", out],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=lambda: common.pin_self(common.LOAD_CPUS))
+    time.sleep(1.0)  # py-spy attaches
+    return proc
+
+
+def stop_py_spy(proc: subprocess.Popen, out: str) -> None:
+    """Stop py-spy; it writes its profile on SIGINT."""
+    proc.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+    print(f"py-spy profile of pushpin-tx during the burst (collapsed stacks): {out}")
+
+
+def run_target(kind: str, args: argparse.Namespace) -> dict[str, Any] | None:
+    """The whole scenario against one proxy; None when it cannot run (no ZMQ input)."""
+    nofile = args.connections + 1000
+    overrides = {} if args.stock_rate_limit else {"message_rate": "-1", "message_hwm": "-1"}
+    proxy = proxies.start_proxy(kind, ["* test"], log_level=args.loglevel, nofile=2 * nofile, overrides=overrides)
+    load = spy = None
+    try:
+        if args.input == "zmq" and proxy.push_in_spec is None:
+            print(f"note: {kind} logged no 'publish-pull bound to' line: it has no ZMQ PULL input; skipped")
+            return None
+        try:
+            warm_up(proxy)
+        except (OSError, RuntimeError) as e:
+            raise RuntimeError(f"{kind}: warm-up stream or publish failed ({e}):\n{proxy.log_tail()}") from e
+        rss0 = proxy.rss()
+        cfg = {"port": proxy.client_port, "control_port": proxy.control_port, "push_spec": proxy.push_in_spec,
+               "channel": CHANNEL, "connections": args.connections, "messages": args.messages, "input": args.input,
+               "publish_concurrency": args.publish_concurrency, "connect_window": args.connect_window,
+               "idle_timeout": args.idle_timeout}
+        load = common.Child("load", common.spawn_python([LOAD, json.dumps(cfg)], cpus=common.LOAD_CPUS, nofile=nofile,
+                                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE))
+        ready = load.read(timeout=max(120.0, args.connections / 50))
+        time.sleep(args.settle)
+        rss1 = proxy.rss()
+        if args.py_spy and kind == "pushpin-tx":
+            spy = start_py_spy(proxy.main_pid(), args.py_spy)
+        cpu0, wall0 = proxy.cpu(), time.monotonic()
+        load.send("go")
+        done = load.read(timeout=900)
+        cpu1, wall1 = proxy.cpu(), time.monotonic()
+        assert done["event"] == "burst_done", done
+        result = load.read(timeout=300)
+        rss2 = proxy.rss()
+        load.proc.wait(30)
+        if not proxy.alive():
+            result["problems"].append(f"{kind} exited during the run:\n{proxy.log_tail()}")
+    finally:
+        if spy is not None:
+            stop_py_spy(spy, args.py_spy)
+        if load is not None:
+            load.stop()
+        proxy.stop()
+    if result["opened"] != args.connections:
+        result["problems"].insert(0, f"only {result['opened']} of {args.connections} streams opened: {ready['errors']}")
+    if result["delivered"] != result["expected"]:
+        result["problems"].insert(0, f"delivered {result['delivered']:,} messages, expected {result['expected']:,}")
+    if result["closed_early"]:
+        result["problems"].append(f"{result['closed_early']} connections closed by the server")
+    if result["errors"]:
+        result["problems"].append(f"client errors: {result['errors']}")
+    result.update(kind=kind, rss_before=rss0, rss_held=rss1, rss_after=rss2, proxy_cpu=cpu1 - cpu0,
+                  burst_wall=wall1 - wall0,
+                  rss_per_conn=(rss1 - rss0) / max(1, ready["opened"]),
+                  cpu_per_delivery=(cpu1 - cpu0) / result["delivered"] if result["delivered"] else None,
+                  connect_rate=ready["opened"] / ready["connect_s"] if ready["connect_s"] else 0.0)
+    return result
+
+
+def report(results: dict[str, dict[str, Any]]) -> int:
+    """Print the tables and the verdicts; the exit status."""
+    rows = []
+    for kind, r in results.items():
+        rows.append([LABEL[kind], f"{r['delivered']:,}/{r['expected']:,}", f"{r['rate']:,.0f}",
+                     common.fmt_us(r["p50"]), common.fmt_us(r["p99"]), common.fmt_us(r["max"]),
+                     common.fmt_us(r["cpu_per_delivery"]), common.fmt_kb(r["rss_per_conn"]),
+                     f"{r['connect_rate']:,.0f}", f"{r['publish_s']:.2f} s",
+                     f"{100 * r['proxy_cpu'] / r['burst_wall']:.0f}%" if r["burst_wall"] else "-",
+                     f"{100 * r['load_cpu'] / r['load_wall']:.0f}%" if r["load_wall"] else "-",
+                     "ok" if not r["problems"] else "FAIL"])
+    common.print_table("Results (latency: publish sent -> subscriber read; CPU/delivery: proxy CPU during the burst "
+                       "/ messages delivered)",
+                       ["target", "delivered", "deliveries/s", "p50", "p99", "max", "CPU/delivery",
+                        "RSS/held conn", "conns/s", "publish time", "proxy core", "load CPU", "exactly once, in order"],
+                       rows)
+    common.print_table("Proxy process tree",
+                       ["target", "RSS before", "RSS with N held", "RSS after burst", "CPU during burst"],
+                       [[LABEL[k], common.fmt_mb(r["rss_before"]), common.fmt_mb(r["rss_held"]),
+                         common.fmt_mb(r["rss_after"]), f"{r['proxy_cpu']:.2f} s"] for k, r in results.items()])
+    if "pushpin-tx" in results and "pushpin" in results:
+        a, b = results["pushpin-tx"], results["pushpin"]
+        common.print_table("Ratios pushpin-tx / Pushpin", ["ratio", "deliveries/s", "p50", "p99", "max",
+                                                          "CPU/delivery", "RSS/held conn", "conns/s"],
+                           [["pushpin-tx / Pushpin 1.36", common.fmt_ratio(a["rate"], b["rate"]),
+                             common.fmt_ratio(a["p50"], b["p50"]), common.fmt_ratio(a["p99"], b["p99"]),
+                             common.fmt_ratio(a["max"], b["max"]),
+                             common.fmt_ratio(a["cpu_per_delivery"], b["cpu_per_delivery"]),
+                             common.fmt_ratio(a["rss_per_conn"], b["rss_per_conn"]),
+                             common.fmt_ratio(a["connect_rate"], b["connect_rate"])]])
+    status = 0
+    for kind, r in results.items():
+        proxy_busy = r["proxy_cpu"] / r["burst_wall"] if r["burst_wall"] else 1.0
+        if r["load_wall"] > 0.5 and r["load_cpu"] / r["load_wall"] > 0.9 and proxy_busy < 0.8:
+            print(f"NOTE: the load process used {100 * r['load_cpu'] / r['load_wall']:.0f}% of its core and the proxy "
+                  f"only {100 * proxy_busy:.0f}% of its own for {LABEL[kind]}: deliveries/s and latency are limited "
+                  f"by the client, not the proxy.")
+        for problem in r["problems"]:
+            print(f"!!!!! FAIL {LABEL[kind]}: {problem}")
+            status = 1
+    if status == 0:
+        print("every subscriber got every message exactly once, in the same order, on every target")
+    return status
+
+
+def main() -> int:
+    """Run every target, print the tables; the exit status (1 on any FAIL)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--connections", type=int, default=1000)
+    parser.add_argument("--messages", type=int, default=200)
+    parser.add_argument("--input", choices=["http", "zmq"], default="http",
+                        help="publish over the HTTP control API or a ZMQ PUSH socket to push_in_spec")
+    parser.add_argument("--publish-concurrency", type=int, default=20,
+                        help="HTTP publish connections at once (1: strictly one after another)")
+    parser.add_argument("--targets", default="pushpin-tx,pushpin")
+    parser.add_argument("--loglevel", type=int, default=2, help="log_level of both proxies")
+    parser.add_argument("--connect-window", type=int, default=50, help="streams being opened at once")
+    parser.add_argument("--settle", type=float, default=1.0, help="seconds between the last open and the burst")
+    parser.add_argument("--idle-timeout", type=float, default=10.0, help="give up after this long with no delivery")
+    parser.add_argument("--stock-rate-limit", action="store_true",
+                        help="keep the stock message_rate=2500/message_hwm=25000 (Pushpin then drops deliveries "
+                             "past 25,000 queued per route); by default both are -1 (unlimited) in both configs")
+    parser.add_argument("--py-spy", metavar="FILE", help="record a py-spy profile of pushpin-tx during the burst")
+    args = parser.parse_args()
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if "pushpin" in targets and not proxies.pushpin_installed():
+        print(f"note: {proxies.PUSHPIN_BIN} is not installed; skipping the Pushpin row")
+        targets.remove("pushpin")
+
+    common.pin_self(common.LOAD_CPUS)
+    common.exit_on_sigterm()
+    common.raise_nofile(2 * args.connections + 1000)
+    how = (f"HTTP POST /publish/ ({args.publish_concurrency} at a time)" if args.input == "http"
+           else "ZMQ PUSH (all at once)")
+    print(f"# fanout: {args.connections:,} held streams on one channel, {args.messages} publishes over {how}")
+    print(f"# {common.machine_note()}")
+    print("# message_rate/message_hwm: " + ("stock (2500/25000)" if args.stock_rate_limit else "-1/-1 (unlimited)"))
+    print()
+    results = {}
+    for kind in targets:
+        r = run_target(kind, args)
+        if r is not None:
+            results[kind] = r
+    return report(results)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,378 @@
+#!/usr/bin/env python3
+"""
+The load process of L{fanout}: opens the N held streams, publishes the M messages when told
+to, records what every subscriber received, and checks it. Run by C{bench/fanout.py} (one
+JSON config argument; JSON lines out, C{go} in); kept apart so that the orchestrator stays
+small and this process holds nothing but the clients.
+
+The streams are opened with asyncio (raw sockets: C{sock_connect}/C{sock_recv}). The burst
+then runs in one plain C{select.epoll} loop that reads every stream and drives the
+publishers: per delivery, asyncio's callback machinery would cost the client more CPU than
+the proxy spends sending, and a saturated client measures itself, not the proxy.
+
+Each message is C{b"<seq> <send time ns>\\n"}, one chunk. The check, per subscriber:
+every message exactly once; every subscriber in the same order; and that order never puts
+a message before one whose publish was acknowledged before it was sent (with one publisher
+connection that is the sequence order itself; over ZMQ one PUSH socket is one ordered pipe,
+so "acknowledged" is "sent").
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import json
+import select
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+OPENED = b"[stream opened]\n"
+RECV = 262144
+
+
+class Stream:
+    """One held stream: its socket, unparsed bytes and the sequence numbers received."""
+
+    __slots__ = ("idx", "sock", "buf", "seqs", "closed")
+
+    def __init__(self, idx: int, sock: socket.socket, buf: bytes) -> None:
+        self.idx = idx
+        self.sock = sock
+        self.buf = buf
+        self.seqs = array.array("i")
+        self.closed = False
+
+
+# --- opening the streams (asyncio) ---------------------------------------------------------------
+
+
+async def open_streams(cfg: dict[str, Any], errors: list[str]) -> list[Stream]:
+    """Open C{connections} streams, C{connect_window} at a time; each returned once C{[stream opened]} arrived."""
+    loop = asyncio.get_running_loop()
+    request = b"GET /stream?channel=%s HTTP/1.1\r\nHost: localhost\r\n\r\n" % cfg["channel"].encode()
+    window = asyncio.Semaphore(cfg["connect_window"])
+    streams: list[Stream] = []
+
+    async def open_one(i: int) -> None:
+        async with window:  # the slot is held until the stream is open: the accept backlog never overflows
+            sock = socket.socket()
+            sock.setblocking(False)
+            try:
+                await loop.sock_connect(sock, ("127.0.0.1", cfg["port"]))
+                await loop.sock_sendall(sock, request)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = await loop.sock_recv(sock, 65536)
+                    if not chunk:
+                        raise ConnectionError("closed before the response head")
+                    data += chunk
+                head, _, rest = data.partition(b"\r\n\r\n")
+                if not head.startswith(b"HTTP/1.1 200") or b"transfer-encoding: chunked" not in head.lower():
+                    raise ConnectionError(f"unexpected head {head[:200]!r}")
+                first = b"%x\r\n%s\r\n" % (len(OPENED), OPENED)
+                while len(rest) < len(first):
+                    chunk = await loop.sock_recv(sock, 65536)
+                    if not chunk:
+                        raise ConnectionError("closed before [stream opened]")
+                    rest += chunk
+                if not rest.startswith(first):
+                    raise ConnectionError(f"first chunk {rest[:100]!r}")
+                streams.append(Stream(i, sock, rest[len(first):]))
+            except OSError as e:
+                sock.close()
+                if len(errors) < 20:
+                    errors.append(f"conn {i}: {e}")
+
+    await asyncio.gather(*(open_one(i) for i in range(cfg["connections"])))
+    return streams
+
+
+# --- publishers (state machines driven by the epoll loop) ----------------------------------------
+
+
+def item_json(channel: str, seq: int, sent_ns: int) -> bytes:
+    """The publish item of message C{seq}: C{http-stream} content C{"<seq> <sent_ns>\\\\n"}."""
+    return json.dumps({"channel": channel, "formats": {"http-stream": {"content": f"{seq} {sent_ns}\n"}}}).encode()
+
+
+class HttpPublishers:
+    """
+    C{concurrency} connections to the control API, each publishing its next item as soon as
+    the previous one is acknowledged, taking the next sequence number then. A connection the
+    server closes (Pushpin and pushpin-tx both close the control connection after every
+    answer) is reopened. Driven by L{Burst}: C{on_event(fd)} when a socket is readable.
+    """
+
+    def __init__(self, ep: select.epoll, port: int, channel: str, messages: int, concurrency: int,
+                 sent: list[int], acked: list[int]) -> None:
+        self.ep, self.port, self.channel, self.messages = ep, port, channel, messages
+        self.sent, self.acked = sent, acked
+        self.next_seq = 0
+        self.active: dict[int, list[Any]] = {}  # fd -> [sock, seq, buffer]
+        self.done = 0
+        self.error: str | None = None
+        for _ in range(min(concurrency, messages)):
+            self._start_next()
+
+    def _start_next(self) -> None:
+        if self.next_seq >= self.messages:
+            return
+        seq = self.next_seq
+        self.next_seq += 1
+        sock = socket.create_connection(("127.0.0.1", self.port))  # loopback: at once
+        sock.setblocking(False)
+        self.sent[seq] = time.time_ns()
+        body = b'{"items": [%s]}' % item_json(self.channel, seq, self.sent[seq])
+        sock.sendall(b"POST /publish/ HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        self.active[sock.fileno()] = [sock, seq, b""]
+        self.ep.register(sock.fileno(), select.EPOLLIN)
+
+    def owns(self, fd: int) -> bool:
+        """Whether C{fd} is one of the publish connections."""
+        return fd in self.active
+
+    def on_event(self, fd: int) -> None:
+        """C{fd} is readable: read the answer; when it is complete, record the ack and publish the next."""
+        entry = self.active[fd]
+        sock, seq = entry[0], entry[1]
+        try:
+            data = sock.recv(65536)
+        except BlockingIOError:
+            return
+        entry[2] += data
+        buf = entry[2]
+        end = buf.find(b"\r\n\r\n")
+        if end >= 0:
+            lower = buf[:end].lower()
+            at = lower.find(b"content-length:")
+            length = int(lower[at + 15:].split(b"\r\n", 1)[0]) if at >= 0 else 0
+            if len(buf) < end + 4 + length and data:
+                return
+            self.acked[seq] = time.time_ns()
+            if not lower.startswith(b"http/1.1 200") and self.error is None:
+                self.error = f"publish {seq} refused: {buf[:300]!r}"
+        elif data:
+            return
+        elif self.error is None:
+            self.error = f"publish {seq}: connection closed without an answer"
+        # one answer per connection here (both servers close after it): finish this one, start the next
+        self.ep.unregister(fd)
+        sock.close()
+        del self.active[fd]
+        self.done += 1
+        self._start_next()
+
+
+def connect_zmq(spec: str) -> tuple[Any, Any]:
+    """A PUSH socket connected to C{spec} (done before the burst, so the burst is not held at connect)."""
+    import zmq
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PUSH)
+    sock.setsockopt(zmq.SNDHWM, 0)  # no limit: the whole burst is queued at once
+    sock.setsockopt(zmq.LINGER, 5000)
+    sock.connect(spec)
+    return ctx, sock
+
+
+def publish_zmq(sock: Any, channel: str, messages: int, sent: list[int], acked: list[int]) -> None:
+    """Queue all C{messages} at once on the PUSH socket (C{J}+JSON frames), then close it (it lingers until sent)."""
+    for seq in range(messages):
+        sent[seq] = acked[seq] = time.time_ns()
+        sock.send(b"J" + item_json(channel, seq, sent[seq]))
+    sock.close()
+
+
+# --- the burst: one epoll loop -------------------------------------------------------------------
+
+
+def parse(st: Stream, data: bytes, now: int, lat: array.array) -> int:
+    """Chunked framing by hand: record each complete message; how many there were (-1: stream ended)."""
+    buf = st.buf + data if st.buf else data
+    pos, n, got = 0, len(buf), 0
+    seqs = st.seqs
+    while pos < n:
+        eol = buf.find(b"\r\n", pos)
+        if eol < 0:
+            break
+        size = int(buf[pos:eol], 16)
+        end = eol + 2 + size
+        if end + 2 > n:
+            break
+        if size == 0:
+            st.buf = b""
+            return -1
+        for line in buf[eol + 2:end].splitlines():  # one message per chunk; tolerate more
+            sp = line.find(b" ")
+            seqs.append(int(line[:sp]))
+            lat.append(now - int(line[sp + 1:]))
+            got += 1
+        pos = end + 2
+    st.buf = buf[pos:]
+    return got
+
+
+def burst(cfg: dict[str, Any], streams: list[Stream], errors: list[str], zmq_pair: tuple[Any, Any] | None) -> dict[str, Any]:
+    """Publish, read every stream until all deliveries arrived (or none for C{idle_timeout} s); the figures."""
+    m = cfg["messages"]
+    target = len(streams) * m
+    ep = select.epoll()
+    by_fd = {st.sock.fileno(): st for st in streams}
+    for fd in by_fd:
+        ep.register(fd, select.EPOLLIN)
+    lat = array.array("q")
+    sent, acked = [0] * m, [0] * m
+    delivered = closed_early = 0
+    last_recv = 0
+    cpu0, wall0 = common.own_cpu(), time.monotonic()
+    pubs = None
+    publish_error = None
+    try:
+        if zmq_pair is not None:
+            publish_zmq(zmq_pair[1], cfg["channel"], m, sent, acked)
+        else:
+            pubs = HttpPublishers(ep, cfg["control_port"], cfg["channel"], m, cfg["publish_concurrency"], sent, acked)
+    except OSError as e:
+        publish_error = f"publishing failed: {e!r}"
+    for st in streams:  # bytes that came with [stream opened]
+        if st.buf:
+            delivered += max(0, parse(st, b"", time.time_ns(), lat))
+    idle = cfg["idle_timeout"]
+    last_progress = time.monotonic()
+    recv = socket.socket.recv
+    while delivered < target or (pubs is not None and pubs.done < m and pubs.error is None):
+        events = ep.poll(0.5)
+        now = time.time_ns()
+        progressed = False
+        for fd, _ in events:
+            st = by_fd.get(fd)
+            if st is None:
+                if pubs is not None and pubs.owns(fd):
+                    pubs.on_event(fd)
+                    progressed = True
+                continue
+            try:
+                data = recv(st.sock, RECV)
+            except BlockingIOError:
+                continue
+            except OSError as e:
+                data = b""
+                if len(errors) < 20:
+                    errors.append(f"conn {st.idx}: {e}")
+            got = parse(st, data, now, lat) if data else -1
+            if got < 0:
+                if len(errors) < 20:
+                    errors.append(f"conn {st.idx}: {'stream ended' if data else 'closed'} by the server")
+                ep.unregister(fd)
+                del by_fd[fd]
+                st.closed = True
+                closed_early += 1
+                continue
+            if got:
+                delivered += got
+                last_recv = now
+                progressed = True
+        if progressed:
+            last_progress = time.monotonic()
+        elif time.monotonic() - last_progress > idle:
+            break
+    cpu1, wall1 = common.own_cpu(), time.monotonic()
+    print(json.dumps({"event": "burst_done"}), flush=True)  # the orchestrator reads the proxy's CPU now
+    if pubs is not None and pubs.error:
+        publish_error = pubs.error
+    if zmq_pair is not None:
+        zmq_pair[0].term()
+    first = min((t for t in sent if t), default=0)
+    span = (last_recv - first) / 1e9 if last_recv and first else 0.0
+    lat_sorted = sorted(lat)
+    return {
+        "delivered": delivered, "expected": target, "span_s": span,
+        "publish_s": (max(acked) - first) / 1e9 if first and max(acked) else 0.0,
+        "rate": delivered / span if span > 0 else 0.0,
+        "p50": common.percentile(lat_sorted, 50) / 1e9, "p99": common.percentile(lat_sorted, 99) / 1e9,
+        "max": (lat_sorted[-1] / 1e9) if lat_sorted else 0.0,
+        "closed_early": closed_early, "load_cpu": cpu1 - cpu0, "load_wall": wall1 - wall0,
+        "publish_error": publish_error, "sent": sent, "acked": acked,
+    }
+
+
+# --- checking ----------------------------------------------------------------------------------------
+
+
+def check_orders(orders: dict[bytes, int], messages: int, sent: list[int], acked: list[int]) -> list[str]:
+    """
+    Problems with the distinct delivery orders seen (C{orders}: order as C{array('i')}
+    bytes -> how many subscribers saw it). Empty when every subscriber got every message
+    once, all in one order consistent with publish acknowledgements.
+    """
+    problems = []
+    full = list(range(messages))
+    complete_orders = 0
+    for raw, count in orders.items():
+        seqs = array.array("i")
+        seqs.frombytes(raw)
+        if sorted(seqs) != full:
+            have = set(seqs)
+            if len(problems) < 5:
+                problems.append(f"{count} subscriber(s) got {len(seqs)} messages: {messages - len(have)} missing, "
+                                f"{len(seqs) - len(have)} duplicated")
+            continue
+        complete_orders += 1
+        # happens-before: no message may follow one that was acknowledged before it was sent
+        later_min_ack = 1 << 62
+        for seq in reversed(seqs):
+            if sent[seq] > later_min_ack:
+                problems.append(f"{count} subscriber(s): message {seq} delivered after a message that was "
+                                f"acknowledged before {seq} was sent")
+                break
+            later_min_ack = min(later_min_ack, acked[seq])
+    if complete_orders > 1:
+        problems.append(f"subscribers disagree on the order: {complete_orders} different orders")
+    return problems
+
+
+# --- main ----------------------------------------------------------------------------------------------
+
+
+def main(cfg: dict[str, Any]) -> None:
+    """Open the streams, say C{ready}, run the burst on C{go}, check, print the result."""
+    errors: list[str] = []
+    t0 = time.perf_counter()
+    streams = asyncio.run(open_streams(cfg, errors))
+    connect_s = time.perf_counter() - t0
+    zmq_pair = connect_zmq(cfg["push_spec"]) if cfg["input"] == "zmq" else None
+    if zmq_pair is not None:
+        time.sleep(0.2)  # let its TCP connection come up
+    print(json.dumps({"event": "ready", "opened": len(streams), "connect_s": connect_s, "errors": errors[:10]}),
+          flush=True)
+    if sys.stdin.readline().strip() != "go":
+        return
+    result = burst(cfg, streams, errors, zmq_pair)
+    for st in streams:
+        try:
+            st.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        except OSError:
+            pass
+        st.sock.close()  # with linger 0: a reset, no FIN/TIME_WAIT dance for thousands of sockets
+    orders: dict[bytes, int] = {}
+    for st in streams:
+        raw = st.seqs.tobytes()
+        orders[raw] = orders.get(raw, 0) + 1
+    problems = check_orders(orders, cfg["messages"], result.pop("sent"), result.pop("acked"))
+    publish_error = result.pop("publish_error")
+    if publish_error:
+        problems.insert(0, publish_error)
+    result.update(event="result", opened=len(streams), connect_s=connect_s, orders=len(orders), problems=problems,
+                  errors=errors[:10])
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main(json.loads(sys.argv[1]))
