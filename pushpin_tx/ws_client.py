@@ -17,7 +17,7 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
 
-from .writethrough import writer_for
+from .writethrough import TurnCounter, writer_for
 from .ws_session import OPCODE_BINARY, OPCODE_PING, OPCODE_PONG, OPCODE_TEXT
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ class ClientWebSocket(WebSocketServerProtocol):
         if self.state == WebSocketServerProtocol.STATE_OPEN:
             write = self._fast_write
             if write is None:
-                write = self._fast_write = writer_for(self.transport)
+                write = self._fast_write = writer_for(self.transport, self.factory.turns)
             write(frame)
 
     def close(self, code: int | None, reason: str) -> None:
@@ -122,6 +122,7 @@ def make_client_factory(reactor: Any, *, max_message_size: int = 1000000) -> Web
     )
     # autobahn sends "Server: AutobahnPython/..." in the handshake; Pushpin sends none
     factory.server = None
+    factory.turns = TurnCounter(reactor)
     return factory
 
 

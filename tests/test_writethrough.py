@@ -51,3 +51,38 @@ async def test_direct_sends_and_a_stalled_reader_keep_every_byte_in_order(reacto
         await client.wait_closed(reactor)
     finally:
         await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_second_write_in_a_turn_is_coalesced_by_the_transport(reactor):
+    """Within one reactor turn only the first write goes straight out; later ones join the transport's buffer."""
+    from twisted.internet.task import Clock
+
+    from pushpin_tx.writethrough import TurnCounter
+
+    servers: list[protocol.Protocol] = []
+
+    class Server(protocol.Protocol):
+        def connectionMade(self):
+            servers.append(self)
+
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(protocol.Factory.forProtocol(Server))
+    client = RawClient()
+    clock = Clock()
+    try:
+        await TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port).connect(protocol.Factory.forProtocol(lambda: client))
+        await client.waiter.wait(reactor, lambda: servers, what="server side")
+        transport = servers[0].transport
+        write = writer_for(transport, TurnCounter(clock))
+        write(b"one,")
+        assert transport._tempDataBuffer == []  # straight out
+        write(b"two,")
+        assert transport._tempDataBuffer == [b"two,"]  # same turn: buffered, sent with the reactor's flush
+        clock.advance(0)  # next turn
+        await client.wait_for(reactor, b"one,two,")
+        write(b"three")
+        await client.wait_for(reactor, b"one,two,three")
+        client.transport.loseConnection()
+        await client.wait_closed(reactor)
+    finally:
+        await port.stopListening()
