@@ -174,6 +174,10 @@ class Acceptor:
         else:
             hold = StreamHold(self._ctx, request, instruct, info.conn_id)
             hold.fetch_next = lambda uri, last: Deferred.fromCoroutine(self.fetch_next(info, uri, last))
+            # streams recover through next links, never by re-sending the request: let the
+            # request's headers and body go (a few KB per held stream)
+            info.resend = None
+            info.body = None
         self._track(request, hold, info)
         if isinstance(hold, StreamHold):
             hold.start(initial, head_sent=head_sent)
