@@ -13,6 +13,10 @@ each answer). C{--input zmq}: the whole burst at once as C{J}+JSON frames on a P
 socket connected to the proxy's C{push_in_spec} PULL socket. Each message carries its
 sequence number and its send time (CLOCK_REALTIME ns; one machine, one clock).
 
+C{--mode ws}: the same with N WebSocket clients on C{/ws?channel=C} of the same test target
+(a WebSocket that receives the channel's publishes) and C{ws-message} publishes; the load
+process speaks the WebSocket framing by hand on raw sockets.
+
 Prints: connections established per second, delivered messages per second,
 publish-to-receive latency p50/p99/max, proxy RSS per held connection (RSS after the N
 connections are open minus before, divided by N), proxy CPU seconds per delivered message,
@@ -20,7 +24,7 @@ and a loud FAIL unless every subscriber got every message exactly once, all in t
 order, consistent with the order the publishes were acknowledged in. The same scenario
 runs against Pushpin when it is installed, with ratios pushpin-tx / Pushpin.
 
-Usage: python bench/fanout.py [--connections 1000] [--messages 200] [--input http|zmq]
+Usage: python bench/fanout.py [--mode stream|ws] [--connections 1000] [--messages 200] [--input http|zmq]
            [--publish-concurrency 20] [--targets pushpin-tx,pushpin] [--py-spy FILE]
 """
 
@@ -71,17 +75,46 @@ def open_stream(port: int, channel: str, deadline: float) -> tuple[socket.socket
         time.sleep(0.2)
 
 
-def warm_up(proxy: proxies.Proxy) -> None:
-    """One stream and one publish on another channel, so lazy imports and caches are not charged to N."""
-    s, data = open_stream(proxy.client_port, "warmup", time.monotonic() + 20)
+def open_ws(port: int, channel: str, deadline: float) -> tuple[socket.socket, bytes]:
+    """A WebSocket on the test target's C{/ws?channel=...}, retried until the upgrade succeeds."""
+    while True:
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(b"GET /ws?channel=%s HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                  % channel.encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        if data.startswith(b"HTTP/1.1 101"):
+            return s, data.partition(b"\r\n\r\n")[2]
+        s.close()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"WebSocket did not open: {data[:300]!r}")
+        time.sleep(0.2)
+
+
+def warm_up(proxy: proxies.Proxy, mode: str = "stream") -> None:
+    """
+    One stream (or WebSocket) and one publish on another channel, so lazy imports and caches
+    are not charged to N.
+    """
+    if mode == "ws":
+        s, data = open_ws(proxy.client_port, "warmup", time.monotonic() + 20)
+        fmt = {"ws-message": {"content": "warm"}}
+    else:
+        s, data = open_stream(proxy.client_port, "warmup", time.monotonic() + 20)
+        fmt = {"http-stream": {"content": "warm\n"}}
     time.sleep(0.3)
-    body = json.dumps({"items": [{"channel": "warmup", "formats": {"http-stream": {"content": "warm\n"}}}]}).encode()
+    body = json.dumps({"items": [{"channel": "warmup", "formats": fmt}]}).encode()
     with socket.create_connection(("127.0.0.1", proxy.control_port), timeout=10) as p:
         p.sendall(b"POST /publish/ HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                   b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
         while p.recv(65536):
             pass
-    while b"warm\n" not in data:
+    while b"warm" not in data:
         data += s.recv(65536)
     s.close()
     time.sleep(0.5)
@@ -122,14 +155,14 @@ def run_target(kind: str, args: argparse.Namespace) -> dict[str, Any] | None:
             print(f"note: {kind} logged no 'publish-pull bound to' line: it has no ZMQ PULL input; skipped")
             return None
         try:
-            warm_up(proxy)
+            warm_up(proxy, args.mode)
         except (OSError, RuntimeError) as e:
-            raise RuntimeError(f"{kind}: warm-up stream or publish failed ({e}):\n{proxy.log_tail()}") from e
+            raise RuntimeError(f"{kind}: warm-up {args.mode} or publish failed ({e}):\n{proxy.log_tail()}") from e
         rss0 = proxy.rss()
         cfg = {"port": proxy.client_port, "control_port": proxy.control_port, "push_spec": proxy.push_in_spec,
                "channel": CHANNEL, "connections": args.connections, "messages": args.messages, "input": args.input,
                "publish_concurrency": args.publish_concurrency, "connect_window": args.connect_window,
-               "idle_timeout": args.idle_timeout}
+               "idle_timeout": args.idle_timeout, "mode": args.mode}
         load = common.Child("load", common.spawn_python([LOAD, json.dumps(cfg)], cpus=common.LOAD_CPUS, nofile=nofile,
                                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE))
         ready = load.read(timeout=max(120.0, args.connections / 50))
@@ -153,8 +186,11 @@ def run_target(kind: str, args: argparse.Namespace) -> dict[str, Any] | None:
         if load is not None:
             load.stop()
         proxy.stop()
+    noun = "WebSockets" if args.mode == "ws" else "streams"
+    if ready["errors"] and args.mode == "ws":  # e.g. clients the sync publish never reached
+        result["problems"].append(f"before the burst: {ready['errors']}")
     if result["opened"] != args.connections:
-        result["problems"].insert(0, f"only {result['opened']} of {args.connections} streams opened: {ready['errors']}")
+        result["problems"].insert(0, f"only {result['opened']} of {args.connections} {noun} opened: {ready['errors']}")
     if result["delivered"] != result["expected"]:
         result["problems"].insert(0, f"delivered {result['delivered']:,} messages, expected {result['expected']:,}")
     if result["closed_early"]:
@@ -217,6 +253,8 @@ def report(results: dict[str, dict[str, Any]]) -> int:
 def main() -> int:
     """Run every target, print the tables; the exit status (1 on any FAIL)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mode", choices=["stream", "ws"], default="stream",
+                        help="held HTTP streams (/stream) or WebSocket clients (/ws) on the test target")
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--input", choices=["http", "zmq"], default="http",
@@ -225,7 +263,7 @@ def main() -> int:
                         help="HTTP publish connections at once (1: strictly one after another)")
     parser.add_argument("--targets", default="pushpin-tx,pushpin")
     parser.add_argument("--loglevel", type=int, default=2, help="log_level of both proxies")
-    parser.add_argument("--connect-window", type=int, default=50, help="streams being opened at once")
+    parser.add_argument("--connect-window", type=int, default=50, help="connections being opened at once")
     parser.add_argument("--settle", type=float, default=1.0, help="seconds between the last open and the burst")
     parser.add_argument("--idle-timeout", type=float, default=10.0, help="give up after this long with no delivery")
     parser.add_argument("--stock-rate-limit", action="store_true",
@@ -243,7 +281,9 @@ def main() -> int:
     common.raise_nofile(2 * args.connections + 1000)
     how = (f"HTTP POST /publish/ ({args.publish_concurrency} at a time)" if args.input == "http"
            else "ZMQ PUSH (all at once)")
-    print(f"# fanout: {args.connections:,} held streams on one channel, {args.messages} publishes over {how}")
+    held = "WebSocket clients" if args.mode == "ws" else "held streams"
+    fmt = "ws-message" if args.mode == "ws" else "http-stream"
+    print(f"# fanout: {args.connections:,} {held} on one channel, {args.messages} {fmt} publishes over {how}")
     print(f"# {common.machine_note()}")
     print("# message_rate/message_hwm: " + ("stock (2500/25000)" if args.stock_rate_limit else "-1/-1 (unlimited)"))
     print()

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """
-The load process of L{fanout}: opens the N held streams, publishes the M messages when told
-to, records what every subscriber received, and checks it. Run by C{bench/fanout.py} (one
+The load process of L{fanout}: opens the N held streams (or, in C{ws} mode, N WebSocket
+clients), publishes the M messages when told to, records what every subscriber received, and
+checks it. Run by C{bench/fanout.py} (one
 JSON config argument; JSON lines out, C{go} in); kept apart so that the orchestrator stays
 small and this process holds nothing but the clients.
 
@@ -10,7 +11,13 @@ then runs in one plain C{select.epoll} loop that reads every stream and drives t
 publishers: per delivery, asyncio's callback machinery would cost the client more CPU than
 the proxy spends sending, and a saturated client measures itself, not the proxy.
 
-Each message is C{b"<seq> <send time ns>\\n"}, one chunk. The check, per subscriber:
+Each message is C{b"<seq> <send time ns>\\n"}, one chunk (C{ws} mode: C{b"<seq> <ns>"}, one
+text frame). WebSocket clients are written by hand on raw sockets too: the upgrade request
+with a fixed C{Sec-WebSocket-Key}, a check for C{101}, then the server's unmasked frames parsed
+minimally (opcode byte, 7/16/64-bit lengths), because a WebSocket library's per-frame objects
+and callbacks would again cost the client more than the proxy. Each WebSocket has no
+"subscribed" signal, so before C{ready} a C{sync} message is published until every client has
+seen one; C{sync} frames are not counted. The check, per subscriber:
 every message exactly once; every subscriber in the same order; and that order never puts
 a message before one whose publish was acknowledged before it was sent (with one publisher
 connection that is the sequence order itself; over ZMQ one PUSH socket is one ordered pipe,
@@ -34,12 +41,16 @@ import common  # noqa: E402
 
 OPENED = b"[stream opened]\n"
 RECV = 262144
+# a fixed key (RFC 6455's example) is fine here: the proxy only hashes it into Sec-WebSocket-Accept
+WS_KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
+WS_ACCEPT = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+SYNC = b"sync"
 
 
 class Stream:
     """One held stream: its socket, unparsed bytes and the sequence numbers received."""
 
-    __slots__ = ("idx", "sock", "buf", "seqs", "closed")
+    __slots__ = ("idx", "sock", "buf", "seqs", "closed", "synced")
 
     def __init__(self, idx: int, sock: socket.socket, buf: bytes) -> None:
         self.idx = idx
@@ -47,6 +58,7 @@ class Stream:
         self.buf = buf
         self.seqs = array.array("i")
         self.closed = False
+        self.synced = False  # ws mode: a sync frame has arrived, so the proxy has subscribed it
 
 
 # --- opening the streams (asyncio) ---------------------------------------------------------------
@@ -55,7 +67,12 @@ class Stream:
 async def open_streams(cfg: dict[str, Any], errors: list[str]) -> list[Stream]:
     """Open C{connections} streams, C{connect_window} at a time; each returned once C{[stream opened]} arrived."""
     loop = asyncio.get_running_loop()
-    request = b"GET /stream?channel=%s HTTP/1.1\r\nHost: localhost\r\n\r\n" % cfg["channel"].encode()
+    ws = cfg.get("mode") == "ws"
+    if ws:
+        request = (b"GET /ws?channel=%s HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % (cfg["channel"].encode(), WS_KEY))
+    else:
+        request = b"GET /stream?channel=%s HTTP/1.1\r\nHost: localhost\r\n\r\n" % cfg["channel"].encode()
     window = asyncio.Semaphore(cfg["connect_window"])
     streams: list[Stream] = []
 
@@ -73,6 +90,11 @@ async def open_streams(cfg: dict[str, Any], errors: list[str]) -> list[Stream]:
                         raise ConnectionError("closed before the response head")
                     data += chunk
                 head, _, rest = data.partition(b"\r\n\r\n")
+                if ws:
+                    if not head.startswith(b"HTTP/1.1 101") or WS_ACCEPT not in head:
+                        raise ConnectionError(f"unexpected head {head[:200]!r}")
+                    streams.append(Stream(i, sock, rest))
+                    return
                 if not head.startswith(b"HTTP/1.1 200") or b"transfer-encoding: chunked" not in head.lower():
                     raise ConnectionError(f"unexpected head {head[:200]!r}")
                 first = b"%x\r\n%s\r\n" % (len(OPENED), OPENED)
@@ -96,8 +118,13 @@ async def open_streams(cfg: dict[str, Any], errors: list[str]) -> list[Stream]:
 # --- publishers (state machines driven by the epoll loop) ----------------------------------------
 
 
-def item_json(channel: str, seq: int, sent_ns: int) -> bytes:
-    """The publish item of message C{seq}: C{http-stream} content C{"<seq> <sent_ns>\\\\n"}."""
+def item_json(channel: str, seq: int, sent_ns: int, mode: str = "stream") -> bytes:
+    """
+    The publish item of message C{seq}: C{http-stream} content C{"<seq> <sent_ns>\\\\n"}, or in
+    C{ws} mode C{ws-message} content C{"<seq> <sent_ns>"}.
+    """
+    if mode == "ws":
+        return json.dumps({"channel": channel, "formats": {"ws-message": {"content": f"{seq} {sent_ns}"}}}).encode()
     return json.dumps({"channel": channel, "formats": {"http-stream": {"content": f"{seq} {sent_ns}\n"}}}).encode()
 
 
@@ -110,8 +137,8 @@ class HttpPublishers:
     """
 
     def __init__(self, ep: select.epoll, port: int, channel: str, messages: int, concurrency: int,
-                 sent: list[int], acked: list[int]) -> None:
-        self.ep, self.port, self.channel, self.messages = ep, port, channel, messages
+                 sent: list[int], acked: list[int], mode: str = "stream") -> None:
+        self.ep, self.port, self.channel, self.messages, self.mode = ep, port, channel, messages, mode
         self.sent, self.acked = sent, acked
         self.next_seq = 0
         self.active: dict[int, list[Any]] = {}  # fd -> [sock, seq, buffer]
@@ -128,7 +155,7 @@ class HttpPublishers:
         sock = socket.create_connection(("127.0.0.1", self.port))  # loopback: at once
         sock.setblocking(False)
         self.sent[seq] = time.time_ns()
-        body = b'{"items": [%s]}' % item_json(self.channel, seq, self.sent[seq])
+        body = b'{"items": [%s]}' % item_json(self.channel, seq, self.sent[seq], self.mode)
         sock.sendall(b"POST /publish/ HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                      b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
         self.active[sock.fileno()] = [sock, seq, b""]
@@ -182,11 +209,12 @@ def connect_zmq(spec: str) -> tuple[Any, Any]:
     return ctx, sock
 
 
-def publish_zmq(sock: Any, channel: str, messages: int, sent: list[int], acked: list[int]) -> None:
+def publish_zmq(sock: Any, channel: str, messages: int, sent: list[int], acked: list[int],
+                mode: str = "stream") -> None:
     """Queue all C{messages} at once on the PUSH socket (C{J}+JSON frames), then close it (it lingers until sent)."""
     for seq in range(messages):
         sent[seq] = acked[seq] = time.time_ns()
-        sock.send(b"J" + item_json(channel, seq, sent[seq]))
+        sock.send(b"J" + item_json(channel, seq, sent[seq], mode))
     sock.close()
 
 
@@ -219,9 +247,109 @@ def parse(st: Stream, data: bytes, now: int, lat: array.array) -> int:
     return got
 
 
+def parse_ws(st: Stream, data: bytes, now: int, lat: array.array) -> int:
+    """
+    Server frames by hand (unmasked, RFC 6455 §5.2): record each text/binary message; how
+    many there were (-1: a close frame). C{sync} messages only mark the client subscribed.
+    Fragmented messages are not expected (the proxies send each publish as one frame).
+    """
+    buf = st.buf + data if st.buf else data
+    pos, n, got = 0, len(buf), 0
+    seqs = st.seqs
+    while n - pos >= 2:
+        opcode = buf[pos] & 0x0F
+        size = buf[pos + 1] & 0x7F
+        start = pos + 2
+        if size == 126:
+            if n - pos < 4:
+                break
+            size = int.from_bytes(buf[pos + 2:pos + 4], "big")
+            start = pos + 4
+        elif size == 127:
+            if n - pos < 10:
+                break
+            size = int.from_bytes(buf[pos + 2:pos + 10], "big")
+            start = pos + 10
+        end = start + size
+        if end > n:
+            break
+        if opcode == 8:
+            st.buf = b""
+            return -1
+        if opcode in (1, 2):
+            payload = buf[start:end]
+            if payload == SYNC:
+                st.synced = True
+            else:
+                sp = payload.find(b" ")
+                seqs.append(int(payload[:sp]))
+                lat.append(now - int(payload[sp + 1:]))
+                got += 1
+        # ping/pong/continuation: ignored (a ping left unanswered does not close within a run)
+        pos = end
+    st.buf = buf[pos:]
+    return got
+
+
+def publish_once(port: int, body: bytes) -> None:
+    """One blocking C{POST /publish/} (for the sync message, outside any measured window)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /publish/ HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    if not answer.startswith(b"HTTP/1.1 200"):
+        raise ConnectionError(f"sync publish refused: {answer[:200]!r}")
+
+
+def sync_ws(cfg: dict[str, Any], streams: list[Stream], errors: list[str], deadline_s: float = 60.0) -> float:
+    """
+    Publish C{sync} (again every second) until every client has received one, so the burst
+    does not start before the proxy has subscribed every WebSocket; the seconds it took.
+    """
+    t0 = time.monotonic()
+    body = json.dumps({"items": [{"channel": cfg["channel"],
+                                  "formats": {"ws-message": {"content": SYNC.decode()}}}]}).encode()
+    by_fd = {st.sock.fileno(): st for st in streams}
+    ep = select.epoll()
+    for fd in by_fd:
+        ep.register(fd, select.EPOLLIN)
+    waiting = len(streams)
+    lat = array.array("q")
+    next_publish = 0.0
+    while waiting and time.monotonic() - t0 < deadline_s:
+        if time.monotonic() >= next_publish:
+            publish_once(cfg["control_port"], body)
+            next_publish = time.monotonic() + 1.0
+        for fd, _ in ep.poll(0.1):
+            st = by_fd[fd]
+            try:
+                data = st.sock.recv(RECV)
+            except BlockingIOError:
+                continue
+            was = st.synced
+            if not data or parse_ws(st, data, 0, lat) < 0:
+                ep.unregister(fd)
+                waiting -= not was
+                if len(errors) < 20:
+                    errors.append(f"conn {st.idx}: closed by the server before the burst")
+                continue
+            if st.synced and not was:
+                waiting -= 1
+    ep.close()
+    if waiting:
+        errors.append(f"{waiting} WebSocket(s) never received the sync message in {deadline_s:.0f} s")
+    if lat:
+        errors.append(f"{len(lat)} non-sync message(s) arrived before the burst")
+    return time.monotonic() - t0
+
+
 def burst(cfg: dict[str, Any], streams: list[Stream], errors: list[str], zmq_pair: tuple[Any, Any] | None) -> dict[str, Any]:
     """Publish, read every stream until all deliveries arrived (or none for C{idle_timeout} s); the figures."""
     m = cfg["messages"]
+    mode = cfg.get("mode", "stream")
+    parse_fn = parse_ws if mode == "ws" else parse
     target = len(streams) * m
     ep = select.epoll()
     by_fd = {st.sock.fileno(): st for st in streams}
@@ -236,14 +364,15 @@ def burst(cfg: dict[str, Any], streams: list[Stream], errors: list[str], zmq_pai
     publish_error = None
     try:
         if zmq_pair is not None:
-            publish_zmq(zmq_pair[1], cfg["channel"], m, sent, acked)
+            publish_zmq(zmq_pair[1], cfg["channel"], m, sent, acked, mode)
         else:
-            pubs = HttpPublishers(ep, cfg["control_port"], cfg["channel"], m, cfg["publish_concurrency"], sent, acked)
+            pubs = HttpPublishers(ep, cfg["control_port"], cfg["channel"], m, cfg["publish_concurrency"], sent, acked,
+                                  mode)
     except OSError as e:
         publish_error = f"publishing failed: {e!r}"
     for st in streams:  # bytes that came with [stream opened]
         if st.buf:
-            delivered += max(0, parse(st, b"", time.time_ns(), lat))
+            delivered += max(0, parse_fn(st, b"", time.time_ns(), lat))
     idle = cfg["idle_timeout"]
     last_progress = time.monotonic()
     recv = socket.socket.recv
@@ -266,10 +395,10 @@ def burst(cfg: dict[str, Any], streams: list[Stream], errors: list[str], zmq_pai
                 data = b""
                 if len(errors) < 20:
                     errors.append(f"conn {st.idx}: {e}")
-            got = parse(st, data, now, lat) if data else -1
+            got = parse_fn(st, data, now, lat) if data else -1
             if got < 0:
                 if len(errors) < 20:
-                    errors.append(f"conn {st.idx}: {'stream ended' if data else 'closed'} by the server")
+                    errors.append(f"conn {st.idx}: {'ended' if data else 'closed'} by the server")
                 ep.unregister(fd)
                 del by_fd[fd]
                 st.closed = True
@@ -347,11 +476,12 @@ def main(cfg: dict[str, Any]) -> None:
     t0 = time.perf_counter()
     streams = asyncio.run(open_streams(cfg, errors))
     connect_s = time.perf_counter() - t0
+    sync_s = sync_ws(cfg, streams, errors) if cfg.get("mode") == "ws" and streams else 0.0
     zmq_pair = connect_zmq(cfg["push_spec"]) if cfg["input"] == "zmq" else None
     if zmq_pair is not None:
         time.sleep(0.2)  # let its TCP connection come up
-    print(json.dumps({"event": "ready", "opened": len(streams), "connect_s": connect_s, "errors": errors[:10]}),
-          flush=True)
+    print(json.dumps({"event": "ready", "opened": len(streams), "connect_s": connect_s, "sync_s": sync_s,
+                      "errors": errors[:10]}), flush=True)
     if sys.stdin.readline().strip() != "go":
         return
     result = burst(cfg, streams, errors, zmq_pair)
