@@ -40,6 +40,13 @@ async def test_push_to_pull_reaches_a_held_stream(reactor, tmp_path):
         push.send(tnetstring.dumps({b"channel": b"zp", b"formats": {b"http-stream": {b"content": b"two\n"}}}))
         await client.wait_for(reactor, b"4\r\ntwo\n\r\n")
         await proxy.wait_for_log(r"IN pull: received message with invalid format")
+        # the publisher restarts: a new PUSH socket on the same address is served as the old one
+        push.close()
+        push = ctx.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 0)
+        push.connect(match.group(1))
+        push.send(b"J" + json.dumps({"channel": "zp", "formats": {"http-stream": {"content": "again\n"}}}).encode())
+        await client.wait_for(reactor, b"6\r\nagain\n\r\n")
         client.transport.loseConnection()
     finally:
         push.close()
