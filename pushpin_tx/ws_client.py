@@ -90,11 +90,15 @@ class ClientWebSocket(WebSocketServerProtocol):
             write(frame)
 
     def close(self, code: int | None, reason: str) -> None:
-        if self.state == WebSocketServerProtocol.STATE_OPEN:
-            if code is None:
-                self.sendClose()
-            else:
-                self.sendClose(code, reason or None)
+        if self.state != WebSocketServerProtocol.STATE_OPEN:
+            return
+        # autobahn's sendClose accepts only 1000 and 3000-4999, but the proxy must also send
+        # 1001 (going away) and 1011 (origin error), and pass on what an origin chose: any
+        # code a peer may send (RFC 6455 §7.4) goes out, the reserved ones as a bare close.
+        if code is None or not _sendable(code):
+            self.sendCloseFrame(isReply=False)
+        else:
+            self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:123] or None, isReply=False)
 
     def drop(self) -> None:
         if self.transport is not None:
@@ -103,6 +107,11 @@ class ClientWebSocket(WebSocketServerProtocol):
     def register_producer(self, producer: "DeliveryQueue") -> None:
         if self.transport is not None:
             self.registerProducer(producer, True)
+
+
+def _sendable(code: int) -> bool:
+    """Close codes an endpoint may put in a close frame (not 1004-1006, 1015 or unassigned 1xxx)."""
+    return code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014) or 3000 <= code <= 4999
 
 
 def make_client_factory(reactor: Any, *, max_message_size: int = 1000000) -> WebSocketServerFactory:
