@@ -12,8 +12,7 @@ flood of drops cannot flood the log (the count in the next line says how many th
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable
-
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 __all__ = ["Counters", "DropReporter"]
@@ -71,33 +70,70 @@ class Counters:
 
 
 class DropReporter:
-    """Counts every dropped message and logs it, rate-limited per connection."""
+    """
+    Counts every dropped message and logs it, rate-limited per connection: the first drop
+    is logged at once, later ones within C{interval} seconds are summed into one line that
+    a single timer writes when the interval has passed, so every drop reaches the log.
+    """
 
     _log = Logger()
 
-    def __init__(self, counters: Counters, now: Callable[[], float], *, interval: float = 1.0) -> None:
+    def __init__(self, counters: Counters, clock: IReactorTime, *, interval: float = 1.0) -> None:
         self._counters = counters
-        self._now = now
+        self._clock = clock
         self._interval = interval
-        # conn_id -> (time of the last line, drops not yet logged)
-        self._pending: dict[str, tuple[float, int]] = {}
+        # conn_id -> [time of its last line, drops since then, last channel, last reason]
+        self._pending: dict[str, list] = {}
+        self._flush_call: IDelayedCall | None = None
 
     def __call__(self, conn_id: str, channel: str, reason: str) -> None:
         """Report one dropped message for C{conn_id} on C{channel}."""
         self._counters.drops[reason] += 1
-        now = self._now()
-        last, unlogged = self._pending.get(conn_id, (None, 0))
-        if last is not None and now - last < self._interval:
-            self._pending[conn_id] = (last, unlogged + 1)
+        now = self._clock.seconds()
+        entry = self._pending.get(conn_id)
+        if entry is not None and now - entry[0] < self._interval:
+            entry[1] += 1
+            entry[2], entry[3] = channel, reason
+            if self._flush_call is None:
+                self._flush_call = self._clock.callLater(self._interval, self._flush)
             return
-        self._pending[conn_id] = (now, 0)
-        if len(self._pending) > 10000:
-            self._pending.clear()
+        if entry is not None and entry[1]:
+            self._line(conn_id, entry[2], entry[3], entry[1])
+        self._pending[conn_id] = [now, 0, channel, reason]
+        self._line(conn_id, channel, reason, 1)
+        if self._flush_call is None:
+            self._flush_call = self._clock.callLater(self._interval, self._flush)
+
+    def _line(self, conn_id: str, channel: str, reason: str, count: int) -> None:
         self._log.warn(
-            "dropped message for connection {conn_id} on channel {channel}: {reason}"
-            " ({earlier} more dropped for this connection since the last report)",
+            "dropped {count} message(s) for connection {conn_id} on channel {channel}: {reason}",
+            count=count,
             conn_id=conn_id,
             channel=channel,
             reason=reason,
-            earlier=unlogged,
         )
+
+    def _flush(self) -> None:
+        """Write the summed lines that are due and forget quiet connections."""
+        self._flush_call = None
+        now = self._clock.seconds()
+        for conn_id, entry in list(self._pending.items()):
+            if now - entry[0] < self._interval:
+                continue
+            if entry[1]:
+                self._line(conn_id, entry[2], entry[3], entry[1])
+                self._pending[conn_id] = [now, 0, entry[2], entry[3]]
+            else:
+                del self._pending[conn_id]
+        if self._pending:
+            self._flush_call = self._clock.callLater(self._interval, self._flush)
+
+    def stop(self) -> None:
+        """Write what is still pending now (at shutdown) and cancel the timer."""
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._flush_call = None
+        for conn_id, entry in self._pending.items():
+            if entry[1]:
+                self._line(conn_id, entry[2], entry[3], entry[1])
+        self._pending.clear()

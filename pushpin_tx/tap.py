@@ -155,7 +155,7 @@ class PushpinService(service.MultiService):
         self.reactor = reactor
         self.counters = Counters()
         self.router = ChannelRouter()
-        self.drops = DropReporter(self.counters, reactor.seconds)
+        self.drops = DropReporter(self.counters, reactor)
         self.stats = StatsPublisher(
             reactor,
             self.counters,
@@ -372,6 +372,7 @@ class PushpinService(service.MultiService):
     def _stop_rest(self) -> Any:
         self.channel_linger.stop()
         self.sequencer.stop()
+        self.drops.stop()
         d = super().stopService()
 
         def close_pools(result: object) -> Any:
