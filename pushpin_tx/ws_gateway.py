@@ -11,6 +11,7 @@ import itertools
 from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet import ssl as tls
+from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from twisted.web import http
 
@@ -164,6 +165,8 @@ class WebSocketGateway:
                     protocols=protocols,
                     context_factory=lambda h, p: tls.optionsForClientTLS(h) if not target.insecure else tls.CertificateOptions(verify=False),
                 )
+            except CancelledError:
+                raise  # the client is gone: no next target, no 502
             except HandshakeRefused as refusal:
                 info.target_label = target.label()
                 self._pass_refusal(request, info, refusal.code, refusal.reason, refusal.headers, refusal.body)

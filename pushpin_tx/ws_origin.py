@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet import endpoints
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 
 from .wscontrol import parse_grip_extension
@@ -159,4 +159,9 @@ async def connect_origin(
     else:
         endpoint = endpoints.TCP4ClientEndpoint(reactor, host, port, timeout=10)
     protocol: OriginWebSocket = await endpoint.connect(factory)
-    return await protocol.opened
+    try:
+        return await protocol.opened
+    except CancelledError:
+        # the client left during the handshake: let go of the origin at once
+        protocol.dropConnection(abort=True)
+        raise
