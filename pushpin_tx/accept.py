@@ -286,7 +286,7 @@ class Acceptor:
         from twisted.internet.defer import Deferred
 
         ended: Deferred[bool] = Deferred()
-        too_large.follow(request.write_body, ended.callback)
+        too_large.follow(request.write_body, ended.callback, None if request._disconnected else request)
         clean = await ended
         if not clean:
             request.close()

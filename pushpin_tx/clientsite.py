@@ -75,9 +75,17 @@ class ClientRequest(server.Request):
         if self.channel is not None and self.channel.transport is not None:
             self.channel.transport.loseConnection()
 
-    def register_producer(self, producer: DeliveryQueue) -> None:
-        if not self._disconnected:
-            self.registerProducer(producer, True)
+    def register_producer(self, producer: Any) -> None:
+        """
+        Make C{producer} (a push producer) this connection's: paused while the client's
+        buffer is full. twisted.web only tells a producer to pause when its channel I{becomes}
+        paused, so one registered while the channel is already paused is paused here.
+        """
+        if self._disconnected:
+            return
+        self.registerProducer(producer, True)
+        if getattr(self.channel, "_waitingForTransport", False):
+            producer.pauseProducing()
 
     def unregister_producer(self) -> None:
         if self.producer is not None and not self._disconnected:

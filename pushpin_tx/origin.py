@@ -11,7 +11,7 @@ backpressure). The agent is injected, so tests can hand in an in-memory one.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet import error as ierror
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError as DeferredTimeout, succeed
@@ -141,13 +141,26 @@ class _Collector(Protocol):
             self.transport.pauseProducing()  # type: ignore[union-attr]
             self._done.errback(BodyTooLarge(b"".join(self._parts), self._follow, self._discard))
 
-    def _follow(self, write: Callable[[bytes], None], end: Callable[[bool], None]) -> None:
-        self._write, self._end = write, end
+    def _follow(self, write: Callable[[bytes], None], end: Callable[[bool], None], consumer: Any = None) -> None:
+        """Stream the rest to C{write}; with a C{consumer}, the origin is its producer meanwhile
+        (a client that stops reading pauses the origin, as relayed bodies do)."""
         self._parts = []
         if self._ended is not None:
             end(self._ended)
             return
-        self.transport.resumeProducing()  # type: ignore[union-attr]
+        if consumer is not None:
+            consumer.register_producer(self.transport)
+
+            def finished(clean: bool) -> None:
+                if consumer.producer is not None:
+                    consumer.unregisterProducer()
+                end(clean)
+
+            self._write, self._end = write, finished
+        else:
+            self._write, self._end = write, end
+        if consumer is None or not getattr(consumer.channel, "_waitingForTransport", False):
+            self.transport.resumeProducing()  # type: ignore[union-attr]
 
     def _discard(self) -> None:
         self._parts = []

@@ -149,7 +149,7 @@ class _Relay(Protocol):
         if request._disconnected:
             self.transport.stopProducing()  # type: ignore[union-attr]
             return
-        request.registerProducer(self.transport, True)
+        request.register_producer(self.transport)
         request.notifyFinish().addErrback(self._client_gone)
 
     def _client_gone(self, _: Failure) -> None:
