@@ -12,16 +12,121 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.web import http, server
+from twisted.web.iweb import IBodyProducer
+from zope.interface import implementer
 
 from .delivery import DeliveryQueue
 from .writethrough import TurnCounter, writer_for
 
-__all__ = ["ClientRequest", "ClientChannel", "ClientSite"]
+__all__ = ["ClientRequest", "ClientChannel", "ClientSite", "StreamingBody", "STREAM_UPLOADS_OVER"]
+
+#: Request bodies announced larger than this go to the origin as they arrive. Pushpin cannot
+#: accept GRIP for them either (§4.1 step 9), so nothing is lost by not keeping them; smaller
+#: bodies are kept whole, for GRIP and retries.
+STREAM_UPLOADS_OVER = 100000
+
+# While the origin connection is being made, this much of an upload is held before the
+# client is paused.
+_EARLY_BUFFER = 65536
+
+
+@implementer(IBodyProducer)
+class StreamingBody:
+    """
+    A client's upload on its way to the origin: chunks are written as they arrive, and while
+    the origin connection cannot take more, the client's connection stops being read.
+    """
+
+    def __init__(self, length: int, transport: Any) -> None:
+        self.length = length
+        self._transport = transport
+        self._consumer: Any = None
+        self._early: list[bytes] = []
+        self._early_size = 0
+        self._done: Deferred[None] = Deferred()
+        self._paused = False
+        self.started = False
+
+    def startProducing(self, consumer: Any) -> "Deferred[None]":
+        self.started = True
+        self._consumer = consumer
+        early, self._early = self._early, []
+        for chunk in early:
+            consumer.write(chunk)
+        if self._paused:
+            self.resumeProducing()
+        return self._done
+
+    def feed(self, data: bytes) -> None:
+        if self._consumer is not None:
+            self._consumer.write(data)
+            return
+        self._early.append(data)
+        self._early_size += len(data)
+        if self._early_size > _EARLY_BUFFER and not self._paused:
+            self.pauseProducing()
+
+    def complete(self) -> None:
+        if not self._done.called:
+            self._done.callback(None)
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+        self._transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self._consumer = None  # the origin request failed; the rest of the upload is ignored
 
 
 class ClientRequest(server.Request):
-    """A client request that a hold can write to."""
+    """A client request that a hold can write to, and whose large upload is streamed."""
+
+    # A proxy passes bodies on untouched: twisted.web must not parse form posts (a malformed
+    # multipart body would otherwise be answered 400 by twisted.web itself).
+    _parsePOSTFormSubmission = False
+    #: the streamed upload of a large request, None for a body kept whole
+    upload: StreamingBody | None = None
+    _body_done = False
+    _finish_pending = False
+
+    def gotLength(self, length: int | None) -> None:
+        super().gotLength(length)
+        if length is not None and length > STREAM_UPLOADS_OVER:
+            self._start_streaming(length)
+
+    def _start_streaming(self, length: int) -> None:
+        """Headers are in, a large body follows: start proxying now, as requestReceived would."""
+        channel = self.channel
+        self.upload = StreamingBody(length, channel.transport)
+        self.method, self.uri, self.clientproto = channel._command, channel._path, channel._version
+        self.path = self.uri.split(b"?", 1)[0]
+        self.args = {}
+        self.client = channel.getPeer()
+        self.host = channel.getHost()
+        self.process()
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.upload is not None:
+            self.upload.feed(data)
+        else:
+            super().handleContentChunk(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if self.upload is None:
+            super().requestReceived(command, path, version)
+            return
+        # the whole upload has arrived; the request was already being handled
+        self._body_done = True
+        self.upload.complete()
+        if self._finish_pending:
+            self._finish_pending = False
+            self.finish()
 
     def setHeader(self, name: Any, value: Any) -> None:
         # Pushpin adds neither Server nor Date to what it sends (§14); twisted.web's
@@ -61,6 +166,11 @@ class ClientRequest(server.Request):
 
     def finish(self) -> None:
         if self._disconnected or self.finished:
+            return
+        if self.upload is not None and not self._body_done:
+            # twisted.web ends a request only once its body is in (the channel is still reading
+            # it): the answer is complete on the wire, its end waits for the upload.
+            self._finish_pending = True
             return
         super().finish()
 

@@ -277,10 +277,13 @@ class ProxyResource(Resource):
                     route = routes.lookup(host, path.split(b"?", 1)[0].decode("latin-1"), proto=proto, ssl=secure)
             else:
                 route = routes.lookup(host, path.split(b"?", 1)[0].decode("latin-1"), proto=proto, ssl=secure)
-        content = request.content
-        content.seek(0, 2)
-        body_size = content.tell()
-        content.seek(0)
+        if request.upload is not None:
+            body_size = request.upload.length  # streamed as it arrives (clientsite)
+        else:
+            content = request.content
+            content.seek(0, 2)
+            body_size = content.tell()
+            content.seek(0)
         return RequestInfo(
             conn_id=f"{next(self._ids)}",
             method=request.method,
@@ -341,6 +344,10 @@ class ProxyResource(Resource):
             return self._origin_headers(info, client_headers, host, signer, xff.truncate, xff.append)
 
         def body() -> IBodyProducer | None:
+            if request.upload is not None:
+                if request.upload.started:
+                    raise OriginError("the upload already went to another target")
+                return request.upload
             if info.body_size == 0 and not _client_sent_body(request):
                 return None
             if info.body is not None:
