@@ -24,8 +24,16 @@ and a loud FAIL unless every subscriber got every message exactly once, all in t
 order, consistent with the order the publishes were acknowledged in. The same scenario
 runs against Pushpin when it is installed, with ratios pushpin-tx / Pushpin.
 
+C{--pace N}: the publishes are sent one at a time on a fixed schedule, N per second (default
+100 messages); the key figure is then the latency of a publish that arrives alone.
+C{--many-channels} (alias C{--channels-per-subscriber}): every subscriber on its own channel
+C{c<i>}; C{--messages} rounds (default 30), each publishing one message to every channel in
+C{POST /publish/} bodies of C{--batch} items; the stock message_rate/message_hwm are kept, and
+every subscriber is checked for every round exactly once, in order.
+
 Usage: python bench/fanout.py [--mode stream|ws] [--connections 1000] [--messages 200] [--input http|zmq]
-           [--publish-concurrency 20] [--targets pushpin-tx,pushpin] [--py-spy FILE]
+           [--publish-concurrency 20] [--pace N | --many-channels [--batch 100]]
+           [--targets pushpin-tx,pushpin] [--py-spy FILE]
 """
 
 from __future__ import annotations
@@ -144,10 +152,15 @@ def stop_py_spy(proc: subprocess.Popen, out: str) -> None:
     print(f"py-spy profile of pushpin-tx during the burst (collapsed stacks): {out}")
 
 
+def stock_limits(args: argparse.Namespace) -> bool:
+    """Whether the stock message_rate/message_hwm stay (C{--stock-rate-limit}, and always with C{--many-channels})."""
+    return args.stock_rate_limit or args.many_channels
+
+
 def run_target(kind: str, args: argparse.Namespace) -> dict[str, Any] | None:
     """The whole scenario against one proxy; None when it cannot run (no ZMQ input)."""
     nofile = args.connections + 1000
-    overrides = {} if args.stock_rate_limit else {"message_rate": "-1", "message_hwm": "-1"}
+    overrides = {} if stock_limits(args) else {"message_rate": "-1", "message_hwm": "-1"}
     proxy = proxies.start_proxy(kind, ["* test"], log_level=args.loglevel, nofile=2 * nofile, overrides=overrides)
     load = spy = None
     try:
@@ -160,7 +173,8 @@ def run_target(kind: str, args: argparse.Namespace) -> dict[str, Any] | None:
             raise RuntimeError(f"{kind}: warm-up {args.mode} or publish failed ({e}):\n{proxy.log_tail()}") from e
         rss0 = proxy.rss()
         cfg = {"port": proxy.client_port, "control_port": proxy.control_port, "push_spec": proxy.push_in_spec,
-               "channel": CHANNEL, "connections": args.connections, "messages": args.messages, "input": args.input,
+               "channel": "c" if args.many_channels else CHANNEL,
+               "many_channels": args.many_channels, "batch": args.batch, "pace": args.pace, "connections": args.connections, "messages": args.messages, "input": args.input,
                "publish_concurrency": args.publish_concurrency, "connect_window": args.connect_window,
                "idle_timeout": args.idle_timeout, "mode": args.mode}
         load = common.Child("load", common.spawn_python([LOAD, json.dumps(cfg)], cpus=common.LOAD_CPUS, nofile=nofile,
@@ -205,11 +219,12 @@ def run_target(kind: str, args: argparse.Namespace) -> dict[str, Any] | None:
     return result
 
 
-def report(results: dict[str, dict[str, Any]]) -> int:
-    """Print the tables and the verdicts; the exit status."""
+def report(results: dict[str, dict[str, Any]], lost_column: bool = False) -> int:
+    """Print the tables and the verdicts; the exit status. C{lost_column}: add the messages not received."""
     rows = []
     for kind, r in results.items():
-        rows.append([LABEL[kind], f"{r['delivered']:,}/{r['expected']:,}", f"{r['rate']:,.0f}",
+        lost = [f"{r['expected'] - r['delivered']:,}"] if lost_column else []
+        rows.append([LABEL[kind], f"{r['delivered']:,}/{r['expected']:,}", *lost, f"{r['rate']:,.0f}",
                      common.fmt_us(r["p50"]), common.fmt_us(r["p99"]), common.fmt_us(r["max"]),
                      common.fmt_us(r["cpu_per_delivery"]), common.fmt_kb(r["rss_per_conn"]),
                      f"{r['connect_rate']:,.0f}", f"{r['publish_s']:.2f} s",
@@ -218,7 +233,7 @@ def report(results: dict[str, dict[str, Any]]) -> int:
                      "ok" if not r["problems"] else "FAIL"])
     common.print_table("Results (latency: publish sent -> subscriber read; CPU/delivery: proxy CPU during the burst "
                        "/ messages delivered)",
-                       ["target", "delivered", "deliveries/s", "p50", "p99", "max", "CPU/delivery",
+                       ["target", "delivered", *(["lost"] if lost_column else []), "deliveries/s", "p50", "p99", "max", "CPU/delivery",
                         "RSS/held conn", "conns/s", "publish time", "proxy core", "load CPU", "exactly once, in order"],
                        rows)
     common.print_table("Proxy process tree",
@@ -246,7 +261,8 @@ def report(results: dict[str, dict[str, Any]]) -> int:
             print(f"!!!!! FAIL {LABEL[kind]}: {problem}")
             status = 1
     if status == 0:
-        print("every subscriber got every message exactly once, in the same order, on every target")
+        print("every subscriber got every message exactly once, in order, on every target" if lost_column else
+              "every subscriber got every message exactly once, in the same order, on every target")
     return status
 
 
@@ -256,7 +272,14 @@ def main() -> int:
     parser.add_argument("--mode", choices=["stream", "ws"], default="stream",
                         help="held HTTP streams (/stream) or WebSocket clients (/ws) on the test target")
     parser.add_argument("--connections", type=int, default=1000)
-    parser.add_argument("--messages", type=int, default=200)
+    parser.add_argument("--messages", type=int, default=None,
+                        help="messages per subscriber (default 200; 100 with --pace; 30 rounds with --many-channels)")
+    parser.add_argument("--pace", type=float, default=None, metavar="N",
+                        help="publish one message at a time at N per second (each sent on its own schedule)")
+    parser.add_argument("--many-channels", "--channels-per-subscriber", action="store_true",
+                        help="every subscriber on its own channel c<i>; each round publishes one message to every "
+                             "channel, --batch items per POST; stock message_rate/message_hwm")
+    parser.add_argument("--batch", type=int, default=100, help="items per POST with --many-channels")
     parser.add_argument("--input", choices=["http", "zmq"], default="http",
                         help="publish over the HTTP control API or a ZMQ PUSH socket to push_in_spec")
     parser.add_argument("--publish-concurrency", type=int, default=20,
@@ -272,6 +295,14 @@ def main() -> int:
     parser.add_argument("--py-spy", metavar="FILE", help="record a py-spy profile of pushpin-tx during the burst")
     args = parser.parse_args()
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if args.messages is None:
+        args.messages = 30 if args.many_channels else 100 if args.pace else 200
+    if (args.pace or args.many_channels) and args.input != "http":
+        parser.error("--pace and --many-channels publish over HTTP only")
+    if args.many_channels and args.mode == "ws":
+        parser.error("--many-channels is for held streams only (the WebSocket sync publish goes to one channel)")
+    if args.pace and args.many_channels:
+        parser.error("--pace and --many-channels are separate scenarios")
     if "pushpin" in targets and not proxies.pushpin_installed():
         print(f"note: {proxies.PUSHPIN_BIN} is not installed; skipping the Pushpin row")
         targets.remove("pushpin")
@@ -281,18 +312,26 @@ def main() -> int:
     common.raise_nofile(2 * args.connections + 1000)
     how = (f"HTTP POST /publish/ ({args.publish_concurrency} at a time)" if args.input == "http"
            else "ZMQ PUSH (all at once)")
+    if args.pace:
+        how = f"HTTP POST /publish/, one at a time at {args.pace:g}/s"
     held = "WebSocket clients" if args.mode == "ws" else "held streams"
     fmt = "ws-message" if args.mode == "ws" else "http-stream"
-    print(f"# fanout: {args.connections:,} {held} on one channel, {args.messages} {fmt} publishes over {how}")
+    if args.many_channels:
+        per_round = -(-args.connections // args.batch)
+        print(f"# fanout: {args.connections:,} {held}, each on its own channel; {args.messages} rounds of one {fmt} "
+              f"message to every channel ({args.messages * args.connections:,} publishes), {args.batch} items per "
+              f"HTTP POST /publish/ ({per_round} POSTs per round, {args.publish_concurrency} at a time)")
+    else:
+        print(f"# fanout: {args.connections:,} {held} on one channel, {args.messages} {fmt} publishes over {how}")
     print(f"# {common.machine_note()}")
-    print("# message_rate/message_hwm: " + ("stock (2500/25000)" if args.stock_rate_limit else "-1/-1 (unlimited)"))
+    print("# message_rate/message_hwm: " + ("stock (2500/25000)" if stock_limits(args) else "-1/-1 (unlimited)"))
     print()
     results = {}
     for kind in targets:
         r = run_target(kind, args)
         if r is not None:
             results[kind] = r
-    return report(results)
+    return report(results, lost_column=args.many_channels)
 
 
 if __name__ == "__main__":

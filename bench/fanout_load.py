@@ -34,7 +34,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
@@ -68,11 +68,14 @@ async def open_streams(cfg: dict[str, Any], errors: list[str]) -> list[Stream]:
     """Open C{connections} streams, C{connect_window} at a time; each returned once C{[stream opened]} arrived."""
     loop = asyncio.get_running_loop()
     ws = cfg.get("mode") == "ws"
-    if ws:
-        request = (b"GET /ws?channel=%s HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                   b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % (cfg["channel"].encode(), WS_KEY))
-    else:
-        request = b"GET /stream?channel=%s HTTP/1.1\r\nHost: localhost\r\n\r\n" % cfg["channel"].encode()
+    many = cfg.get("many_channels", False)
+
+    def request(i: int) -> bytes:
+        channel = (f"{cfg['channel']}{i}" if many else cfg["channel"]).encode()  # --many-channels: c<i> each
+        if ws:
+            return (b"GET /ws?channel=%s HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % (channel, WS_KEY))
+        return b"GET /stream?channel=%s HTTP/1.1\r\nHost: localhost\r\n\r\n" % channel
     window = asyncio.Semaphore(cfg["connect_window"])
     streams: list[Stream] = []
 
@@ -82,7 +85,7 @@ async def open_streams(cfg: dict[str, Any], errors: list[str]) -> list[Stream]:
             sock.setblocking(False)
             try:
                 await loop.sock_connect(sock, ("127.0.0.1", cfg["port"]))
-                await loop.sock_sendall(sock, request)
+                await loop.sock_sendall(sock, request(i))
                 data = b""
                 while b"\r\n\r\n" not in data:
                     chunk = await loop.sock_recv(sock, 65536)
@@ -130,32 +133,64 @@ def item_json(channel: str, seq: int, sent_ns: int, mode: str = "stream") -> byt
 
 class HttpPublishers:
     """
-    C{concurrency} connections to the control API, each publishing its next item as soon as
-    the previous one is acknowledged, taking the next sequence number then. A connection the
-    server closes (Pushpin and pushpin-tx both close the control connection after every
-    answer) is reopened. Driven by L{Burst}: C{on_event(fd)} when a socket is readable.
+    C{concurrency} connections to the control API, each sending its next C{POST /publish/}
+    (job) as soon as the previous one is acknowledged, taking the next job number then. A
+    connection the server closes (Pushpin and pushpin-tx both close the control connection
+    after every answer) is reopened. Driven by L{burst}: C{on_event(fd)} when a socket is
+    readable, C{tick()} on every loop turn.
+
+    Job C{j}'s body is C{body_fn(j, send time ns)}; by default the one item of message C{j}
+    on C{channel}. With C{pace} (jobs per second) job C{j} is sent at C{start + j / pace}
+    instead, whatever is still unacknowledged (C{concurrency} is then unused).
     """
 
     def __init__(self, ep: select.epoll, port: int, channel: str, messages: int, concurrency: int,
-                 sent: list[int], acked: list[int], mode: str = "stream") -> None:
+                 sent: list[int], acked: list[int], mode: str = "stream",
+                 body_fn: Callable[[int, int], bytes] | None = None, pace: float | None = None) -> None:
         self.ep, self.port, self.channel, self.messages, self.mode = ep, port, channel, messages, mode
         self.sent, self.acked = sent, acked
+        self.body_fn = body_fn or (lambda job, ns: b'{"items": [%s]}' % item_json(channel, job, ns, mode))
+        self.pace = pace
+        self.start = time.monotonic()
         self.next_seq = 0
         self.active: dict[int, list[Any]] = {}  # fd -> [sock, seq, buffer]
         self.done = 0
         self.error: str | None = None
-        for _ in range(min(concurrency, messages)):
-            self._start_next()
+        if pace:
+            self.tick()
+        else:
+            for _ in range(min(concurrency, messages)):
+                self._start_next()
+
+    def tick(self) -> None:
+        """Paced: send every job whose time has come."""
+        if self.pace:
+            now = time.monotonic()
+            while self.next_seq < self.messages and now >= self.start + self.next_seq / self.pace:
+                self._send(self.next_seq)
+                self.next_seq += 1
+
+    def poll_timeout(self) -> float:
+        """Paced: seconds until the next job is due (else 0.5: acks and deliveries wake the loop)."""
+        if self.pace and self.next_seq < self.messages:
+            return max(0.0, self.start + self.next_seq / self.pace - time.monotonic())
+        return 0.5
 
     def _start_next(self) -> None:
+        if self.pace:
+            self.tick()
+            return
         if self.next_seq >= self.messages:
             return
         seq = self.next_seq
         self.next_seq += 1
+        self._send(seq)
+
+    def _send(self, seq: int) -> None:
         sock = socket.create_connection(("127.0.0.1", self.port))  # loopback: at once
         sock.setblocking(False)
         self.sent[seq] = time.time_ns()
-        body = b'{"items": [%s]}' % item_json(self.channel, seq, self.sent[seq], self.mode)
+        body = self.body_fn(seq, self.sent[seq])
         sock.sendall(b"POST /publish/ HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                      b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
         self.active[sock.fileno()] = [sock, seq, b""]
@@ -351,12 +386,23 @@ def burst(cfg: dict[str, Any], streams: list[Stream], errors: list[str], zmq_pai
     mode = cfg.get("mode", "stream")
     parse_fn = parse_ws if mode == "ws" else parse
     target = len(streams) * m
+    many, batch = cfg.get("many_channels", False), cfg.get("batch", 100)
+    n_conn = cfg["connections"]
+    per_round = -(-n_conn // batch)  # --many-channels: POSTs per round
+    jobs = m * per_round if many else m
+
+    def round_body(job: int, ns: int) -> bytes:
+        """--many-channels: round C{job // per_round}'s message to channels c<k>.. of batch C{job % per_round}."""
+        rnd, first = divmod(job, per_round)
+        first *= batch
+        return b'{"items": [%s]}' % b", ".join(item_json(f"{cfg['channel']}{k}", rnd, ns, mode)
+                                               for k in range(first, min(first + batch, n_conn)))
     ep = select.epoll()
     by_fd = {st.sock.fileno(): st for st in streams}
     for fd in by_fd:
         ep.register(fd, select.EPOLLIN)
     lat = array.array("q")
-    sent, acked = [0] * m, [0] * m
+    sent, acked = [0] * jobs, [0] * jobs
     delivered = closed_early = 0
     last_recv = 0
     cpu0, wall0 = common.own_cpu(), time.monotonic()
@@ -366,8 +412,8 @@ def burst(cfg: dict[str, Any], streams: list[Stream], errors: list[str], zmq_pai
         if zmq_pair is not None:
             publish_zmq(zmq_pair[1], cfg["channel"], m, sent, acked, mode)
         else:
-            pubs = HttpPublishers(ep, cfg["control_port"], cfg["channel"], m, cfg["publish_concurrency"], sent, acked,
-                                  mode)
+            pubs = HttpPublishers(ep, cfg["control_port"], cfg["channel"], jobs, cfg["publish_concurrency"], sent,
+                                  acked, mode, body_fn=round_body if many else None, pace=cfg.get("pace"))
     except OSError as e:
         publish_error = f"publishing failed: {e!r}"
     for st in streams:  # bytes that came with [stream opened]
@@ -376,8 +422,11 @@ def burst(cfg: dict[str, Any], streams: list[Stream], errors: list[str], zmq_pai
     idle = cfg["idle_timeout"]
     last_progress = time.monotonic()
     recv = socket.socket.recv
-    while delivered < target or (pubs is not None and pubs.done < m and pubs.error is None):
-        events = ep.poll(0.5)
+    while delivered < target or (pubs is not None and pubs.done < jobs and pubs.error is None):
+        events = ep.poll(pubs.poll_timeout() if pubs is not None else 0.5)
+        if pubs is not None and pubs.pace:
+            pubs.tick()
+            last_progress = time.monotonic() if pubs.next_seq < jobs else last_progress
         now = time.time_ns()
         progressed = False
         for fd, _ in events:
@@ -467,6 +516,40 @@ def check_orders(orders: dict[bytes, int], messages: int, sent: list[int], acked
     return problems
 
 
+def check_many(streams: list[Stream], connections: int, rounds: int, batch: int, sent: list[int],
+               acked: list[int]) -> list[str]:
+    """
+    C{--many-channels}: problems with what each subscriber (its own channel C{c<i>}) got. Empty
+    when every one got every round exactly once, never a round after one whose publish was
+    acknowledged before its own was sent. Subscribers need not agree with each other.
+    """
+    per_round = -(-connections // batch)
+    full = list(range(rounds))
+    missing = duplicated = short = misordered = 0
+    for st in streams:
+        seqs = list(st.seqs)
+        if sorted(seqs) != full:
+            have = set(seqs)
+            short += 1
+            missing += rounds - len(have)
+            duplicated += len(seqs) - len(have)
+            continue
+        later_min_ack = 1 << 62
+        for rnd in reversed(seqs):
+            job = rnd * per_round + st.idx // batch
+            if sent[job] > later_min_ack:
+                misordered += 1
+                break
+            later_min_ack = min(later_min_ack, acked[job])
+    problems = []
+    if short:
+        problems.append(f"{short} subscriber(s) did not get every round exactly once: {missing:,} message(s) "
+                        f"missing, {duplicated:,} duplicated")
+    if misordered:
+        problems.append(f"{misordered} subscriber(s) got a round after one acknowledged before it was sent")
+    return problems
+
+
 # --- main ----------------------------------------------------------------------------------------------
 
 
@@ -495,7 +578,11 @@ def main(cfg: dict[str, Any]) -> None:
     for st in streams:
         raw = st.seqs.tobytes()
         orders[raw] = orders.get(raw, 0) + 1
-    problems = check_orders(orders, cfg["messages"], result.pop("sent"), result.pop("acked"))
+    if cfg.get("many_channels"):
+        problems = check_many(streams, cfg["connections"], cfg["messages"], cfg.get("batch", 100), result.pop("sent"),
+                              result.pop("acked"))
+    else:
+        problems = check_orders(orders, cfg["messages"], result.pop("sent"), result.pop("acked"))
     publish_error = result.pop("publish_error")
     if publish_error:
         problems.insert(0, publish_error)
