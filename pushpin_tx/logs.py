@@ -58,6 +58,8 @@ class PushpinLogObserver:
         self._threshold = level_for(loglevel)
         self._localtime = localtime
         self._json = json_lines
+        self._stamp_second = -1
+        self._stamp = ""
 
     def __call__(self, event: dict) -> None:
         level = event.get("log_level", LogLevel.info)
@@ -68,7 +70,11 @@ class PushpinLogObserver:
             self._write_json(event, level, failure)
             return
         millis = round(event.get("log_time", time.time()) * 1000)
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S", self._localtime(millis // 1000)) + ".%03d" % (millis % 1000)
+        second = millis // 1000
+        if second != self._stamp_second:  # strftime/localtime once per second, not per line
+            self._stamp_second = second
+            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", self._localtime(second))
+        stamp = self._stamp + ".%03d" % (millis % 1000)
         text = formatEvent(event)
         if failure is not None:
             text = f"{text}\n{failure.getTraceback()}"

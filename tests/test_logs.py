@@ -62,3 +62,17 @@ def test_reopen_follows_a_rotated_log_file(tmp_path):
     observer({"log_level": LogLevel.info, "log_format": "after", "log_time": 0})
     assert "before" in (tmp_path / "pushpin.log.1").read_text()
     assert "after" in path.read_text() and "before" not in path.read_text()
+
+
+def test_timestamp_changes_with_the_second():
+    """Lines in the same second share the formatted time; the next second gets its own."""
+    out = io.StringIO()
+    observer = PushpinLogObserver(out, 2, localtime=time.gmtime)
+    base = calendar.timegm((2026, 11, 29, 9, 42, 51))
+    for when in (base + 0.1, base + 0.9, base + 1.0):
+        observer({"log_level": LogLevel.info, "log_format": "x", "log_time": when})
+    assert [line[7:30] for line in out.getvalue().splitlines()] == [
+        "2026-11-29 09:42:51.100",
+        "2026-11-29 09:42:51.900",
+        "2026-11-29 09:42:52.000",
+    ]
