@@ -115,6 +115,8 @@ class Settings:
     log_level: int
     client_buffer_size: int
     client_maxconn: int
+    #: reactor processes serving clients (pushpin-tx extension; 1: everything in one process)
+    workers: int
     # [proxy]
     routesfile: str
     debug: bool
@@ -204,8 +206,10 @@ def parse_signing_key(value: str, base_dir: str) -> SigningKey:
 
 def load_settings(config_path: str | None, *, port: str | None = None,
                   instance_id: int | None = None, routes: Sequence[str] | None = None,
-                  log_level: int | None = None) -> Settings:
+                  log_level: int | None = None, workers: int | None = None) -> Settings:
     """Read pushpin.conf (None: the embedded default) and apply the runner's overrides."""
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers: must be >= 1, got {workers}")
     if instance_id is not None and instance_id < 0:
         raise ConfigError(f"--id: must be >= 0, got {instance_id}")
     if log_level is not None and log_level < 0:
@@ -258,6 +262,7 @@ def load_settings(config_path: str | None, *, port: str | None = None,
         log_level=config_log_level if log_level is None else log_level,
         client_buffer_size=cfg.get_int("runner", "client_buffer_size", 8192),
         client_maxconn=cfg.get_int("runner", "client_maxconn", 50000),
+        workers=workers if workers is not None else _workers(cfg.get_str("runner", "workers", ""), path),
         routesfile=os.path.normpath(os.path.join(config_dir, routesfile)) if routesfile else "",
         debug=cfg.get_bool("proxy", "debug"),
         auto_cross_origin=cfg.get_bool("proxy", "auto_cross_origin"),
@@ -517,6 +522,28 @@ def _stats_format(value: str) -> str:
     if value not in ("", "tnetstring", "json"):
         raise ConfigError(f"invalid stats format {value!r} (expected tnetstring or json)")
     return value or "tnetstring"
+
+
+def default_workers() -> int:
+    """The number of cores this process may run on (the C{workers} default)."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):
+        return max(os.cpu_count() or 1, 1)
+
+
+def _workers(value: str, path: str) -> int:
+    """C{[runner] workers}: a count >= 1, or empty / C{auto} for one per core."""
+    value = value.strip()
+    if value in ("", "auto"):
+        return default_workers()
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ConfigError(f"{path}: [runner] workers: expected a number >= 1 or 'auto', got {value!r}")
+    return count
 
 
 def _log_level(items: Sequence[str]) -> int:

@@ -13,10 +13,12 @@ that the prompt prints as tables.
 from __future__ import annotations
 
 import base64
+import os
 from dataclasses import dataclass
 from typing import Any
 
 from .items import ItemError, parse_item
+from .workers import merge_counters
 
 __all__ = ["ConnInfo", "ConsoleHelpers", "Text"]
 
@@ -73,6 +75,9 @@ _HELP = Text(
   close(conn_id)         drop a held connection now; True if it was held
   reload()               re-read the routes file (as SIGHUP does)
   stats()                counters: requests, held connections, publishes, deliveries, drops
+                         (with workers > 1: summed over every process, workers' figures at most 1 s old)
+  workers()              one line per process: pid, held connections, channels, deliveries, drops
+                         (conns(), conn(), close() and channels() see this process's connections only)
   help()                 this text; help(obj) is Python's help on obj
 Objects: service, router, counters, acceptor, intake.
 Ctrl-D on an empty line ends your session; the proxy keeps running."""
@@ -153,6 +158,7 @@ class ConsoleHelpers:
             "close": self.close,
             "reload": self.reload,
             "stats": self.stats,
+            "workers": self.workers,
             "service": s,
             "router": s.router,
             "counters": s.counters,
@@ -241,7 +247,46 @@ class ConsoleHelpers:
         snapshot["channels"] = len(s.router.channels())
         snapshot["router_published"] = s.router.published
         snapshot["router_published_idle"] = s.router.published_idle
+        pool = getattr(s, "workers", None)
+        if pool is not None:
+            snaps = pool.snapshots()
+            total = merge_counters([snapshot] + [dict(w["counters"], held_connections=w["held"],
+                                                      router_published=w["router_published"],
+                                                      router_published_idle=w["router_published_idle"]) for w in snaps])
+            total.pop("connection_minutes_closed", None)
+            total["channels"] = len(list(pool.interest.channels()))
+            total["workers"] = 1 + len(snaps)
+            return total
         return snapshot
+
+    def workers(self) -> Any:
+        """
+        One line per process (0 is this one, the main process): figures fresh from each
+        worker. Returns a Deferred with workers > 1 (the console prints it when it fires).
+        """
+        s = self._service
+        pool = getattr(s, "workers", None)
+        own = {
+            "worker": 0, "pid": os.getpid(), "alive": True,
+            "held": sum(len(t) for t in _connection_tables(s)),
+            "channels": len(s.router.channels()),
+            "deliveries": s.counters.deliveries,
+            "requests_received": s.counters.requests_received,
+            "drops": sum(s.counters.drops.values()),
+        }
+
+        def table(_: object = None) -> Text:
+            rows = [own] + (pool.table() if pool is not None else [])
+            header = f"{'worker':>6} {'pid':>7} {'alive':<5} {'held':>7} {'channels':>8} {'deliveries':>11} {'requests':>9} {'drops':>6}"
+            lines = [header]
+            for r in rows:
+                lines.append(f"{r['worker']:>6} {r['pid'] or '-':>7} {'yes' if r['alive'] else 'no':<5} {r['held']:>7} "
+                             f"{r['channels']:>8} {r['deliveries']:>11} {r['requests_received']:>9} {r['drops']:>6}")
+            return Text("\n".join(lines))
+
+        if pool is None:
+            return table()
+        return pool.refresh().addCallback(table)
 
     def _info(self, conn_id: str, hold: Any) -> ConnInfo:
         request = _request_of(hold)

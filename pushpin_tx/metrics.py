@@ -130,6 +130,25 @@ class PushpinCollector(Collector):
         return Metric(self._prefix + name, help_text, kind)
 
     def collect(self) -> Iterator[Metric]:
+        """
+        This process's metrics, plus (workers > 1) every worker's latest samples added in,
+        except C{subscribed_channels}, which counts the channels subscribed in any process.
+        """
+        pool = getattr(self._service, "workers", None)
+        if pool is None:
+            yield from self._collect_own()
+            return
+        others = [snap.get("metrics", {}) for snap in pool.snapshots()]
+        union = len(list(pool.interest.channels()))
+        for metric in self._collect_own():
+            base = metric.name[len(self._prefix):]
+            if base == "subscribed_channels":
+                metric.samples = [sample._replace(value=union) for sample in metric.samples]
+            else:
+                metric.samples = _add_samples(metric, base, others)
+            yield metric
+
+    def _collect_own(self) -> Iterator[Metric]:
         s = self._service
         counters = s.counters
         router = s.router
@@ -216,6 +235,42 @@ class PushpinCollector(Collector):
             )
 
 
+def samples_of(service: Any) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """
+    A worker's metrics as plain data for the main process: unprefixed name -> labels ->
+    value (see L{PushpinCollector.collect}).
+    """
+    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for metric in PushpinCollector(service, "", service.reactor.seconds)._collect_own():
+        out[metric.name] = {tuple(sorted(sample.labels.items())): sample.value for sample in metric.samples}
+    return out
+
+
+def _add_samples(metric: Metric, base: str, others: list[dict[str, Any]]) -> list[Any]:
+    """C{metric}'s samples with the same series of every worker added; series only a worker has are appended."""
+    totals: dict[tuple[tuple[str, str], ...], float] = {}
+    for other in others:
+        for labels, value in other.get(base, {}).items():
+            totals[labels] = totals.get(labels, 0) + value
+    if not totals:
+        return metric.samples
+    samples = []
+    for sample in metric.samples:
+        key = tuple(sorted(sample.labels.items()))
+        extra = totals.pop(key, 0)
+        samples.append(sample._replace(value=sample.value + extra) if extra else sample)
+    for labels, value in sorted(totals.items()):
+        samples.append(metric.samples[0]._replace(labels=dict(labels), value=value) if metric.samples
+                       else _sample(metric.name, dict(labels), value))
+    return samples
+
+
+def _sample(name: str, labels: dict[str, str], value: float) -> Any:
+    from prometheus_client.samples import Sample
+
+    return Sample(name, labels, value)
+
+
 def _escape_label(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
@@ -250,14 +305,31 @@ class MetricsResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, refresh: Callable[[], Any] | None = None) -> None:
+        """
+        @param refresh: called before each scrape; a Deferred it returns is waited for (with
+            workers, the main process asks each worker for fresh figures first).
+        """
         super().__init__()
         self._registry = registry
+        self._refresh = refresh
 
-    def render(self, request: server.Request) -> bytes:
-        body = render(self._registry)
+    def render(self, request: server.Request) -> Any:
         request.setHeader(b"content-type", CONTENT_TYPE)
-        return body
+        if self._refresh is None:
+            return render(self._registry)
+        d = self._refresh()
+
+        def write(_: object) -> None:
+            if not request.finished and not getattr(request, "_disconnected", False):
+                body = render(self._registry)
+                request.setHeader(b"content-length", b"%d" % len(body))  # as a synchronous render sends it
+                request.write(body)
+                request.finish()
+
+        d.addErrback(lambda f: _log.failure("metrics: refreshing worker figures failed", f))
+        d.addCallback(write)
+        return server.NOT_DONE_YET
 
 
 class _MetricsSite(server.Site):
@@ -292,7 +364,8 @@ def make_metrics_service(pushpin: Any, *, port: str, prefix: str = "", reactor: 
     description = metrics_endpoint(port)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(PushpinCollector(pushpin, prefix, reactor.seconds))
-    site = _MetricsSite(MetricsResource(registry), reactor=reactor)
+    pool = getattr(pushpin, "workers", None)
+    site = _MetricsSite(MetricsResource(registry, pool.refresh if pool is not None else None), reactor=reactor)
     site.noisy = False
     metrics = MetricsService(registry)
     # strports.service binds in privilegedStartService and raises there on failure; the

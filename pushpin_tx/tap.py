@@ -10,12 +10,13 @@ the outside world before C{startService}, because twistd may fork in between.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 from typing import Any
 
 from twisted.application import service
-from twisted.internet import endpoints
+from twisted.internet import defer, endpoints
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
@@ -38,6 +39,8 @@ from .routes_watch import RoutesFileService
 from .signing import GripSigner
 from .stats import Counters, DropReporter
 from .tlspolicy import InsecurePolicy
+from .listening import listen_reuseport
+from .workers import SharedInterest, SharedLastIds, WorkerPool
 from .ws_gateway import WebSocketGateway
 from .zmq_inputs import ZmqInputService
 from .zmq_stats import StatsPublisher
@@ -60,6 +63,7 @@ class Options(usage.Options):
         ["id", None, None, "Instance id: ipc prefix pN-, port offset N*10.", int],
         ["loglevel", None, None, "Log level: 0 error, 1 warning, 2 info (default), 3 debug.", int],
         ["logfile", None, None, "Write logs to this file instead of standard output."],
+        ["workers", None, None, "Reactor processes serving clients (default: [runner] workers, else one per core).", int],
     ]
     optFlags = [
         ["verbose", None, "Verbose output (log level 3)."],
@@ -85,6 +89,7 @@ class Options(usage.Options):
                 instance_id=self["id"],
                 routes=self["route"] or None,
                 log_level=loglevel,
+                workers=self["workers"],
             )
             settings = self.settings
             if settings.prometheus_port:
@@ -119,9 +124,21 @@ class _Listener(service.Service):
         self._factory = factory
         self._label = label
         self.port: Any = None
+        #: (host, port) to bind with SO_REUSEPORT instead of the endpoint (workers > 1)
+        self.reuse_port: tuple[str, int] | None = None
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
+        if self.reuse_port is not None:
+            host, port = self.reuse_port
+            try:
+                self.port = listen_reuseport(self._reactor, host, port, self._factory)
+            except OSError as e:
+                self._log.error("{label}: cannot listen on {host}:{port}: {why}", label=self._label, host=host, port=port, why=e)
+                raise
+            bound = self.port.getHost()
+            self._log.info("{label} listening on {host}:{port}", label=self._label, host=bound.host, port=bound.port)
+            return
         endpoint = endpoints.serverFromString(self._reactor, self._description)
         d = endpoint.listen(self._factory)
         result: list[Any] = []
@@ -149,10 +166,25 @@ class PushpinService(service.MultiService):
 
     _log = Logger()
 
-    def __init__(self, settings: Settings, reactor: Any) -> None:
+    def __init__(self, settings: Settings, reactor: Any, *, worker_index: int = 0, worker_count: int | None = None,
+                 listen_on: list[tuple[str, int]] | None = None, stats_forwarded: bool = False) -> None:
+        """
+        @param worker_index: 0 for the main process (the one twistd runs); a spawned worker
+            process (L{pushpin_tx.worker}) passes its index and has no publish inputs,
+            control API, metrics or console: the main process serves those for all.
+        @param worker_count: the number of processes (default: C{settings.workers}).
+        @param listen_on: a worker's client addresses, as the main process bound them.
+        @param stats_forwarded: a worker whose stats packets go up to the main process's
+            stats socket.
+        """
         super().__init__()
         self.settings = settings
         self.reactor = reactor
+        count = settings.workers if worker_count is None else worker_count
+        self.worker_index = worker_index
+        self.worker_count = count
+        self.stats_forwarded = stats_forwarded
+        is_worker = worker_index > 0
         self.counters = Counters()
         self.router = ChannelRouter()
         self.drops = DropReporter(self.counters, reactor)
@@ -190,31 +222,82 @@ class PushpinService(service.MultiService):
         self.acceptor.relay = self.proxy.relay
         self.websockets = WebSocketGateway(settings, reactor, self.hold_context, self.counters, self.origin, stats=self.stats)
         self.proxy.ws_gateway = self.websockets
+        # connection ids unique over the processes: worker i of n numbers i+1, i+1+n, ...
+        self.proxy._ids = itertools.count(worker_index + 1, count)
+        self.websockets._ids = itertools.count(worker_index + 1, count)
         self.intake = PublishIntake(self.router, self.counters, stats=self.stats)
+        self.routes: RoutesFileService | None = None
+        if not is_worker:  # a worker takes the main process's table (see WorkerLink), never its own reading
+            self.routes = RoutesFileService(
+                settings.routesfile if settings.routes_override is None else None,
+                override=settings.routes_override,
+                clock=reactor,
+                on_load=self._routes_loaded,
+            )
+            self.routes.setServiceParent(self)
+        self.workers: WorkerPool | None = None
+        self.sequencer: Sequencer | None = None
+        self.control_listener: _Listener | None = None
+        self.zmq: ZmqInputService | None = None
+        self.metrics = None
+        self.console = None
+        self.client_listeners = []
+        for i, address in enumerate(settings.http_ports):
+            site = ClientSite(self.proxy, header_limit=settings.client_buffer_size, reactor=reactor)
+            listener = _Listener(reactor, address.endpoint(), site, "client")
+            if is_worker:
+                listener.reuse_port = (listen_on or [])[i]
+            elif count > 1:
+                listener.reuse_port = (address.host, address.port)
+            listener.setServiceParent(self)
+            self.client_listeners.append(listener)
+        if is_worker:
+            # sequenced in the main process: a worker applies its last ids and items as sent
+            self.last_ids = LastIds()
+            self.acceptor.last_ids = self.last_ids
+            return
+        interest: Any = self.router
+        deliver = self.intake.deliver
+        if count > 1:
+            interest = SharedInterest(self.router)
+            self.workers = WorkerPool(
+                self, count, reactor,
+                listen=lambda: [(lst.port.getHost().host, lst.port.getHost().port) for lst in self.client_listeners],
+                interest=interest,
+                init=lambda index: {
+                    "settings": settings,
+                    "index": index,
+                    "count": count,
+                    "log": tuple(logs._configured),  # what the plugin gave logs.configure
+                    "stats": bool(settings.stats_spec),
+                    "routes": self.routes.table if self.routes is not None else None,
+                },
+            )
+            self.workers.setServiceParent(self)
+            self.last_ids: LastIds = SharedLastIds(self.workers.forward)
+            pool = self.workers
+            local_deliver = deliver
+
+            def deliver(item: Any) -> int:
+                pool.forward(("item", item))
+                return local_deliver(item)
+        else:
+            self.last_ids = LastIds()
         # reliable delivery (§7): id cache and prev-id sequencing in front of the router
-        self.last_ids = LastIds()
         self.sequencer = Sequencer(
             reactor,
             self.last_ids,
-            self.intake.deliver,
+            deliver,
             wait=settings.message_wait / 1000.0,
             on_drop=lambda item, reason: self.drops(f"channel {item.channel}", item.channel, f"{reason} (id {item.id})"),
-            has_listeners=lambda channel: self.router.subscriber_count(channel) > 0,
+            has_listeners=(lambda channel: self.router.subscriber_count(channel) > 0) if count == 1 else interest.has,
             id_cache=IdCache(settings.id_cache_ttl) if settings.id_cache_ttl > 0 else None,
         )
         self.intake.sequencer = self.sequencer
         self.acceptor.last_ids = self.last_ids
         self.channel_linger = ChannelLinger(reactor, self.sequencer, settings.subscription_linger)
-        self.router.add_interest_listener(self.channel_linger)
+        interest.add_interest_listener(self.channel_linger)
         self.control = ControlResource(self.intake, recover=self.recover)
-        self.routes = RoutesFileService(
-            settings.routesfile if settings.routes_override is None else None,
-            override=settings.routes_override,
-            clock=reactor,
-            on_load=self.proxy.set_routes,
-        )
-        self.routes.setServiceParent(self)
-        self.control_listener: _Listener | None = None
         if settings.push_in_http_port >= 0:  # -1: no control API (Pushpin's code default)
             self.control_listener = _Listener(
                 reactor,
@@ -232,25 +315,19 @@ class PushpinService(service.MultiService):
             settings,
             reactor,
             self.intake,
-            self.router,
-            is_connected=self.stats.is_connected,
+            interest,
+            is_connected=self.is_connected,
             recover=self.recover,
             # HTTP holds have nothing to refresh; an unknown connection id is "item-not-found".
             refresh=lambda cid=None, channel=None: False if cid is not None else None,
             stats=self.stats,
         )
         self.zmq.setServiceParent(self)
-        self.client_listeners = []
-        for address in settings.http_ports:
-            site = ClientSite(self.proxy, header_limit=settings.client_buffer_size, reactor=reactor)
-            listener = _Listener(reactor, address.endpoint(), site, "client")
-            listener.setServiceParent(self)
-            self.client_listeners.append(listener)
-        self.metrics = None
+        if self.workers is not None:
+            self.workers.stats_send = self.zmq._send_stats
         if settings.prometheus_port:
             self.metrics = make_metrics_service(self, port=settings.prometheus_port, prefix=settings.prometheus_prefix, reactor=reactor)
             self.metrics.setServiceParent(self)
-        self.console = None
         if settings.console_ssh_endpoint:
             self.console = make_console_service(
                 ConsoleHelpers(self).namespace(),
@@ -263,6 +340,11 @@ class PushpinService(service.MultiService):
                 reactor=reactor,
             )
             self.console.setServiceParent(self)
+
+    def _routes_loaded(self, table: Any) -> None:
+        self.proxy.set_routes(table)
+        if self.workers is not None:
+            self.workers.forward(("routes", table))
 
     def signer_for(self, route: Any) -> GripSigner:
         """The Grip-Sig signer for a route: its own sig_iss/sig_key when both are set."""
@@ -285,15 +367,51 @@ class PushpinService(service.MultiService):
         every held HTTP session re-sync (long-polls re-asked with Grip-Last, streams fetch
         their next link).
         """
-        held = list(self.acceptor.connections.values())
-        self._log.info("recover: forgetting last ids, re-syncing {n} held connections", n=len(held))
-        self.sequencer.clear()
-        for hold in held:
+        held = len(self.acceptor.connections)
+        self._log.info("recover: forgetting last ids, re-syncing {n} held connections", n=held)
+        if self.sequencer is not None:
+            self.sequencer.clear()
+        if self.workers is not None:
+            self.workers.forward(("recover",))
+        self.resync_held()
+
+    def resync_held(self) -> None:
+        """Make every held HTTP session of this process re-sync from the origin."""
+        for hold in list(self.acceptor.connections.values()):
             hold.resync()
+
+    def is_connected(self, conn_id: str) -> bool:
+        """C{conncheck}: whether a client connection id is live in any process."""
+        if self.stats.is_connected(conn_id):
+            return True
+        return self.workers is not None and self.workers.is_connected(conn_id)
+
+    def snapshot(self) -> dict[str, Any]:
+        """This process's figures, for the main process's console and metrics (workers > 1)."""
+        counters = self.counters.snapshot()
+        counters["connection_minutes_closed"] = self.counters.connection_minutes_closed
+        snap: dict[str, Any] = {
+            "pid": os.getpid(),
+            "counters": counters,
+            "held": len(self.acceptor.connections) + len(self.websockets.connections),
+            "connections": self.stats.connection_ids(),
+            "router_published": self.router.published,
+            "router_published_idle": self.router.published_idle,
+        }
+        if self.settings.prometheus_port:
+            from .metrics import samples_of
+
+            snap["metrics"] = samples_of(self)
+        return snap
 
     def privilegedStartService(self) -> None:
         self._log.info("starting...")
         settings = self.settings
+        if self.worker_index > 0:
+            super().privilegedStartService()
+            return
+        if self.worker_count > 1:
+            self._log.info("workers: {n} processes serving clients", n=self.worker_count)
         if settings.not_applicable:
             self._log.info("config keys not applicable to pushpin-tx (one process): {keys}", keys=", ".join(settings.not_applicable))
         if settings.not_implemented:
@@ -312,6 +430,9 @@ class PushpinService(service.MultiService):
     def startService(self) -> None:
         self.stats.instance_id = f"pushpin-handler_{os.getpid()}"  # the pid after twistd's fork
         super().startService()
+        if self.worker_index > 0:
+            self._log.info("worker {index} started", index=self.worker_index)
+            return
         if hasattr(signal, "SIGHUP") and self.reactor is _global_reactor():
             signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload))
         self._log.info("started")
@@ -323,7 +444,10 @@ class PushpinService(service.MultiService):
         """
         logs.reopen()
         self._log.info("reloading")
-        self.routes.reload()
+        if self.routes is not None:
+            self.routes.reload()
+        if self.workers is not None:
+            self.workers.forward(("reload",))
 
     def drain(self) -> Any:
         """
@@ -366,12 +490,17 @@ class PushpinService(service.MultiService):
     def stopService(self) -> Any:
         self._log.info("stopping...")
         d = self.drain()
+        if self.workers is not None:  # the workers drain their own connections meanwhile
+            workers_stopped = self.workers.stopService()
+            if workers_stopped is not None:
+                d = defer.gatherResults([d, workers_stopped])
         d.addCallback(lambda _: self._stop_rest())
         return d
 
     def _stop_rest(self) -> Any:
-        self.channel_linger.stop()
-        self.sequencer.stop()
+        if self.sequencer is not None:
+            self.channel_linger.stop()
+            self.sequencer.stop()
         self.drops.stop()
         d = super().stopService()
 

@@ -240,6 +240,10 @@ class StatsPublisher:
         """Whether C{conn_id} is a live connection (Pushpin answers C{conncheck} from this table)."""
         return conn_id in self._conns
 
+    def connection_ids(self) -> list[str]:
+        """Every live connection id (what L{is_connected} answers from)."""
+        return list(self._conns)
+
     @property
     def connection_count(self) -> int:
         return len(self._conns)

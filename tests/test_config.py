@@ -785,3 +785,27 @@ def test_port_zero_means_any_free_port():
     from pushpin_tx.config import parse_listen
 
     assert parse_listen("127.0.0.1:0").port == 0
+
+
+@pytest.mark.parametrize(
+    "line, override, expected",
+    [
+        ("", None, config.default_workers()),
+        ("workers=auto\n", None, config.default_workers()),
+        ("workers=3\n", None, 3),
+        ("workers=3\n", 1, 1),  # --workers wins over the file
+    ],
+)
+def test_workers_setting(tmp_path: Path, line: str, override: int | None, expected: int) -> None:
+    """[runner] workers: a count, or empty/auto for one per core; --workers overrides it."""
+    text = MINIMAL.replace("[runner]\n", "[runner]\n" + line)
+    settings = load_settings(write(tmp_path, text), workers=override)
+    assert settings.workers == expected
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "many"])
+def test_workers_setting_refuses_what_is_not_a_count(tmp_path: Path, value: str) -> None:
+    """A bad workers value stops start-up naming the file, section and value."""
+    text = MINIMAL.replace("[runner]\n", f"[runner]\nworkers={value}\n")
+    with pytest.raises(ConfigError, match=r"\[runner\] workers: expected a number >= 1"):
+        load_settings(write(tmp_path, text))

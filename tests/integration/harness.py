@@ -157,6 +157,9 @@ def write_config(tmp_path: Path, routes: list[str], **overrides: str) -> Path:
         "push_in_spec": "tcp://127.0.0.1:0",
         "push_in_sub_specs": "tcp://127.0.0.1:0",
         "command_spec": "tcp://127.0.0.1:0",
+        # one process unless a test asks for more (tests/integration/test_workers.py):
+        # PUSHPIN_TX_TEST_WORKERS=2 runs the whole integration suite with two
+        "workers": os.environ.get("PUSHPIN_TX_TEST_WORKERS", "1"),
     }
     values.update(overrides)
     text = (ROOT / "etc" / "pushpin.conf").read_text()

@@ -1,0 +1,439 @@
+# -*- test-case-name: tests.test_workers -*-
+"""
+The main process's side of C{workers = N}: it spawns N-1 worker processes that serve
+clients on the same listening ports (SO_REUSEPORT), and keeps them in step.
+
+Why processes: one CPython reactor uses one core. Clients are spread over the processes
+by the kernel; publishes still arrive at one place (the control API and the ZeroMQ
+sockets stay single addresses in the main process), are sequenced there once, and every
+step of the sequencer's outcome (I{deliver this item}, I{this channel's last id is now X},
+I{forget}, I{recover}) is sent down a pipe to every worker, which delivers to its own
+connections. What flows back up is small: which channels a worker has subscribers on
+(so SUB subscriptions and sequencing see the whole), stats-socket packets, and a snapshot
+of its counters and metrics once a second or when asked.
+
+Messages are pickled tuples behind a 4-byte length (L{encode}; Twisted's
+C{Int32StringReceiver} splits them on the other side). Both ends are our own code from
+the same installation, so pickle's trust model fits; the pipes are inherited, never
+reachable from outside.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+import sys
+from collections import Counter
+from typing import Any, Callable, Iterable
+
+from twisted.application import service
+from twisted.internet import defer, protocol
+from twisted.logger import Logger
+from twisted.protocols.basic import Int32StringReceiver
+
+from .sequencing import LastIds
+
+__all__ = [
+    "encode",
+    "MessageReader",
+    "SharedInterest",
+    "SharedLastIds",
+    "WorkerPool",
+    "merge_counters",
+    "TO_WORKER_FD",
+    "FROM_WORKER_FD",
+]
+
+#: the worker's end of the main -> worker pipe, and of the worker -> main pipe
+TO_WORKER_FD = 3
+FROM_WORKER_FD = 4
+
+#: largest message either side accepts (a snapshot of 100,000 connection ids fits easily)
+MAX_MESSAGE = 256 * 1024 * 1024
+
+#: a worker that exits on its own is started again after this long
+RESTART_DELAY = 1.0
+
+#: how long L{WorkerPool.refresh} waits for snapshots, and stop for workers to exit
+REFRESH_TIMEOUT = 2.0
+STOP_TIMEOUT = 10.0
+
+_LENGTH = struct.Struct("!I")
+
+
+def encode(message: Any) -> bytes:
+    """One message as bytes for the pipe: a 4-byte big-endian length, then its pickle."""
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _LENGTH.pack(len(data)) + data
+
+
+class MessageReader(Int32StringReceiver):
+    """
+    Turns pipe bytes back into messages for C{on_message}. Used both as a protocol (the
+    worker's C{StandardIO} on its pipe fds) and fed by hand (the main process gets a
+    worker's bytes through C{ProcessProtocol.childDataReceived}).
+    """
+
+    MAX_LENGTH = MAX_MESSAGE
+
+    def __init__(self, on_message: Callable[[Any], None], on_lost: Callable[[], None] | None = None) -> None:
+        self._on_message = on_message
+        self._on_lost = on_lost
+
+    def stringReceived(self, data: bytes) -> None:
+        self._on_message(pickle.loads(data))
+
+    def lengthLimitExceeded(self, length: int) -> None:
+        raise ValueError(f"worker pipe: message of {length} bytes is over the {MAX_MESSAGE} limit")
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if self._on_lost is not None:
+            self._on_lost()
+
+
+class SharedLastIds(LastIds):
+    """The main process's last-id table: every change is also sent to the workers."""
+
+    __slots__ = ("on_change",)
+
+    def __init__(self, on_change: Callable[[tuple], None], max_channels: int | None = None) -> None:
+        if max_channels is None:
+            super().__init__()
+        else:
+            super().__init__(max_channels)
+        self.on_change = on_change
+
+    def set(self, channel: str, id: str | None) -> None:
+        super().set(channel, id)
+        self.on_change(("set", channel, id))
+
+    def forget(self, channel: str) -> None:
+        super().forget(channel)
+        self.on_change(("forget", channel))
+
+    def clear(self) -> None:
+        super().clear()
+        self.on_change(("clear",))
+
+
+class SharedInterest:
+    """
+    Which channels have subscribers in any process: the main process's router plus what
+    the workers report. Looks like the router to its interest listeners (the ZeroMQ SUB
+    input, the channel linger), which then act on the whole, not on one process.
+    """
+
+    def __init__(self, router: Any) -> None:
+        self._router = router
+        #: channel -> number of processes with subscribers on it
+        self._holders: Counter[str] = Counter()
+        self._listeners: list[Any] = []
+        router.add_interest_listener(self)
+
+    # the router's listener interface, for the main process's own subscribers
+    def channel_added(self, channel: str) -> None:
+        self.add(channel)
+
+    def channel_removed(self, channel: str) -> None:
+        self.remove(channel)
+
+    def add(self, channel: str) -> None:
+        """One more process has subscribers on C{channel}."""
+        holders = self._holders
+        holders[channel] += 1
+        if holders[channel] == 1:
+            for listener in list(self._listeners):
+                listener.channel_added(channel)
+
+    def remove(self, channel: str) -> None:
+        """One process no longer has subscribers on C{channel}."""
+        holders = self._holders
+        if holders.get(channel, 0) <= 0:
+            return
+        holders[channel] -= 1
+        if holders[channel] == 0:
+            del holders[channel]
+            for listener in list(self._listeners):
+                listener.channel_removed(channel)
+
+    def has(self, channel: str) -> bool:
+        return channel in self._holders
+
+    # the router's interest-source interface
+    def add_interest_listener(self, listener: Any) -> None:
+        self._listeners.append(listener)
+
+    def remove_interest_listener(self, listener: Any) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def channels(self) -> Iterable[str]:
+        return list(self._holders)
+
+
+def merge_counters(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Sum L{pushpin_tx.stats.Counters.snapshot} dicts: numbers add, dicts add per key."""
+    total: dict[str, Any] = {}
+    for snapshot in snapshots:
+        for key, value in snapshot.items():
+            if isinstance(value, dict):
+                merged = total.setdefault(key, {})
+                for k, v in value.items():
+                    merged[k] = merged.get(k, 0) + v
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                total[key] = total.get(key, 0) + value
+    return total
+
+
+class _Worker(protocol.ProcessProtocol):
+    """One worker process as the main process sees it."""
+
+    def __init__(self, pool: "WorkerPool", index: int) -> None:
+        self.pool = pool
+        self.index = index
+        self.pid: int | None = None
+        #: the worker's last snapshot (None until the first arrives)
+        self.snapshot: dict[str, Any] | None = None
+        #: channels it reported subscribers on
+        self.channels: set[str] = set()
+        self.ended: defer.Deferred[None] = defer.Deferred()
+        self.alive = False
+        self._reader = MessageReader(lambda message: pool._received(self, message))
+
+    def connectionMade(self) -> None:
+        self.pid = self.transport.pid
+        self.alive = True
+
+    def send(self, frame: bytes) -> None:
+        if self.alive:
+            self.transport.writeToChild(TO_WORKER_FD, frame)
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD == FROM_WORKER_FD:
+            try:
+                self._reader.dataReceived(data)
+            except Exception:  # a broken pipe message: this worker can't be trusted any more
+                self.pool._log.failure("worker {index}: bad message, stopping it", index=self.index)
+                self.kill()
+
+    def kill(self) -> None:
+        try:
+            self.transport.signalProcess("KILL")
+        except Exception:
+            pass
+
+    def processEnded(self, reason: Any) -> None:
+        self.alive = False
+        self.pool._ended(self, reason)
+        self.ended.callback(None)
+
+
+class WorkerPool(service.Service):
+    """
+    Spawns and watches the worker processes; forwards what they must see.
+
+    @param parent_service: the main process's L{pushpin_tx.tap.PushpinService}.
+    @param count: the C{workers} setting; this process is worker 0, so C{count - 1} are spawned.
+    @param listen: the client listening addresses the workers bind too (after this process
+        bound them, so port 0 became a real port).
+    """
+
+    _log = Logger()
+
+    def __init__(self, parent_service: Any, count: int, reactor: Any, *,
+                 listen: Callable[[], list[tuple[str, int]]],
+                 interest: SharedInterest,
+                 init: Callable[[int], dict[str, Any]],
+                 argv: list[str] | None = None) -> None:
+        self._service = parent_service
+        self.count = count
+        self._reactor = reactor
+        self._listen = listen
+        self.interest = interest
+        self._init = init
+        self._argv = argv or [sys.executable, "-m", "pushpin_tx.worker"]
+        self.workers: dict[int, _Worker] = {}
+        self._pending: list[tuple] = []
+        self._flush_call: Any = None
+        self._stopping = False
+        self._refreshes: dict[int, tuple[defer.Deferred[None], set[int]]] = {}
+        self._refresh_ids = 0
+        #: stats-socket packets from workers go here (set when the main process has a stats socket)
+        self.stats_send: Callable[[bytes], None] | None = None
+        self.restarts = 0
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        for index in range(1, self.count):
+            self._spawn(index)
+
+    def _spawn(self, index: int) -> None:
+        worker = _Worker(self, index)
+        self.workers[index] = worker
+        env = dict(os.environ)
+        self._reactor.spawnProcess(
+            worker,
+            self._argv[0],
+            self._argv,
+            env=env,
+            path=os.getcwd(),
+            childFDs={1: 1, 2: 2, TO_WORKER_FD: "w", FROM_WORKER_FD: "r"},
+        )
+        init = self._init(index)
+        init["listen"] = self._listen()
+        worker.send(encode(("init", init)))
+        self._log.info("worker {index} started (pid {pid})", index=index, pid=worker.pid)
+
+    def stopService(self) -> Any:
+        super().stopService()
+        self._stopping = True
+        self._flush()
+        waits = []
+        for worker in list(self.workers.values()):
+            if worker.alive:
+                try:
+                    worker.transport.signalProcess("TERM")
+                except Exception:
+                    continue
+                waits.append(worker.ended)
+        if not waits:
+            return None
+        d = defer.DeferredList(waits)
+        timer = self._reactor.callLater(STOP_TIMEOUT, self._kill_stragglers)
+
+        def done(result: object) -> None:
+            if timer.active():
+                timer.cancel()
+
+        return d.addCallback(done)
+
+    def _kill_stragglers(self) -> None:
+        for worker in self.workers.values():
+            if worker.alive:
+                self._log.warn("worker {index} (pid {pid}) did not stop in {t:.0f} s, killing it",
+                               index=worker.index, pid=worker.pid, t=STOP_TIMEOUT)
+                worker.kill()
+
+    def _ended(self, worker: _Worker, reason: Any) -> None:
+        for channel in worker.channels:
+            self.interest.remove(channel)
+        worker.channels = set()
+        for token, (d, waiting) in list(self._refreshes.items()):
+            waiting.discard(worker.index)
+            if not waiting:
+                self._finish_refresh(token)
+        if self._stopping:
+            self._log.info("worker {index} (pid {pid}) stopped", index=worker.index, pid=worker.pid)
+            return
+        self.restarts += 1
+        self._log.error("worker {index} (pid {pid}) exited: {why}; starting it again in {delay:.0f} s",
+                        index=worker.index, pid=worker.pid, why=reason.getErrorMessage(), delay=RESTART_DELAY)
+        self._reactor.callLater(RESTART_DELAY, self._respawn, worker.index)
+
+    def _respawn(self, index: int) -> None:
+        if not self._stopping and self.running:
+            self._spawn(index)
+
+    # --- main -> workers ----------------------------------------------------------------------
+
+    def forward(self, op: tuple) -> None:
+        """
+        Queue C{op} for every worker. Everything queued in one reactor turn goes down each
+        pipe as one message, pickled once, in the order it was queued.
+        """
+        self._pending.append(op)
+        if self._flush_call is None:
+            self._flush_call = self._reactor.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_call = None
+        if not self._pending:
+            return
+        ops, self._pending = self._pending, []
+        frame = encode(("batch", ops))
+        for worker in self.workers.values():
+            worker.send(frame)
+
+    def refresh(self) -> defer.Deferred[None]:
+        """Ask every worker for a fresh snapshot; fires when all answered (or after a timeout)."""
+        self._flush()
+        alive = {w.index for w in self.workers.values() if w.alive}
+        d: defer.Deferred[None] = defer.Deferred()
+        if not alive:
+            d.callback(None)
+            return d
+        self._refresh_ids += 1
+        token = self._refresh_ids
+        self._refreshes[token] = (d, alive)
+        frame = encode(("snapshot?", token))
+        for worker in self.workers.values():
+            if worker.index in alive:
+                worker.send(frame)
+        self._reactor.callLater(REFRESH_TIMEOUT, self._finish_refresh, token)
+        return d
+
+    def _finish_refresh(self, token: int) -> None:
+        entry = self._refreshes.pop(token, None)
+        if entry is not None:
+            entry[0].callback(None)
+
+    # --- workers -> main ----------------------------------------------------------------------
+
+    def _received(self, worker: _Worker, message: tuple) -> None:
+        kind = message[0]
+        if kind == "interest":
+            _, channel, added = message
+            if added:
+                if channel not in worker.channels:
+                    worker.channels.add(channel)
+                    self.interest.add(channel)
+            elif channel in worker.channels:
+                worker.channels.discard(channel)
+                self.interest.remove(channel)
+        elif kind == "stats":
+            if self.stats_send is not None:
+                self.stats_send(message[1])
+        elif kind == "snapshot":
+            _, token, snapshot = message
+            worker.snapshot = snapshot
+            entry = self._refreshes.get(token) if token else None
+            if entry is not None:
+                entry[1].discard(worker.index)
+                if not entry[1]:
+                    self._finish_refresh(token)
+        elif kind == "ready":
+            self._log.info("worker {index} (pid {pid}) serving", index=worker.index, pid=worker.pid)
+        else:
+            self._log.warn("worker {index}: unknown message {kind!r}", index=worker.index, kind=kind)
+
+    # --- what the console, metrics and command socket read -------------------------------------
+
+    def snapshots(self) -> list[dict[str, Any]]:
+        """The latest snapshot of every live worker (at most a second old, or fresh after L{refresh})."""
+        return [w.snapshot for w in self.workers.values() if w.alive and w.snapshot is not None]
+
+    def is_connected(self, conn_id: str) -> bool:
+        """Whether a worker held C{conn_id} at its last snapshot."""
+        return any(conn_id in s.get("connections", ()) for s in self.snapshots())
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per worker for the console: index, pid, alive and its headline figures."""
+        rows = []
+        for index in sorted(self.workers):
+            worker = self.workers[index]
+            snap = worker.snapshot or {}
+            counters = snap.get("counters", {})
+            rows.append({
+                "worker": index,
+                "pid": worker.pid,
+                "alive": worker.alive,
+                "held": snap.get("held", 0),
+                "channels": len(worker.channels),
+                "deliveries": counters.get("deliveries", 0),
+                "requests_received": counters.get("requests_received", 0),
+                "drops": sum(counters.get("drops", {}).values()),
+            })
+        return rows
