@@ -31,6 +31,7 @@ from typing import IO, Any, Callable, Sequence
 
 __all__ = [
     "ROOT",
+    "ALL_CPUS",
     "PROXY_CPUS",
     "LOAD_CPUS",
     "Child",
@@ -39,6 +40,7 @@ __all__ = [
     "pin_self",
     "raise_nofile",
     "tree_pids",
+    "listening_pids",
     "tree_rss",
     "tree_cpu",
     "own_cpu",
@@ -72,15 +74,22 @@ def _split_cpus() -> tuple[set[int], set[int]]:
 
 #: The core the process under test runs on, and the core the load generator runs on.
 PROXY_CPUS, LOAD_CPUS = _split_cpus()
+#: Every core this process may use when imported (before L{pin_self}): an unpinned proxy's set.
+ALL_CPUS = set(os.sched_getaffinity(0))
 
 
-def machine_note() -> str:
-    """One line naming the date, the cores used and the load average, for the head of each report."""
-    same = " (only one core: proxy and load SHARE it)" if PROXY_CPUS == LOAD_CPUS else ""
+def machine_note(proxy_cpus: set[int] | None = None) -> str:
+    """
+    One line naming the date, the cores used and the load average, for the head of each
+    report. C{proxy_cpus}: where the proxy runs, when not on L{PROXY_CPUS}.
+    """
+    proxy_cpus = PROXY_CPUS if proxy_cpus is None else proxy_cpus
+    same = " (only one core: proxy and load SHARE it)" if proxy_cpus == LOAD_CPUS else ""
+    shared = " (unpinned: proxy and load share the load core)" if proxy_cpus & LOAD_CPUS and not same else ""
     load = os.getloadavg()[0]
     busy = " (other work is running: expect noise)" if load > 0.5 else ""
     return (f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores; proxy on CPU "
-            f"{sorted(PROXY_CPUS)}, load on CPU {sorted(LOAD_CPUS)}{same}; load average {load:.2f}{busy}; "
+            f"{sorted(proxy_cpus)}{shared}, load on CPU {sorted(LOAD_CPUS)}{same}; load average {load:.2f}{busy}; "
             f"Python {sys.version.split()[0]}")
 
 
@@ -226,7 +235,10 @@ def _stat_fields(pid: int) -> list[str] | None:
 
 
 def tree_pids(root: int) -> list[int]:
-    """C{root} and all its live descendants (by scanning /proc for parent ids)."""
+    """
+    C{root} and all its live descendants (by scanning /proc for parent ids): Pushpin's
+    services, pushpin-tx's worker processes.
+    """
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -240,6 +252,48 @@ def tree_pids(root: int) -> list[int]:
         pid = todo.pop()
         out.append(pid)
         todo.extend(children.get(pid, ()))
+    return out
+
+
+def _listening_inodes(port: int) -> set[str]:
+    """Socket inodes in the LISTEN state on local TCP C{port} (IPv4 and IPv6), from /proc/net."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            # sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    return inodes
+
+
+def listening_pids(pids: Sequence[int], port: int) -> list[int]:
+    """
+    The processes among C{pids} that hold a socket listening on TCP C{port}: with
+    SO_REUSEPORT each worker has its own such socket, with an inherited socket each holds a
+    descriptor of the same one; either way each counts once.
+    """
+    inodes = _listening_inodes(port)
+    if not inodes:
+        return []
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    out = []
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in wanted:
+                    out.append(pid)
+                    break
+            except OSError:
+                continue
     return out
 
 
@@ -354,16 +408,16 @@ def fmt_ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x"
 
 
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A Markdown table with aligned columns (first column left, the rest right)."""
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], left: int = 1) -> str:
+    """A Markdown table with aligned columns (the first C{left} columns left, the rest right)."""
     cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
 
     def line(row: list[str]) -> str:
-        parts = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
+        parts = [c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
         return "| " + " | ".join(parts) + " |"
 
-    sep = "|" + "|".join(["-" * (widths[0] + 2)] + ["-" * (w + 1) + ":" for w in widths[1:]]) + "|"
+    sep = "|" + "|".join("-" * (w + 2) if i < left else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|"
     return "\n".join([line(cells[0]), sep] + [line(r) for r in cells[1:]])
 
 

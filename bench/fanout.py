@@ -31,9 +31,13 @@ C{c<i>}; C{--messages} rounds (default 30), each publishing one message to every
 C{POST /publish/} bodies of C{--batch} items; the stock message_rate/message_hwm are kept, and
 every subscriber is checked for every round exactly once, in order.
 
+C{--workers N} runs pushpin-tx with C{[runner] workers=N} (default 1: one process);
+C{--unpinned} lets the proxy run on every core; C{--json FILE} writes the figures and the
+check's verdict for L{run_all}.
+
 Usage: python bench/fanout.py [--mode stream|ws] [--connections 1000] [--messages 200] [--input http|zmq]
            [--publish-concurrency 20] [--pace N | --many-channels [--batch 100]]
-           [--targets pushpin-tx,pushpin] [--py-spy FILE]
+           [--targets pushpin-tx,pushpin] [--workers 1] [--unpinned] [--json FILE] [--py-spy FILE]
 """
 
 from __future__ import annotations
@@ -161,11 +165,12 @@ def run_target(kind: str, args: argparse.Namespace) -> dict[str, Any] | None:
     """The whole scenario against one proxy; None when it cannot run (no ZMQ input)."""
     nofile = args.connections + 1000
     overrides = {} if stock_limits(args) else {"message_rate": "-1", "message_hwm": "-1"}
-    proxy = proxies.start_proxy(kind, ["* test"], log_level=args.loglevel, nofile=2 * nofile, overrides=overrides)
+    proxy = proxies.start_proxy(kind, ["* test"], log_level=args.loglevel, nofile=2 * nofile, overrides=overrides,
+                                workers=args.workers, cpus=common.ALL_CPUS if args.unpinned else None)
     load = spy = None
     try:
         if args.input == "zmq" and proxy.push_in_spec is None:
-            print(f"note: {kind} logged no 'publish-pull bound to' line: it has no ZMQ PULL input; skipped")
+            print(f"note: {kind} has no ZMQ PULL input (push_in_spec); skipped")
             return None
         try:
             warm_up(proxy, args.mode)
@@ -211,7 +216,8 @@ def run_target(kind: str, args: argparse.Namespace) -> dict[str, Any] | None:
         result["problems"].append(f"{result['closed_early']} connections closed by the server")
     if result["errors"]:
         result["problems"].append(f"client errors: {result['errors']}")
-    result.update(kind=kind, rss_before=rss0, rss_held=rss1, rss_after=rss2, proxy_cpu=cpu1 - cpu0,
+    result.update(kind=kind, workers=proxy.workers if kind == "pushpin-tx" else None, listening=proxy.listening,
+                  rss_before=rss0, rss_held=rss1, rss_after=rss2, proxy_cpu=cpu1 - cpu0,
                   burst_wall=wall1 - wall0,
                   rss_per_conn=(rss1 - rss0) / max(1, ready["opened"]),
                   cpu_per_delivery=(cpu1 - cpu0) / result["delivered"] if result["delivered"] else None,
@@ -293,7 +299,14 @@ def main() -> int:
                         help="keep the stock message_rate=2500/message_hwm=25000 (Pushpin then drops deliveries "
                              "past 25,000 queued per route); by default both are -1 (unlimited) in both configs")
     parser.add_argument("--py-spy", metavar="FILE", help="record a py-spy profile of pushpin-tx during the burst")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="pushpin-tx's [runner] workers (processes sharing the client port); Pushpin ignores it")
+    parser.add_argument("--unpinned", action="store_true",
+                        help="do not pin the proxy to one core (it may use every core, the load's too)")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures and verdicts as JSON to FILE")
     args = parser.parse_args()
+    if args.workers < 1:
+        parser.error("--workers must be >= 1")
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if args.messages is None:
         args.messages = 30 if args.many_channels else 100 if args.pace else 200
@@ -323,15 +336,22 @@ def main() -> int:
               f"HTTP POST /publish/ ({per_round} POSTs per round, {args.publish_concurrency} at a time)")
     else:
         print(f"# fanout: {args.connections:,} {held} on one channel, {args.messages} {fmt} publishes over {how}")
-    print(f"# {common.machine_note()}")
-    print("# message_rate/message_hwm: " + ("stock (2500/25000)" if stock_limits(args) else "-1/-1 (unlimited)"))
+    proxy_cpus = common.ALL_CPUS if args.unpinned else common.PROXY_CPUS
+    print(f"# {common.machine_note(proxy_cpus)}")
+    print("# message_rate/message_hwm: " + ("stock (2500/25000)" if stock_limits(args) else "-1/-1 (unlimited)")
+          + f"; pushpin-tx workers={args.workers}")
     print()
     results = {}
     for kind in targets:
         r = run_target(kind, args)
         if r is not None:
             results[kind] = r
-    return report(results, lost_column=args.many_channels)
+    status = report(results, lost_column=args.many_channels)
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "scenario": "fanout", "args": vars(args), "machine": common.machine_note(proxy_cpus), "status": status,
+            "results": results}, indent=1))
+    return status
 
 
 if __name__ == "__main__":

@@ -2,8 +2,15 @@
 Start and stop the proxies under test on free loopback ports with equivalent generated
 configs: pushpin-tx (C{twistd -n pushpin --config FILE}) and, when installed, the real
 Pushpin 1.36 (its runner with condure, zurl, pushpin-proxy and pushpin-handler). The
-proxy runs pinned to L{common.PROXY_CPUS}; its RSS and CPU are summed over its process
-tree. Kept apart from L{common} so that each stays small.
+proxy runs pinned to L{common.PROXY_CPUS} (or unpinned, on every core, when asked); its RSS
+and CPU are summed over its process tree, which includes pushpin-tx's worker processes
+(C{[runner] workers}, children of the main process) and Pushpin's services.
+
+Readiness never depends on the log level: every address is a fixed free loopback port
+written into the generated config, and a proxy is ready when its client, control and PULL
+ports accept, every expected process listens on the client port, and a C{Pushpin-Check: 1}
+request (answered by the proxy itself) gets a 200. Kept apart from L{common} so that each
+stays small.
 """
 
 from __future__ import annotations
@@ -20,13 +27,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from common import PROXY_CPUS, ROOT, preexec, spawn_python, stop_process, tree_cpu, tree_pids, tree_rss
+from common import (PROXY_CPUS, ROOT, listening_pids, preexec, spawn_python, stop_process, tree_cpu, tree_pids,
+                    tree_rss)
 
 __all__ = ["PUSHPIN_BIN", "Proxy", "pushpin_installed", "start_pushpin_tx", "start_pushpin", "start_proxy",
            "free_port", "wait_port", "wait_http_ok"]
 
 PUSHPIN_BIN = "/usr/bin/pushpin"
 START_DEADLINE = 30.0
+#: how long to wait for every pushpin-tx worker to listen on the client port (a build that
+#: ignores C{[runner] workers} never gets there: the run goes on with a note)
+WORKERS_DEADLINE = 15.0
 
 
 def free_port() -> int:
@@ -58,6 +69,8 @@ class Proxy:
     control_port: int
     push_in_spec: str | None  # the PULL input, or None when the proxy has none
     log_path: Path
+    workers: int = 1  # pushpin-tx's [runner] workers (1 for Pushpin: not applicable)
+    listening: int = 1  # processes found listening on the client port when it was ready
     _pids: list[int] = field(default_factory=list)
 
     @property
@@ -123,40 +136,54 @@ def _set_keys(text: str, values: dict[str, str], sections: dict[str, str]) -> st
     return text
 
 
-def _wait_log(path: Path, proc: subprocess.Popen, patterns: Sequence[str], deadline: float) -> list[re.Match[str]]:
-    found: list[re.Match[str] | None] = [None] * len(patterns)
-    while time.monotonic() < deadline:
-        text = path.read_text(errors="replace") if path.exists() else ""
-        for i, pat in enumerate(patterns):
-            if found[i] is None:
-                found[i] = re.search(pat, text)
-        if all(found):
-            return found  # type: ignore[return-value]
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    raise RuntimeError(f"proxy did not log {patterns} (exit {proc.poll()}):\n{path.read_text(errors='replace')[-3000:]}")
+def _wait_ports(proc: subprocess.Popen, ports: Sequence[int], deadline: float, what: str) -> None:
+    """Wait until every port in C{ports} accepts; raise if C{proc} exits or the deadline passes."""
+    for port in ports:
+        while not wait_port(port, min(deadline, time.monotonic() + 0.5)):
+            if proc.poll() is not None:
+                raise RuntimeError(f"{what} exited with {proc.returncode} before listening on port {port}")
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"{what} did not listen on port {port} within {START_DEADLINE:.0f}s")
+
+
+def _wait_listeners(proc: subprocess.Popen, port: int, want: int, deadline: float) -> int:
+    """
+    How many processes of C{proc}'s tree hold a listening socket on C{port}, waiting (until
+    C{deadline}) for C{want} of them: with C{workers=N} the connections spread over the
+    processes listening when they arrive, so the load must not start before all N are.
+    """
+    found = 0
+    while True:
+        found = len(listening_pids(tree_pids(proc.pid), port))
+        if found >= want or time.monotonic() >= deadline or proc.poll() is not None:
+            return found
+        time.sleep(0.1)
 
 
 def start_pushpin_tx(routes: Sequence[str], *, log_level: int = 2, nofile: int = 1 << 20,
-                     overrides: dict[str, str] | None = None) -> Proxy:
+                     overrides: dict[str, str] | None = None, workers: int = 1,
+                     cpus: set[int] | None = None) -> Proxy:
     """
-    C{twistd -n pushpin --config FILE} on port-0 loopback listeners, pinned to the proxy core.
-    C{overrides} sets further config keys (a stock line is uncommented, else added to [handler]).
+    C{twistd -n pushpin --config FILE} on free loopback ports, pinned to C{cpus} (default the
+    proxy core). C{workers} is written as C{[runner] workers} (1: one process, as Pushpin's
+    comparison needs). C{overrides} sets further config keys (a stock line is uncommented,
+    else added to [handler]).
     """
     workdir = Path(tempfile.mkdtemp(prefix="bench-tx-"))
+    client, control, pull = (free_port() for _ in range(3))
     text = (ROOT / "etc" / "pushpin.conf").read_text()
     text = _set_keys(text, {
-        "http_port": "127.0.0.1:0",
+        "http_port": f"127.0.0.1:{client}",
+        "workers": str(workers),
         "push_in_http_addr": "127.0.0.1",
-        "push_in_http_port": "0",
+        "push_in_http_port": str(control),
         "rundir": str(workdir / "run"),
-        "push_in_spec": "tcp://127.0.0.1:0",
+        "push_in_spec": f"tcp://127.0.0.1:{pull}",
         "push_in_sub_specs": "tcp://127.0.0.1:0",
         "command_spec": "tcp://127.0.0.1:0",
         "log_level": str(log_level),
         **(overrides or {}),
-    }, {})
+    }, {"workers": "[runner]"})
     conf = workdir / "pushpin.conf"
     conf.write_text(text)
     (workdir / "routes").write_text("\n".join(routes) + "\n")
@@ -165,27 +192,32 @@ def start_pushpin_tx(routes: Sequence[str], *, log_level: int = 2, nofile: int =
     log_path = workdir / "pushpin-tx.log"
     with open(log_path, "wb") as log:
         proc = spawn_python(["-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", "pushpin",
-                             "--config", str(conf)], cpus=PROXY_CPUS, nofile=nofile, stdin=subprocess.DEVNULL,
-                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(workdir))
+                             "--config", str(conf)], cpus=PROXY_CPUS if cpus is None else cpus, nofile=nofile,
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(workdir))
+    deadline = time.monotonic() + START_DEADLINE
     try:
-        client, control, _ = _wait_log(log_path, proc, [r"client listening on [^\s:]+:(\d+)",
-                                                        r"control API listening on [^\s:]+:(\d+)",
-                                                        r"(?m)^\[INFO\] \S+ \S+ started$"],
-                                       time.monotonic() + START_DEADLINE)
-    except Exception:
+        _wait_ports(proc, [client, control, pull], deadline, "pushpin-tx")
+        _wait_ready(client, deadline)
+        listening = _wait_listeners(proc, client, workers, time.monotonic() + WORKERS_DEADLINE)
+        if proc.poll() is not None:
+            raise RuntimeError(f"pushpin-tx exited with {proc.returncode}")
+    except Exception as e:
         stop_process(proc)
+        text = log_path.read_text(errors="replace")
         shutil.rmtree(workdir, ignore_errors=True)
-        raise
-    pull = re.search(r"publish-pull bound to (tcp://\S+)", log_path.read_text(errors="replace"))
-    return Proxy("pushpin-tx", proc, workdir, int(client.group(1)), int(control.group(1)),
-                 pull.group(1) if pull else None, log_path)
+        raise RuntimeError(f"pushpin-tx did not start ({e}):\n{text[-3000:]}") from e
+    if listening < workers:
+        print(f"note: pushpin-tx: {listening} process(es) listen on the client port, {workers} workers asked "
+              f"(a build without [runner] workers ignores the key)", file=sys.stderr)
+    return Proxy("pushpin-tx", proc, workdir, client, control, f"tcp://127.0.0.1:{pull}", log_path,
+                 workers=workers, listening=listening)
 
 
 def start_pushpin(routes: Sequence[str], *, log_level: int = 2, nofile: int = 1 << 20,
-                  overrides: dict[str, str] | None = None) -> Proxy:
+                  overrides: dict[str, str] | None = None, cpus: set[int] | None = None) -> Proxy:
     """
     The real Pushpin (runner, condure, zurl, pushpin-proxy, pushpin-handler) privately on
-    free loopback ports, pinned (all of it) to the proxy core.
+    free loopback ports, pinned (all of it) to C{cpus} (default the proxy core).
 
     Debian quirk: the packaged internal.conf points the proxy's zurl sockets at
     /var/run/zurl, while the zurl the runner starts binds under rundir; the three zurl keys
@@ -222,12 +254,10 @@ def start_pushpin(routes: Sequence[str], *, log_level: int = 2, nofile: int = 1 
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([PUSHPIN_BIN, "--config", str(conf)], stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, cwd=str(workdir), start_new_session=True,
-                                preexec_fn=preexec(PROXY_CPUS, nofile))
+                                preexec_fn=preexec(PROXY_CPUS if cpus is None else cpus, nofile))
     deadline = time.monotonic() + START_DEADLINE
     try:
-        _wait_log(log_path, proc, [r"(?m)^\[INFO\] \S+ \S+ started$"], deadline)
-        if not (wait_port(client, deadline) and wait_port(control, deadline)):
-            raise RuntimeError("Pushpin did not listen in time")
+        _wait_ports(proc, [client, control, pull], deadline, "Pushpin")
         # the handler's HTTP server answers before the proxy's internal sockets connect up
         _wait_ready(client, deadline)
     except Exception:
@@ -259,7 +289,7 @@ def wait_http_ok(port: int, path: str, deadline: float) -> bytes:
 
 
 def _wait_ready(port: int, deadline: float) -> None:
-    """Wait until C{Pushpin-Check: 1} (answered by the proxy itself) gets a 200."""
+    """Wait until C{Pushpin-Check: 1} (answered by the proxy itself, both Pushpin and pushpin-tx) gets a 200."""
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
@@ -272,14 +302,18 @@ def _wait_ready(port: int, deadline: float) -> None:
         except OSError:
             pass
         time.sleep(0.1)
-    raise RuntimeError("Pushpin did not answer in time")
+    raise RuntimeError(f"no 200 to Pushpin-Check on port {port} in time")
 
 
 def start_proxy(kind: str, routes: Sequence[str], *, log_level: int = 2, nofile: int = 1 << 20,
-                overrides: dict[str, str] | None = None) -> Proxy:
-    """Start C{kind} ("pushpin-tx" or "pushpin") with the same config C{overrides}."""
+                overrides: dict[str, str] | None = None, workers: int = 1, cpus: set[int] | None = None) -> Proxy:
+    """
+    Start C{kind} ("pushpin-tx" or "pushpin") with the same config C{overrides}, pinned to
+    C{cpus} (default the proxy core). C{workers} applies to pushpin-tx only.
+    """
     if kind == "pushpin-tx":
-        return start_pushpin_tx(routes, log_level=log_level, nofile=nofile, overrides=overrides)
+        return start_pushpin_tx(routes, log_level=log_level, nofile=nofile, overrides=overrides, workers=workers,
+                                cpus=cpus)
     if kind == "pushpin":
-        return start_pushpin(routes, log_level=log_level, nofile=nofile, overrides=overrides)
+        return start_pushpin(routes, log_level=log_level, nofile=nofile, overrides=overrides, cpus=cpus)
     raise ValueError(kind)

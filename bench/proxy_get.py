@@ -10,8 +10,13 @@ The process under test (the origin for the "direct" row, the proxy otherwise) ru
 on one core; the load generator (and, when proxying, the origin) on the other. The load
 generator reports its own CPU so that a saturated generator is visible.
 
+C{--workers N} runs pushpin-tx with C{[runner] workers=N} (default 1: one process, like the
+single-core comparison); C{--unpinned} lets the proxy run on every core; C{--json FILE}
+writes the figures for L{run_all}.
+
 Usage: python bench/proxy_get.py [--concurrency 50] [--seconds 10] [--warmup 2]
                                  [--targets direct,pushpin-tx,pushpin] [--loglevel 2]
+                                 [--workers 1] [--unpinned] [--json FILE]
 """
 
 from __future__ import annotations
@@ -241,7 +246,14 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first")
     parser.add_argument("--targets", default="direct,pushpin-tx,pushpin")
     parser.add_argument("--loglevel", type=int, default=2, help="log_level of both proxies (2: access lines)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="pushpin-tx's [runner] workers (processes sharing the client port); Pushpin ignores it")
+    parser.add_argument("--unpinned", action="store_true",
+                        help="do not pin the proxy to one core (it may use every core, the load's too)")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE (for run_all.py)")
     args = parser.parse_args()
+    if args.workers < 1:
+        parser.error("--workers must be >= 1")
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if "pushpin" in targets and not proxies.pushpin_installed():
         print(f"note: {proxies.PUSHPIN_BIN} is not installed; skipping the Pushpin row")
@@ -249,9 +261,11 @@ def main() -> int:
 
     common.pin_self(common.LOAD_CPUS)
     common.exit_on_sigterm()
+    proxy_cpus = common.ALL_CPUS if args.unpinned else common.PROXY_CPUS
     print(f"# proxy_get: {args.concurrency} keep-alive clients, {args.seconds:g} s measured after "
           f"{args.warmup:g} s warm-up, per target")
-    print(f"# {common.machine_note()}")
+    print(f"# {common.machine_note(proxy_cpus)}")
+    print(f"# pushpin-tx: workers={args.workers}" + ("; Pushpin: one runner as always" if "pushpin" in targets else ""))
     print()
     origin = common.Child("origin", common.spawn_python([__file__, "_origin"], cpus=common.LOAD_CPUS,
                                                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE))
@@ -265,15 +279,20 @@ def main() -> int:
                 results[target] = measure(target, origin_port, lambda: common.tree_cpu(origin.pid), origin, args)
                 os.sched_setaffinity(origin.pid, common.LOAD_CPUS)
                 continue
-            proxy = proxies.start_proxy(target, [f"* 127.0.0.1:{origin_port}"], log_level=args.loglevel)
+            proxy = proxies.start_proxy(target, [f"* 127.0.0.1:{origin_port}"], log_level=args.loglevel,
+                                        workers=args.workers, cpus=proxy_cpus)
             try:
                 answer = proxies.wait_http_ok(proxy.client_port, "/bench", time.monotonic() + 20)
                 if not answer.startswith(b"HTTP/1.1 200"):
-                    raise RuntimeError(f"{target}: GET /bench through the proxy: {answer[:200]!r}")
+                    raise RuntimeError(f"{target}: GET /bench through the proxy: {answer[:200]!r}\n"
+                                       f"{proxy.log_tail()}")
                 results[target] = measure(target, proxy.client_port, proxy.cpu, origin, args)
                 results[target]["rss"] = proxy.rss()
+                results[target]["processes"] = len(proxy.pids())
+                results[target]["listening"] = proxy.listening
                 if not proxy.alive():
                     print(f"FAIL: {target} exited during the run:\n{proxy.log_tail()}")
+                    results[target]["exited"] = True
             finally:
                 proxy.stop()
     finally:
@@ -305,13 +324,22 @@ def main() -> int:
         common.print_table("Ratios", ["ratio", "req/s", "p50", "p99", "CPU/request"], ratio_rows)
     status = 0
     for target, r in results.items():
+        r["problems"] = []
         if r["load_cpu"] / r["wall"] > 0.9:
             print(f"NOTE: the load generator used {100 * r['load_cpu'] / r['wall']:.0f}% of its core for "
                   f"{label[target]}: it may be the bottleneck of that row, not the server.")
         if r["errors"] or r["closed"]:
-            print(f"FAIL: {label[target]}: {r['errors']} bad answers or connect errors, "
-                  f"{r['closed']} connections closed by the server")
+            r["problems"].append(f"{r['errors']} bad answers or connect errors, {r['closed']} connections closed "
+                                 f"by the server")
+        if r.get("exited"):
+            r["problems"].append("the proxy exited during the run")
+        for problem in r["problems"]:
+            print(f"FAIL: {label[target]}: {problem}")
             status = 1
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "scenario": "proxy_get", "args": vars(args), "machine": common.machine_note(proxy_cpus),
+            "status": status, "results": results}, indent=1))
     return status
 
 
