@@ -5,7 +5,9 @@ answered by an L{OriginResponse} whose body is read only when the caller decides
 
 Built on twisted.web's C{Agent} with a persistent connection pool (HTTP/1.1, keep-alive,
 TLS, flow control), never on C{twisted.web.proxy} (HTTP/1.0, a connection per request, no
-backpressure). The agent is injected, so tests can hand in an in-memory one.
+backpressure). The agent is injected, so tests can hand in an in-memory one. Plain-HTTP
+requests without a body, the bulk of proxied traffic, go through L{origin_http}'s leaner
+client instead when the agent is a real one (same behaviour, about half the CPU).
 """
 
 from __future__ import annotations
@@ -14,17 +16,19 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet import error as ierror
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError as DeferredTimeout, succeed
-from twisted.internet.interfaces import IProtocol, IPushProducer
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError as DeferredTimeout, fail, succeed
+from twisted.internet.interfaces import IProtocol, IPushProducer, IReactorCore, IReactorTCP
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import ResponseDone, ResponseNeverReceived
+from twisted.web._newclient import RequestGenerationFailed
+from twisted.web.client import Agent, ResponseDone, ResponseNeverReceived
 from twisted.web.http_headers import Headers as TwistedHeaders
-from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IBodyProducer, IResponse
+from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IBodyProducer
 from zope.interface import implementer
 
 from .headers import Headers
+from .origin_http import OriginAnswer, OriginPool, method_ok, origin_form_ok, request_bytes
 
 if TYPE_CHECKING:
     from .routes import Target
@@ -218,15 +222,27 @@ class OriginClient:
         clock: object,
         *,
         response_timeout: float = RESPONSE_TIMEOUT,
+        pool: OriginPool | None = None,
     ) -> None:
         """
         @param agent: verifies TLS certificates (the normal case).
         @param insecure_agent: for targets with the C{insecure} option.
+        @param pool: carries plain-HTTP requests without a body (made by default when
+            C{agent} is a real C{twisted.web.client.Agent} and C{clock} a reactor).
         """
         self._agent = agent
         self._insecure_agent = insecure_agent or agent
         self._clock = clock
         self._response_timeout = response_timeout
+        if pool is None and isinstance(agent, Agent) and IReactorTCP.providedBy(clock):
+            # A real Agent on a real reactor: plain-HTTP requests without a body take the lean
+            # client (see origin_http); in-memory test agents keep answering everything.
+            pool = OriginPool(clock)
+            if IReactorCore.providedBy(clock):
+                clock.addSystemEventTrigger("before", "shutdown", pool.close)
+        self._pool = pool
+        #: per target: the host and port the pool connects to, and the Agent-style URI prefix
+        self._targets: dict[Target, tuple[bytes, int, bytes]] = {}
 
     async def request(
         self,
@@ -256,19 +272,29 @@ class OriginClient:
                 self._log.error("target {target} is not supported (zhttp targets are not implemented)", target=target.label())
                 tried.append(target.label())
                 continue
-            scheme = b"https" if target.ssl else b"http"
-            host = target.host.encode("idna") if not target.host.startswith("[") else target.host.encode("ascii")
-            if b":" in host and not host.startswith(b"["):
-                host = b"[" + host + b"]"
-            uri = b"%s://%s:%d%s" % (scheme, host, target.port, path)
-            agent = self._insecure_agent if target.insecure else self._agent
-            twisted_headers = TwistedHeaders()
-            for name, value in headers(target):
-                twisted_headers.addRawHeader(name, value)
-            d = agent.request(method, uri, twisted_headers, body())
+            found = self._targets.get(target)
+            if found is None:
+                found = self._targets[target] = _target_address(target)
+            host, port, prefix = found
+            producer = body()
+            pool = self._pool
+            if pool is not None and producer is None and not target.ssl and origin_form_ok(path) and method_ok(method):
+                try:
+                    data = request_bytes(method, path, headers(target), host if port == 80 else b"%s:%d" % (host, port))
+                except RequestGenerationFailed:
+                    d = fail()  # as the Agent reports it: through the request's Deferred
+                else:
+                    d = pool.request(host, port, method, data)
+            else:
+                uri = prefix + path
+                agent = self._insecure_agent if target.insecure else self._agent
+                twisted_headers = TwistedHeaders()
+                for name, value in headers(target):
+                    twisted_headers.addRawHeader(name, value)
+                d = agent.request(method, uri, twisted_headers, producer)
             d.addTimeout(self._response_timeout, self._clock)  # type: ignore[arg-type]
             try:
-                response: IResponse = await d
+                response: Any = await d
             except CancelledError:
                 raise
             except DeferredTimeout:
@@ -282,10 +308,22 @@ class OriginClient:
                     tried.append(target.label())
                     continue
                 raise OriginError(f"{target.label()}: {failure.getErrorMessage()}", target.label())
+            if isinstance(response, OriginAnswer):
+                return OriginResponse(response.code, response.phrase, response.headers, response.length, target, response.deliver_body)
             raw: Headers = []
             for name, values in response.headers.getAllRawHeaders():
                 for value in values:
                     raw.append((name, value))
-            length = None if response.length is UNKNOWN_LENGTH else int(response.length)  # type: ignore[call-overload]
+            length = None if response.length is UNKNOWN_LENGTH else int(response.length)
             return OriginResponse(response.code, response.phrase, raw, length, target, response.deliverBody)
         raise AllTargetsFailed(tried)
+
+
+def _target_address(target: "Target") -> tuple[bytes, int, bytes]:
+    """C{(host, port, uri prefix)} for an http target: the host IDNA-encoded, IPv6 in brackets,
+    as the Agent's URI parse gives it (worked out once per target, not per request)."""
+    scheme = b"https" if target.ssl else b"http"
+    host = target.host.encode("idna") if not target.host.startswith("[") else target.host.encode("ascii")
+    if b":" in host and not host.startswith(b"["):
+        host = b"[" + host + b"]"
+    return host, target.port, b"%s://%s:%d" % (scheme, host, target.port)

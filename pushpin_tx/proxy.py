@@ -371,13 +371,16 @@ class ProxyResource(Resource):
                 route.targets, info.method, path, lambda target: headers_for(target) + extra, body, handle_test=handle_test
             )
 
-        info.resend = resend
         if is_upgrade(request):
             if self.ws_gateway is None:
                 self._fail(request, info, "WebSocket target not supported")
                 return
             await self.ws_gateway.handle(request, info, route, path, headers_for)
             return
+        # info -> resend -> headers_for -> info is a reference cycle: it holds the request
+        # (headers, body) until the garbage collector runs, so it is dropped (relay, _fail)
+        # as soon as the answer no longer needs a re-send.
+        info.resend = resend
         try:
             response = await self._origin.request(
                 route.targets, info.method, path, headers_for, body, handle_test=handle_test
@@ -439,6 +442,7 @@ class ProxyResource(Resource):
         )
 
     def _fail(self, request: "ClientRequest", info: RequestInfo, detail: str) -> None:
+        info.resend = None  # the request is answered: see _handle
         self._counters.requests_failed += 1
         message = detail if info.debug else "Error while proxying to origin."
         self._access(info, request, code=502, size=len(message) + 1)
@@ -448,6 +452,7 @@ class ProxyResource(Resource):
 
     def relay(self, request: "ClientRequest", info: RequestInfo, response: OriginResponse) -> None:
         """Send a non-GRIP origin response to the client as it comes."""
+        info.resend = None  # the request is answered: see _handle
         self._counters.requests_proxied += 1
         request.setResponseCode(response.code, response.reason)
         raw = request.responseHeaders

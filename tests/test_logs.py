@@ -76,3 +76,60 @@ def test_timestamp_changes_with_the_second():
         "2026-11-29 09:42:51.900",
         "2026-11-29 09:42:52.000",
     ]
+
+
+class Later:
+    """A flush_later that queues the flush, as the reactor's end of turn would."""
+
+    def __init__(self, can: bool = True) -> None:
+        self.can = can
+        self.queued: list = []
+
+    def __call__(self, flush) -> bool:
+        if self.can:
+            self.queued.append(flush)
+        return self.can
+
+
+def test_lines_of_one_turn_are_written_together_at_its_end():
+    """With a turn-end flush, lines reach the stream in one write when the turn ends, in order."""
+    out = io.StringIO()
+    later = Later()
+    observer = PushpinLogObserver(out, 2, flush_later=later)
+    for n in range(3):
+        observer({"log_level": LogLevel.info, "log_format": "{line}", "line": f"GET /{n}", "log_time": 0})
+    assert out.getvalue() == ""
+    later.queued[0]()
+    assert [line.split(" ", 3)[3] for line in out.getvalue().splitlines()] == ["GET /0", "GET /1", "GET /2"]
+
+
+def test_lines_are_written_at_once_when_no_turn_end_is_coming():
+    """When the flush cannot be scheduled (reactor stopped, another thread), earlier and new lines are written at once."""
+    out = io.StringIO()
+    later = Later()
+    observer = PushpinLogObserver(out, 2, flush_later=later)
+    observer({"log_level": LogLevel.info, "log_format": "first", "log_time": 0})
+    later.can = False
+    observer({"log_level": LogLevel.info, "log_format": "second", "log_time": 0})
+    assert [line.split(" ", 3)[3] for line in out.getvalue().splitlines()] == ["first", "second"]
+
+
+def test_reopen_writes_pending_lines_to_the_old_file(tmp_path):
+    """Lines logged before SIGHUP's reopen end up in the rotated file, later ones in the new file."""
+    path = tmp_path / "pushpin.log"
+    later = Later()
+    observer = PushpinLogObserver(open(path, "a", encoding="utf-8"), 2, path=str(path), flush_later=later)
+    observer({"log_level": LogLevel.info, "log_format": "before", "log_time": 0})
+    path.rename(tmp_path / "pushpin.log.1")
+    observer.reopen()
+    observer({"log_level": LogLevel.info, "log_format": "after", "log_time": 0})
+    observer.flush()
+    assert "before" in (tmp_path / "pushpin.log.1").read_text()
+    assert "after" in path.read_text() and "before" not in path.read_text()
+
+
+def test_preformatted_access_lines_are_written_as_given():
+    """A "{line}" event (the proxy's access lines) is written verbatim, braces included."""
+    out = io.StringIO()
+    PushpinLogObserver(out, 2)({"log_level": LogLevel.info, "log_format": "{line}", "line": "GET http://h/{x} -> o:80 code=200 2", "log_time": 0})
+    assert out.getvalue().endswith(" GET http://h/{x} -> o:80 code=200 2\n")
