@@ -369,6 +369,52 @@ class StreamHold(_Hold):
             self._ctx.counters.delivered(1)
         self._last_write = self._ctx.clock.seconds()
 
+    def deliver_run(self, publications: "list[Publication]", channel: str) -> None:
+        """
+        Several publishes of C{channel} handled in one reactor turn: when nothing makes
+        them differ per item (no filters, no prev-id to check, plain content, nothing
+        queued) their chunks go out joined, in one write; otherwise one by one.
+        """
+        queue = self.queue
+        if (
+            self.done
+            or self._closing
+            or self._recovering
+            or len(queue)
+            or queue.paused
+            or channel in self._expect
+            or self.channels[channel].filters
+            or not self._sink.chunked
+        ):
+            for publication in publications:
+                self.deliver(publication, channel)
+            return
+        chunks = []
+        for publication in publications:
+            fmt = publication.item.http_stream
+            if fmt is None:
+                continue
+            if fmt.action != "send" or fmt.content_filters is not None:
+                # a close, hint or content-filter check: this and what follows, one by one
+                if chunks:
+                    self._write_run(chunks, channel)
+                    chunks = []
+                for rest in publications[publications.index(publication):]:
+                    self.deliver(rest, channel)
+                return
+            if fmt.content:
+                chunks.append(publication.stream_chunk)
+        if chunks:
+            self._write_run(chunks, channel)
+
+    def _write_run(self, chunks: list[bytes], channel: str) -> None:
+        queue = self.queue
+        if queue.offer(b"".join(chunks) if len(chunks) > 1 else chunks[0], channel):
+            queue.delivered += len(chunks) - 1  # one write, len(chunks) messages
+            self._ctx.counters.delivered(len(chunks))
+        now = self._ctx.clock.seconds()
+        self._last_publish = self._last_write = now
+
     # keep-alive -------------------------------------------------------------------------
 
     def _delay(self) -> float:

@@ -185,6 +185,39 @@ class ChannelRouter:
         self.deliveries += len(targets)
         return len(targets)
 
+    def publish_run(self, items: "list[Item]") -> int:
+        """
+        Hand several items of one channel, in order, to every subscriber of the channel: a
+        subscriber with C{deliver_run} gets them in one call (a stream writes them in one
+        send), any other one item by item. Each item is framed once, as in L{publish}.
+
+        @return: the number of subscribers (each got every item).
+        """
+        channel = items[0].channel
+        subs = self._channels.get(channel)
+        if not subs:
+            self.published_idle += len(items)
+            return 0
+        self.published += len(items)
+        publications = [Publication(item) for item in items]
+        targets = tuple(subs)
+        for sub in targets:
+            try:
+                run = getattr(sub, "deliver_run", None)
+                if run is not None:
+                    run(publications, channel)
+                else:
+                    for publication in publications:
+                        sub.deliver(publication, channel)
+            except Exception:
+                self._log.failure(
+                    "delivery to {subscriber!r} on channel {channel} failed",
+                    subscriber=sub,
+                    channel=channel,
+                )
+        self.deliveries += len(targets) * len(items)
+        return len(targets)
+
     def _call_listener(self, method: Callable[[str], None], channel: str) -> None:
         try:
             method(channel)

