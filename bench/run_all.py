@@ -143,6 +143,14 @@ SCENARIOS: tuple[Scenario, ...] = (
               Figure("CPU/delivery", "cpu_per_delivery", common.fmt_us)),
              candidate=(0, "pushpin-tx"), baseline=(1, "pushpin-tx"),
              candidate_label="2 workers", baseline_label="1 worker"),
+    Scenario("workers_get", "worker scaling: proxied GET, proxy unpinned, pushpin-tx 2 workers vs 1",
+             tuple(Run("proxy_get.py", ("--unpinned", "--workers", n),
+                       ("--unpinned", "--workers", n, "--seconds", "3", "--warmup", "1"), 180,
+                       pushpin_tx_only=True) for n in ("2", "1")),
+             (Figure("req/s", "rps", _rate, ">=", 1.7, "≥ 1.7x", client_bound=True),
+              Figure("CPU/request", "cpu_per_req", common.fmt_us)),
+             candidate=(0, "pushpin-tx"), baseline=(1, "pushpin-tx"),
+             candidate_label="2 workers", baseline_label="1 worker"),
 )
 
 BY_NAME = {s.name: s for s in SCENARIOS}
@@ -384,7 +392,8 @@ def main() -> int:
 
     rows, lines, ok = summarize(chosen, outcomes)
     print()
-    workers = "; workers: 2 workers ÷ 1, proxy unpinned" if "workers" in outcomes else ""
+    workers = ("; workers, workers_get: 2 workers ÷ 1, proxy unpinned"
+               if "workers" in outcomes or "workers_get" in outcomes else "")
     print(f"Summary (ratio = pushpin-tx ÷ Pushpin, each on the same single core, one worker{workers}; "
           f"{time.monotonic() - t_all:.0f} s in all)")
     print()
