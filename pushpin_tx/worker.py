@@ -63,8 +63,9 @@ class WorkerLink(service.Service):
         pushpin.router.add_interest_listener(self)
         for channel in list(pushpin.router.channels()):
             self.channel_added(channel)
-        if pushpin.stats_forwarded:
+        if pushpin.stats_forwarded:  # the main process has a stats socket: our packets go there
             pushpin.stats.attach(lambda packet: self.send(("stats", packet)))
+            pushpin.stats.start()
         self._snapshots = task.LoopingCall(self.send_snapshot, 0)
         self._snapshots.clock = self._reactor
         self._snapshots.start(SNAPSHOT_INTERVAL, now=True)
@@ -75,6 +76,8 @@ class WorkerLink(service.Service):
         if self._snapshots is not None and self._snapshots.running:
             self._snapshots.stop()
         self._service.router.remove_interest_listener(self)
+        if self._service.stats_forwarded:
+            self._service.stats.stop()
         return None
 
     def send(self, message: Any) -> None:

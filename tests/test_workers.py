@@ -387,3 +387,25 @@ def test_worker_log_lines_are_tagged_with_the_worker():
     observe({"message": ("legacy",)})
     assert formatEvent(seen[0]) == "[worker 2] publish channel=c"
     assert "log_format" not in seen[1]
+
+
+def test_a_workers_stats_packets_go_up_to_the_main_processs_stats_socket():
+    """With a stats socket in the main process, a worker's conn packets travel up the pipe and out of that socket."""
+    settings = load_settings(None, workers=2)
+    reactor = MemoryReactorClock()
+    pushpin = PushpinService(settings, reactor, worker_index=1, worker_count=2, listen_on=[("127.0.0.1", 7999)],
+                             stats_forwarded=True)
+    transport = StringTransport()
+    link = WorkerLink(pushpin, reactor, transport_factory=lambda proto: proto.makeConnection(transport))
+    link.startService()
+    transport.clear()
+    pushpin.stats.connected("2", "http", "127.0.0.1", False, route="r")
+    (kind, packet), = [m for m in _decode_all(transport.value()) if m[0] == "stats"]
+    assert packet.startswith(b"conn ")
+
+    pool, _, _ = _pool(2)
+    sent = []
+    pool.stats_send = sent.append
+    _reply(pool.workers[1], ("stats", packet))
+    assert sent == [packet]
+    link.stopService()
