@@ -409,3 +409,43 @@ def test_a_workers_stats_packets_go_up_to_the_main_processs_stats_socket():
     _reply(pool.workers[1], ("stats", packet))
     assert sent == [packet]
     link.stopService()
+
+
+def test_the_console_sums_every_process_and_lists_the_workers():
+    """stats() adds the workers' counters to the main process's; workers() shows one fresh line per process."""
+    from pushpin_tx.console_helpers import ConsoleHelpers
+
+    settings = load_settings(None, workers=2)
+    reactor = MemoryReactorClock()
+    pushpin = PushpinService(settings, reactor)
+    pushpin.counters.deliveries = 5
+
+    class FakeWorker:
+        index, pid, alive, channels = 1, 4242, True, {"a"}
+        snapshot = None
+
+        def __init__(self):
+            self.sent = []
+
+        def send(self, frame):
+            self.sent.append(frame)
+
+    worker = FakeWorker()
+    pool = pushpin.workers
+    pool.workers[1] = worker
+    snap = {"counters": {"deliveries": 7, "requests_received": 3, "drops": {"queue full": 1}}, "held": 2,
+            "connections": ["2", "4"], "router_published": 1, "router_published_idle": 0}
+    pool._received(worker, ("snapshot", 0, snap))  # the unasked once-a-second snapshot
+    helpers = ConsoleHelpers(pushpin)
+    total = helpers.stats()
+    assert total["deliveries"] == 12 and total["held_connections"] == 2 and total["workers"] == 2
+    assert pushpin.is_connected("4") and not pushpin.is_connected("6")
+
+    tables = []
+    helpers.workers().addCallback(tables.append)
+    assert tables == []  # waits for the fresh snapshot it asked for
+    (_, token), = _decode_all(worker.sent[-1])
+    pool._received(worker, ("snapshot", token, dict(snap, held=3)))
+    lines = str(tables[0]).splitlines()
+    assert lines[0].split() == ["worker", "pid", "alive", "held", "channels", "deliveries", "requests", "drops"]
+    assert lines[2].split() == ["1", "4242", "yes", "3", "1", "7", "3", "1"]
