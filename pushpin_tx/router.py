@@ -177,11 +177,7 @@ class ChannelRouter:
             try:
                 sub.deliver(publication, channel)
             except Exception:
-                self._log.failure(
-                    "delivery to {subscriber!r} on channel {channel} failed",
-                    subscriber=sub,
-                    channel=channel,
-                )
+                self._delivery_failed(sub, channel)
         self.deliveries += len(targets)
         return len(targets)
 
@@ -210,13 +206,13 @@ class ChannelRouter:
                     for publication in publications:
                         sub.deliver(publication, channel)
             except Exception:
-                self._log.failure(
-                    "delivery to {subscriber!r} on channel {channel} failed",
-                    subscriber=sub,
-                    channel=channel,
-                )
+                self._delivery_failed(sub, channel)
         self.deliveries += len(targets) * len(items)
         return len(targets)
+
+    def _delivery_failed(self, sub: Subscriber, channel: str) -> None:
+        """A subscriber raised: log it with the traceback (called from an except block); the others still get theirs."""
+        self._log.failure("delivery to {subscriber!r} on channel {channel} failed", subscriber=sub, channel=channel)
 
     def _call_listener(self, method: Callable[[str], None], channel: str) -> None:
         try:

@@ -275,3 +275,23 @@ async def raw_request(reactor, port: int, data: bytes, until: bytes | None = Non
     else:
         await client.wait_for(reactor, until, timeout)
     return client
+
+
+def xpub_publisher(ctx):
+    """
+    A bound XPUB socket for a proxy's SUB input to connect to: returns the socket, its port,
+    and C{poll()}, which collects the (un)subscribe events seen so far (the list grows).
+    """
+    import zmq
+
+    xpub = ctx.socket(zmq.XPUB)
+    xpub.setsockopt(zmq.LINGER, 0)
+    port = xpub.bind_to_random_port("tcp://127.0.0.1")
+    events: list[bytes] = []
+
+    def poll() -> list[bytes]:
+        while xpub.poll(0):
+            events.append(xpub.recv())
+        return events
+
+    return xpub, port, poll

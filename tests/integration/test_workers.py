@@ -16,7 +16,7 @@ import pytest_twisted
 import zmq
 from prometheus_client.parser import text_string_to_metric_families
 
-from .harness import poll_until, raw_connect, raw_request, start_proxy
+from .harness import poll_until, raw_connect, raw_request, start_proxy, xpub_publisher
 
 
 async def _stream(reactor, proxy, channel: str):
@@ -118,18 +118,9 @@ async def test_two_workers_serve_one_port_and_every_publish_reaches_every_stream
 async def test_sub_socket_subscribes_to_channels_held_only_by_a_worker(reactor, tmp_path):
     """The main process's SUB socket subscribes to every channel held in any process, and those clients get the messages."""
     ctx = zmq.Context()
-    xpub = ctx.socket(zmq.XPUB)
-    xpub.setsockopt(zmq.LINGER, 0)
-    port = xpub.bind_to_random_port("tcp://127.0.0.1")
+    xpub, port, poll = xpub_publisher(ctx)
     proxy = await start_proxy(reactor, tmp_path, ["* test"], workers="2", push_in_sub_connect="true",
                               push_in_sub_specs=f"tcp://127.0.0.1:{port}")
-    events: list[bytes] = []
-
-    def poll():
-        while xpub.poll(0):
-            events.append(xpub.recv())
-        return events
-
     try:
         await proxy.wait_for_log(r"worker 1 \(pid \d+\) serving")
         # one stream per channel until both processes hold at least one channel alone

@@ -12,7 +12,7 @@ import zmq
 
 from pushpin_tx import tnetstring
 
-from .harness import poll_until, raw_connect, start_proxy
+from .harness import poll_until, raw_connect, start_proxy, xpub_publisher
 
 
 async def _held_stream(reactor, proxy, channel: str):
@@ -58,17 +58,8 @@ async def test_push_to_pull_reaches_a_held_stream(reactor, tmp_path):
 async def test_sub_socket_subscribes_only_while_a_channel_is_held(reactor, tmp_path):
     """An XPUB publisher sees the proxy's interest once a client holds the channel, and loses it after."""
     ctx = zmq.Context()
-    xpub = ctx.socket(zmq.XPUB)
-    xpub.setsockopt(zmq.LINGER, 0)
-    port = xpub.bind_to_random_port("tcp://127.0.0.1")
+    xpub, port, poll = xpub_publisher(ctx)
     proxy = await start_proxy(reactor, tmp_path, ["* test"], push_in_sub_connect="true", push_in_sub_specs=f"tcp://127.0.0.1:{port}")
-    events: list[bytes] = []
-
-    def poll():
-        while xpub.poll(0):
-            events.append(xpub.recv())
-        return events
-
     try:
         client = await _held_stream(reactor, proxy, "zs")
         await poll_until(reactor, lambda: b"\x01zs" in poll(), what="SUB interest in zs")
