@@ -52,6 +52,10 @@ FROM_WORKER_FD = 4
 #: largest message either side accepts (a snapshot of 100,000 connection ids fits easily)
 MAX_MESSAGE = 256 * 1024 * 1024
 
+#: a worker this far behind on its pipe (bytes the main process holds for it) is stuck:
+#: it is killed, logged and started again rather than letting the main process grow
+MAX_BACKLOG = 64 * 1024 * 1024
+
 #: a worker that exits on its own is started again after this long
 RESTART_DELAY = 1.0
 
@@ -209,6 +213,13 @@ class _Worker(protocol.ProcessProtocol):
         if self.alive:
             self.transport.writeToChild(TO_WORKER_FD, frame)
 
+    def backlog(self) -> int:
+        """Bytes written to this worker's pipe that it has not read yet (0 if unknown)."""
+        pipe = getattr(self.transport, "pipes", {}).get(TO_WORKER_FD)
+        if pipe is None:
+            return 0
+        return len(pipe.dataBuffer) - pipe.offset + pipe._tempDataLen
+
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         if childFD == FROM_WORKER_FD:
             try:
@@ -356,6 +367,12 @@ class WorkerPool(service.Service):
         frame = encode(("batch", ops))
         for worker in self.workers.values():
             worker.send(frame)
+            if worker.alive and worker.backlog() > MAX_BACKLOG:
+                self._log.error(
+                    "worker {index} (pid {pid}) is {mb} MB behind on publishes: stopping it (its clients"
+                    " reconnect to the others)", index=worker.index, pid=worker.pid, mb=worker.backlog() // 2**20)
+                worker.alive = False  # nothing more is sent to it; processEnded restarts it
+                worker.kill()
 
     def refresh(self) -> defer.Deferred[None]:
         """Ask every worker for a fresh snapshot; fires when all answered (or after a timeout)."""

@@ -449,3 +449,25 @@ def test_the_console_sums_every_process_and_lists_the_workers():
     lines = str(tables[0]).splitlines()
     assert lines[0].split() == ["worker", "pid", "alive", "held", "channels", "deliveries", "requests", "drops"]
     assert lines[2].split() == ["1", "4242", "yes", "3", "1", "7", "3", "1"]
+
+
+def test_a_worker_far_behind_on_its_pipe_is_killed_and_started_again():
+    """A stuck worker with more than MAX_BACKLOG unread bytes gets nothing more, is killed, and comes back."""
+    from pushpin_tx.workers import MAX_BACKLOG
+
+    pool, reactor, _ = _pool(2)
+    worker = pool.workers[1]
+
+    class Pipe:
+        dataBuffer, offset, _tempDataLen = b"", 0, MAX_BACKLOG + 1
+
+    worker.transport.pipes = {3: Pipe()}
+    pool.forward(("item", "x"))
+    reactor.advance(0)
+    assert worker.transport.signals == ["KILL"] and not worker.alive
+    pool.forward(("item", "y"))
+    reactor.advance(0)
+    assert ("batch", [("item", "y")]) not in worker.transport.messages()
+    worker.processEnded(Failure(ProcessTerminated(signal=9)))
+    reactor.advance(RESTART_DELAY)
+    assert pool.workers[1] is not worker and len(reactor.spawned) == 2
