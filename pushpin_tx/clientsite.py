@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from io import BytesIO
 from typing import Any
+from weakref import WeakKeyDictionary
 
+from twisted.internet import tcp
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from twisted.web import http, server
@@ -175,7 +178,10 @@ class ClientRequest(server.Request):
             raw.addRawHeader(name, value)
         if length is not None:
             raw.setRawHeaders(b"content-length", [b"%d" % length])
-        self.write(b"")
+        # twisted.web builds the head (L{ClientChannel.writeHeaders} keeps it); it leaves with
+        # what follows (the first body bytes, a registered producer, the end of the response),
+        # so a held stream's head and initial body reach the client in one send, not two.
+        server.Request.write(self, b"")
 
     def write(self, data: bytes) -> None:
         super().write(data)
@@ -187,7 +193,7 @@ class ClientRequest(server.Request):
         if self._disconnected or self.finished:
             return
         self.sentLength += len(data)
-        self.channel.send(data)
+        self.channel.write(data)  # with the head, if it is still waiting (see send_head)
 
     def write_body(self, data: bytes) -> None:
         if self._disconnected or self.finished:
@@ -197,6 +203,9 @@ class ClientRequest(server.Request):
     def finish(self) -> None:
         if self._disconnected or self.finished:
             return
+        channel = self.channel
+        if channel is not None and channel._head is not None and not self.chunked:
+            channel.flush_head()  # no last chunk will carry the head (see send_head)
         if self.upload is not None and not self._body_done:
             # twisted.web ends a request only once its body is in (the channel is still reading
             # it): the answer is complete on the wire, its end waits for the upload.
@@ -207,12 +216,14 @@ class ClientRequest(server.Request):
     def abort(self) -> None:
         """Drop the connection at once, discarding anything not yet sent."""
         if self.channel is not None and self.channel.transport is not None:
+            self.channel.flush_head()  # a head kept by send_head went out before, as it always did
             self.channel.transport.abortConnection()
 
     def close(self) -> None:
         """Close the connection after what was written is sent: an unfinished body then shows
         the client that it is short (missing bytes or missing last chunk)."""
         if self.channel is not None and self.channel.transport is not None:
+            self.channel.flush_head()
             self.channel.transport.loseConnection()
 
     def register_producer(self, producer: Any) -> None:
@@ -223,6 +234,9 @@ class ClientRequest(server.Request):
         """
         if self._disconnected:
             return
+        channel = self.channel
+        if channel is not None and channel._head is not None:
+            channel.flush_head()  # nothing followed the head (see send_head): it goes now
         self.registerProducer(producer, True)
         if getattr(self.channel, "_waitingForTransport", False):
             producer.pauseProducing()
@@ -246,6 +260,19 @@ class ClientChannel(http.HTTPChannel):
     _send: Any = None
     _peer: Any = None
     _host: Any = None
+    _secure: bool = False
+    _secure_of: Any = None
+
+    def isSecure(self) -> bool:
+        """twisted.web's answer (is the transport TLS?), worked out once per transport: the
+        proxy asks several times per request and each asks zope for an adapter."""
+        transport = self.transport
+        if self._secure_of is not transport:
+            # a plain TCP connection that has not started TLS: not secure, without asking zope
+            plain = type(transport) is tcp.Server and not transport.TLS  # type: ignore[attr-defined]
+            self._secure = False if plain else super().isSecure()
+            self._secure_of = transport
+        return self._secure
 
     def getPeer(self) -> Any:
         peer = self._peer
@@ -256,7 +283,11 @@ class ClientChannel(http.HTTPChannel):
     def getHost(self) -> Any:
         host = self._host
         if host is None:
-            host = self._host = self.transport.getHost()  # type: ignore[union-attr]
+            transport = self.transport
+            host = _listening_address(transport)
+            if host is None:
+                host = transport.getHost()  # type: ignore[union-attr]
+            self._host = host
         return host
 
     def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
@@ -307,6 +338,35 @@ class ClientChannel(http.HTTPChannel):
     def connectionLost(self, reason: Any) -> None:
         self._send = None
         super().connectionLost(reason)
+
+
+#: the address each listening port is bound to, when that is one IPv4 address (None: a wildcard)
+_PORT_ADDRESSES: "WeakKeyDictionary[Any, IPv4Address | None]" = WeakKeyDictionary()
+
+
+def _listening_address(transport: Any) -> IPv4Address | None:
+    """
+    The local address of a connection accepted on a port bound to one IPv4 address: that
+    address, the same answer as the connection's own C{getHost()} (twisted.web asks for it
+    once per request) without a C{getsockname} call per connection. None when it cannot be
+    known so (another transport, a wildcard or IPv6 port): the caller asks the transport.
+    """
+    if type(transport) is not tcp.Server:
+        return None
+    port = transport.server
+    try:
+        return _PORT_ADDRESSES[port]
+    except KeyError:
+        pass
+    except TypeError:  # not weakly referenceable
+        return None
+    try:
+        bound = port.getHost()
+    except (OSError, AttributeError):  # the port is closing
+        return None
+    address = bound if isinstance(bound, IPv4Address) and bound.host != "0.0.0.0" else None
+    _PORT_ADDRESSES[port] = address
+    return address
 
 
 class ClientSite(server.Site):

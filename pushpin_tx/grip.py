@@ -255,19 +255,22 @@ def _text(value: bytes | None) -> str:
 
 
 def _parse_headers(draft: _Draft, headers: Headers) -> None:
-    hold = qp.first(headers, b"grip-hold")
+    # the header names present, lower-cased once: most GRIP headers are absent from a given
+    # answer, and each lookup below would otherwise scan and lower-case every header again
+    present = {name.lower() for name, _ in headers}
+    hold = qp.first(headers, b"grip-hold") if b"grip-hold" in present else None
     if hold is not None:
         if hold not in (b"response", b"stream"):
             raise InstructError("Grip-Hold must be set to either 'response' or 'stream'")
         draft.hold = hold.decode()
 
     draft.channels = []
-    for params in qp.all_as_params(headers, b"grip-channel"):
+    for params in qp.all_as_params(headers, b"grip-channel") if b"grip-channel" in present else ():
         prev_id = qp.param(params, b"prev-id")
         filters = [_text(value) for key, value in params[1:] if key == b"filter"]
         draft.channels.append((_text(params[0][0]), None if prev_id is None else _text(prev_id), filters))
 
-    timeout = qp.first(headers, b"grip-timeout")
+    timeout = qp.first(headers, b"grip-timeout") if b"grip-timeout" in present else None
     if timeout is not None:
         draft.timeout = qp.qt_int(timeout)
         if draft.timeout is None:
@@ -275,24 +278,25 @@ def _parse_headers(draft: _Draft, headers: Headers) -> None:
         if draft.timeout < 0:
             raise InstructError("Grip-Timeout has invalid value")
 
-    _parse_keep_alive_header(draft, qp.first(headers, b"grip-keep-alive"))
+    if b"grip-keep-alive" in present:
+        _parse_keep_alive_header(draft, qp.first(headers, b"grip-keep-alive"))
 
     draft.meta = {}
-    for params in qp.all_as_params(headers, b"grip-set-meta", parse_first=True):
+    for params in qp.all_as_params(headers, b"grip-set-meta", parse_first=True) if b"grip-set-meta" in present else ():
         if not params:
             raise InstructError("Grip-Set-Meta cannot be empty")
         draft.meta[_text(params[0][0])] = _text(params[0][1])
 
-    status = qp.first(headers, b"grip-status")
+    status = qp.first(headers, b"grip-status") if b"grip-status" in present else None
     if status:
         draft.code, draft.reason = parse_grip_status(status)
 
-    for params in qp.all_as_params(headers, b"grip-link"):
+    for params in qp.all_as_params(headers, b"grip-link") if b"grip-link" in present else ():
         # Pushpin 1.36 looks only at rel=next links; anything else is ignored unvalidated.
         if len(params) >= 2 and qp.param(params, b"rel") == b"next":
             _parse_next_link(draft, params)
 
-    expose = qp.all_values(headers, b"grip-expose-headers")
+    expose = qp.all_values(headers, b"grip-expose-headers") if b"grip-expose-headers" in present else None
     if expose:
         allowed = {name.lower() for name in expose}
         draft.headers = [(k, v) for k, v in headers if k.lower() in allowed]

@@ -12,13 +12,14 @@ twisted.web.
 from __future__ import annotations
 
 import itertools
+import time
 from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Cooperator
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.client import FileBodyProducer, PotentialDataLoss, ResponseDone
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from .signing import GripSigner
     from .stats import Counters
 
-__all__ = ["ProxyResource", "RequestInfo", "error_response", "PUSHPIN_CHECK_BODY"]
+__all__ = ["ProxyResource", "RequestInfo", "error_response", "emit_info", "PUSHPIN_CHECK_BODY"]
 
 #: Request bodies up to this size are kept in memory and may still be answered with GRIP
 #: (§4.1 step 9); the same limit bounds a buffered instruct body (§4.3).
@@ -508,7 +509,25 @@ def access_line(log: Logger, settings: "Settings", info: RequestInfo, request: A
         ua = request.getHeader(b"user-agent")
         if ua:
             parts.append(f"ua={ua.decode('latin-1')}")
-    log.info("{line}", line=" ".join(parts))
+    emit_info(log, "{line}", line=" ".join(parts))
+
+
+def emit_info(log: Logger, log_format: str, **fields: object) -> None:
+    """
+    C{log.info(log_format, **fields)}: the same event to the same observer, without
+    C{Logger.emit}'s check that the level is one of C{LogLevel}'s constants (a sorted scan of
+    them on every call, about 4 % of opening a held stream in a profile). Written by hand
+    because twisted.logger has no unchecked emit; the level here is a constant.
+    """
+    fields.update(
+        log_logger=log,
+        log_level=LogLevel.info,
+        log_namespace=log.namespace,
+        log_source=log.source,
+        log_format=log_format,
+        log_time=time.time(),
+    )
+    log.observer(fields)
 
 
 def _hostname(host: str) -> str:

@@ -11,9 +11,13 @@ autobahn server protocol, whose handshake answer carries the origin's extra head
 
 from __future__ import annotations
 
+from pprint import pformat
+from types import FunctionType
 from typing import TYPE_CHECKING, Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.util import hltype, hlval
+from autobahn.websocket import protocol as _autobahn_protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
 
@@ -41,6 +45,17 @@ class ClientWebSocket(WebSocketServerProtocol):
         super().__init__()
         self._bridge: "WsSession | None" = None
         self._accept: tuple[str | None, dict[str, Any]] = (None, {})
+
+    def _connectionMade(self) -> None:
+        # autobahn logs its options at debug level on every connection, pretty-printing them
+        # first whether or not debug lines are written: a fifth of opening a WebSocket in a
+        # profile. For this call its module's pformat is one that formats only if the line
+        # is rendered (the same text then). Restored at once: single-threaded reactor.
+        _autobahn_protocol.pformat = _LazyPformat
+        try:
+            super()._connectionMade()
+        finally:
+            _autobahn_protocol.pformat = pformat
 
     # autobahn callbacks --------------------------------------------------------------------
 
@@ -89,6 +104,35 @@ class ClientWebSocket(WebSocketServerProtocol):
                 write = self._fast_write = writer_for(self.transport, self.factory.turns)
             write(frame)
 
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        """
+        autobahn's own writes (the handshake answer, close frames) through the same
+        write-through path as published frames (L{writer_for}): the 101 leaves at once instead
+        of on the reactor's next turn (two C{epoll_ctl} calls and a pass saved per WebSocket
+        opened). What autobahn does around its C{transport.write} is kept; chopped or
+        synchronous sends, and anything queued behind them, take autobahn's own path.
+        """
+        if chopsize or sync or self.send_queue or self.transport is None:
+            super().sendData(data, sync, chopsize)
+            return
+        write = self._fast_write
+        if write is None:
+            write = self._fast_write = writer_for(self.transport, self.factory.turns)
+        write(data)
+        self.log.debug(
+            "{func} sent {data_len} bytes for peer {peer}",
+            func=hltype(self.sendData),
+            peer=hlval(self.peer),
+            data_len=hlval(len(data)),
+        )
+        state = self.state
+        if state == WebSocketServerProtocol.STATE_OPEN:
+            self.trafficStats.outgoingOctetsWireLevel += len(data)
+        elif state == WebSocketServerProtocol.STATE_CONNECTING or state == WebSocketServerProtocol.STATE_PROXY_CONNECTING:
+            self.trafficStats.preopenOutgoingOctetsWireLevel += len(data)
+        if self.logOctets:
+            self.logTxOctets(data, False)
+
     def close(self, code: int | None, reason: str) -> None:
         if self.state != WebSocketServerProtocol.STATE_OPEN:
             return
@@ -107,6 +151,23 @@ class ClientWebSocket(WebSocketServerProtocol):
     def register_producer(self, producer: "DeliveryQueue") -> None:
         if self.transport is not None:
             self.registerProducer(producer, True)
+
+
+class _LazyPformat:
+    """C{pformat(value)}, computed when the log line that holds it is formatted."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: object) -> None:
+        self._value = value
+
+    def __format__(self, spec: str) -> str:
+        return format(pformat(self._value), spec)
+
+    def __str__(self) -> str:
+        return pformat(self._value)
+
+    __repr__ = __str__
 
 
 def _sendable(code: int) -> bool:
@@ -128,9 +189,21 @@ def make_client_factory(reactor: Any, *, max_message_size: int = 1000000) -> Web
         # on a protocol error or an oversized message, tell the client why (a close frame
         # with 1002 / 1009) instead of autobahn's default of dropping the TCP connection
         failByDrop=False,
+        # the client's handshake is replayed into the protocol at once (L{upgrade}), so
+        # autobahn's opening-handshake timer (5 s) would only ever be set and cancelled
+        openHandshakeTimeout=0,
     )
     # autobahn sends "Server: AutobahnPython/..." in the handshake; Pushpin sends none
     factory.server = None
+    # autobahn copies every option (about thirty) from the factory onto each new protocol,
+    # unless the protocol already has it: a subclass holding them as class attributes gives
+    # every connection the same values without the copying, and smaller instances. The
+    # options are all set above; this factory's are not changed afterwards.
+    options = {name: getattr(factory, name) for name in ClientWebSocket.CONFIG_ATTRS}
+    for name, value in options.items():
+        if isinstance(value, FunctionType):  # a function would become a method as a class attribute
+            options[name] = staticmethod(value)
+    factory.protocol = type("ClientWebSocket", (ClientWebSocket,), options)
     factory.turns = TurnCounter(reactor)
     return factory
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from typing import TYPE_CHECKING, Any, Callable
+from urllib.parse import urlsplit
 
 from twisted.internet import ssl as tls
 from twisted.internet.defer import CancelledError
@@ -18,6 +19,7 @@ from twisted.web import http
 from . import headers as hdr
 from .origin import AllTargetsFailed, BodyTooLarge, OriginError
 from .proxy import access_line, error_response
+from .testorigin import query_pairs
 from .woh import EVENTS_TYPE, WohLink, new_connection_id
 from .ws_client import make_client_factory, upgrade
 from .ws_origin import HandshakeRefused, connect_origin
@@ -191,8 +193,6 @@ class WebSocketGateway:
 
     def _test_target(self, request: Any, info: "RequestInfo", route: "Route", path: bytes) -> None:
         """C{/ws} on the C{test} target: echoes, and listens on the test channels (§11)."""
-        from urllib.parse import parse_qsl, urlsplit
-
         info.target_label = "test"
         parts = urlsplit(path.decode("latin-1"))
         local = parts.path
@@ -201,7 +201,7 @@ class WebSocketGateway:
         if local.rstrip("/") != "/ws":
             self._pass_refusal(request, info, 404, b"Not Found", [(b"Content-Type", b"text/plain")], b"no such test resource\n")
             return
-        channels = [v for k, v in parse_qsl(parts.query) if k == "channel"] or ["test"]
+        channels = [v for k, v in query_pairs(parts.query) if k == "channel"] or ["test"]
         session = WsSession(self._ctx, str(next(self._ids)), prefix=route.prefix, implicit_channels=tuple(channels))
         self._complete(request, info, session, _EchoLink(session), [], None)
 
