@@ -19,6 +19,7 @@ from twisted.logger import Logger
 
 from .delivery import DeliveryQueue
 from .filters import FilterError, apply_content_filters, content_filters_of, should_deliver
+from .proxy import emit_info
 from .router import Publication, ws_frame
 from .wscontrol import (
     Detach,
@@ -202,7 +203,8 @@ class WsSession:
         self._ctx.router.subscribe(channel, self)
         if self._ctx.stats is not None:
             self._ctx.stats.subscribed(channel, self.kind)
-        self._log.info("subscribe ws {conn} channel={channel}", conn=self.conn_id, channel=channel)
+        # preformatted, as the access lines are: the log observer writes it without formatting
+        emit_info(self._log, "{line}", line=f"subscribe ws {self.conn_id} channel={channel}")
 
     def _unsubscribe(self, channel: str) -> None:
         sub = self.channels.get(channel)
@@ -295,6 +297,45 @@ class WsSession:
             if self.queue.offer(publication.ws_frame, channel):
                 self._ctx.counters.delivered(1)
             self._last_write = self._ctx.clock.seconds()
+
+    def deliver_run(self, publications: "list[Publication]", channel: str) -> None:
+        """
+        Several publishes of C{channel} handled in one reactor turn: consecutive plain
+        C{ws-message} sends (text or binary, no content filter) go out joined, in one write;
+        anything that makes an item differ (a subscription filter, a queue that is holding
+        messages, a close, a ping or pong, a content-filter check) is handled by L{deliver}
+        item by item, from that item on, so the outcome is the same as one publish at a time.
+        """
+        queue = self.queue
+        sub = self.channels.get(channel)
+        if self.done or queue is None or sub is None or sub.filters or sub.content_filters or len(queue) or queue.paused:
+            for publication in publications:
+                self.deliver(publication, channel)
+            return
+        frames = []
+        for index, publication in enumerate(publications):
+            fmt = publication.item.ws_message
+            if fmt is None:
+                continue
+            if fmt.action != "send" or fmt.content_filters is not None or fmt.type in ("ping", "pong"):
+                if frames:
+                    self._write_run(frames, channel)
+                    frames = []
+                for rest in publications[index:]:
+                    self.deliver(rest, channel)
+                return
+            if fmt.content is not None:
+                frames.append(publication.ws_frame)
+        if frames:
+            self._write_run(frames, channel)
+
+    def _write_run(self, frames: list[bytes], channel: str) -> None:
+        queue = self.queue
+        assert queue is not None
+        if queue.offer(b"".join(frames) if len(frames) > 1 else frames[0], channel):
+            queue.delivered += len(frames) - 1  # one write, len(frames) messages
+            self._ctx.counters.delivered(len(frames))
+        self._last_write = self._ctx.clock.seconds()
 
     # keep-alive and delayed messages ------------------------------------------------------
 
