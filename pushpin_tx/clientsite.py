@@ -23,7 +23,6 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
-from .delivery import DeliveryQueue
 from .writethrough import TurnCounter, writer_for
 
 __all__ = ["ClientRequest", "ClientChannel", "ClientSite", "StreamingBody", "STREAM_UPLOADS_OVER"]

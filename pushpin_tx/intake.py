@@ -94,6 +94,10 @@ class PublishIntake:
         self._gathered = [item]
         clock.callLater(0, self._end_of_turn)
 
+    def flush(self) -> None:
+        """Fan out what this turn has gathered now (before a shutdown drains the holds)."""
+        self._end_of_turn()
+
     def _end_of_turn(self) -> None:
         gathered, self._gathered = self._gathered, None
         if not gathered:

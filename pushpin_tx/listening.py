@@ -1,13 +1,11 @@
 # -*- test-case-name: tests.test_metrics -*-
 """
 An endpoint wrapper that remembers and logs the address it bound, so that port-0 listeners
-(tests, side-by-side runs) tell where they are: C{"<label> listening on HOST:PORT"}; and
-L{listen_reuseport}, how several worker processes listen on one client port.
+(tests, side-by-side runs) tell where they are: C{"<label> listening on HOST:PORT"}.
 """
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -15,10 +13,7 @@ from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
 from zope.interface import implementer
 
-__all__ = ["RecordingEndpoint", "listen_reuseport"]
-
-#: the accept backlog of SO_REUSEPORT client sockets (each process has its own queue)
-REUSEPORT_BACKLOG = 511
+__all__ = ["RecordingEndpoint"]
 
 _log = Logger()
 
@@ -42,25 +37,3 @@ class RecordingEndpoint:
         _log.info("{label} listening on {where}", label=self._label, where=where)
         return port
 
-
-def listen_reuseport(reactor: Any, host: str, port: int, factory: Any, backlog: int = REUSEPORT_BACKLOG) -> Any:
-    """
-    Listen on C{host:port} (C{""}: every IPv4 interface) with C{SO_REUSEPORT} set, so that
-    other processes of ours can bind the same port and the kernel spreads new connections
-    over them. Twisted's endpoints have no option for this socket option, so the socket is
-    made here and handed to C{adoptStreamPort}, which then owns a duplicate of it.
-
-    @return: the listening port (C{getHost()} gives the port bound when C{port} is 0).
-    @raise OSError: the address cannot be bound.
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-        sock.listen(backlog)
-        sock.setblocking(False)
-        return reactor.adoptStreamPort(sock.fileno(), family, factory)
-    finally:
-        sock.close()

@@ -116,6 +116,10 @@ class LastIds:
                 ids.popitem(last=False)
         ids[channel] = id
 
+    def items(self) -> list[tuple[str, str]]:
+        """Every (channel, last id), the channel set longest ago first (for a new worker process)."""
+        return list(self._ids.items())
+
     def forget(self, channel: str) -> None:
         """Drop C{channel}'s last id (its last subscriber left, or a held stream saw a conflict)."""
         self._ids.pop(channel, None)

@@ -40,7 +40,6 @@ from .routes_watch import RoutesFileService
 from .signing import GripSigner
 from .stats import Counters, DropReporter
 from .tlspolicy import InsecurePolicy
-from .listening import listen_reuseport
 from .workers import SharedInterest, SharedLastIds, WorkerPool
 from .ws_gateway import WebSocketGateway
 from .zmq_inputs import ZmqInputService
@@ -125,18 +124,15 @@ class _Listener(service.Service):
         self._factory = factory
         self._label = label
         self.port: Any = None
-        #: (host, port) to bind with SO_REUSEPORT instead of the endpoint (workers > 1)
-        self.reuse_port: tuple[str, int] | None = None
+        #: (fd, address family) of a listening socket inherited from the main process (workers)
+        self.inherited: tuple[int, int] | None = None
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
-        if self.reuse_port is not None:
-            host, port = self.reuse_port
-            try:
-                self.port = listen_reuseport(self._reactor, host, port, self._factory)
-            except OSError as e:
-                self._log.error("{label}: cannot listen on {host}:{port}: {why}", label=self._label, host=host, port=port, why=e)
-                raise
+        if self.inherited is not None:  # a worker: the main process's listening socket
+            fd, family = self.inherited
+            self.port = self._reactor.adoptStreamPort(fd, family, self._factory)
+            os.close(fd)  # the port holds its own duplicate
             bound = self.port.getHost()
             self._log.info("{label} listening on {host}:{port}", label=self._label, host=bound.host, port=bound.port)
             return
@@ -168,13 +164,14 @@ class PushpinService(service.MultiService):
     _log = Logger()
 
     def __init__(self, settings: Settings, reactor: Any, *, worker_index: int = 0, worker_count: int | None = None,
-                 listen_on: list[tuple[str, int]] | None = None, stats_forwarded: bool = False) -> None:
+                 listen_on: list[tuple[int, int]] | None = None, stats_forwarded: bool = False) -> None:
         """
         @param worker_index: 0 for the main process (the one twistd runs); a spawned worker
             process (L{pushpin_tx.worker}) passes its index and has no publish inputs,
             control API, metrics or console: the main process serves those for all.
         @param worker_count: the number of processes (default: C{settings.workers}).
-        @param listen_on: a worker's client addresses, as the main process bound them.
+        @param listen_on: a worker's client listening sockets, inherited from the main
+            process: (file descriptor, address family) per C{http_ports} entry.
         @param stats_forwarded: a worker whose stats packets go up to the main process's
             stats socket.
         """
@@ -247,9 +244,7 @@ class PushpinService(service.MultiService):
             site = ClientSite(self.proxy, header_limit=settings.client_buffer_size, reactor=reactor)
             listener = _Listener(reactor, address.endpoint(), site, "client")
             if is_worker:
-                listener.reuse_port = (listen_on or [])[i]
-            elif count > 1:
-                listener.reuse_port = (address.host, address.port)
+                listener.inherited = (listen_on or [])[i]
             listener.setServiceParent(self)
             self.client_listeners.append(listener)
         if is_worker:
@@ -263,7 +258,7 @@ class PushpinService(service.MultiService):
             interest = SharedInterest(self.router)
             self.workers = WorkerPool(
                 self, count, reactor,
-                listen=lambda: [(lst.port.getHost().host, lst.port.getHost().port) for lst in self.client_listeners],
+                listen=lambda: [(lst.port.fileno(), lst.port.addressFamily) for lst in self.client_listeners],
                 interest=interest,
                 init=lambda index: {
                     "settings": settings,
@@ -272,6 +267,7 @@ class PushpinService(service.MultiService):
                     "log": tuple(logs._configured),  # what the plugin gave logs.configure
                     "stats": bool(settings.stats_spec),
                     "routes": self.routes.table if self.routes is not None else None,
+                    "last_ids": self.last_ids.items(),
                 },
             )
             self.workers.setServiceParent(self)
@@ -495,6 +491,7 @@ class PushpinService(service.MultiService):
 
     def stopService(self) -> Any:
         self._log.info("stopping...")
+        self.intake.flush()  # this turn's publishes reach the holds before they are shut down
         d = self.drain()
         if self.workers is not None:  # the workers drain their own connections meanwhile
             workers_stopped = self.workers.stopService()

@@ -6,8 +6,9 @@ L{pushpin_tx.workers.WorkerPool}, never by hand).
 It reads its start-up message from the main process's pipe (the settings the main process
 parsed, its index, the bound client ports, the log configuration), then runs the same
 L{pushpin_tx.tap.PushpinService} as the main process minus every publish input and
-operator endpoint: it binds the client ports with SO_REUSEPORT, proxies and holds its
-share of the clients, and applies what the main process sends (L{WorkerLink}).
+operator endpoint: it accepts on the client listening sockets it inherited from the main
+process, proxies and holds its share of the clients, and applies what the main process
+sends (L{WorkerLink}).
 
 It exits when the main process's pipe closes (the main process died) or on SIGTERM,
 draining its held connections as the main process does.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import struct
 import sys
 from typing import Any, Callable
@@ -118,6 +120,9 @@ class WorkerLink(service.Service):
                 elif name == "reload":
                     pushpin.reload()
                 self.applied += 1
+        elif kind == "stop":  # the main process is stopping: everything before this is applied
+            if self._reactor.running:
+                self._reactor.stop()
         elif kind == "snapshot?":
             self.send_snapshot(message[1])
         else:
@@ -166,6 +171,9 @@ def _read_init(fd: int) -> dict[str, Any]:
 def main() -> None:
     """Entry point of a worker process."""
     init = _read_init(TO_WORKER_FD)
+    # SIGHUP is the main process's: it re-reads the routes and tells us (a hang-up of the
+    # whole process group, or systemd's "kill -HUP" of the cgroup, must not kill a worker).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner
 
@@ -185,6 +193,8 @@ def main() -> None:
     )
     if init.get("routes") is not None:
         pushpin.proxy.set_routes(init["routes"])
+    for channel, last_id in init.get("last_ids", ()):  # the main process's table now; batches follow
+        pushpin.last_ids.set(channel, last_id)
     link = WorkerLink(pushpin, reactor)
     link.setServiceParent(pushpin)
     application = service.Application("pushpin-tx worker")

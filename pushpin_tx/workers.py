@@ -1,7 +1,9 @@
 # -*- test-case-name: tests.test_workers -*-
 """
 The main process's side of C{workers = N}: it spawns N-1 worker processes that serve
-clients on the same listening ports (SO_REUSEPORT), and keeps them in step.
+clients on the same listening sockets (inherited: the main process binds each port once, so
+a port in use still stops start-up, and another program can never take a share of its
+clients), and keeps them in step.
 
 Why processes: one CPython reactor uses one core. Clients are spread over the processes
 by the kernel; publishes still arrive at one place (the control API and the ZeroMQ
@@ -56,8 +58,14 @@ MAX_MESSAGE = 256 * 1024 * 1024
 #: it is killed, logged and started again rather than letting the main process grow
 MAX_BACKLOG = 64 * 1024 * 1024
 
-#: a worker that exits on its own is started again after this long
+#: a worker that exits on its own is started again after this long; doubled (up to
+#: RESTART_DELAY_MAX) while restarted workers keep dying within RESTART_STABLE seconds
 RESTART_DELAY = 1.0
+RESTART_DELAY_MAX = 30.0
+RESTART_STABLE = 10.0
+
+#: the first file descriptor of the inherited listening sockets in a worker
+FIRST_LISTEN_FD = 5
 
 #: how long L{WorkerPool.refresh} waits for snapshots, and stop for workers to exit
 REFRESH_TIMEOUT = 2.0
@@ -128,6 +136,8 @@ class SharedInterest:
     input, the channel linger), which then act on the whole, not on one process.
     """
 
+    _log = Logger()
+
     def __init__(self, router: Any) -> None:
         self._router = router
         #: channel -> number of processes with subscribers on it
@@ -148,7 +158,7 @@ class SharedInterest:
         holders[channel] += 1
         if holders[channel] == 1:
             for listener in list(self._listeners):
-                listener.channel_added(channel)
+                self._tell(listener.channel_added, channel)
 
     def remove(self, channel: str) -> None:
         """One process no longer has subscribers on C{channel}."""
@@ -159,7 +169,13 @@ class SharedInterest:
         if holders[channel] == 0:
             del holders[channel]
             for listener in list(self._listeners):
-                listener.channel_removed(channel)
+                self._tell(listener.channel_removed, channel)
+
+    def _tell(self, method: Callable[[str], None], channel: str) -> None:
+        try:  # as the router does: one failing listener must not stop the others
+            method(channel)
+        except Exception:
+            self._log.failure("interest listener failed for channel {channel}", channel=channel)
 
     def has(self, channel: str) -> bool:
         return channel in self._holders
@@ -203,15 +219,28 @@ class _Worker(protocol.ProcessProtocol):
         self.channels: set[str] = set()
         self.ended: defer.Deferred[None] = defer.Deferred()
         self.alive = False
+        #: whether its pipe still takes writes (it closes before the process is reaped)
+        self.writable = False
+        self.started_at = 0.0
         self._reader = MessageReader(lambda message: pool._received(self, message))
 
     def connectionMade(self) -> None:
         self.pid = self.transport.pid
-        self.alive = True
+        self.alive = self.writable = True
+        self.started_at = self.pool._reactor.seconds()
+
+    def childConnectionLost(self, childFD: int) -> None:
+        if childFD == TO_WORKER_FD:
+            self.writable = False
 
     def send(self, frame: bytes) -> None:
-        if self.alive:
+        """Write C{frame} to the worker's pipe; never raises (a dying worker just misses it)."""
+        if not (self.alive and self.writable):
+            return
+        try:
             self.transport.writeToChild(TO_WORKER_FD, frame)
+        except Exception:  # the pipe went away between checks: the exit handling follows
+            self.writable = False
 
     def backlog(self) -> int:
         """Bytes written to this worker's pipe that it has not read yet (0 if unknown)."""
@@ -235,9 +264,11 @@ class _Worker(protocol.ProcessProtocol):
             pass
 
     def processEnded(self, reason: Any) -> None:
-        self.alive = False
-        self.pool._ended(self, reason)
-        self.ended.callback(None)
+        self.alive = self.writable = False
+        try:
+            self.pool._ended(self, reason)
+        finally:
+            self.ended.callback(None)
 
 
 class WorkerPool(service.Service):
@@ -246,14 +277,14 @@ class WorkerPool(service.Service):
 
     @param parent_service: the main process's L{pushpin_tx.tap.PushpinService}.
     @param count: the C{workers} setting; this process is worker 0, so C{count - 1} are spawned.
-    @param listen: the client listening addresses the workers bind too (after this process
-        bound them, so port 0 became a real port).
+    @param listen: the client listening sockets the workers inherit, as (file descriptor,
+        address family), after this process bound them.
     """
 
     _log = Logger()
 
     def __init__(self, parent_service: Any, count: int, reactor: Any, *,
-                 listen: Callable[[], list[tuple[str, int]]],
+                 listen: Callable[[], list[tuple[int, int]]],
                  interest: SharedInterest,
                  init: Callable[[int], dict[str, Any]],
                  argv: list[str] | None = None) -> None:
@@ -268,11 +299,13 @@ class WorkerPool(service.Service):
         self._pending: list[tuple] = []
         self._flush_call: Any = None
         self._stopping = False
-        self._refreshes: dict[int, tuple[defer.Deferred[None], set[int]]] = {}
+        self._refreshes: dict[int, tuple[defer.Deferred[None], set[int], Any]] = {}
         self._refresh_ids = 0
         #: stats-socket packets from workers go here (set when the main process has a stats socket)
         self.stats_send: Callable[[bytes], None] | None = None
         self.restarts = 0
+        self._failures: dict[int, int] = {}
+        self._timers: list[Any] = []
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -285,16 +318,16 @@ class WorkerPool(service.Service):
         worker = _Worker(self, index)
         self.workers[index] = worker
         env = dict(os.environ)
-        self._reactor.spawnProcess(
-            worker,
-            self._argv[0],
-            self._argv,
-            env=env,
-            path=os.getcwd(),
-            childFDs={1: 1, 2: 2, TO_WORKER_FD: "w", FROM_WORKER_FD: "r"},
-        )
+        # the worker imports pushpin_tx from where this process did, whatever PYTHONPATH says
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = here + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        sockets = self._listen()
+        child_fds: dict[int, Any] = {1: 1, 2: 2, TO_WORKER_FD: "w", FROM_WORKER_FD: "r"}
+        for i, (fd, _family) in enumerate(sockets):
+            child_fds[FIRST_LISTEN_FD + i] = fd
+        self._reactor.spawnProcess(worker, self._argv[0], self._argv, env=env, path=os.getcwd(), childFDs=child_fds)
         init = self._init(index)
-        init["listen"] = self._listen()
+        init["listen"] = [(FIRST_LISTEN_FD + i, family) for i, (_fd, family) in enumerate(sockets)]
         worker.send(encode(("init", init)))
         self._log.info("worker {index} started (pid {pid})", index=index, pid=worker.pid)
 
@@ -302,14 +335,25 @@ class WorkerPool(service.Service):
         super().stopService()
         self._stopping = True
         self._flush()
+        for timer in self._timers:
+            if timer.active():
+                timer.cancel()
+        self._timers = []
         waits = []
+        stop = encode(("stop",))
         for worker in list(self.workers.values()):
-            if worker.alive:
+            if not worker.alive:
+                continue
+            if worker.writable:
+                # in the pipe, after everything already sent: the worker applies the last
+                # publishes, then drains its connections as the main process does
+                worker.send(stop)
+            else:
                 try:
                     worker.transport.signalProcess("TERM")
                 except Exception:
                     continue
-                waits.append(worker.ended)
+            waits.append(worker.ended)
         if not waits:
             return None
         d = defer.DeferredList(waits)
@@ -332,7 +376,7 @@ class WorkerPool(service.Service):
         for channel in worker.channels:
             self.interest.remove(channel)
         worker.channels = set()
-        for token, (d, waiting) in list(self._refreshes.items()):
+        for token, (d, waiting, _timer) in list(self._refreshes.items()):
             waiting.discard(worker.index)
             if not waiting:
                 self._finish_refresh(token)
@@ -340,9 +384,13 @@ class WorkerPool(service.Service):
             self._log.info("worker {index} (pid {pid}) stopped", index=worker.index, pid=worker.pid)
             return
         self.restarts += 1
+        lived = self._reactor.seconds() - worker.started_at
+        failures = self._failures[worker.index] = 0 if lived >= RESTART_STABLE else self._failures.get(worker.index, 0) + 1
+        delay = min(RESTART_DELAY * 2 ** max(failures - 1, 0), RESTART_DELAY_MAX)
         self._log.error("worker {index} (pid {pid}) exited: {why}; starting it again in {delay:.0f} s",
-                        index=worker.index, pid=worker.pid, why=reason.getErrorMessage(), delay=RESTART_DELAY)
-        self._reactor.callLater(RESTART_DELAY, self._respawn, worker.index)
+                        index=worker.index, pid=worker.pid, why=reason.getErrorMessage(), delay=delay)
+        self._timers = [t for t in self._timers if t.active()]
+        self._timers.append(self._reactor.callLater(delay, self._respawn, worker.index))
 
     def _respawn(self, index: int) -> None:
         if not self._stopping and self.running:
@@ -384,17 +432,20 @@ class WorkerPool(service.Service):
             return d
         self._refresh_ids += 1
         token = self._refresh_ids
-        self._refreshes[token] = (d, alive)
+        self._refreshes[token] = (d, alive, None)
         frame = encode(("snapshot?", token))
         for worker in self.workers.values():
             if worker.index in alive:
                 worker.send(frame)
-        self._reactor.callLater(REFRESH_TIMEOUT, self._finish_refresh, token)
+        timer = self._reactor.callLater(REFRESH_TIMEOUT, self._finish_refresh, token)
+        self._refreshes[token] = (d, alive, timer)
         return d
 
     def _finish_refresh(self, token: int) -> None:
         entry = self._refreshes.pop(token, None)
         if entry is not None:
+            if entry[2] is not None and entry[2].active():
+                entry[2].cancel()
             entry[0].callback(None)
 
     # --- workers -> main ----------------------------------------------------------------------

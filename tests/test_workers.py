@@ -153,7 +153,7 @@ def _pool(count=3):
     reactor = _ProcessReactor()
     router = _Router()
     interest = SharedInterest(router)
-    pool = WorkerPool(object(), count, reactor, listen=lambda: [("127.0.0.1", 7999)], interest=interest,
+    pool = WorkerPool(object(), count, reactor, listen=lambda: [(11, 2)], interest=interest,
                       init=lambda index: {"index": index})
     pool.startService()
     return pool, reactor, interest
@@ -164,13 +164,13 @@ def _reply(worker, message):
 
 
 def test_pool_spawns_count_minus_one_workers_and_sends_each_its_start_up():
-    """The main process is worker 0; workers 1..N-1 get their index and the bound client ports first."""
+    """The main process is worker 0; workers 1..N-1 inherit the listening sockets and get their index first."""
     pool, reactor, _ = _pool(3)
     assert sorted(pool.workers) == [1, 2]
     for proto, args, child_fds in reactor.spawned:
         assert args[1:] == ["-m", "pushpin_tx.worker"]
-        assert child_fds == {1: 1, 2: 2, 3: "w", 4: "r"}
-        assert proto.transport.messages()[0] == ("init", {"index": proto.index, "listen": [("127.0.0.1", 7999)]})
+        assert child_fds == {1: 1, 2: 2, 3: "w", 4: "r", 5: 11}  # the main process's fd 11 is the worker's 5
+        assert proto.transport.messages()[0] == ("init", {"index": proto.index, "listen": [(5, 2)]})
 
 
 def test_everything_forwarded_in_one_turn_goes_as_one_message_in_order():
@@ -228,16 +228,16 @@ def test_a_worker_that_exits_is_logged_and_started_again(caplog):
 
 
 def test_stop_terminates_every_worker_and_kills_those_that_linger():
-    """stopService sends SIGTERM, waits for the exits, and SIGKILLs a worker still there after the timeout."""
+    """stopService flushes, sends "stop" down each pipe after the last batch, waits, and SIGKILLs a worker still there after the timeout."""
     pool, reactor, _ = _pool(3)
     pool.forward(("item", "last"))
     done = []
     pool.stopService().addCallback(done.append)
-    assert all(w.transport.messages()[-1] == ("batch", [("item", "last")]) for w in pool.workers.values())  # flushed first
-    assert all(w.transport.signals == ["TERM"] for w in pool.workers.values())
+    for w in pool.workers.values():
+        assert w.transport.messages()[-2:] == [("batch", [("item", "last")]), ("stop",)]
     pool.workers[1].processEnded(Failure(ProcessTerminated(signal=15)))
     reactor.advance(STOP_TIMEOUT)
-    assert pool.workers[2].transport.signals == ["TERM", "KILL"]
+    assert pool.workers[2].transport.signals == ["KILL"]
     pool.workers[2].processEnded(Failure(ProcessTerminated(signal=9)))
     assert done and len(reactor.spawned) == 2  # no restart while stopping
 
@@ -324,7 +324,7 @@ def test_metrics_add_the_workers_figures_to_the_main_process():
 def _worker_service():
     settings = load_settings(None, workers=2)
     reactor = MemoryReactorClock()
-    pushpin = PushpinService(settings, reactor, worker_index=1, worker_count=2, listen_on=[("127.0.0.1", 7999)])
+    pushpin = PushpinService(settings, reactor, worker_index=1, worker_count=2, listen_on=[(5, 2)])
     transport = StringTransport()
     link = WorkerLink(pushpin, reactor, transport_factory=lambda proto: proto.makeConnection(transport))
     return pushpin, link, transport, reactor
@@ -334,7 +334,7 @@ def test_a_worker_has_no_publish_inputs_and_numbers_its_connections_apart():
     """A worker runs no control API, ZeroMQ, metrics or console, and its connection ids never collide with the main process's."""
     pushpin, link, transport, reactor = _worker_service()
     assert pushpin.control_listener is None and pushpin.zmq is None and pushpin.sequencer is None
-    assert pushpin.client_listeners[0].reuse_port == ("127.0.0.1", 7999)
+    assert pushpin.client_listeners[0].inherited == (5, 2)
     assert [next(pushpin.proxy._ids) for _ in range(3)] == [2, 4, 6]
     main = PushpinService(load_settings(None, workers=2), MemoryReactorClock())
     assert [next(main.proxy._ids) for _ in range(3)] == [1, 3, 5]
@@ -393,7 +393,7 @@ def test_a_workers_stats_packets_go_up_to_the_main_processs_stats_socket():
     """With a stats socket in the main process, a worker's conn packets travel up the pipe and out of that socket."""
     settings = load_settings(None, workers=2)
     reactor = MemoryReactorClock()
-    pushpin = PushpinService(settings, reactor, worker_index=1, worker_count=2, listen_on=[("127.0.0.1", 7999)],
+    pushpin = PushpinService(settings, reactor, worker_index=1, worker_count=2, listen_on=[(5, 2)],
                              stats_forwarded=True)
     transport = StringTransport()
     link = WorkerLink(pushpin, reactor, transport_factory=lambda proto: proto.makeConnection(transport))
@@ -471,3 +471,82 @@ def test_a_worker_far_behind_on_its_pipe_is_killed_and_started_again():
     worker.processEnded(Failure(ProcessTerminated(signal=9)))
     reactor.advance(RESTART_DELAY)
     assert pool.workers[1] is not worker and len(reactor.spawned) == 2
+
+
+def test_a_worker_whose_pipe_closed_does_not_keep_the_batch_from_the_others():
+    """A worker's pipe closing before it is reaped: it misses the batch, the other workers still get it."""
+    pool, reactor, _ = _pool(3)
+
+    def broken(fd, data):
+        raise KeyError(fd)  # what Twisted's process transport does once the pipe is gone
+
+    pool.workers[1].transport.writeToChild = broken
+    pool.forward(("item", "x"))
+    reactor.advance(0)
+    assert pool.workers[2].transport.messages()[-1] == ("batch", [("item", "x")])
+    pool.workers[2].childConnectionLost(3)
+    pool.forward(("item", "y"))
+    reactor.advance(0)  # nothing is written to a closed pipe, and nothing raises
+    assert pool.workers[2].transport.messages()[-1] == ("batch", [("item", "x")])
+
+
+def test_restarts_back_off_while_a_worker_keeps_dying_at_once():
+    """A worker that dies within seconds of starting is restarted after 1, 2, 4 ... s (at most 30 s)."""
+    pool, reactor, _ = _pool(2)
+    delays = []
+    for _ in range(4):
+        worker = pool.workers[1]
+        worker.processEnded(Failure(ProcessTerminated(exitCode=1)))
+        before = reactor.seconds()
+        while pool.workers[1] is worker:
+            reactor.advance(0.5)
+        delays.append(reactor.seconds() - before)
+    assert delays == [1.0, 2.0, 4.0, 8.0]
+    reactor.advance(60)  # a worker that stayed up resets the back-off
+    pool.workers[1].processEnded(Failure(ProcessTerminated(exitCode=1)))
+    reactor.advance(RESTART_DELAY)
+    assert len(reactor.spawned) == 6
+
+
+def test_a_failing_interest_listener_does_not_stop_a_workers_exit_handling(no_logged_failures):
+    """A listener raising on channel_removed is logged; the worker's end still completes (stop never hangs)."""
+    pool, reactor, interest = _pool(2)
+
+    class Failing:
+        def channel_added(self, channel):
+            pass
+
+        def channel_removed(self, channel):
+            raise RuntimeError("boom")
+
+    interest.add_interest_listener(Failing())
+    worker = pool.workers[1]
+    _reply(worker, ("interest", "a", True))
+    ended = []
+    worker.ended.addCallback(ended.append)
+    worker.processEnded(Failure(ProcessTerminated(signal=9)))
+    assert ended == [None] and list(interest.channels()) == []
+    assert [f.getErrorMessage() for f in no_logged_failures] == ["boom"]
+    no_logged_failures.clear()
+
+
+def test_a_new_worker_starts_with_the_main_processs_last_ids():
+    """The start-up message of a (re)started worker carries the last-id table, so its holds check prev-ids too."""
+    settings = load_settings(None, workers=2)
+    reactor = MemoryReactorClock()
+    pushpin = PushpinService(settings, reactor)
+    pushpin.workers.interest.add("c")
+    pushpin.intake.publish([_item("c", "a\n", id="7")], "http")
+    assert ("c", "7") in pushpin.workers._init(1)["last_ids"]
+
+
+def test_a_worker_stops_when_the_main_process_says_stop():
+    """A "stop" in the pipe stops the worker's reactor (its service then drains), after what came before it."""
+    pushpin, link, transport, reactor = _worker_service()
+    link.startService()
+    reactor.running = True
+    stopped = []
+    reactor.stop = lambda: stopped.append(True)
+    link._protocol.dataReceived(encode(("batch", [("set", "c", "1")])) + encode(("stop",)))
+    assert stopped == [True] and pushpin.last_ids.get("c") == "1"
+    link.stopService()

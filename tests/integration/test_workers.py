@@ -12,6 +12,7 @@ import os
 import re
 import signal
 
+import pytest
 import pytest_twisted
 import zmq
 from prometheus_client.parser import text_string_to_metric_families
@@ -165,5 +166,31 @@ async def test_a_killed_worker_is_started_again_and_serves(reactor, tmp_path):
         await _publish_http(reactor, proxy, "again", "after restart\n")
         for client in clients:
             await client.wait_for(reactor, b"after restart\n")
+    finally:
+        assert await proxy.stop() == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_sighup_to_a_worker_is_ignored_and_a_second_instance_cannot_share_the_port(reactor, tmp_path, no_logged_failures):
+    """A hang-up reaching the worker does not kill it; another pushpin-tx on the same client port fails to start."""
+    proxy = await start_proxy(reactor, tmp_path, ["* test"], workers="2")
+    try:
+        pid = int((await proxy.wait_for_log(r"worker 1 \(pid (\d+)\) serving")).group(1))
+        os.kill(pid, signal.SIGHUP)
+        proxy.transport.signalProcess("HUP")  # the main process reloads, and tells the worker
+        await proxy.wait_for_log(r"\[worker 1\] reloading")
+        assert "exited" not in proxy.output
+        second_dir = tmp_path / "second"
+        second_dir.mkdir()
+        with pytest.raises(AssertionError, match=r"(?s)proxy did not start.*cannot listen on .*Address already in use"):
+            await start_proxy(reactor, second_dir, ["* test"], workers="2", http_port=f"127.0.0.1:{proxy.client_port}")
+        # the harness reports the second proxy's early exit as a failure while it waits: expected here
+        assert all("before logging" in f.getErrorMessage() for f in no_logged_failures)
+        no_logged_failures.clear()
+        clients = [await _stream(reactor, proxy, "hup") for _ in range(4)]
+        await _subscribed(reactor, proxy, "hup", 4)
+        await _publish_http(reactor, proxy, "hup", "still here\n")
+        for client in clients:
+            await client.wait_for(reactor, b"still here\n")
     finally:
         assert await proxy.stop() == 0
