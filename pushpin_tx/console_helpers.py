@@ -250,7 +250,7 @@ class ConsoleHelpers:
         pool = getattr(s, "workers", None)
         if pool is not None:
             snaps = pool.snapshots()
-            total = merge_counters([snapshot] + [dict(w["counters"], held_connections=w["held"],
+            total = merge_counters([snapshot, pool.retired_counters] + [dict(w["counters"], held_connections=w["held"],
                                                       router_published=w["router_published"],
                                                       router_published_idle=w["router_published_idle"]) for w in snaps])
             total.pop("connection_minutes_closed", None)

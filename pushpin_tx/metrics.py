@@ -139,6 +139,8 @@ class PushpinCollector(Collector):
             yield from self._collect_own()
             return
         others = [snap.get("metrics", {}) for snap in pool.snapshots()]
+        # counters of workers that ended stay in the totals (a counter never goes back)
+        others.append({name: ("counter", samples) for name, samples in pool.retired_metrics.items()})
         union = len(list(pool.interest.channels()))
         for metric in self._collect_own():
             base = metric.name[len(self._prefix):]
@@ -235,14 +237,14 @@ class PushpinCollector(Collector):
             )
 
 
-def samples_of(service: Any) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+def samples_of(service: Any) -> dict[str, tuple[str, dict[tuple[tuple[str, str], ...], float]]]:
     """
-    A worker's metrics as plain data for the main process: unprefixed name -> labels ->
-    value (see L{PushpinCollector.collect}).
+    A worker's metrics as plain data for the main process: unprefixed name -> (type,
+    labels -> value) (see L{PushpinCollector.collect}).
     """
-    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    out: dict[str, tuple[str, dict[tuple[tuple[str, str], ...], float]]] = {}
     for metric in PushpinCollector(service, "", service.reactor.seconds)._collect_own():
-        out[metric.name] = {tuple(sorted(sample.labels.items())): sample.value for sample in metric.samples}
+        out[metric.name] = (metric.type, {tuple(sorted(sample.labels.items())): sample.value for sample in metric.samples})
     return out
 
 
@@ -250,7 +252,8 @@ def _add_samples(metric: Metric, base: str, others: list[dict[str, Any]]) -> lis
     """C{metric}'s samples with the same series of every worker added; series only a worker has are appended."""
     totals: dict[tuple[tuple[str, str], ...], float] = {}
     for other in others:
-        for labels, value in other.get(base, {}).items():
+        _kind, samples = other.get(base, ("", {}))
+        for labels, value in samples.items():
             totals[labels] = totals.get(labels, 0) + value
     if not totals:
         return metric.samples

@@ -164,7 +164,8 @@ class PushpinService(service.MultiService):
     _log = Logger()
 
     def __init__(self, settings: Settings, reactor: Any, *, worker_index: int = 0, worker_count: int | None = None,
-                 listen_on: list[tuple[int, int]] | None = None, stats_forwarded: bool = False) -> None:
+                 listen_on: list[tuple[int, int]] | None = None, stats_forwarded: bool = False,
+                 generation: int = 0) -> None:
         """
         @param worker_index: 0 for the main process (the one twistd runs); a spawned worker
             process (L{pushpin_tx.worker}) passes its index and has no publish inputs,
@@ -174,6 +175,7 @@ class PushpinService(service.MultiService):
             process: (file descriptor, address family) per C{http_ports} entry.
         @param stats_forwarded: a worker whose stats packets go up to the main process's
             stats socket.
+        @param generation: how many times this worker index was started before.
         """
         super().__init__()
         self.settings = settings
@@ -220,9 +222,11 @@ class PushpinService(service.MultiService):
         self.acceptor.relay = self.proxy.relay
         self.websockets = WebSocketGateway(settings, reactor, self.hold_context, self.counters, self.origin, stats=self.stats)
         self.proxy.ws_gateway = self.websockets
-        # connection ids unique over the processes: worker i of n numbers i+1, i+1+n, ...
-        self.proxy._ids = itertools.count(worker_index + 1, count)
-        self.websockets._ids = itertools.count(worker_index + 1, count)
+        # Connection ids unique over the processes and over HTTP and WebSocket connections:
+        # worker i of n numbers i+1, i+1+n, ...; a restarted worker starts a billion per
+        # restart higher, so the ids of the one it replaces are not handed out again.
+        ids = itertools.count(worker_index + 1 + generation * count * 1_000_000_000, count)
+        self.proxy._ids = self.websockets._ids = ids
         self.intake = PublishIntake(self.router, self.counters, stats=self.stats, clock=reactor)
         self.routes: RoutesFileService | None = None
         if not is_worker:  # a worker takes the main process's table (see WorkerLink), never its own reading

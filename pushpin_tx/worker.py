@@ -149,6 +149,21 @@ def tagged(observer: Callable[[dict], None], tag: str) -> Callable[[dict], None]
     return observe
 
 
+def _die_with_parent() -> None:
+    """
+    Ask Linux for SIGTERM when the main process dies, for the case where this worker is
+    too busy to notice its pipe closing (prctl PR_SET_PDEATHSIG; a no-op elsewhere).
+    Through ctypes because the standard library has no prctl.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _read_init(fd: int) -> dict[str, Any]:
     """The first message on the pipe, read before the reactor runs (blocking is fine here)."""
 
@@ -174,6 +189,7 @@ def main() -> None:
     # SIGHUP is the main process's: it re-reads the routes and tells us (a hang-up of the
     # whole process group, or systemd's "kill -HUP" of the cgroup, must not kill a worker).
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    _die_with_parent()
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner
 
@@ -190,6 +206,7 @@ def main() -> None:
         worker_count=init["count"],
         listen_on=[tuple(a) for a in init["listen"]],
         stats_forwarded=init["stats"],
+        generation=init.get("generation", 0),
     )
     if init.get("routes") is not None:
         pushpin.proxy.set_routes(init["routes"])

@@ -64,6 +64,11 @@ RESTART_DELAY = 1.0
 RESTART_DELAY_MAX = 30.0
 RESTART_STABLE = 10.0
 
+#: a worker silent this long (no snapshot, which it sends every second) is stuck: killed
+#: and started again; checked every HEARTBEAT_CHECK seconds
+SILENCE_LIMIT = 30.0
+HEARTBEAT_CHECK = 5.0
+
 #: the first file descriptor of the inherited listening sockets in a worker
 FIRST_LISTEN_FD = 5
 
@@ -222,12 +227,14 @@ class _Worker(protocol.ProcessProtocol):
         #: whether its pipe still takes writes (it closes before the process is reaped)
         self.writable = False
         self.started_at = 0.0
+        #: when a message last came from it
+        self.last_heard = 0.0
         self._reader = MessageReader(lambda message: pool._received(self, message))
 
     def connectionMade(self) -> None:
         self.pid = self.transport.pid
         self.alive = self.writable = True
-        self.started_at = self.pool._reactor.seconds()
+        self.started_at = self.last_heard = self.pool._reactor.seconds()
 
     def childConnectionLost(self, childFD: int) -> None:
         if childFD == TO_WORKER_FD:
@@ -306,6 +313,12 @@ class WorkerPool(service.Service):
         self.restarts = 0
         self._failures: dict[int, int] = {}
         self._timers: list[Any] = []
+        self._generations: dict[int, int] = {}
+        self._heartbeat: Any = None
+        #: counter-type metric samples of workers that ended, so summed counters never go back
+        self.retired_metrics: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+        #: the same for the console's counters
+        self.retired_counters: dict[str, Any] = {}
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -313,6 +326,20 @@ class WorkerPool(service.Service):
         super().startService()
         for index in range(1, self.count):
             self._spawn(index)
+        from twisted.internet.task import LoopingCall
+
+        self._heartbeat = LoopingCall(self._check_heartbeats)
+        self._heartbeat.clock = self._reactor
+        self._heartbeat.start(HEARTBEAT_CHECK, now=False)
+
+    def _check_heartbeats(self) -> None:
+        now = self._reactor.seconds()
+        for worker in list(self.workers.values()):
+            if worker.alive and now - worker.last_heard > SILENCE_LIMIT:
+                self._log.error("worker {index} (pid {pid}) silent for {t:.0f} s: stopping it",
+                                index=worker.index, pid=worker.pid, t=now - worker.last_heard)
+                worker.alive = worker.writable = False
+                worker.kill()
 
     def _spawn(self, index: int) -> None:
         worker = _Worker(self, index)
@@ -327,6 +354,8 @@ class WorkerPool(service.Service):
             child_fds[FIRST_LISTEN_FD + i] = fd
         self._reactor.spawnProcess(worker, self._argv[0], self._argv, env=env, path=os.getcwd(), childFDs=child_fds)
         init = self._init(index)
+        init["generation"] = self._generations.get(index, 0)
+        self._generations[index] = init["generation"] + 1
         init["listen"] = [(FIRST_LISTEN_FD + i, family) for i, (_fd, family) in enumerate(sockets)]
         worker.send(encode(("init", init)))
         self._log.info("worker {index} started (pid {pid})", index=index, pid=worker.pid)
@@ -334,6 +363,8 @@ class WorkerPool(service.Service):
     def stopService(self) -> Any:
         super().stopService()
         self._stopping = True
+        if self._heartbeat is not None and self._heartbeat.running:
+            self._heartbeat.stop()
         self._flush()
         for timer in self._timers:
             if timer.active():
@@ -373,6 +404,7 @@ class WorkerPool(service.Service):
                 worker.kill()
 
     def _ended(self, worker: _Worker, reason: Any) -> None:
+        self._retire(worker)
         for channel in worker.channels:
             self.interest.remove(channel)
         worker.channels = set()
@@ -391,6 +423,19 @@ class WorkerPool(service.Service):
                         index=worker.index, pid=worker.pid, why=reason.getErrorMessage(), delay=delay)
         self._timers = [t for t in self._timers if t.active()]
         self._timers.append(self._reactor.callLater(delay, self._respawn, worker.index))
+
+    def _retire(self, worker: _Worker) -> None:
+        """Keep an ended worker's counters (not its gauges) in the totals."""
+        snapshot, worker.snapshot = worker.snapshot, None
+        if not snapshot:
+            return
+        for name, (kind, samples) in snapshot.get("metrics", {}).items():
+            if kind == "counter":
+                kept = self.retired_metrics.setdefault(name, {})
+                for labels, value in samples.items():
+                    kept[labels] = kept.get(labels, 0) + value
+        self.retired_counters = merge_counters([self.retired_counters, {
+            k: v for k, v in snapshot.get("counters", {}).items() if k != "held"}])
 
     def _respawn(self, index: int) -> None:
         if not self._stopping and self.running:
@@ -451,6 +496,7 @@ class WorkerPool(service.Service):
     # --- workers -> main ----------------------------------------------------------------------
 
     def _received(self, worker: _Worker, message: tuple) -> None:
+        worker.last_heard = self._reactor.seconds()
         kind = message[0]
         if kind == "interest":
             _, channel, added = message

@@ -170,7 +170,7 @@ def test_pool_spawns_count_minus_one_workers_and_sends_each_its_start_up():
     for proto, args, child_fds in reactor.spawned:
         assert args[1:] == ["-m", "pushpin_tx.worker"]
         assert child_fds == {1: 1, 2: 2, 3: "w", 4: "r", 5: 11}  # the main process's fd 11 is the worker's 5
-        assert proto.transport.messages()[0] == ("init", {"index": proto.index, "listen": [(5, 2)]})
+        assert proto.transport.messages()[0] == ("init", {"index": proto.index, "generation": 0, "listen": [(5, 2)]})
 
 
 def test_everything_forwarded_in_one_turn_goes_as_one_message_in_order():
@@ -304,10 +304,10 @@ def test_metrics_add_the_workers_figures_to_the_main_process():
     pushpin.workers.interest.add("a")
     worker = type("W", (), {})()
     worker.alive, worker.snapshot = True, {"metrics": {
-        "message_sent": {(): 32},
-        "held_connections": {(("kind", "stream"),): 4},
-        "drops_total": {(("reason", "queue-full"),): 2},
-        "subscribed_channels": {(): 1},
+        "message_sent": ("counter", {(): 32}),
+        "held_connections": ("gauge", {(("kind", "stream"),): 4}),
+        "drops_total": ("counter", {(("reason", "queue-full"),): 2}),
+        "subscribed_channels": ("gauge", {(): 1}),
     }}
     pushpin.workers.workers[1] = worker
     metrics = {m.name: m for m in PushpinCollector(pushpin, "pp_", reactor.seconds).collect()}
@@ -316,6 +316,13 @@ def test_metrics_add_the_workers_figures_to_the_main_process():
     assert held["stream"] == 4
     assert [(s.labels, s.value) for s in metrics["pp_drops_total"].samples] == [({"reason": "queue-full"}, 2)]
     assert metrics["pp_subscribed_channels"].samples[0].value == 1
+
+    # the worker ends: its counters stay in the totals, its gauges leave
+    worker.alive = False
+    pushpin.workers._retire(worker)
+    metrics = {m.name: m for m in PushpinCollector(pushpin, "pp_", reactor.seconds).collect()}
+    assert metrics["pp_message_sent"].samples[0].value == 42
+    assert {s.labels["kind"]: s.value for s in metrics["pp_held_connections"].samples}["stream"] == 0
 
 
 # --- a worker's end ------------------------------------------------------------------------------------
@@ -336,6 +343,10 @@ def test_a_worker_has_no_publish_inputs_and_numbers_its_connections_apart():
     assert pushpin.control_listener is None and pushpin.zmq is None and pushpin.sequencer is None
     assert pushpin.client_listeners[0].inherited == (5, 2)
     assert [next(pushpin.proxy._ids) for _ in range(3)] == [2, 4, 6]
+    assert pushpin.websockets._ids is pushpin.proxy._ids  # HTTP and WebSocket ids never collide
+    restarted = PushpinService(load_settings(None, workers=2), MemoryReactorClock(), worker_index=1, worker_count=2,
+                               listen_on=[(5, 2)], generation=1)
+    assert next(restarted.proxy._ids) == 2_000_000_002  # not the ids of the worker it replaces
     main = PushpinService(load_settings(None, workers=2), MemoryReactorClock())
     assert [next(main.proxy._ids) for _ in range(3)] == [1, 3, 5]
 
@@ -550,3 +561,22 @@ def test_a_worker_stops_when_the_main_process_says_stop():
     link._protocol.dataReceived(encode(("batch", [("set", "c", "1")])) + encode(("stop",)))
     assert stopped == [True] and pushpin.last_ids.get("c") == "1"
     link.stopService()
+
+
+def test_a_silent_worker_is_killed_and_started_again():
+    """A worker that sends nothing (not even its once-a-second snapshot) for SILENCE_LIMIT is stuck: killed, restarted."""
+    from pushpin_tx.workers import HEARTBEAT_CHECK, SILENCE_LIMIT
+
+    pool, reactor, _ = _pool(2)
+    worker = pool.workers[1]
+    reactor.advance(SILENCE_LIMIT - HEARTBEAT_CHECK)
+    _reply(worker, ("snapshot", 0, {"counters": {}}))  # alive and well
+    reactor.advance(SILENCE_LIMIT)
+    assert worker.transport.signals == []
+    reactor.advance(HEARTBEAT_CHECK * 2)
+    assert worker.transport.signals == ["KILL"]
+    worker.processEnded(Failure(ProcessTerminated(signal=9)))
+    reactor.advance(RESTART_DELAY)
+    assert pool.workers[1] is not worker
+    assert pool.workers[1].transport.messages()[0][1]["generation"] == 1  # ids start above the dead one's
+    pool.stopService()
