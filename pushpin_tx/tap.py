@@ -40,6 +40,7 @@ from .routes_watch import RoutesFileService
 from .signing import GripSigner
 from .stats import Counters, DropReporter
 from .tlspolicy import InsecurePolicy
+from .listening import claim_port, listen_reuseport
 from .workers import SharedInterest, SharedLastIds, WorkerPool
 from .ws_gateway import WebSocketGateway
 from .zmq_inputs import ZmqInputService
@@ -124,16 +125,27 @@ class _Listener(service.Service):
         self._factory = factory
         self._label = label
         self.port: Any = None
-        #: (fd, address family) of a listening socket inherited from the main process (workers)
-        self.inherited: tuple[int, int] | None = None
+        #: (host, port) to bind with SO_REUSEPORT instead of the endpoint (workers > 1)
+        self.reuse_port: tuple[str, int] | None = None
+        #: whether to claim the port against other pushpin-tx instances (the main process)
+        self.claim = False
+        self._claim: Any = None
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
-        if self.inherited is not None:  # a worker: the main process's listening socket
-            fd, family = self.inherited
-            self.port = self._reactor.adoptStreamPort(fd, family, self._factory)
-            os.close(fd)  # the port holds its own duplicate
-            bound = self.port.getHost()
+        if self.reuse_port is not None:  # workers > 1: every process binds the port
+            host, port = self.reuse_port
+            try:
+                self.port = listen_reuseport(self._reactor, host, port, self._factory)
+                bound = self.port.getHost()
+                if self.claim:
+                    self._claim = claim_port(host, bound.port)
+            except OSError as e:
+                if self.port is not None:
+                    self.port.stopListening()
+                    self.port = None
+                self._log.error("{label}: cannot listen on {host}:{port}: {why}", label=self._label, host=host, port=port, why=e.strerror or e)
+                raise
             self._log.info("{label} listening on {host}:{port}", label=self._label, host=bound.host, port=bound.port)
             return
         endpoint = endpoints.serverFromString(self._reactor, self._description)
@@ -152,6 +164,9 @@ class _Listener(service.Service):
 
     def stopService(self) -> Any:
         super().stopService()
+        if self._claim is not None:
+            self._claim.close()
+            self._claim = None
         if self.port is not None:
             port, self.port = self.port, None
             return port.stopListening()
@@ -164,15 +179,15 @@ class PushpinService(service.MultiService):
     _log = Logger()
 
     def __init__(self, settings: Settings, reactor: Any, *, worker_index: int = 0, worker_count: int | None = None,
-                 listen_on: list[tuple[int, int]] | None = None, stats_forwarded: bool = False,
+                 listen_on: list[tuple[str, int]] | None = None, stats_forwarded: bool = False,
                  generation: int = 0) -> None:
         """
         @param worker_index: 0 for the main process (the one twistd runs); a spawned worker
             process (L{pushpin_tx.worker}) passes its index and has no publish inputs,
             control API, metrics or console: the main process serves those for all.
         @param worker_count: the number of processes (default: C{settings.workers}).
-        @param listen_on: a worker's client listening sockets, inherited from the main
-            process: (file descriptor, address family) per C{http_ports} entry.
+        @param listen_on: a worker's client addresses, as the main process bound them
+            (port 0 resolved): (host, port) per C{http_ports} entry.
         @param stats_forwarded: a worker whose stats packets go up to the main process's
             stats socket.
         @param generation: how many times this worker index was started before.
@@ -248,7 +263,10 @@ class PushpinService(service.MultiService):
             site = ClientSite(self.proxy, header_limit=settings.client_buffer_size, reactor=reactor)
             listener = _Listener(reactor, address.endpoint(), site, "client")
             if is_worker:
-                listener.inherited = (listen_on or [])[i]
+                listener.reuse_port = (listen_on or [])[i]
+            elif count > 1:
+                listener.reuse_port = (address.host, address.port)
+                listener.claim = True
             listener.setServiceParent(self)
             self.client_listeners.append(listener)
         if is_worker:
@@ -262,7 +280,7 @@ class PushpinService(service.MultiService):
             interest = SharedInterest(self.router)
             self.workers = WorkerPool(
                 self, count, reactor,
-                listen=lambda: [(lst.port.fileno(), lst.port.addressFamily) for lst in self.client_listeners],
+                listen=lambda: [(lst.reuse_port[0], lst.port.getHost().port) for lst in self.client_listeners],
                 interest=interest,
                 init=lambda index: {
                     "settings": settings,

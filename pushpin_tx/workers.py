@@ -1,9 +1,8 @@
 # -*- test-case-name: tests.test_workers -*-
 """
 The main process's side of C{workers = N}: it spawns N-1 worker processes that serve
-clients on the same listening sockets (inherited: the main process binds each port once, so
-a port in use still stops start-up, and another program can never take a share of its
-clients), and keeps them in step.
+clients on the same ports (SO_REUSEPORT, the port claimed against a second pushpin-tx:
+L{pushpin_tx.listening}), and keeps them in step.
 
 Why processes: one CPython reactor uses one core. Clients are spread over the processes
 by the kernel; publishes still arrive at one place (the control API and the ZeroMQ
@@ -68,9 +67,6 @@ RESTART_STABLE = 10.0
 #: and started again; checked every HEARTBEAT_CHECK seconds
 SILENCE_LIMIT = 30.0
 HEARTBEAT_CHECK = 5.0
-
-#: the first file descriptor of the inherited listening sockets in a worker
-FIRST_LISTEN_FD = 5
 
 #: how long L{WorkerPool.refresh} waits for snapshots, and stop for workers to exit
 REFRESH_TIMEOUT = 2.0
@@ -284,14 +280,14 @@ class WorkerPool(service.Service):
 
     @param parent_service: the main process's L{pushpin_tx.tap.PushpinService}.
     @param count: the C{workers} setting; this process is worker 0, so C{count - 1} are spawned.
-    @param listen: the client listening sockets the workers inherit, as (file descriptor,
-        address family), after this process bound them.
+    @param listen: the client addresses the workers bind too, after this process bound them
+        (so port 0 became a real port).
     """
 
     _log = Logger()
 
     def __init__(self, parent_service: Any, count: int, reactor: Any, *,
-                 listen: Callable[[], list[tuple[int, int]]],
+                 listen: Callable[[], list[tuple[str, int]]],
                  interest: SharedInterest,
                  init: Callable[[int], dict[str, Any]],
                  argv: list[str] | None = None) -> None:
@@ -348,15 +344,12 @@ class WorkerPool(service.Service):
         # the worker imports pushpin_tx from where this process did, whatever PYTHONPATH says
         here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = here + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        sockets = self._listen()
         child_fds: dict[int, Any] = {1: 1, 2: 2, TO_WORKER_FD: "w", FROM_WORKER_FD: "r"}
-        for i, (fd, _family) in enumerate(sockets):
-            child_fds[FIRST_LISTEN_FD + i] = fd
         self._reactor.spawnProcess(worker, self._argv[0], self._argv, env=env, path=os.getcwd(), childFDs=child_fds)
         init = self._init(index)
         init["generation"] = self._generations.get(index, 0)
         self._generations[index] = init["generation"] + 1
-        init["listen"] = [(FIRST_LISTEN_FD + i, family) for i, (_fd, family) in enumerate(sockets)]
+        init["listen"] = self._listen()
         worker.send(encode(("init", init)))
         self._log.info("worker {index} started (pid {pid})", index=index, pid=worker.pid)
 

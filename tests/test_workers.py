@@ -153,7 +153,7 @@ def _pool(count=3):
     reactor = _ProcessReactor()
     router = _Router()
     interest = SharedInterest(router)
-    pool = WorkerPool(object(), count, reactor, listen=lambda: [(11, 2)], interest=interest,
+    pool = WorkerPool(object(), count, reactor, listen=lambda: [("127.0.0.1", 7999)], interest=interest,
                       init=lambda index: {"index": index})
     pool.startService()
     return pool, reactor, interest
@@ -164,13 +164,13 @@ def _reply(worker, message):
 
 
 def test_pool_spawns_count_minus_one_workers_and_sends_each_its_start_up():
-    """The main process is worker 0; workers 1..N-1 inherit the listening sockets and get their index first."""
+    """The main process is worker 0; workers 1..N-1 get their index and the bound client ports first."""
     pool, reactor, _ = _pool(3)
     assert sorted(pool.workers) == [1, 2]
     for proto, args, child_fds in reactor.spawned:
         assert args[1:] == ["-m", "pushpin_tx.worker"]
-        assert child_fds == {1: 1, 2: 2, 3: "w", 4: "r", 5: 11}  # the main process's fd 11 is the worker's 5
-        assert proto.transport.messages()[0] == ("init", {"index": proto.index, "generation": 0, "listen": [(5, 2)]})
+        assert child_fds == {1: 1, 2: 2, 3: "w", 4: "r"}
+        assert proto.transport.messages()[0] == ("init", {"index": proto.index, "generation": 0, "listen": [("127.0.0.1", 7999)]})
 
 
 def test_everything_forwarded_in_one_turn_goes_as_one_message_in_order():
@@ -331,7 +331,7 @@ def test_metrics_add_the_workers_figures_to_the_main_process():
 def _worker_service():
     settings = load_settings(None, workers=2)
     reactor = MemoryReactorClock()
-    pushpin = PushpinService(settings, reactor, worker_index=1, worker_count=2, listen_on=[(5, 2)])
+    pushpin = PushpinService(settings, reactor, worker_index=1, worker_count=2, listen_on=[("127.0.0.1", 7999)])
     transport = StringTransport()
     link = WorkerLink(pushpin, reactor, transport_factory=lambda proto: proto.makeConnection(transport))
     return pushpin, link, transport, reactor
@@ -341,11 +341,12 @@ def test_a_worker_has_no_publish_inputs_and_numbers_its_connections_apart():
     """A worker runs no control API, ZeroMQ, metrics or console, and its connection ids never collide with the main process's."""
     pushpin, link, transport, reactor = _worker_service()
     assert pushpin.control_listener is None and pushpin.zmq is None and pushpin.sequencer is None
-    assert pushpin.client_listeners[0].inherited == (5, 2)
+    assert pushpin.client_listeners[0].reuse_port == ("127.0.0.1", 7999)
+    assert not pushpin.client_listeners[0].claim  # the main process claims the port, for all
     assert [next(pushpin.proxy._ids) for _ in range(3)] == [2, 4, 6]
     assert pushpin.websockets._ids is pushpin.proxy._ids  # HTTP and WebSocket ids never collide
     restarted = PushpinService(load_settings(None, workers=2), MemoryReactorClock(), worker_index=1, worker_count=2,
-                               listen_on=[(5, 2)], generation=1)
+                               listen_on=[("127.0.0.1", 7999)], generation=1)
     assert next(restarted.proxy._ids) == 2_000_000_002  # not the ids of the worker it replaces
     main = PushpinService(load_settings(None, workers=2), MemoryReactorClock())
     assert [next(main.proxy._ids) for _ in range(3)] == [1, 3, 5]
@@ -404,7 +405,7 @@ def test_a_workers_stats_packets_go_up_to_the_main_processs_stats_socket():
     """With a stats socket in the main process, a worker's conn packets travel up the pipe and out of that socket."""
     settings = load_settings(None, workers=2)
     reactor = MemoryReactorClock()
-    pushpin = PushpinService(settings, reactor, worker_index=1, worker_count=2, listen_on=[(5, 2)],
+    pushpin = PushpinService(settings, reactor, worker_index=1, worker_count=2, listen_on=[("127.0.0.1", 7999)],
                              stats_forwarded=True)
     transport = StringTransport()
     link = WorkerLink(pushpin, reactor, transport_factory=lambda proto: proto.makeConnection(transport))
@@ -580,3 +581,17 @@ def test_a_silent_worker_is_killed_and_started_again():
     assert pool.workers[1] is not worker
     assert pool.workers[1].transport.messages()[0][1]["generation"] == 1  # ids start above the dead one's
     pool.stopService()
+
+
+def test_a_client_port_can_be_claimed_by_one_pushpin_tx_only():
+    """The claim on an address fails for a second instance and is free again once released."""
+    from pushpin_tx.listening import claim_port
+
+    first = claim_port("127.0.0.1", 65001)
+    with pytest.raises(OSError, match="already in use by another pushpin-tx"):
+        claim_port("127.0.0.1", 65001)
+    other = claim_port("127.0.0.1", 65002)  # another port is another claim
+    first.close()
+    again = claim_port("127.0.0.1", 65001)
+    again.close()
+    other.close()

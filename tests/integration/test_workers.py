@@ -182,7 +182,7 @@ async def test_sighup_to_a_worker_is_ignored_and_a_second_instance_cannot_share_
         assert "exited" not in proxy.output
         second_dir = tmp_path / "second"
         second_dir.mkdir()
-        with pytest.raises(AssertionError, match=r"(?s)proxy did not start.*cannot listen on .*Address already in use"):
+        with pytest.raises(AssertionError, match=r"(?is)proxy did not start.*cannot listen on .*already in use"):
             await start_proxy(reactor, second_dir, ["* test"], workers="2", http_port=f"127.0.0.1:{proxy.client_port}")
         # the harness reports the second proxy's early exit as a failure while it waits: expected here
         assert all("before logging" in f.getErrorMessage() for f in no_logged_failures)
