@@ -377,14 +377,20 @@ def test_a_worker_applies_batches_and_reports_interest_and_snapshots():
     link.stopService()
 
 
-def test_a_worker_stops_its_reactor_when_the_main_process_goes_away():
-    """The main process's pipe closing (it died) stops the worker."""
+@pytest.mark.parametrize("how", ["pipe closed", "stop message"])
+def test_a_worker_stops_when_the_main_process_dies_or_says_stop(how):
+    """The main process's pipe closing (it died), or a "stop" after a batch, stops the worker's reactor
+    (its service then drains); a batch before the "stop" is applied first."""
     pushpin, link, transport, reactor = _worker_service()
     link.startService()
     reactor.running = True
     stopped = []
     reactor.stop = lambda: stopped.append(True)
-    link._protocol.connectionLost(None)
+    if how == "pipe closed":
+        link._protocol.connectionLost(None)
+    else:
+        link._protocol.dataReceived(encode(("batch", [("set", "c", "1")])) + encode(("stop",)))
+        assert pushpin.last_ids.get("c") == "1"
     assert stopped == [True]
     link.stopService()
 
@@ -550,18 +556,6 @@ def test_a_new_worker_starts_with_the_main_processs_last_ids():
     pushpin.workers.interest.add("c")
     pushpin.intake.publish([_item("c", "a\n", id="7")], "http")
     assert ("c", "7") in pushpin.workers._init(1)["last_ids"]
-
-
-def test_a_worker_stops_when_the_main_process_says_stop():
-    """A "stop" in the pipe stops the worker's reactor (its service then drains), after what came before it."""
-    pushpin, link, transport, reactor = _worker_service()
-    link.startService()
-    reactor.running = True
-    stopped = []
-    reactor.stop = lambda: stopped.append(True)
-    link._protocol.dataReceived(encode(("batch", [("set", "c", "1")])) + encode(("stop",)))
-    assert stopped == [True] and pushpin.last_ids.get("c") == "1"
-    link.stopService()
 
 
 def test_a_silent_worker_is_killed_and_started_again():

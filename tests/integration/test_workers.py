@@ -63,6 +63,16 @@ async def _publish_http(reactor, proxy, channel: str, content: str) -> None:
     assert answer.received.startswith(b"HTTP/1.1 200"), answer.received
 
 
+async def _serves(reactor, proxy, channel: str, n: int) -> None:
+    """C{n} new streams on C{channel} (wherever the kernel puts them) all get a publish."""
+    clients = [await _stream(reactor, proxy, channel) for _ in range(n)]
+    await _subscribed(reactor, proxy, channel, n)
+    await _publish_http(reactor, proxy, channel, f"to {channel}\n")
+    for client in clients:
+        await client.wait_for(reactor, f"to {channel}\n".encode())
+        client.transport.loseConnection()
+
+
 @pytest_twisted.ensureDeferred
 async def test_two_workers_serve_one_port_and_every_publish_reaches_every_stream_in_order(reactor, tmp_path):
     """16 streams spread over 2 processes get 20 publishes (HTTP, then PUSH) once each, in order; metrics sum both; SIGTERM drains both."""
@@ -161,11 +171,7 @@ async def test_a_killed_worker_is_started_again_and_serves(reactor, tmp_path):
         await proxy.wait_for_log(rf"worker 1 \(pid {pid}\) exited: .*; starting it again in 1 s")
         new_pid = int((await proxy.wait_for_log(rf"worker 1 \(pid (?!{pid}\)) ?(\d+)\) serving")).group(1))
         assert new_pid != pid
-        clients = [await _stream(reactor, proxy, "again") for _ in range(8)]
-        await _subscribed(reactor, proxy, "again", 8)
-        await _publish_http(reactor, proxy, "again", "after restart\n")
-        for client in clients:
-            await client.wait_for(reactor, b"after restart\n")
+        await _serves(reactor, proxy, "again", 8)
     finally:
         assert await proxy.stop() == 0
 
@@ -187,10 +193,6 @@ async def test_sighup_to_a_worker_is_ignored_and_a_second_instance_cannot_share_
         # the harness reports the second proxy's early exit as a failure while it waits: expected here
         assert all("before logging" in f.getErrorMessage() for f in no_logged_failures)
         no_logged_failures.clear()
-        clients = [await _stream(reactor, proxy, "hup") for _ in range(4)]
-        await _subscribed(reactor, proxy, "hup", 4)
-        await _publish_http(reactor, proxy, "hup", "still here\n")
-        for client in clients:
-            await client.wait_for(reactor, b"still here\n")
+        await _serves(reactor, proxy, "hup", 4)
     finally:
         assert await proxy.stop() == 0
