@@ -388,6 +388,7 @@ class PushpinService(service.MultiService):
         """
         held = len(self.acceptor.connections)
         self._log.info("recover: forgetting last ids, re-syncing {n} held connections", n=held)
+        self.intake.flush()  # what was published before the recover goes out before it
         if self.sequencer is not None:
             self.sequencer.clear()
         if self.workers is not None:
@@ -396,6 +397,7 @@ class PushpinService(service.MultiService):
 
     def resync_held(self) -> None:
         """Make every held HTTP session of this process re-sync from the origin."""
+        self.intake.flush()  # publishes before the recover reach the holds before it, as they came
         for hold in list(self.acceptor.connections.values()):
             hold.resync()
 

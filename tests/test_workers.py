@@ -589,3 +589,29 @@ def test_a_client_port_can_be_claimed_by_one_pushpin_tx_only():
     again = claim_port("127.0.0.1", 65001)
     again.close()
     other.close()
+
+
+def test_a_recover_after_publishes_in_the_same_turn_delivers_them_first():
+    """Publishes gathered in a turn reach the holds before a recover that follows them re-syncs those holds."""
+    pushpin, link, transport, reactor = _worker_service()
+    link.startService()
+    order = []
+
+    class Hold:
+        kind = "stream"
+
+        def deliver(self, publication, channel):
+            order.append(("item", publication.item.id))
+
+        def resync(self):
+            order.append(("resync",))
+
+    hold = Hold()
+    pushpin.router.subscribe("c", hold)
+    pushpin.acceptor.connections["9"] = hold
+    link._protocol.dataReceived(encode(("batch", [("item", _item("c", "x\n", id="1")), ("clear",), ("recover",)])))
+    assert order == [("item", "1"), ("resync",)]
+    del pushpin.acceptor.connections["9"]
+    pushpin.router.unsubscribe("c", hold)
+    reactor.advance(0)
+    link.stopService()
