@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterable
 
 from twisted.application import service
 from twisted.internet import defer, protocol
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
 
@@ -322,8 +323,6 @@ class WorkerPool(service.Service):
         super().startService()
         for index in range(1, self.count):
             self._spawn(index)
-        from twisted.internet.task import LoopingCall
-
         self._heartbeat = LoopingCall(self._check_heartbeats)
         self._heartbeat.clock = self._reactor
         self._heartbeat.start(HEARTBEAT_CHECK, now=False)
