@@ -93,6 +93,26 @@ def forwarded_for(existing: Sequence[bytes], client_ip: str, truncate: int | Non
     return b", ".join(values) if values else None
 
 
+# the request-side drop sets, per (extra names, whether X-Forwarded-Proto is ours): worked out
+# once, not per request
+_drop_sets: dict[tuple[tuple[bytes, ...], bool], frozenset[bytes]] = {}
+
+
+def _drop_set(extra_remove: Iterable[bytes], forwarding_proto: bool) -> frozenset[bytes]:
+    extra = extra_remove if isinstance(extra_remove, tuple) else tuple(extra_remove)
+    key = (extra, forwarding_proto)
+    found = _drop_sets.get(key)
+    if found is None:
+        drop = set(_REQUEST_HOP)
+        drop.update(n.lower() for n in extra)
+        if forwarding_proto:
+            drop.update((b"x-forwarded-proto", b"x-forwarded-protocol"))
+        found = frozenset(drop)
+        if len(_drop_sets) < 64:
+            _drop_sets[key] = found
+    return found
+
+
 def request_headers_to_origin(
     client_headers: Sequence[tuple[bytes, bytes]],
     *,
@@ -116,22 +136,24 @@ def request_headers_to_origin(
     @param host: the Host value (the client's, unless C{as_host} / target C{host=}).
     @param grip_sig: the C{Grip-Sig} token, or C{None} for none (trusted client, C{no_grip}).
     """
-    drop = set(_REQUEST_HOP)
-    drop.update(n.lower() for n in extra_remove)
     forwarding_proto = accept_x_forwarded_protocol or set_x_forwarded_protocol in ("proto-only", "true")
-    if forwarding_proto:
-        drop.update((b"x-forwarded-proto", b"x-forwarded-protocol"))
+    drop = _drop_set(extra_remove, forwarding_proto)
     out: Headers = [(b"Host", host)]
+    has_accept = False
+    client_xff: list[bytes] = []
     for name, value in client_headers:
         lower = name.lower()
+        if lower == b"x-forwarded-for":
+            client_xff.append(value)  # rewritten below
+            continue
         if lower in drop:
             continue
         if not trusted and lower.startswith(b"grip-"):
             continue
-        if lower == b"x-forwarded-for":
-            continue  # rewritten below
+        if lower == b"accept":
+            has_accept = True
         out.append((name, value))
-    if get_header(out, b"accept") is None:
+    if not has_accept:
         out.append((b"Accept", b"*/*"))
     if orig_headers:
         for name, value in client_headers:
@@ -144,7 +166,7 @@ def request_headers_to_origin(
         out.append((b"X-Forwarded-Proto", b"https"))
         if set_x_forwarded_protocol == "true":
             out.append((b"X-Forwarded-Protocol", b"https"))
-    xff = forwarded_for(get_all(client_headers, b"x-forwarded-for"), client_ip, xff_truncate, xff_append)
+    xff = forwarded_for(client_xff, client_ip, xff_truncate, xff_append) if client_xff or xff_append else None
     if xff is not None:
         out.append((b"X-Forwarded-For", xff))
     for name, value in route_headers:

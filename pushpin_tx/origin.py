@@ -252,6 +252,8 @@ class OriginClient:
         headers: Callable[["Target"], Headers],
         body: Callable[[], IBodyProducer | None],
         handle_test: Callable[["Target"], OriginResponse] | None = None,
+        *,
+        tried: list[str] | None = None,
     ) -> OriginResponse:
         """
         Try each target until one answers.
@@ -261,9 +263,11 @@ class OriginClient:
             changes the Host header).
         @param body: makes a fresh body producer for each attempt (or C{None} for no body).
         @raise AllTargetsFailed: nobody could be connected to.
+        @param tried: targets already found unreachable (named by L{AllTargetsFailed}).
         @raise OriginError: a target connected, then failed before answering.
         """
-        tried: list[str] = []
+        if tried is None:
+            tried = []
         for target in targets:
             if target.kind == "test":
                 assert handle_test is not None
@@ -317,6 +321,109 @@ class OriginClient:
             length = None if response.length is UNKNOWN_LENGTH else int(response.length)
             return OriginResponse(response.code, response.phrase, raw, length, target, response.deliverBody)
         raise AllTargetsFailed(tried)
+
+    def request_now(
+        self,
+        targets: "tuple[Target, ...]",
+        method: bytes,
+        path: bytes,
+        headers: Callable[["Target"], Headers],
+        body: Callable[[], IBodyProducer | None],
+        handle_test: Callable[["Target"], OriginResponse] | None = None,
+    ) -> Deferred[OriginResponse]:
+        """
+        L{request} as a Deferred (same result, same failures, cancellable the same way).
+
+        When the first target is a plain-HTTP one that the pool carries, the request is sent
+        at once with callbacks instead of a coroutine (a coroutine, its Deferred and its
+        resumption cost about a tenth of a proxied GET in a profile); anything else, and
+        the next targets after a connection failure, go through L{request}.
+        """
+        pool = self._pool
+        target = targets[0] if targets else None
+        if pool is None or target is None or target.kind != "http" or target.ssl:
+            return Deferred.fromCoroutine(self.request(targets, method, path, headers, body, handle_test))
+        found = self._targets.get(target)
+        if found is None:
+            found = self._targets[target] = _target_address(target)
+        host, port, _ = found
+        try:
+            producer = body()
+        except Exception:
+            return fail()
+        if producer is not None or not origin_form_ok(path) or not method_ok(method):
+            return Deferred.fromCoroutine(self.request(targets, method, path, headers, body, handle_test))
+        try:
+            data = request_bytes(method, path, headers(target), host if port == 80 else b"%s:%d" % (host, port))
+        except RequestGenerationFailed:
+            d: Deferred[Any] = fail()  # as the Agent reports it: through the request's Deferred
+        except Exception:
+            return fail()
+        else:
+            d = pool.request(host, port, method, data)
+        # Deferred.addTimeout's behaviour (cancel the request, report a timeout), with one
+        # delayed call and no extra callbacks on the chain (that cost about 3 us per request)
+        timer = _Timer()
+        if not d.called:
+            timer.call = self._clock.callLater(self._response_timeout, timer.expire, d)  # type: ignore[attr-defined]
+        d.addCallbacks(
+            _pooled_response,
+            self._pooled_failure,
+            callbackArgs=(target, timer),
+            errbackArgs=(timer, targets, method, path, headers, body, handle_test),
+        )
+        return d
+
+    def _pooled_failure(
+        self,
+        failure: Failure,
+        timer: "_Timer",
+        targets: "tuple[Target, ...]",
+        method: bytes,
+        path: bytes,
+        headers: Callable[["Target"], Headers],
+        body: Callable[[], IBodyProducer | None],
+        handle_test: Callable[["Target"], OriginResponse] | None,
+    ) -> Any:
+        """The first target of L{request_now} failed: as L{request} handles it."""
+        timer.stop()
+        target = targets[0]
+        if failure.check(CancelledError):
+            if timer.expired:  # (as addTimeout: only a CancelledError becomes the timeout)
+                raise OriginError(f"timed out waiting for {target.label()}", target.label())
+            return failure
+        if _is_connect_failure(failure):
+            self._log.info("cannot connect to {target}: {why}", target=target.label(), why=failure.getErrorMessage())
+            return Deferred.fromCoroutine(
+                self.request(targets[1:], method, path, headers, body, handle_test, tried=[target.label()])
+            )
+        raise OriginError(f"{target.label()}: {failure.getErrorMessage()}", target.label())
+
+
+class _Timer:
+    """The response timeout of one L{OriginClient.request_now}."""
+
+    __slots__ = ("call", "expired")
+
+    def __init__(self) -> None:
+        self.call: Any = None
+        self.expired = False
+
+    def expire(self, d: Deferred[Any]) -> None:
+        self.call = None
+        self.expired = True
+        d.cancel()
+
+    def stop(self) -> None:
+        call = self.call
+        if call is not None:
+            self.call = None
+            call.cancel()
+
+
+def _pooled_response(answer: OriginAnswer, target: "Target", timer: _Timer) -> OriginResponse:
+    timer.stop()
+    return OriginResponse(answer.code, answer.phrase, answer.headers, answer.length, target, answer.deliver_body)
 
 
 def _target_address(target: "Target") -> tuple[bytes, int, bytes]:

@@ -110,11 +110,13 @@ def request_bytes(method: bytes, path: bytes, headers: Headers, default_host: by
         key = canonical.get(name)
         if key is None:
             key = canonical_name(name)
+        if b"\n" in value or b"\r" in value:
+            value = _fold(value)
         values = groups.get(key)
         if values is None:
-            groups[key] = [_fold(value)]
+            groups[key] = [value]
         else:
-            values.append(_fold(value))
+            values.append(value)
     hosts = groups.get(b"Host")
     if hosts is None:
         groups[b"Host"] = [default_host]
@@ -202,6 +204,11 @@ class OriginAnswer:
         self._end: Failure | None = None  # how the body ended, while no protocol took it
         self._finished = False
         self.connecting: Deferred[Any] | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Whether the whole answer is in: the body no longer depends on the connection."""
+        return self._finished
 
     # body delivery ----------------------------------------------------------------------
 
@@ -385,6 +392,12 @@ class _OriginConnection(Protocol):
             return
         self._state = 2
         self._remaining = length
+        if len(buf) >= length:
+            # the whole body came with the head (the common small answer): the exchange ends
+            # first, as a body-less one does, so whoever takes the head gets a complete answer
+            self.dataReceived(buf)
+            self._fire(answer)
+            return
         self._fire(answer)
         if buf and self._state == 2:
             self.dataReceived(buf)
