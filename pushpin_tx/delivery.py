@@ -110,6 +110,18 @@ class DeliveryQueue:
         self._items.append((data, channel))
         return True
 
+    def offer_run(self, messages: list[bytes], channel: str = "") -> bool:
+        """
+        Several messages for an idle connection (nothing queued, not paused: the caller
+        checks) as one write, counted as that many deliveries.
+
+        @return: C{False} when they were dropped (the connection closed).
+        """
+        if not self.offer(b"".join(messages) if len(messages) > 1 else messages[0], channel):
+            return False
+        self.delivered += len(messages) - 1  # offer counted the write as one
+        return True
+
     def _drop(self, channel: str, reason: str) -> None:
         self.dropped += 1
         self._on_drop(channel, reason)

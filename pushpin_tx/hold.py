@@ -15,7 +15,7 @@ a recorder in tests), so all the GRIP behaviour here is testable on a C{Clock}.
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from .delivery import DeliveryQueue
 from .filters import FilterError, apply_content_filters, content_filters_of, should_deliver
 from .respond import RespondError, merge_response
+from .router import PER_ITEM, split_run
 
 if TYPE_CHECKING:
     from .grip import Channel, Instruct
@@ -389,31 +390,13 @@ class StreamHold(_Hold):
             for publication in publications:
                 self.deliver(publication, channel)
             return
-        chunks = []
-        for publication in publications:
-            fmt = publication.item.http_stream
-            if fmt is None:
-                continue
-            if fmt.action != "send" or fmt.content_filters is not None:
-                # a close, hint or content-filter check: this and what follows, one by one
-                if chunks:
-                    self._write_run(chunks, channel)
-                    chunks = []
-                for rest in publications[publications.index(publication):]:
-                    self.deliver(rest, channel)
-                return
-            if fmt.content:
-                chunks.append(publication.stream_chunk)
+        chunks, rest = split_run(publications, _plain_chunk)
         if chunks:
-            self._write_run(chunks, channel)
-
-    def _write_run(self, chunks: list[bytes], channel: str) -> None:
-        queue = self.queue
-        if queue.offer(b"".join(chunks) if len(chunks) > 1 else chunks[0], channel):
-            queue.delivered += len(chunks) - 1  # one write, len(chunks) messages
-            self._ctx.counters.delivered(len(chunks))
-        now = self._ctx.clock.seconds()
-        self._last_publish = self._last_write = now
+            if self.queue.offer_run(chunks, channel):
+                self._ctx.counters.delivered(len(chunks))
+            self._last_publish = self._last_write = self._ctx.clock.seconds()
+        for publication in publications[rest:]:  # a close, hint or content-filter check on
+            self.deliver(publication, channel)
 
     # keep-alive -------------------------------------------------------------------------
 
@@ -556,3 +539,13 @@ class StreamHold(_Hold):
             self._closing = True
         else:
             self._close()
+
+
+def _plain_chunk(publication: "Publication") -> Any:
+    """A publication's chunk for a run (L{split_run}): None to skip, PER_ITEM for a close, hint or content-filter check."""
+    fmt = publication.item.http_stream
+    if fmt is None:
+        return None
+    if fmt.action != "send" or fmt.content_filters is not None:
+        return PER_ITEM
+    return publication.stream_chunk if fmt.content else None

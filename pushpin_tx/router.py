@@ -13,7 +13,7 @@ and loses its last one.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Iterable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
 
 from twisted.logger import Logger
 
@@ -93,6 +93,29 @@ def ws_frame(opcode: int, payload: bytes) -> bytes:
     else:
         head = bytes((0x80 | opcode, 127)) + size.to_bytes(8, "big")
     return head + payload
+
+
+#: what a L{split_run} C{frame_of} returns for an item that needs handling of its own
+PER_ITEM = object()
+
+
+def split_run(publications: "list[Publication]", frame_of: Callable[["Publication"], Any]) -> tuple[list[bytes], int]:
+    """
+    The leading part of a run of publications that a subscriber can write as one: the bytes
+    of each (C{frame_of} gives them, C{None} for an item it skips), up to the first item for
+    which C{frame_of} returns L{PER_ITEM}.
+
+    @return: those bytes, and the index of the first item to deliver one by one (the
+        length of the run when there is none).
+    """
+    frames = []
+    for index, publication in enumerate(publications):
+        frame = frame_of(publication)
+        if frame is PER_ITEM:
+            return frames, index
+        if frame is not None:
+            frames.append(frame)
+    return frames, len(publications)
 
 
 class ChannelRouter:

@@ -12,7 +12,7 @@ L{DeliveryQueue}, so their order is kept and a slow client only fills its own qu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from .delivery import DeliveryQueue
 from .filters import FilterError, apply_content_filters, content_filters_of, should_deliver
 from .proxy import emit_info
-from .router import Publication, ws_frame
+from .router import PER_ITEM, Publication, split_run, ws_frame
 from .wscontrol import (
     Detach,
     FlushDelayed,
@@ -312,30 +312,13 @@ class WsSession:
             for publication in publications:
                 self.deliver(publication, channel)
             return
-        frames = []
-        for index, publication in enumerate(publications):
-            fmt = publication.item.ws_message
-            if fmt is None:
-                continue
-            if fmt.action != "send" or fmt.content_filters is not None or fmt.type in ("ping", "pong"):
-                if frames:
-                    self._write_run(frames, channel)
-                    frames = []
-                for rest in publications[index:]:
-                    self.deliver(rest, channel)
-                return
-            if fmt.content is not None:
-                frames.append(publication.ws_frame)
+        frames, rest = split_run(publications, _plain_frame)
         if frames:
-            self._write_run(frames, channel)
-
-    def _write_run(self, frames: list[bytes], channel: str) -> None:
-        queue = self.queue
-        assert queue is not None
-        if queue.offer(b"".join(frames) if len(frames) > 1 else frames[0], channel):
-            queue.delivered += len(frames) - 1  # one write, len(frames) messages
-            self._ctx.counters.delivered(len(frames))
-        self._last_write = self._ctx.clock.seconds()
+            if queue.offer_run(frames, channel):
+                self._ctx.counters.delivered(len(frames))
+            self._last_write = self._ctx.clock.seconds()
+        for publication in publications[rest:]:
+            self.deliver(publication, channel)
 
     # keep-alive and delayed messages ------------------------------------------------------
 
@@ -404,3 +387,12 @@ class WsSession:
     def __repr__(self) -> str:
         return f"<WsSession {self.conn_id} channels={list(self.channels)}>"
 
+
+def _plain_frame(publication: "Publication") -> Any:
+    """A publication's frame for a run (L{split_run}): None to skip, PER_ITEM for a close, ping, pong or content-filter check."""
+    fmt = publication.item.ws_message
+    if fmt is None:
+        return None
+    if fmt.action != "send" or fmt.content_filters is not None or fmt.type in ("ping", "pong"):
+        return PER_ITEM
+    return publication.ws_frame if fmt.content is not None else None
