@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 
 __all__ = ["PublishIntake"]
 
-# item format attribute (as its wire name) -> the hold kind that receives it
-_TRANSPORTS = (("http-response", "response"), ("http-stream", "stream"), ("ws-message", "ws"))
+# item format: its wire name, the Item attribute, the hold kind that receives it
+_TRANSPORTS = (("http-response", "http_response", "response"), ("http-stream", "http_stream", "stream"),
+               ("ws-message", "ws_message", "ws"))
 
 
 def _kinds(router: "ChannelRouter", channel: str) -> dict[str, int]:
@@ -85,7 +86,7 @@ class PublishIntake:
         """
         clock = self._clock
         if clock is None:
-            self._deliver_now(item)
+            self._fan_out([item])
             return
         gathered = self._gathered
         if gathered is not None:
@@ -105,36 +106,22 @@ class PublishIntake:
         start = 0
         for i in range(1, len(gathered) + 1):  # runs of consecutive items on one channel
             if i == len(gathered) or gathered[i].channel != gathered[start].channel:
-                if i - start == 1:
-                    self._deliver_now(gathered[start])
-                else:
-                    self._deliver_run(gathered[start:i])
+                self._fan_out(gathered[start:i])
                 start = i
 
-    def _deliver_run(self, items: "list[Item]") -> None:
+    def _fan_out(self, items: "list[Item]") -> int:
+        """Hand items of one channel to its subscribers now, count and log them; returns the receivers."""
         stats = self._stats if self._stats is not None and self._stats.active else None
         router = self._router
         channel = items[0].channel
-        kinds = _kinds(router, channel) if stats is not None else None
-        receivers = router.publish_run(items)
-        for item in items:
-            if kinds:
-                for transport, kind in _TRANSPORTS:
-                    if getattr(item, transport.replace("-", "_")) is not None and kinds.get(kind):
-                        stats.message(channel, item.id, kinds[kind], transport)  # type: ignore[union-attr]
-            self._log.info("publish channel={channel} receivers={receivers}", channel=channel, receivers=receivers)
-
-    def _deliver_now(self, item: "Item") -> int:
-        """Fan one item out now; returns its receivers."""
-        stats = self._stats if self._stats is not None and self._stats.active else None
-        router = self._router
         # Per-transport receiver counts for the stats socket, taken before delivery (a
         # long-poll leaves its channel as it is answered). Only when someone listens.
-        kinds = _kinds(router, item.channel) if stats is not None else None
-        receivers = router.publish(item)
-        if kinds:
-            for transport, kind in _TRANSPORTS:
-                if getattr(item, transport.replace("-", "_")) is not None and kinds.get(kind):
-                    stats.message(item.channel, item.id, kinds[kind], transport)  # type: ignore[union-attr]
-        self._log.info("publish channel={channel} receivers={receivers}", channel=item.channel, receivers=receivers)
+        kinds = _kinds(router, channel) if stats is not None else None
+        receivers = router.publish(items[0]) if len(items) == 1 else router.publish_run(items)
+        for item in items:
+            if kinds:
+                for transport, attribute, kind in _TRANSPORTS:
+                    if getattr(item, attribute) is not None and kinds.get(kind):
+                        stats.message(channel, item.id, kinds[kind], transport)  # type: ignore[union-attr]
+            self._log.info("publish channel={channel} receivers={receivers}", channel=channel, receivers=receivers)
         return receivers
