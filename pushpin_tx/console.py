@@ -254,7 +254,9 @@ class _TelnetRealm:
             _log.info("console: {user} logged in over telnet", user=avatarId)
             proto = telnet.TelnetBootstrapProtocol(insults.ServerProtocol, manhole.ColoredManhole, self.namespace)
             return telnet.ITelnetProtocol, proto, lambda: None
-        raise NotImplementedError()
+        # twisted.cred's IRealm contract: a realm that offers none of the requested
+        # interfaces raises NotImplementedError (the portal turns it into a failed login).
+        raise NotImplementedError("the console's telnet realm only offers ITelnetProtocol")
 
 
 class ConsoleService(service.MultiService):
