@@ -110,16 +110,16 @@ class DeliveryQueue:
         self._items.append((data, channel))
         return True
 
-    def offer_run(self, messages: list[bytes], channel: str = "") -> bool:
+    def offer_run(self, data: bytes, count: int, channel: str = "") -> bool:
         """
-        Several messages for an idle connection (nothing queued, not paused: the caller
-        checks) as one write, counted as that many deliveries.
+        C{count} messages joined in C{data}, offered as one write and counted as C{count}
+        deliveries (for an idle connection: nothing queued, not paused; the caller checks).
 
         @return: C{False} when they were dropped (the connection closed).
         """
-        if not self.offer(b"".join(messages) if len(messages) > 1 else messages[0], channel):
+        if not self.offer(data, channel):
             return False
-        self.delivered += len(messages) - 1  # offer counted the write as one
+        self.delivered += count - 1  # offer counted the write as one
         return True
 
     def _drop(self, channel: str, reason: str) -> None:

@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from .delivery import DeliveryQueue
 from .filters import FilterError, apply_content_filters, content_filters_of, should_deliver
 from .respond import RespondError, merge_response
-from .router import PER_ITEM, split_run
+from .router import PER_ITEM, plain_part
 
 if TYPE_CHECKING:
     from .grip import Channel, Instruct
@@ -390,10 +390,10 @@ class StreamHold(_Hold):
             for publication in publications:
                 self.deliver(publication, channel)
             return
-        chunks, rest = split_run(publications, _plain_chunk)
-        if chunks:
-            if self.queue.offer_run(chunks, channel):
-                self._ctx.counters.delivered(len(chunks))
+        data, count, rest = plain_part(publications, _plain_chunk)
+        if count:
+            if self.queue.offer_run(data, count, channel):
+                self._ctx.counters.delivered(count)
             self._last_publish = self._last_write = self._ctx.clock.seconds()
         for publication in publications[rest:]:  # a close, hint or content-filter check on
             self.deliver(publication, channel)
@@ -542,7 +542,7 @@ class StreamHold(_Hold):
 
 
 def _plain_chunk(publication: "Publication") -> Any:
-    """A publication's chunk for a run (L{split_run}): None to skip, PER_ITEM for a close, hint or content-filter check."""
+    """A publication's chunk for a run (L{plain_part}): None to skip, PER_ITEM for a close, hint or content-filter check."""
     fmt = publication.item.http_stream
     if fmt is None:
         return None

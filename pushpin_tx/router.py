@@ -95,27 +95,51 @@ def ws_frame(opcode: int, payload: bytes) -> bytes:
     return head + payload
 
 
-#: what a L{split_run} C{frame_of} returns for an item that needs handling of its own
+#: what a L{plain_part} C{frame_of} returns for an item that needs handling of its own
 PER_ITEM = object()
 
 
-def split_run(publications: "list[Publication]", frame_of: Callable[["Publication"], Any]) -> tuple[list[bytes], int]:
+class Run(list):
     """
-    The leading part of a run of publications that a subscriber can write as one: the bytes
-    of each (C{frame_of} gives them, C{None} for an item it skips), up to the first item for
-    which C{frame_of} returns L{PER_ITEM}.
+    Publications of one channel handed to every subscriber together (L{ChannelRouter.publish_run}).
+    What subscribers derive from the run alone (L{plain_part}) is computed once for all of them.
+    """
 
-    @return: those bytes, and the index of the first item to deliver one by one (the
-        length of the run when there is none).
+    __slots__ = ("derived",)
+
+    def __init__(self, publications: "Iterable[Publication]") -> None:
+        super().__init__(publications)
+        self.derived: dict[Callable[..., Any], tuple[bytes, int, int]] = {}
+
+
+def plain_part(publications: "list[Publication]", frame_of: Callable[["Publication"], Any]) -> tuple[bytes, int, int]:
     """
+    The leading part of a run that a subscriber can write as one: the bytes of each item
+    (C{frame_of} gives them, C{None} for an item it skips), up to the first item for which
+    C{frame_of} returns L{PER_ITEM}. For a L{Run} it is worked out once per C{frame_of}, not
+    once per subscriber.
+
+    @return: those bytes joined, how many messages they are, and the index of the first item
+        to deliver one by one (the length of the run when there is none).
+    """
+    derived = getattr(publications, "derived", None)
+    if derived is not None:
+        known = derived.get(frame_of)
+        if known is not None:
+            return known
     frames = []
+    rest = len(publications)
     for index, publication in enumerate(publications):
         frame = frame_of(publication)
         if frame is PER_ITEM:
-            return frames, index
+            rest = index
+            break
         if frame is not None:
             frames.append(frame)
-    return frames, len(publications)
+    part = (b"".join(frames), len(frames), rest)
+    if derived is not None:
+        derived[frame_of] = part
+    return part
 
 
 class ChannelRouter:
@@ -218,7 +242,7 @@ class ChannelRouter:
             self.published_idle += len(items)
             return 0
         self.published += len(items)
-        publications = [Publication(item) for item in items]
+        publications = Run(Publication(item) for item in items)
         targets = tuple(subs)
         for sub in targets:
             try:

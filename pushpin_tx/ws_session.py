@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from .delivery import DeliveryQueue
 from .filters import FilterError, apply_content_filters, content_filters_of, should_deliver
 from .proxy import emit_info
-from .router import PER_ITEM, Publication, split_run, ws_frame
+from .router import PER_ITEM, Publication, plain_part, ws_frame
 from .wscontrol import (
     Detach,
     FlushDelayed,
@@ -312,10 +312,10 @@ class WsSession:
             for publication in publications:
                 self.deliver(publication, channel)
             return
-        frames, rest = split_run(publications, _plain_frame)
-        if frames:
-            if queue.offer_run(frames, channel):
-                self._ctx.counters.delivered(len(frames))
+        data, count, rest = plain_part(publications, _plain_frame)
+        if count:
+            if queue.offer_run(data, count, channel):
+                self._ctx.counters.delivered(count)
             self._last_write = self._ctx.clock.seconds()
         for publication in publications[rest:]:
             self.deliver(publication, channel)
@@ -389,7 +389,7 @@ class WsSession:
 
 
 def _plain_frame(publication: "Publication") -> Any:
-    """A publication's frame for a run (L{split_run}): None to skip, PER_ITEM for a close, ping, pong or content-filter check."""
+    """A publication's frame for a run (L{plain_part}): None to skip, PER_ITEM for a close, ping, pong or content-filter check."""
     fmt = publication.item.ws_message
     if fmt is None:
         return None
