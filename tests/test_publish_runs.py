@@ -113,3 +113,21 @@ def test_a_long_poll_in_a_run_is_answered_by_the_first_item_only(clock):
     second = parse_item({"channel": "r", "formats": {"http-response": {"body": "two"}}})
     assert ctx.router.publish_run([first, second]) == 1
     assert sink.body == b"one" and sink.finished
+
+
+def test_the_plain_part_of_a_run_is_worked_out_once_for_every_subscriber():
+    """plain_part on a router Run frames and joins the items once; a later subscriber reuses it."""
+    from pushpin_tx.router import PER_ITEM, Publication, Run, plain_part
+
+    calls = []
+
+    def frame_of(publication):
+        calls.append(publication)
+        content = publication.item.http_stream.content
+        return PER_ITEM if content == b"stop" else content
+
+    run = Run(Publication(item("s", c)) for c in ("a", "b", "stop", "c"))
+    assert plain_part(run, frame_of) == (b"ab", 2, 2)
+    assert plain_part(run, frame_of) == (b"ab", 2, 2)
+    assert len(calls) == 3  # a, b, stop: once, not once per subscriber
+    assert plain_part(list(run), frame_of) == (b"ab", 2, 2)  # a plain list works too, uncached
