@@ -15,6 +15,8 @@ and is stopped by its pid (SIGTERM, then SIGKILL to its process group after a de
 
 from __future__ import annotations
 
+import argparse
+
 import ctypes
 import json
 import math
@@ -427,3 +429,20 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]
     print()
     print(format_table(headers, rows))
     print(flush=True)
+
+
+def add_proxy_options(parser: "argparse.ArgumentParser") -> None:
+    """The options every proxy benchmark shares: --workers, --unpinned, --json."""
+    parser.add_argument("--workers", type=int, default=1,
+                        help="pushpin-tx's [runner] workers (processes sharing the client port); Pushpin ignores it")
+    parser.add_argument("--unpinned", action="store_true",
+                        help="do not pin the proxy to one core (it may use every core, the load's too)")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures and verdicts as JSON to FILE (for run_all.py)")
+
+
+def parse_proxy_args(parser: "argparse.ArgumentParser") -> "argparse.Namespace":
+    """Parse, checking the shared options."""
+    args = parser.parse_args()
+    if args.workers < 1:
+        parser.error("--workers must be >= 1")
+    return args

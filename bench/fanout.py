@@ -299,14 +299,8 @@ def main() -> int:
                         help="keep the stock message_rate=2500/message_hwm=25000 (Pushpin then drops deliveries "
                              "past 25,000 queued per route); by default both are -1 (unlimited) in both configs")
     parser.add_argument("--py-spy", metavar="FILE", help="record a py-spy profile of pushpin-tx during the burst")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="pushpin-tx's [runner] workers (processes sharing the client port); Pushpin ignores it")
-    parser.add_argument("--unpinned", action="store_true",
-                        help="do not pin the proxy to one core (it may use every core, the load's too)")
-    parser.add_argument("--json", metavar="FILE", help="also write the figures and verdicts as JSON to FILE")
-    args = parser.parse_args()
-    if args.workers < 1:
-        parser.error("--workers must be >= 1")
+    common.add_proxy_options(parser)
+    args = common.parse_proxy_args(parser)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if args.messages is None:
         args.messages = 30 if args.many_channels else 100 if args.pace else 200

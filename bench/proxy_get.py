@@ -246,14 +246,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first")
     parser.add_argument("--targets", default="direct,pushpin-tx,pushpin")
     parser.add_argument("--loglevel", type=int, default=2, help="log_level of both proxies (2: access lines)")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="pushpin-tx's [runner] workers (processes sharing the client port); Pushpin ignores it")
-    parser.add_argument("--unpinned", action="store_true",
-                        help="do not pin the proxy to one core (it may use every core, the load's too)")
-    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE (for run_all.py)")
-    args = parser.parse_args()
-    if args.workers < 1:
-        parser.error("--workers must be >= 1")
+    common.add_proxy_options(parser)
+    args = common.parse_proxy_args(parser)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if "pushpin" in targets and not proxies.pushpin_installed():
         print(f"note: {proxies.PUSHPIN_BIN} is not installed; skipping the Pushpin row")
