@@ -22,29 +22,29 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 
-from .accept import Acceptor
-from .clientsite import ClientSite
-from .config import ConfigError, Settings, load_settings, parse_signing_key
-from .console import ConsoleConfigError, check_console_settings, make_console_service
-from .console_helpers import ConsoleHelpers
-from .metrics import MetricsConfigError, check_metrics_settings, make_metrics_service
-from .control import ControlResource, ControlSite
-from .hold import HoldContext
-from .intake import PublishIntake
-from . import logs
-from .origin import OriginClient
-from .proxy import ProxyResource
-from .router import ChannelRouter
-from .sequencing import ChannelLinger, IdCache, LastIds, Sequencer
-from .routes_watch import RoutesFileService
-from .signing import GripSigner
-from .stats import Counters, DropReporter
-from .tlspolicy import InsecurePolicy
-from .listening import claim_port, listen_reuseport
-from .workers import SharedInterest, SharedLastIds, WorkerPool
-from .ws_gateway import WebSocketGateway
-from .zmq_inputs import ZmqInputService
-from .zmq_stats import StatsPublisher
+from pushpin_tx.web.accept import Acceptor
+from pushpin_tx.web.clientsite import ClientSite
+from pushpin_tx.protocol.config import ConfigError, Settings, load_settings, parse_signing_key
+from pushpin_tx.ops.console import ConsoleConfigError, check_console_settings, make_console_service
+from pushpin_tx.ops.console_helpers import ConsoleHelpers
+from pushpin_tx.ops.metrics import MetricsConfigError, check_metrics_settings, make_metrics_service
+from pushpin_tx.web.control import ControlResource, ControlSite
+from pushpin_tx.core.hold import HoldContext
+from pushpin_tx.core.intake import PublishIntake
+from pushpin_tx.ops import logs
+from pushpin_tx.origin.client import OriginClient
+from pushpin_tx.web.proxy import ProxyResource
+from pushpin_tx.core.router import ChannelRouter
+from pushpin_tx.core.sequencing import ChannelLinger, IdCache, LastIds, Sequencer
+from pushpin_tx.ops.routes_watch import RoutesFileService
+from pushpin_tx.protocol.signing import GripSigner
+from pushpin_tx.core.stats import Counters, DropReporter
+from pushpin_tx.origin.tlspolicy import InsecurePolicy
+from pushpin_tx.net.listening import claim_port, listen_reuseport
+from pushpin_tx.workers.pool import SharedInterest, SharedLastIds, WorkerPool
+from pushpin_tx.websocket.gateway import WebSocketGateway
+from pushpin_tx.zeromq.inputs import ZmqInputService
+from pushpin_tx.zeromq.stats import StatsPublisher
 
 __all__ = ["Options", "makeService", "PushpinService"]
 
@@ -108,7 +108,7 @@ class Options(usage.Options):
         parent = getattr(self, "parent", None)
         if parent is not None and not parent.get("logger"):
             # twistd builds its log observer from its own options after parsing ours: name
-            # one that writes Pushpin-shaped lines at our log level (see pushpin_tx.logs).
+            # one that writes Pushpin-shaped lines at our log level (see pushpin_tx.ops.logs).
             logfile = self["logfile"] or (parent.get("logfile") or None)
             logs.configure(self.settings.log_level, logfile, bool(self["log-json"]))
             parent["logger"] = logs.TWISTD_LOGGER
@@ -183,7 +183,7 @@ class PushpinService(service.MultiService):
                  generation: int = 0) -> None:
         """
         @param worker_index: 0 for the main process (the one twistd runs); a spawned worker
-            process (L{pushpin_tx.worker}) passes its index and has no publish inputs,
+            process (L{pushpin_tx.scripts.worker}) passes its index and has no publish inputs,
             control API, metrics or console: the main process serves those for all.
         @param worker_count: the number of processes (default: C{settings.workers}).
         @param listen_on: a worker's client addresses, as the main process bound them
@@ -420,7 +420,7 @@ class PushpinService(service.MultiService):
             "router_published_idle": self.router.published_idle,
         }
         if self.settings.prometheus_port:
-            from .metrics import samples_of
+            from pushpin_tx.ops.metrics import samples_of
 
             snap["metrics"] = samples_of(self)
         return snap

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pushpin_tx.hold import HoldContext
-from pushpin_tx.router import ChannelRouter
-from pushpin_tx.stats import Counters
+from pushpin_tx.core.hold import HoldContext
+from pushpin_tx.core.router import ChannelRouter
+from pushpin_tx.core.stats import Counters
 
 
 class RecordingSink:

@@ -26,16 +26,16 @@ from twisted.web.iweb import IAgent
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
-from pushpin_tx.accept import Acceptor
-from pushpin_tx.clientsite import ClientSite
-from pushpin_tx.config import Settings, load_settings
-from pushpin_tx.hold import HoldContext
-from pushpin_tx.items import parse_item
-from pushpin_tx.origin import OriginClient
-from pushpin_tx.proxy import ProxyResource
-from pushpin_tx.router import ChannelRouter
-from pushpin_tx.routes import RouteTable, parse_routes
-from pushpin_tx.stats import Counters
+from pushpin_tx.web.accept import Acceptor
+from pushpin_tx.web.clientsite import ClientSite
+from pushpin_tx.protocol.config import Settings, load_settings
+from pushpin_tx.core.hold import HoldContext
+from pushpin_tx.protocol.items import parse_item
+from pushpin_tx.origin.client import OriginClient
+from pushpin_tx.web.proxy import ProxyResource
+from pushpin_tx.core.router import ChannelRouter
+from pushpin_tx.protocol.routes import RouteTable, parse_routes
+from pushpin_tx.core.stats import Counters
 from pushpin_tx.tap import PushpinService
 
 ROOT = Path(__file__).resolve().parents[1]

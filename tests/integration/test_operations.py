@@ -39,7 +39,7 @@ async def test_metrics_publish_command_and_graceful_stop(reactor, tmp_path):
 
         out, err, code = await utils.getProcessOutputAndValue(
             sys.executable,
-            ["-m", "pushpin_tx.publish", "test", "from the command line"],
+            ["-m", "pushpin_tx.scripts.publish", "test", "from the command line"],
             env={"GRIP_URL": f"http://127.0.0.1:{proxy.control_port}", "PYTHONPATH": str(__import__("pathlib").Path(__file__).resolve().parents[2])},
         )
         assert code == 0, (out, err)

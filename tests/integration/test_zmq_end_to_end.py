@@ -10,7 +10,7 @@ import json
 import pytest_twisted
 import zmq
 
-from pushpin_tx import tnetstring
+from pushpin_tx.protocol import tnetstring
 
 from .harness import poll_until, raw_connect, start_proxy, xpub_publisher
 

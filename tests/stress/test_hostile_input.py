@@ -21,7 +21,7 @@ import pytest_twisted
 import zmq
 from hypothesis import strategies as st
 
-from pushpin_tx import tnetstring
+from pushpin_tx.protocol import tnetstring
 
 from ..integration.harness import poll_until, raw_connect, raw_request, start_proxy
 from ..integration.test_websockets import ws_connect

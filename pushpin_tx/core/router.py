@@ -1,0 +1,268 @@
+# -*- test-case-name: tests.core.test_router -*-
+"""
+The channel router: which connections listen on which channel, and fan-out of publishes.
+
+One router per worker process. It knows nothing about HTTP or WebSockets: a subscriber is
+any object with a C{deliver(publication, channel)} method. A publish is wrapped once in a
+L{Publication}, which frames each format's bytes at most once however many subscribers
+there are, so fan-out hands the very same bytes object to every connection.
+
+Interest listeners (the ZeroMQ SUB input) hear when a channel gains its first subscriber
+and loses its last one.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
+
+from twisted.logger import Logger
+
+if TYPE_CHECKING:
+    from pushpin_tx.protocol.items import Item
+
+__all__ = ["ChannelRouter", "Publication", "Subscriber", "InterestListener", "ws_frame"]
+
+
+class Subscriber(Protocol):
+    """What the router needs of a connection."""
+
+    def deliver(self, publication: "Publication", channel: str) -> None:
+        """Take one published item for C{channel}; must not raise."""
+
+
+class InterestListener(Protocol):
+    """Told when a channel gains its first subscriber or loses its last one."""
+
+    def channel_added(self, channel: str) -> None: ...
+
+    def channel_removed(self, channel: str) -> None: ...
+
+
+class Publication:
+    """
+    One published item plus the bytes each delivery format frames it into, computed on
+    first use and shared by every subscriber.
+    """
+
+    __slots__ = ("item", "_chunk", "_ws_frame")
+
+    #: the WebSocket frame opcodes a ws-message "type" maps to
+    _OPCODES = {"text": 0x1, "binary": 0x2, "ping": 0x9, "pong": 0xA}
+
+    def __init__(self, item: "Item") -> None:
+        self.item = item
+        self._chunk: bytes | None = None
+        self._ws_frame: bytes | None = None
+
+    @property
+    def stream_content(self) -> bytes:
+        """The raw C{http-stream} content (HTTP/1.0 clients get it unframed)."""
+        return self.item.http_stream.content  # type: ignore[union-attr]
+
+    @property
+    def stream_chunk(self) -> bytes:
+        """The C{http-stream} content framed as one HTTP/1.1 chunk."""
+        chunk = self._chunk
+        if chunk is None:
+            content = self.item.http_stream.content  # type: ignore[union-attr]
+            chunk = self._chunk = b"%x\r\n%b\r\n" % (len(content), content)
+        return chunk
+
+    @property
+    def ws_frame(self) -> bytes:
+        """The C{ws-message} as one unmasked server-to-client WebSocket frame."""
+        frame = self._ws_frame
+        if frame is None:
+            fmt = self.item.ws_message
+            frame = self._ws_frame = ws_frame(self._OPCODES[fmt.type], fmt.content or b"")  # type: ignore[union-attr]
+        return frame
+
+
+def ws_frame(opcode: int, payload: bytes) -> bytes:
+    """
+    One final, unmasked WebSocket frame (RFC 6455 §5.2), as a server sends it.
+
+    Written here rather than taken from autobahn's PreparedMessage because that class only
+    frames text and binary messages, and pings and pongs are published too.
+    """
+    size = len(payload)
+    if size < 126:
+        head = bytes((0x80 | opcode, size))
+    elif size < 65536:
+        head = bytes((0x80 | opcode, 126)) + size.to_bytes(2, "big")
+    else:
+        head = bytes((0x80 | opcode, 127)) + size.to_bytes(8, "big")
+    return head + payload
+
+
+#: what a L{plain_part} C{frame_of} returns for an item that needs handling of its own
+PER_ITEM = object()
+
+
+class Run(list):
+    """
+    Publications of one channel handed to every subscriber together (L{ChannelRouter.publish_run}).
+    What subscribers derive from the run alone (L{plain_part}) is computed once for all of them.
+    """
+
+    __slots__ = ("derived",)
+
+    def __init__(self, publications: "Iterable[Publication]") -> None:
+        super().__init__(publications)
+        self.derived: dict[Callable[..., Any], tuple[bytes, int, int]] = {}
+
+
+def plain_part(publications: "list[Publication]", frame_of: Callable[["Publication"], Any]) -> tuple[bytes, int, int]:
+    """
+    The leading part of a run that a subscriber can write as one: the bytes of each item
+    (C{frame_of} gives them, C{None} for an item it skips), up to the first item for which
+    C{frame_of} returns L{PER_ITEM}. For a L{Run} it is worked out once per C{frame_of}, not
+    once per subscriber.
+
+    @return: those bytes joined, how many messages they are, and the index of the first item
+        to deliver one by one (the length of the run when there is none).
+    """
+    derived = getattr(publications, "derived", None)
+    if derived is not None:
+        known = derived.get(frame_of)
+        if known is not None:
+            return known
+    frames = []
+    rest = len(publications)
+    for index, publication in enumerate(publications):
+        frame = frame_of(publication)
+        if frame is PER_ITEM:
+            rest = index
+            break
+        if frame is not None:
+            frames.append(frame)
+    part = (b"".join(frames), len(frames), rest)
+    if derived is not None:
+        derived[frame_of] = part
+    return part
+
+
+class ChannelRouter:
+    """
+    Channel name to subscribers, and publish fan-out.
+
+    @ivar published: items published to a channel that had subscribers.
+    @ivar published_idle: items published to a channel with nobody listening (a no-op).
+    @ivar deliveries: deliver() calls made.
+    """
+
+    _log = Logger()
+
+    def __init__(self) -> None:
+        self._channels: dict[str, dict[Subscriber, None]] = {}
+        self._listeners: list[InterestListener] = []
+        self.published = 0
+        self.published_idle = 0
+        self.deliveries = 0
+
+    def add_interest_listener(self, listener: InterestListener) -> None:
+        """Tell C{listener} about channels gaining or losing all their subscribers."""
+        self._listeners.append(listener)
+
+    def remove_interest_listener(self, listener: InterestListener) -> None:
+        self._listeners.remove(listener)
+
+    def channels(self) -> Iterable[str]:
+        """The channels with at least one subscriber."""
+        return self._channels.keys()
+
+    def subscribers(self, channel: str) -> tuple[Subscriber, ...]:
+        """A snapshot of C{channel}'s subscribers."""
+        return tuple(self._channels.get(channel, ()))
+
+    def subscriber_count(self, channel: str) -> int:
+        subs = self._channels.get(channel)
+        return len(subs) if subs else 0
+
+    def subscribe(self, channel: str, subscriber: Subscriber) -> bool:
+        """
+        Add C{subscriber} to C{channel}.
+
+        @return: C{True} if the channel had no subscriber before.
+        """
+        subs = self._channels.get(channel)
+        if subs is None:
+            self._channels[channel] = {subscriber: None}
+            for listener in self._listeners:
+                self._call_listener(listener.channel_added, channel)
+            return True
+        subs[subscriber] = None
+        return False
+
+    def unsubscribe(self, channel: str, subscriber: Subscriber) -> None:
+        """Remove C{subscriber} from C{channel}; unknown pairs are ignored."""
+        subs = self._channels.get(channel)
+        if subs is None or subscriber not in subs:
+            return
+        del subs[subscriber]
+        if not subs:
+            del self._channels[channel]
+            for listener in self._listeners:
+                self._call_listener(listener.channel_removed, channel)
+
+    def publish(self, item: "Item") -> int:
+        """
+        Hand C{item} to every subscriber of its channel, now.
+
+        @return: the number of subscribers it was handed to.
+        """
+        channel = item.channel
+        subs = self._channels.get(channel)
+        if not subs:
+            self.published_idle += 1
+            return 0
+        self.published += 1
+        publication = Publication(item)
+        # A snapshot: a delivery may end a long-poll, which unsubscribes it mid-loop.
+        targets = tuple(subs)
+        for sub in targets:
+            try:
+                sub.deliver(publication, channel)
+            except Exception:
+                self._delivery_failed(sub, channel)
+        self.deliveries += len(targets)
+        return len(targets)
+
+    def publish_run(self, items: "list[Item]") -> int:
+        """
+        Hand several items of one channel, in order, to every subscriber of the channel: a
+        subscriber with C{deliver_run} gets them in one call (a stream writes them in one
+        send), any other one item by item. Each item is framed once, as in L{publish}.
+
+        @return: the number of subscribers (each got every item).
+        """
+        channel = items[0].channel
+        subs = self._channels.get(channel)
+        if not subs:
+            self.published_idle += len(items)
+            return 0
+        self.published += len(items)
+        publications = Run(Publication(item) for item in items)
+        targets = tuple(subs)
+        for sub in targets:
+            try:
+                run = getattr(sub, "deliver_run", None)
+                if run is not None:
+                    run(publications, channel)
+                else:
+                    for publication in publications:
+                        sub.deliver(publication, channel)
+            except Exception:
+                self._delivery_failed(sub, channel)
+        self.deliveries += len(targets) * len(items)
+        return len(targets)
+
+    def _delivery_failed(self, sub: Subscriber, channel: str) -> None:
+        """A subscriber raised: log it with the traceback (called from an except block); the others still get theirs."""
+        self._log.failure("delivery to {subscriber!r} on channel {channel} failed", subscriber=sub, channel=channel)
+
+    def _call_listener(self, method: Callable[[str], None], channel: str) -> None:
+        try:
+            method(channel)
+        except Exception:
+            self._log.failure("interest listener failed for channel {channel}", channel=channel)

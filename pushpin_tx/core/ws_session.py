@@ -1,0 +1,398 @@
+# -*- test-case-name: tests.core.test_ws_session -*-
+"""
+One proxied WebSocket connection as the router sees it: its channels, meta, filters, the
+GRIP control messages its origin sends (reference §8.3) and the messages published to it.
+
+The session sits between a client link (frames to and from the client) and an origin link
+(plain WebSocket or WebSocket-over-HTTP). It only decides; the links move bytes. Messages
+to the client, whether from the origin, a publish or a keep-alive, go through one bounded
+L{DeliveryQueue}, so their order is kept and a slow client only fills its own queue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+
+from pushpin_tx.core.delivery import DeliveryQueue
+from pushpin_tx.protocol.filters import FilterError, apply_content_filters, content_filters_of, should_deliver
+from pushpin_tx.web.proxy import emit_info
+from pushpin_tx.core.router import PER_ITEM, Publication, plain_part, ws_frame
+from pushpin_tx.protocol.wscontrol import (
+    Detach,
+    FlushDelayed,
+    KeepAlive,
+    SendDelayed,
+    Session,
+    SetMeta,
+    Subscribe,
+    Unsubscribe,
+    WsControlError,
+    parse_control_message,
+    split_grip_text,
+)
+
+if TYPE_CHECKING:
+    from pushpin_tx.core.hold import HoldContext
+
+__all__ = ["WsSession", "ClientLink", "OriginLink", "OPCODE_TEXT", "OPCODE_BINARY", "OPCODE_PING", "OPCODE_PONG"]
+
+OPCODE_TEXT, OPCODE_BINARY, OPCODE_PING, OPCODE_PONG = 0x1, 0x2, 0x9, 0xA
+_MESSAGE_TYPES = {"text": OPCODE_TEXT, "binary": OPCODE_BINARY, "ping": OPCODE_PING, "pong": OPCODE_PONG}
+
+
+class ClientLink(Protocol):
+    """The client's WebSocket: raw frame writes, flow control and closing."""
+
+    def write_frame(self, frame: bytes) -> None: ...
+
+    def close(self, code: int | None, reason: str) -> None: ...
+
+    def drop(self) -> None: ...
+
+    def register_producer(self, producer: DeliveryQueue) -> None: ...
+
+
+class OriginLink(Protocol):
+    """The origin side: plain WebSocket or WebSocket-over-HTTP."""
+
+    def client_message(self, opcode: int, payload: bytes) -> None: ...
+
+    def client_closed(self, code: int | None, reason: bytes) -> None: ...
+
+    def client_gone(self) -> None: ...
+
+    def detach(self) -> None: ...
+
+
+@dataclass
+class _Sub:
+    filters: tuple[str, ...]
+    content_filters: tuple[str, ...]
+    implicit: bool
+
+
+class WsSession:
+    """A WebSocket connection subscribed to channels."""
+
+    kind = "ws"
+    _log = Logger()
+
+    def __init__(
+        self,
+        ctx: "HoldContext",
+        conn_id: str,
+        *,
+        prefix: str = "",
+        grip: bool = False,
+        message_prefix: bytes = b"m:",
+        implicit_channels: tuple[str, ...] = (),
+        meta: dict[str, str] | None = None,
+    ) -> None:
+        self._ctx = ctx
+        self.conn_id = conn_id
+        self.prefix = prefix
+        self.grip = grip
+        self.message_prefix = message_prefix
+        self.meta: dict[str, str] = dict(meta or {})
+        self.session_id: str | None = None
+        self.channels: dict[str, _Sub] = {}
+        self.client: ClientLink | None = None
+        self.origin: OriginLink | None = None
+        self.queue: DeliveryQueue | None = None
+        self.detached = False
+        self.done = False
+        self.started_at = ctx.clock.seconds()
+        self._implicit = implicit_channels
+        self._keep_alive: KeepAlive | None = None
+        self._keep_alive_call: IDelayedCall | None = None
+        self._last_write = 0.0
+        self._delayed: tuple[int, bytes] | None = None
+        self._delayed_call: IDelayedCall | None = None
+        #: called once when the session ends (the gateway's bookkeeping)
+        self.on_end: Callable[[], None] | None = None
+
+    # wiring -------------------------------------------------------------------------------
+
+    def open(self, client: ClientLink, origin: OriginLink) -> None:
+        """The client handshake completed: start delivering, subscribe implicit channels."""
+        self.client = client
+        self.origin = origin
+        self.queue = DeliveryQueue(
+            self._write,
+            limit=self._ctx.queue_limit,
+            policy=self._ctx.overflow,
+            on_drop=lambda channel, reason: self._ctx.on_drop(self.conn_id, channel, reason),
+            on_overflow_disconnect=client.drop,
+        )
+        client.register_producer(self.queue)
+        self._last_write = self._ctx.clock.seconds()
+        for channel in self._implicit:
+            self._subscribe(self.prefix + channel, (), implicit=True)
+
+    def _write(self, frame: bytes) -> None:
+        if self.client is not None:
+            self.client.write_frame(frame)
+
+    def _send(self, opcode: int, payload: bytes, channel: str = "") -> None:
+        if self.queue is None or self.done:
+            return
+        if opcode in (OPCODE_PING, OPCODE_PONG) and len(payload) > 125:
+            self._log.warn("{conn}: control frame payload over 125 bytes dropped", conn=self.conn_id)
+            self._ctx.on_drop(self.conn_id, channel, "control frame too large")
+            return
+        self.queue.offer(ws_frame(opcode, payload), channel)
+        self._last_write = self._ctx.clock.seconds()
+
+    # from the origin ---------------------------------------------------------------------
+
+    def origin_message(self, opcode: int, payload: bytes) -> None:
+        """A message from the origin, to be passed on (GRIP mode: filtered by prefix)."""
+        if opcode == OPCODE_TEXT and self.grip:
+            kind, data = split_grip_text(payload, self.message_prefix)
+            if kind == "control":
+                self._control(data)
+                return
+            if kind == "drop":
+                return
+            payload = data
+        elif opcode == OPCODE_BINARY and self.grip and self.message_prefix:
+            if not payload.startswith(self.message_prefix):
+                return
+            payload = payload[len(self.message_prefix) :]
+        self._send(opcode, payload)
+
+    def _control(self, data: bytes) -> None:
+        try:
+            message = parse_control_message(data)
+        except WsControlError as e:
+            self._log.info("{conn}: ignoring control message: {why}", conn=self.conn_id, why=e)
+            return
+        if isinstance(message, Subscribe):
+            self._subscribe(self.prefix + message.channel, message.filters)
+        elif isinstance(message, Unsubscribe):
+            self._unsubscribe(self.prefix + message.channel)
+        elif isinstance(message, Detach):
+            self.detached = True
+            if self.origin is not None:
+                self.origin.detach()
+        elif isinstance(message, Session):
+            self.session_id = message.id
+        elif isinstance(message, SetMeta):
+            if message.value is None:
+                self.meta.pop(message.name, None)
+            else:
+                self.meta[message.name] = message.value
+        elif isinstance(message, KeepAlive):
+            self._set_keep_alive(message)
+        elif isinstance(message, SendDelayed):
+            self._send_delayed(message)
+        elif isinstance(message, FlushDelayed):
+            self._flush_delayed()
+
+    def _subscribe(self, channel: str, filters: tuple[str, ...], implicit: bool = False) -> None:
+        if channel in self.channels:
+            return
+        if len(self.channels) >= self._ctx.subscription_max:
+            self._log.warn("{conn}: subscription limit reached, not subscribing to {channel}", conn=self.conn_id, channel=channel)
+            return
+        self.channels[channel] = _Sub(tuple(filters), content_filters_of(filters), implicit)
+        self._ctx.router.subscribe(channel, self)
+        if self._ctx.stats is not None:
+            self._ctx.stats.subscribed(channel, self.kind)
+        # preformatted, as the access lines are: the log observer writes it without formatting
+        emit_info(self._log, "{line}", line=f"subscribe ws {self.conn_id} channel={channel}")
+
+    def _unsubscribe(self, channel: str) -> None:
+        sub = self.channels.get(channel)
+        if sub is None or sub.implicit:
+            return  # implicit sub= channels cannot be removed (§8.3)
+        del self.channels[channel]
+        self._ctx.router.unsubscribe(channel, self)
+        if self._ctx.stats is not None:
+            self._ctx.stats.unsubscribed(channel, self.kind)
+
+    def origin_close(self, code: int | None, reason: str) -> None:
+        """The origin closed (WebSocket close, or a WebSocket-over-HTTP CLOSE event)."""
+        self._flush_then(lambda: self.client.close(code, reason) if self.client is not None else None)
+
+    def origin_disconnect(self) -> None:
+        """DISCONNECT from the origin, or its connection lost: drop the client."""
+        if self.client is not None:
+            self.client.drop()
+
+    def _flush_then(self, action: Callable[[], object]) -> None:
+        queue = self.queue
+        if queue is None or not len(queue):
+            action()
+        else:
+            # close after what is queued: poll on the next turns until the queue is drained
+            def again() -> None:
+                if self.done:
+                    return
+                if len(queue) and not queue.paused:
+                    self._ctx.clock.callLater(0, again)
+                elif len(queue):
+                    self._ctx.clock.callLater(0.05, again)
+                else:
+                    action()
+
+            self._ctx.clock.callLater(0, again)
+
+    # from the client ---------------------------------------------------------------------
+
+    def client_message(self, opcode: int, payload: bytes) -> None:
+        if self.detached or self.origin is None:
+            return
+        self.origin.client_message(opcode, payload)
+
+    def client_closed(self, code: int | None, reason: bytes, clean: bool) -> None:
+        """The client closed the connection (a close frame) or vanished (no close frame)."""
+        origin = self.origin
+        self.end()
+        if origin is None or self.detached:
+            return
+        if code is None and not clean:
+            origin.client_gone()
+        else:
+            origin.client_closed(code, reason)
+
+    # published --------------------------------------------------------------------------
+
+    def deliver(self, publication: Publication, channel: str) -> None:
+        fmt = publication.item.ws_message
+        if fmt is None or self.done or self.queue is None:
+            return
+        sub = self.channels.get(channel)
+        if sub is None:
+            return
+        if sub.filters and not should_deliver(
+            sub.filters, sub_meta=self.meta, publish_meta=publication.item.meta, subscribed_channels=self.channels
+        ):
+            return
+        if fmt.action == "close":
+            code = fmt.close_code if fmt.close_code is not None and 1000 <= fmt.close_code <= 4999 else None
+            self._flush_then(lambda: self.client.close(code, fmt.close_reason or "") if self.client is not None else None)
+            return
+        if fmt.action != "send" or fmt.content is None:
+            return  # hint: nothing to do for WebSockets; ping/pong without content: nothing sent (observed)
+        if fmt.content_filters is not None and tuple(fmt.content_filters) != sub.content_filters:
+            self._log.warn("ws {conn} on {channel}: content filter mismatch, closing", conn=self.conn_id, channel=channel)
+            if self.client is not None:
+                self.client.close(None, "")
+            return
+        if sub.content_filters:
+            try:
+                content = apply_content_filters(sub.content_filters, fmt.content, sub_meta=self.meta, prev_ids={})
+            except FilterError as e:
+                self._log.warn("ws {conn} on {channel}: {why}", conn=self.conn_id, channel=channel, why=e)
+                return
+            self._send(_MESSAGE_TYPES[fmt.type], content, channel)
+        elif fmt.type in ("ping", "pong"):
+            self._send(_MESSAGE_TYPES[fmt.type], fmt.content, channel)
+        else:
+            if self.queue.offer(publication.ws_frame, channel):
+                self._ctx.counters.delivered(1)
+            self._last_write = self._ctx.clock.seconds()
+
+    def deliver_run(self, publications: "list[Publication]", channel: str) -> None:
+        """
+        Several publishes of C{channel} handled in one reactor turn: consecutive plain
+        C{ws-message} sends (text or binary, no content filter) go out joined, in one write;
+        anything that makes an item differ (a subscription filter, a queue that is holding
+        messages, a close, a ping or pong, a content-filter check) is handled by L{deliver}
+        item by item, from that item on, so the outcome is the same as one publish at a time.
+        """
+        queue = self.queue
+        sub = self.channels.get(channel)
+        if self.done or queue is None or sub is None or sub.filters or sub.content_filters or len(queue) or queue.paused:
+            for publication in publications:
+                self.deliver(publication, channel)
+            return
+        data, count, rest = plain_part(publications, _plain_frame)
+        if count:
+            if queue.offer_run(data, count, channel):
+                self._ctx.counters.delivered(count)
+            self._last_write = self._ctx.clock.seconds()
+        for publication in publications[rest:]:
+            self.deliver(publication, channel)
+
+    # keep-alive and delayed messages ------------------------------------------------------
+
+    def _set_keep_alive(self, message: KeepAlive) -> None:
+        self._cancel(self._keep_alive_call)
+        self._keep_alive_call = None
+        if not message.content:
+            self._keep_alive = None  # no content: keep-alive off
+            return
+        self._keep_alive = message
+        self._keep_alive_call = self._ctx.clock.callLater(max(message.timeout, 1), self._keep_alive_due)
+
+    def _keep_alive_due(self) -> None:
+        ka = self._keep_alive
+        self._keep_alive_call = None
+        if ka is None or self.done:
+            return
+        timeout = max(ka.timeout, 1)
+        if ka.mode == "idle":
+            idle = self._ctx.clock.seconds() - self._last_write
+            if idle < timeout:
+                self._keep_alive_call = self._ctx.clock.callLater(timeout - idle, self._keep_alive_due)
+                return
+        self._send(_MESSAGE_TYPES.get(ka.message_type, OPCODE_TEXT), ka.content or b"")
+        self._keep_alive_call = self._ctx.clock.callLater(timeout, self._keep_alive_due)
+
+    def _send_delayed(self, message: SendDelayed) -> None:
+        self._cancel(self._delayed_call)
+        self._delayed = (_MESSAGE_TYPES.get(message.message_type, OPCODE_TEXT), message.content)
+        self._delayed_call = self._ctx.clock.callLater(max(message.timeout, 0), self._flush_delayed)
+
+    def _flush_delayed(self) -> None:
+        self._cancel(self._delayed_call)
+        self._delayed_call = None
+        delayed, self._delayed = self._delayed, None
+        if delayed is not None:
+            self._send(*delayed)
+
+    @staticmethod
+    def _cancel(call: IDelayedCall | None) -> None:
+        if call is not None and call.active():
+            call.cancel()
+
+    # ending ------------------------------------------------------------------------------
+
+    def end(self) -> None:
+        """Release every subscription and timer; idempotent."""
+        if self.done:
+            return
+        self.done = True
+        router = self._ctx.router
+        stats = self._ctx.stats
+        for channel in self.channels:
+            router.unsubscribe(channel, self)
+            if stats is not None:
+                stats.unsubscribed(channel, self.kind)
+        self._cancel(self._keep_alive_call)
+        self._cancel(self._delayed_call)
+        self._keep_alive_call = self._delayed_call = None
+        if self.queue is not None:
+            self.queue.stopProducing()
+        if self.on_end is not None:
+            on_end, self.on_end = self.on_end, None
+            on_end()
+
+    def __repr__(self) -> str:
+        return f"<WsSession {self.conn_id} channels={list(self.channels)}>"
+
+
+def _plain_frame(publication: "Publication") -> Any:
+    """A publication's frame for a run (L{plain_part}): None to skip, PER_ITEM for a close, ping, pong or content-filter check."""
+    fmt = publication.item.ws_message
+    if fmt is None:
+        return None
+    if fmt.action != "send" or fmt.content_filters is not None or fmt.type in ("ping", "pong"):
+        return PER_ITEM
+    return publication.ws_frame if fmt.content is not None else None

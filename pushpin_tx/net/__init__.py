@@ -1,0 +1,3 @@
+"""
+Socket-level helpers every adapter shares: writing through to a transport, listening sockets.
+"""

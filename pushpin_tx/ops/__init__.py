@@ -1,0 +1,3 @@
+"""
+Operations: the console, metrics, log lines, the routes-file watcher.
+"""

@@ -1,0 +1,306 @@
+# -*- test-case-name: tests.ops.test_console -*-
+"""
+The console's helper functions: the questions an operator asks a running proxy first
+(which channels have listeners, who is held, how deep are their queues, what was dropped)
+and a few levers (publish, drop a connection, reload routes).
+
+L{ConsoleHelpers} only needs an object shaped like L{pushpin_tx.tap.PushpinService}, so it is
+unit-tested without SSH; L{pushpin_tx.ops.console} puts its L{ConsoleHelpers.namespace} behind
+the SSH manhole. Results are plain values (dicts, a frozen L{ConnInfo}) or L{Text} tables
+that the prompt prints as tables.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from pushpin_tx.protocol.items import ItemError, parse_item
+from pushpin_tx.workers.pool import merge_counters
+
+__all__ = ["ConnInfo", "ConsoleHelpers", "Text"]
+
+
+class Text(str):
+    """A string the console prompt shows as-is (its repr is itself), so tables read as tables."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnInfo:
+    """One held connection, as the console shows it.
+
+    C{queue_depth}, C{dropped} and C{delivered} are C{None} for holds without a delivery
+    queue (long-polls). C{route} is the route id when the hold carries one.
+    """
+
+    conn_id: str
+    kind: str
+    peer: str | None
+    route: str | None
+    uri: str | None
+    channels: tuple[str, ...]
+    queue_depth: int | None
+    dropped: int | None
+    delivered: int | None
+    age: float
+
+    def line(self) -> str:
+        """A one-line summary, as L{ConsoleHelpers.conns} prints it."""
+        queue = "-" if self.queue_depth is None else str(self.queue_depth)
+        dropped = "-" if self.dropped is None else str(self.dropped)
+        return (
+            f"{self.conn_id:>8} {self.kind:<8} {self.age:>8.1f}s {queue:>6} {dropped:>7}"
+            f" {self.peer or '-':<21} {','.join(self.channels)}"
+            + (f"  route={self.route}" if self.route else "")
+        )
+
+
+_CONNS_HEADER = f"{'id':>8} {'kind':<8} {'age':>9} {'queue':>6} {'dropped':>7} {'peer':<21} channels"
+
+_HELP = Text(
+    """pushpin-tx console helpers:
+  channels()             channel -> subscriber count, sorted by channel
+  conns(limit=100)       one line per held connection (id, kind, age, queue depth, drops, peer, channels)
+  conn(conn_id)          details of one held connection (peer, route, channels, queue depth, dropped, age)
+  publish(channel, content)
+                         publish an http-stream + http-response item (content as given, no newline added);
+                         returns how many subscribers the channel had
+  close(conn_id)         drop a held connection now; True if it was held
+  reload()               re-read the routes file (as SIGHUP does)
+  stats()                counters: requests, held connections, publishes, deliveries, drops
+                         (with workers > 1: summed over every process, workers' figures at most 1 s old)
+  workers()              one line per process: pid, held connections, channels, deliveries, drops
+                         (conns(), conn(), close() and channels() see this process's connections only)
+  help()                 this text; help(obj) is Python's help on obj
+Objects: service, router, counters, acceptor, intake.
+Ctrl-D on an empty line ends your session; the proxy keeps running."""
+)
+
+
+def _connection_tables(service: Any) -> list[dict[str, Any]]:
+    """Every table of live connections: HTTP holds, and WebSocket sessions when there are any."""
+    tables = [service.acceptor.connections]
+    websockets = getattr(service, "websockets", None)
+    if websockets is not None:
+        tables.append(websockets.connections)
+    return tables
+
+
+def _find(service: Any, conn_id: str) -> Any:
+    for table in _connection_tables(service):
+        hold = table.get(conn_id)
+        if hold is not None:
+            return hold
+    return None
+
+
+def _request_of(hold: Any) -> Any:
+    # HTTP holds keep their client request private (it is their HttpSink); the console only
+    # reads its address and URI, and aborts it for close().
+    return getattr(hold, "_sink", None)
+
+
+def _peer_of(link: Any) -> str | None:
+    try:
+        if hasattr(link, "getClientAddress"):
+            address = link.getClientAddress()
+        else:  # a WebSocket session's client link: a protocol with a transport
+            address = link.transport.getPeer()
+    except Exception:
+        return None
+    host, port = getattr(address, "host", None), getattr(address, "port", None)
+    if host is None:
+        return None
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{port}" if port is not None else host
+
+
+def _uri_of(request: Any) -> str | None:
+    try:
+        scheme = "https" if request.isSecure() else "http"
+        host = (request.getHeader(b"host") or b"").decode("latin-1")
+        return f"{scheme}://{host}{request.uri.decode('latin-1')}"
+    except Exception:
+        return None
+
+
+def _conn_sort_key(conn_id: str) -> tuple[int, str]:
+    return (len(conn_id), conn_id)  # numeric ids in numeric order
+
+
+class ConsoleHelpers:
+    """
+    The console's helper functions, over a L{pushpin_tx.tap.PushpinService}-like object.
+
+    @param service: provides C{router}, C{counters}, C{acceptor.connections}, C{intake},
+        C{reload()} and C{reactor.seconds()}; and C{websockets.connections} if it has one.
+    """
+
+    def __init__(self, service: Any) -> None:
+        self._service = service
+
+    def namespace(self) -> dict[str, Any]:
+        """The console's globals: the helpers plus the live objects they read."""
+        s = self._service
+        return {
+            "help": self.help,
+            "channels": self.channels,
+            "conn": self.conn,
+            "conns": self.conns,
+            "publish": self.publish,
+            "close": self.close,
+            "reload": self.reload,
+            "stats": self.stats,
+            "workers": self.workers,
+            "service": s,
+            "router": s.router,
+            "counters": s.counters,
+            "acceptor": s.acceptor,
+            "intake": s.intake,
+        }
+
+    def help(self, obj: object = None) -> Text:
+        """What the helpers do; C{help(obj)} is Python's own help text for C{obj}."""
+        if obj is None:
+            return _HELP
+        import pydoc
+
+        return Text(pydoc.render_doc(obj, renderer=pydoc.plaintext))
+
+    def channels(self) -> dict[str, int]:
+        """Channels with subscribers -> how many, sorted by channel name."""
+        router = self._service.router
+        return {name: router.subscriber_count(name) for name in sorted(router.channels())}
+
+    def conn(self, conn_id: str | int) -> ConnInfo:
+        """One held connection; C{KeyError} if there is none with that id."""
+        key = str(conn_id)
+        hold = _find(self._service, key)
+        if hold is None:
+            raise KeyError(f"no held connection with id {key!r}")
+        return self._info(key, hold)
+
+    def conns(self, limit: int | None = 100) -> Text:
+        """One line per held connection, oldest id first; at most C{limit} lines (None: all)."""
+        connections: dict[str, Any] = {}
+        for table in _connection_tables(self._service):
+            connections.update(table)
+        ids = sorted(connections, key=_conn_sort_key)
+        shown = ids if limit is None else ids[:limit]
+        lines = [_CONNS_HEADER]
+        lines.extend(self._info(i, connections[i]).line() for i in shown)
+        if len(shown) < len(ids):
+            lines.append(f"... {len(ids) - len(shown)} more (conns(limit=None) shows all)")
+        lines.append(f"{len(ids)} held connection{'s' if len(ids) != 1 else ''}")
+        return Text("\n".join(lines))
+
+    def publish(self, channel: str, content: str | bytes) -> int:
+        """
+        Publish C{content} on C{channel} as one item with an C{http-stream} and an
+        C{http-response} format, through the same intake as the control API.
+
+        @return: how many subscribers the channel had when it was published (the item has
+            no id or prev-id, so the sequencer, if any, sends it at once).
+        """
+        if isinstance(content, bytes):
+            encoded = base64.b64encode(content).decode("ascii")
+            formats = {"http-stream": {"content-bin": encoded}, "http-response": {"body-bin": encoded}}
+        else:
+            formats = {"http-stream": {"content": content}, "http-response": {"body": content}}
+        try:
+            item = parse_item({"channel": channel, "formats": formats})
+        except ItemError as e:
+            raise ValueError(f"invalid item: {e}") from None
+        listeners = self._service.router.subscriber_count(channel)
+        self._service.intake.publish([item], "console")
+        return listeners
+
+    def close(self, conn_id: str | int) -> bool:
+        """Drop a held connection at once (whatever it had queued is dropped and counted)."""
+        hold = _find(self._service, str(conn_id))
+        if hold is None:
+            return False
+        request = _request_of(hold)
+        if request is not None:
+            request.abort()
+            hold.client_gone()  # idempotent; releases its subscriptions before the close is seen
+        elif getattr(hold, "client", None) is not None:
+            hold.client.drop()  # a WebSocket session: it ends when its connection does
+        return True
+
+    def reload(self) -> None:
+        """Re-read the routes file, as SIGHUP does."""
+        self._service.reload()
+
+    def stats(self) -> dict[str, object]:
+        """A snapshot of the process counters, plus the router's publish tallies."""
+        s = self._service
+        snapshot = dict(s.counters.snapshot())
+        snapshot["held_connections"] = sum(len(t) for t in _connection_tables(s))
+        snapshot["channels"] = len(s.router.channels())
+        snapshot["router_published"] = s.router.published
+        snapshot["router_published_idle"] = s.router.published_idle
+        pool = getattr(s, "workers", None)
+        if pool is not None:
+            snaps = pool.snapshots()
+            total = merge_counters([snapshot, pool.retired_counters] + [dict(w["counters"], held_connections=w["held"],
+                                                      router_published=w["router_published"],
+                                                      router_published_idle=w["router_published_idle"]) for w in snaps])
+            total.pop("connection_minutes_closed", None)
+            total["channels"] = len(list(pool.interest.channels()))
+            total["workers"] = 1 + len(snaps)
+            return total
+        return snapshot
+
+    def workers(self) -> Any:
+        """
+        One line per process (0 is this one, the main process): figures fresh from each
+        worker. Returns a Deferred with workers > 1 (the console prints it when it fires).
+        """
+        s = self._service
+        pool = getattr(s, "workers", None)
+        own = {
+            "worker": 0, "pid": os.getpid(), "alive": True,
+            "held": sum(len(t) for t in _connection_tables(s)),
+            "channels": len(s.router.channels()),
+            "deliveries": s.counters.deliveries,
+            "requests_received": s.counters.requests_received,
+            "drops": sum(s.counters.drops.values()),
+        }
+
+        def table(_: object = None) -> Text:
+            rows = [own] + (pool.table() if pool is not None else [])
+            header = f"{'worker':>6} {'pid':>7} {'alive':<5} {'held':>7} {'channels':>8} {'deliveries':>11} {'requests':>9} {'drops':>6}"
+            lines = [header]
+            for r in rows:
+                lines.append(f"{r['worker']:>6} {r['pid'] or '-':>7} {'yes' if r['alive'] else 'no':<5} {r['held']:>7} "
+                             f"{r['channels']:>8} {r['deliveries']:>11} {r['requests_received']:>9} {r['drops']:>6}")
+            return Text("\n".join(lines))
+
+        if pool is None:
+            return table()
+        return pool.refresh().addCallback(table)
+
+    def _info(self, conn_id: str, hold: Any) -> ConnInfo:
+        request = _request_of(hold)
+        link = request if request is not None else getattr(hold, "client", None)
+        queue = getattr(hold, "queue", None)
+        return ConnInfo(
+            conn_id=conn_id,
+            kind=getattr(hold, "kind", "?"),
+            peer=_peer_of(link) if link is not None else None,
+            route=getattr(hold, "route_id", None),
+            uri=_uri_of(request) if request is not None else None,
+            channels=tuple(hold.channels),
+            queue_depth=len(queue) if queue is not None else None,
+            dropped=queue.dropped if queue is not None else None,
+            delivered=queue.delivered if queue is not None else None,
+            age=round(self._service.reactor.seconds() - hold.started_at, 3),
+        )

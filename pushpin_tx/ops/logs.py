@@ -1,0 +1,203 @@
+# -*- test-case-name: tests.ops.test_logs -*-
+"""
+Log lines in Pushpin's shape: C{[INFO] 2026-11-29 09:42:51.971 message}.
+
+Operators grep Pushpin logs for these prefixes, so the twistd plugin installs this observer
+in place of twistd's default one (see L{pushpin_tx.tap.Options.postOptions}). Pushpin's
+C{--loglevel} numbers map onto twisted.logger levels: 0 error, 1 warning, 2 info, 3 debug.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import sys
+import threading
+import time
+from typing import IO, Any, Callable
+
+from twisted.logger import ILogObserver, LogLevel, formatEvent
+from zope.interface import implementer
+
+__all__ = ["PushpinLogObserver", "level_for", "configure", "twistd_observer", "TWISTD_LOGGER"]
+
+_NAMES = {
+    LogLevel.critical: "ERR",
+    LogLevel.error: "ERR",
+    LogLevel.warn: "WARN",
+    LogLevel.info: "INFO",
+    LogLevel.debug: "DEBUG",
+}
+
+_THRESHOLDS = [LogLevel.error, LogLevel.warn, LogLevel.info, LogLevel.debug]
+
+
+def level_for(loglevel: int) -> LogLevel:
+    """The most verbose twisted.logger level shown at Pushpin log level C{loglevel}."""
+    return _THRESHOLDS[max(0, min(loglevel, 3))]
+
+
+@implementer(ILogObserver)
+class PushpinLogObserver:
+    """Writes events at or above a level as Pushpin-style lines to a text stream."""
+
+    def __init__(
+        self,
+        stream: IO[str],
+        loglevel: int = 2,
+        localtime: Callable[[float], time.struct_time] = time.localtime,
+        *,
+        json_lines: bool = False,
+        path: str | None = None,
+        flush_later: Callable[[Callable[[], None]], bool] | None = None,
+    ) -> None:
+        """
+        @param json_lines: write one JSON object per line (for log shippers) instead of
+            Pushpin's text lines: C{time} (ISO 8601, UTC), C{level}, C{message},
+            C{namespace}, and C{traceback} for failures.
+        @param flush_later: C{flush_later(f)} arranges for C{f} to be called soon (at the
+            end of the reactor turn) and says whether it will be; without it, or when it
+            says no, every line is flushed as it is written. Flushing once per turn instead
+            of once per line saves a C{write} call per access line (about 4 % of a proxied
+            GET); the lines still reach the stream at the end of the turn that logged them.
+        """
+        self._stream = stream
+        self._path = path
+        self._threshold = level_for(loglevel)
+        self._localtime = localtime
+        self._json = json_lines
+        self._stamp_second = -1
+        self._stamp = ""
+        self._flush_later = flush_later
+        self._pending: list[str] = []
+
+    def __call__(self, event: dict) -> None:
+        level = event.get("log_level", LogLevel.info)
+        failure = event.get("log_failure")
+        if level < self._threshold and failure is None:
+            return  # less severe than the configured level (twisted.logger orders debug < info < warn)
+        if self._json:
+            self._write_json(event, level, failure)
+            return
+        millis = round(event.get("log_time", time.time()) * 1000)
+        second = millis // 1000
+        if second != self._stamp_second:  # strftime/localtime once per second, not per line
+            self._stamp_second = second
+            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", self._localtime(second))
+        stamp = self._stamp + ".%03d" % (millis % 1000)
+        line = event.get("line") if event.get("log_format") == "{line}" else None
+        # a preformatted line (the proxy's access lines) skips twisted.logger's formatter
+        text = line if line.__class__ is str else formatEvent(event)
+        if failure is not None:
+            text = f"{text}\n{failure.getTraceback()}"
+        self._write(f"[{_NAMES.get(level, 'INFO')}] {stamp} {text}\n")
+
+    def _write(self, line: str) -> None:
+        """Write and flush C{line} now, or keep it for one write at the end of this reactor
+        turn when a scheduler says it can (the stream may be unbuffered: PYTHONUNBUFFERED)."""
+        later = self._flush_later
+        if later is not None and later(self.flush):
+            self._pending.append(line)
+            return
+        if self._pending:
+            self.flush()
+        self._stream.write(line)
+        self._stream.flush()
+
+    def flush(self) -> None:
+        """Write out every line logged so far."""
+        pending = self._pending
+        try:
+            if pending:
+                self._pending = []
+                self._stream.write("".join(pending))
+            self._stream.flush()
+        except ValueError:  # closed (interpreter exit)
+            pass
+
+    def reopen(self) -> None:
+        """Close and reopen the log file (a no-op when writing to a stream we did not open)."""
+        if self._path is None:
+            return
+        self.flush()  # lines logged before the reopen belong to the old file
+        old, self._stream = self._stream, open(self._path, "a", encoding="utf-8")
+        old.close()
+
+    def _write_json(self, event: dict, level: LogLevel, failure: object) -> None:
+        when = event.get("log_time", time.time())
+        record = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(when)) + ".%03dZ" % (round(when * 1000) % 1000),
+            "level": _NAMES.get(level, "INFO"),
+            "message": formatEvent(event),
+            "namespace": event.get("log_namespace", ""),
+        }
+        if failure is not None:
+            record["traceback"] = failure.getTraceback()  # type: ignore[attr-defined]
+        self._write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+#: set by L{configure} from the plugin's options, read by L{twistd_observer}
+_configured: tuple[int, str | None, bool] = (2, None, False)
+
+#: what twistd's C{logger} option must name (it takes a dotted name, not an object)
+TWISTD_LOGGER = "pushpin_tx.ops.logs.twistd_observer"
+
+
+def configure(loglevel: int, logfile: str | None, json_lines: bool = False) -> None:
+    """Remember the log level, file and format for L{twistd_observer}."""
+    global _configured
+    _configured = (loglevel, logfile, json_lines)
+
+
+#: the observer twistd installed, for L{reopen}
+_installed: PushpinLogObserver | None = None
+
+
+def twistd_observer() -> PushpinLogObserver:
+    """The observer twistd installs when its C{logger} option names this function."""
+    global _installed
+    loglevel, logfile, json_lines = _configured
+    stream: IO[str] = sys.stdout if not logfile or logfile == "-" else open(logfile, "a", encoding="utf-8")
+    _installed = PushpinLogObserver(
+        stream, loglevel, json_lines=json_lines, path=logfile if stream is not sys.stdout else None, flush_later=_TurnEndFlush()
+    )
+    atexit.register(_installed.flush)  # whatever the last turn logged, on any way out
+    return _installed
+
+
+class _TurnEndFlush:
+    """
+    C{flush_later} for the installed observer: one C{callLater(0, flush)} per reactor turn
+    that logged something. Says no (flush at once) before the reactor runs, once it has
+    stopped and from any thread but its own, where a C{callLater} would be unsafe or might
+    never run; a shutdown trigger and C{atexit} cover the lines of the very last turn.
+    """
+
+    def __init__(self) -> None:
+        self._pending = False
+        self._trigger_added = False
+
+    def __call__(self, flush: Callable[[], None]) -> bool:
+        reactor: Any = sys.modules.get("twisted.internet.reactor")  # never install one from here
+        if reactor is None or not getattr(reactor, "running", False) or threading.get_ident() != _MAIN_THREAD:
+            return False
+        if not self._pending:
+            self._pending = True
+            if not self._trigger_added:
+                self._trigger_added = True
+                reactor.addSystemEventTrigger("after", "shutdown", flush)
+            reactor.callLater(0, self._run, flush)
+        return True
+
+    def _run(self, flush: Callable[[], None]) -> None:
+        self._pending = False
+        flush()
+
+
+_MAIN_THREAD = threading.main_thread().ident
+
+
+def reopen() -> None:
+    """SIGHUP: reopen the log file (after logrotate moved it), if logging to one."""
+    if _installed is not None:
+        _installed.reopen()

@@ -1,0 +1,391 @@
+# -*- test-case-name: tests.protocol.test_grip -*-
+"""
+GRIP instructions: decide whether an origin response is one, and parse it into an L{Instruct}.
+
+An origin tells Pushpin what to do with a request through C{Grip-*} response headers (the
+header form, any status code) or through an C{application/grip-instruct} JSON body (the JSON
+form, status 200). Both end up as one frozen L{Instruct}: hold mode, channels, timeouts,
+keep-alive, subscription meta, next link, and the L{Response} the client will eventually get.
+Errors raise L{InstructError}, whose text is what Pushpin shows in debug mode after
+C{Failed to parse accept instructions: }.
+
+The rules follow Pushpin 1.36's C{Instruct::fromResponse} (C{src/handler/instruct.cpp}) and
+the header helpers it uses (ported in L{pushpin_tx.protocol.qt.headervalues}); see reference §4.2, §5.1-§5.4.
+Pure code: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import quote, urljoin, urlsplit
+
+from pushpin_tx.protocol.qt import headervalues as qp
+from pushpin_tx.protocol.gripjson import DEFAULT_KEEP_ALIVE_TIMEOUT, JsonInstructError, apply_json
+
+__all__ = [
+    "InstructError",
+    "Channel",
+    "KeepAlive",
+    "Response",
+    "NextLink",
+    "Instruct",
+    "is_grip_instruct",
+    "parse_instruct",
+    "parse_grip_status",
+    "reason_phrase",
+]
+
+Headers = list[tuple[bytes, bytes]]
+
+DEFAULT_RESPONSE_TIMEOUT = 55
+MINIMUM_RESPONSE_TIMEOUT = 5
+MINIMUM_KEEP_ALIVE_TIMEOUT = 1
+DEFAULT_NEXT_LINK_TIMEOUT = 120
+
+GRIP_INSTRUCT_TYPE = b"application/grip-instruct"
+
+# Never passed on to the client: recomputed (Content-Length) or hop-by-hop / already decoded.
+_DROPPED_HEADERS = frozenset(
+    {b"content-length", b"connection", b"keep-alive", b"content-encoding", b"transfer-encoding"}
+)
+
+# Pushpin's StatusReasons table (src/core/statusreasons.cpp), checked against the strings in the
+# 1.36.0 pushpin-handler binary. Deliberately not http.HTTPStatus: the texts differ (413, 414, 416...).
+_REASONS: dict[int, bytes] = {
+    100: b"Continue", 101: b"Switching Protocols", 102: b"Processing",
+    200: b"OK", 201: b"Created", 202: b"Accepted", 203: b"Non-Authoritative Information",
+    204: b"No Content", 205: b"Reset Content", 206: b"Partial Content", 207: b"Multi-Status",
+    208: b"Already Reported", 226: b"IM Used",
+    300: b"Multiple Choices", 301: b"Moved Permanently", 302: b"Found", 303: b"See Other",
+    304: b"Not Modified", 305: b"Use Proxy", 306: b"Reserved", 307: b"Temporary Redirect",
+    308: b"Permanent Redirect",
+    400: b"Bad Request", 401: b"Unauthorized", 402: b"Payment Required", 403: b"Forbidden",
+    404: b"Not Found", 405: b"Method Not Allowed", 406: b"Not Acceptable",
+    407: b"Proxy Authentication Required", 408: b"Request Timeout", 409: b"Conflict", 410: b"Gone",
+    411: b"Length Required", 412: b"Precondition Failed", 413: b"Request Entity Too Large",
+    414: b"Request-URI Too Long", 415: b"Unsupported Media Type",
+    416: b"Requested Range Not Satisfiable", 417: b"Expectation Failed",
+    422: b"Unprocessable Entity", 423: b"Locked", 424: b"Failed Dependency",
+    426: b"Upgrade Required", 428: b"Precondition Required", 429: b"Too Many Requests",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error", 501: b"Not Implemented", 502: b"Bad Gateway",
+    503: b"Service Unavailable", 504: b"Gateway Timeout", 505: b"HTTP Version Not Supported",
+    506: b"Variant Also Negotiates", 507: b"Insufficient Storage", 508: b"Loop Detected",
+    510: b"Not Extended", 511: b"Network Authentication Required",
+}  # fmt: skip
+_UNDEFINED_REASON = b"Undefined Reason"
+
+# Characters a host may not contain (QUrl rejects them); anything else, IDN letters included, passes.
+_BAD_HOST_CHARS = re.compile(r"[\s\x00-\x1f\x7f\"#%/<>?@\[\\\]^`{|}]")
+# Percent-encode what may not appear raw in a URI, as QUrl's tolerant mode does.
+_URI_SAFE = "!#$%&'()*+,-./:;=?@[]_~"
+
+
+class InstructError(Exception):
+    """The origin's GRIP instruction is invalid; C{str(e)} is Pushpin's debug-mode reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    """A channel to subscribe: its full name (route prefix included), prev-id and filters."""
+
+    name: str
+    prev_id: str | None
+    filters: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class KeepAlive:
+    """Stream keep-alive: C{data} written every C{timeout} seconds ("idle" or "interval" timing)."""
+
+    data: bytes
+    timeout: int
+    mode: str
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """The response the client gets (stream start, timeout or no-hold response). Treat as immutable."""
+
+    code: int
+    reason: bytes
+    headers: Headers
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class NextLink:
+    """C{Grip-Link: <uri>; rel=next}: absolute URI to fetch next, and its idle timeout in seconds."""
+
+    uri: str
+    timeout: int
+
+
+@dataclass(frozen=True, slots=True)
+class Instruct:
+    """A parsed GRIP instruction. C{hold} is C{None}, C{"response"} or C{"stream"}."""
+
+    hold: str | None
+    channels: tuple[Channel, ...]
+    timeout: int
+    keep_alive: KeepAlive | None
+    meta: dict[str, str]
+    response: Response
+    next_link: NextLink | None
+
+
+def reason_phrase(code: int) -> bytes:
+    """The reason phrase Pushpin uses for C{code}; C{b"Undefined Reason"} when it has none."""
+    return _REASONS.get(code, _UNDEFINED_REASON)
+
+
+def is_grip_instruct(headers: Headers) -> bool:
+    """
+    Whether an origin response carries GRIP instructions (§4.2): any header name starts with
+    C{Grip-} (case-insensitive), or the first C{Content-Type} up to its first C{;} is exactly
+    C{application/grip-instruct}. Observed on 1.36.0, that comparison is case-sensitive and
+    untrimmed: C{Application/Grip-Instruct} and C{application/grip-instruct ; charset=utf-8}
+    are relayed as ordinary responses.
+    """
+    if any(_is_grip(name) for name, _ in headers):
+        return True
+    content_type = qp.first(headers, b"content-type")
+    return content_type is not None and content_type.split(b";", 1)[0] == GRIP_INSTRUCT_TYPE
+
+
+def parse_grip_status(value: bytes) -> tuple[int, bytes]:
+    """
+    Parse a C{Grip-Status} value, C{CODE[ reason]}: the code must be an integer in 0-999, the
+    reason (everything after the first space, spaces kept) defaults to L{reason_phrase}.
+    """
+    code_text, _, reason = value.partition(b" ")
+    code = qp.qt_int(code_text)
+    if code is None or not 0 <= code <= 999:
+        raise InstructError("Grip-Status contains invalid status code")
+    return code, reason or reason_phrase(code)
+
+
+def parse_instruct(
+    code: int, reason: bytes, headers: Headers, body: bytes, *, request_uri: str, prefix: str = ""
+) -> Instruct:
+    """
+    Parse an origin response that L{is_grip_instruct} accepted.
+
+    C{request_uri} (absolute) resolves a relative C{Grip-Link}; C{prefix} (the route's channel
+    prefix) is prepended to every channel name. Raises L{InstructError}.
+    """
+    draft = _Draft(code=code, reason=reason, body=body)
+    _parse_headers(draft, headers)
+    if _is_json_form(headers):
+        if code != 200:
+            raise InstructError("response code for application/grip-instruct content must be 200")
+        try:
+            apply_json(draft, body)
+        except JsonInstructError as e:
+            raise InstructError(str(e)) from None
+    return draft.finish(request_uri, prefix)
+
+
+@dataclass(slots=True)
+class _Draft:
+    """Mutable collection point while the header form, then the JSON form (L{apply_json}), are read."""
+
+    code: int
+    reason: bytes
+    body: bytes
+    headers: Headers | None = None
+    hold: str | None = None
+    channels: list[tuple[str, str | None, list[str]]] | None = None
+    timeout: int | None = None
+    ka_mode: str | None = None
+    ka_data: bytes = b""
+    ka_timeout: int | None = None
+    meta: dict[str, str] | None = None
+    link: str | None = None
+    link_timeout: int = DEFAULT_NEXT_LINK_TIMEOUT
+
+    def finish(self, request_uri: str, prefix: str) -> Instruct:
+        """Apply defaults and clamps, check cross-field rules, build the frozen value."""
+        channels = tuple(Channel(prefix + name, prev, tuple(f)) for name, prev, f in self.channels or ())
+        next_link = None
+        if self.link is not None:
+            next_link = NextLink(_absolute_uri(request_uri, self.link), self.link_timeout)
+        if self.hold == "stream" and next_link is None:
+            for name, prev_id, _ in self.channels or ():
+                if prev_id is not None:
+                    raise InstructError(f"channel '{name}' specifies prev-id, but no next link found")
+        keep_alive = None
+        if self.ka_timeout is not None and self.ka_data:
+            # JSON-only keep-alive has no mode: Pushpin re-arms it after each send but never on
+            # published data, which is interval timing.
+            keep_alive = KeepAlive(
+                self.ka_data, max(self.ka_timeout, MINIMUM_KEEP_ALIVE_TIMEOUT), self.ka_mode or "interval"
+            )
+        timeout = self.timeout if self.timeout is not None else DEFAULT_RESPONSE_TIMEOUT
+        # GRIP headers never reach the client (§5.1). Observed on 1.36.0, Pushpin does pass on
+        # Grip-* names listed in a JSON instruct's own response headers; they are dropped here too.
+        headers = [(k, v) for k, v in self.headers or () if not _is_grip(k) and k.lower() not in _DROPPED_HEADERS]
+        return Instruct(
+            hold=self.hold,
+            channels=channels,
+            timeout=max(timeout, MINIMUM_RESPONSE_TIMEOUT),
+            keep_alive=keep_alive,
+            meta=dict(self.meta or {}),
+            response=Response(self.code, self.reason or reason_phrase(self.code), headers, self.body),
+            next_link=next_link,
+        )
+
+
+def _is_grip(name: bytes) -> bool:
+    return name[:5].lower() == b"grip-"
+
+
+def _is_json_form(headers: Headers) -> bool:
+    # The handler's test (getAsFirstParameter): trimmed, but still case-sensitive.
+    content_type = qp.first(headers, b"content-type")
+    return content_type is not None and content_type.split(b";", 1)[0].strip() == GRIP_INSTRUCT_TYPE
+
+
+def _text(value: bytes | None) -> str:
+    return (value or b"").decode("utf-8", "replace")
+
+
+# -- header form (§5.1) ------------------------------------------------------------------------
+
+
+def _parse_headers(draft: _Draft, headers: Headers) -> None:
+    # the header names present, lower-cased once: most GRIP headers are absent from a given
+    # answer, and each lookup below would otherwise scan and lower-case every header again
+    present = {name.lower() for name, _ in headers}
+    hold = qp.first(headers, b"grip-hold") if b"grip-hold" in present else None
+    if hold is not None:
+        if hold not in (b"response", b"stream"):
+            raise InstructError("Grip-Hold must be set to either 'response' or 'stream'")
+        draft.hold = hold.decode()
+
+    draft.channels = []
+    for params in qp.all_as_params(headers, b"grip-channel") if b"grip-channel" in present else ():
+        prev_id = qp.param(params, b"prev-id")
+        filters = [_text(value) for key, value in params[1:] if key == b"filter"]
+        draft.channels.append((_text(params[0][0]), None if prev_id is None else _text(prev_id), filters))
+
+    timeout = qp.first(headers, b"grip-timeout") if b"grip-timeout" in present else None
+    if timeout is not None:
+        draft.timeout = qp.qt_int(timeout)
+        if draft.timeout is None:
+            raise InstructError("failed to parse Grip-Timeout")
+        if draft.timeout < 0:
+            raise InstructError("Grip-Timeout has invalid value")
+
+    if b"grip-keep-alive" in present:
+        _parse_keep_alive_header(draft, qp.first(headers, b"grip-keep-alive"))
+
+    draft.meta = {}
+    for params in qp.all_as_params(headers, b"grip-set-meta", parse_first=True) if b"grip-set-meta" in present else ():
+        if not params:
+            raise InstructError("Grip-Set-Meta cannot be empty")
+        draft.meta[_text(params[0][0])] = _text(params[0][1])
+
+    status = qp.first(headers, b"grip-status") if b"grip-status" in present else None
+    if status:
+        draft.code, draft.reason = parse_grip_status(status)
+
+    for params in qp.all_as_params(headers, b"grip-link") if b"grip-link" in present else ():
+        # Pushpin 1.36 looks only at rel=next links; anything else is ignored unvalidated.
+        if len(params) >= 2 and qp.param(params, b"rel") == b"next":
+            _parse_next_link(draft, params)
+
+    expose = qp.all_values(headers, b"grip-expose-headers") if b"grip-expose-headers" in present else None
+    if expose:
+        allowed = {name.lower() for name in expose}
+        draft.headers = [(k, v) for k, v in headers if k.lower() in allowed]
+    else:
+        draft.headers = list(headers)
+
+
+def _parse_keep_alive_header(draft: _Draft, value: bytes | None) -> None:
+    if not value:
+        return
+    params = qp.parse_params(value)
+    if params is None:
+        return  # Pushpin treats an unparsable value like an absent header
+    data = params[0][0]
+    if not data:
+        raise InstructError("Grip-Keep-Alive cannot be empty")
+
+    mode = qp.param(params, b"mode")
+    if not mode or mode == b"idle":
+        draft.ka_mode = "idle"
+    elif mode == b"interval":
+        draft.ka_mode = "interval"
+    else:
+        raise InstructError(f"no such Grip-Keep-Alive mode '{_text(mode)}'")
+
+    if qp.has_param(params, b"timeout"):
+        draft.ka_timeout = qp.qt_int(qp.param(params, b"timeout"))
+        if draft.ka_timeout is None:
+            raise InstructError("failed to parse Grip-Keep-Alive timeout value")
+        if draft.ka_timeout < 0:
+            raise InstructError("Grip-Keep-Alive timeout has invalid value")
+    else:
+        draft.ka_timeout = DEFAULT_KEEP_ALIVE_TIMEOUT
+
+    fmt = qp.param(params, b"format")
+    if not fmt or fmt == b"raw":
+        draft.ka_data = data
+    elif fmt == b"cstring":
+        unescaped = qp.unescape_cstring(data)
+        if unescaped is None:
+            raise InstructError("failed to parse Grip-Keep-Alive cstring format")
+        draft.ka_data = unescaped
+    elif fmt == b"base64":
+        draft.ka_data = qp.qt_from_base64(data)
+    else:
+        raise InstructError(f"no such Grip-Keep-Alive format '{_text(fmt)}'")
+
+
+def _parse_next_link(draft: _Draft, params: list[qp.Param]) -> None:
+    raw = params[0][0]
+    if len(raw) <= 2 or raw[:1] != b"<" or raw[-1:] != b">":
+        raise InstructError("failed to parse Grip-Link value")
+    link = raw[1:-1].decode("utf-8", "replace")
+    if not _valid_link(link):
+        raise InstructError("Grip-Link contains invalid link")
+    draft.link = link
+    if qp.has_param(params, b"timeout"):
+        timeout = qp.qt_int(qp.param(params, b"timeout"))
+        if timeout is None:
+            raise InstructError("failed to parse Grip-Link timeout value")
+        if timeout < 0:
+            raise InstructError("Grip-Link timeout has invalid value")
+        draft.link_timeout = timeout
+    else:
+        draft.link_timeout = DEFAULT_NEXT_LINK_TIMEOUT
+
+
+def _valid_link(link: str) -> bool:
+    """An approximation of C{QUrl::isValid} for a link parsed in tolerant mode."""
+    try:
+        parts = urlsplit(link)
+        parts.port  # raises on a non-numeric or out-of-range port
+    except ValueError:
+        return False
+    if not parts.scheme and "//" not in link[:2]:
+        # A relative reference may not have a ':' before its first '/' (it would be a scheme).
+        path = parts.path
+        colon = path.find(":")
+        slash = path.find("/")
+        if colon != -1 and (slash == -1 or colon < slash):
+            return False
+    if parts.netloc:
+        host = parts.netloc.rpartition("@")[2]
+        if not host.startswith("["):
+            host = host.partition(":")[0]
+            if _BAD_HOST_CHARS.search(host):
+                return False
+    return True
+
+
+def _absolute_uri(request_uri: str, link: str) -> str:
+    return quote(urljoin(request_uri, link), safe=_URI_SAFE)

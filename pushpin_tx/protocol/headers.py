@@ -1,0 +1,179 @@
+# -*- test-case-name: tests.protocol.test_headers -*-
+"""
+Header rewriting between client, proxy and origin, as Pushpin 1.36 does it (reference §4.1,
+§4.2, §5.1). Pure functions over C{list[tuple[bytes, bytes]]}, so every rule is testable
+without a socket.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+__all__ = [
+    "Headers",
+    "GRIP_FEATURE",
+    "get_header",
+    "get_all",
+    "remove",
+    "set_header",
+    "request_headers_to_origin",
+    "response_headers_to_client",
+    "forwarded_for",
+]
+
+Headers = list[tuple[bytes, bytes]]
+
+#: What Pushpin 1.36 announces to origins in C{Grip-Feature}.
+GRIP_FEATURE = (
+    b"status, session, link:next, filter:skip-self, filter:skip-users, filter:require-sub, "
+    b"filter:build-id, filter:var-subst"
+)
+
+# Removed from the client's request before it goes to the origin (§4.1 step 5). Observed on
+# 1.36.0: headers *named in* Connection are kept, and TE / Proxy-Connection pass through.
+_REQUEST_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"accept-encoding",
+        b"content-encoding",
+        b"transfer-encoding",
+        b"expect",
+        b"content-length",  # the HTTP client frames the body itself
+        b"host",  # set deliberately below: exactly one Host
+    }
+)
+
+# Removed from an origin response before it is relayed (§4.2).
+_RESPONSE_HOP = frozenset(
+    {b"connection", b"keep-alive", b"content-encoding", b"transfer-encoding", b"content-length"}
+)
+
+
+def get_header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    """The first value of C{name} (case-insensitive), or C{None}."""
+    name = name.lower()
+    for key, value in headers:
+        if key.lower() == name:
+            return value
+    return None
+
+
+def get_all(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
+    """Every value of C{name}, in order."""
+    name = name.lower()
+    return [value for key, value in headers if key.lower() == name]
+
+
+def remove(headers: Iterable[tuple[bytes, bytes]], names: Iterable[bytes]) -> Headers:
+    """C{headers} without any of C{names} (case-insensitive)."""
+    drop = {n.lower() for n in names}
+    return [(k, v) for k, v in headers if k.lower() not in drop]
+
+
+def set_header(headers: Headers, name: bytes, value: bytes | None) -> Headers:
+    """Replace every C{name} with one C{name: value} (appended), or remove it when C{None}."""
+    out = remove(headers, [name])
+    if value is not None:
+        out.append((name, value))
+    return out
+
+
+def forwarded_for(existing: Sequence[bytes], client_ip: str, truncate: int | None, append: bool) -> bytes | None:
+    """
+    Apply an C{x_forwarded_for} rule (§2) to the client's X-Forwarded-For values.
+
+    @return: the new header value, or C{None} when the header should be absent.
+    """
+    values = [v.strip() for raw in existing for v in raw.split(b",") if v.strip()]
+    if truncate is not None:
+        values = values[len(values) - truncate :] if truncate > 0 else []
+    if append:
+        values.append(client_ip.encode("ascii"))
+    return b", ".join(values) if values else None
+
+
+# the request-side drop sets, per (extra names, whether X-Forwarded-Proto is ours): worked out
+# once, not per request
+_drop_sets: dict[tuple[tuple[bytes, ...], bool], frozenset[bytes]] = {}
+
+
+def _drop_set(extra_remove: Iterable[bytes], forwarding_proto: bool) -> frozenset[bytes]:
+    extra = extra_remove if isinstance(extra_remove, tuple) else tuple(extra_remove)
+    key = (extra, forwarding_proto)
+    found = _drop_sets.get(key)
+    if found is None:
+        drop = set(_REQUEST_HOP)
+        drop.update(n.lower() for n in extra)
+        if forwarding_proto:
+            drop.update((b"x-forwarded-proto", b"x-forwarded-protocol"))
+        found = frozenset(drop)
+        if len(_drop_sets) < 64:
+            _drop_sets[key] = found
+    return found
+
+
+def request_headers_to_origin(
+    client_headers: Sequence[tuple[bytes, bytes]],
+    *,
+    host: bytes,
+    trusted: bool,
+    grip_enabled: bool,
+    grip_sig: bytes | None,
+    client_ip: str,
+    client_scheme_secure: bool,
+    xff_truncate: int | None,
+    xff_append: bool,
+    accept_x_forwarded_protocol: bool,
+    set_x_forwarded_protocol: str,
+    route_headers: Sequence[tuple[str, str]] = (),
+    orig_headers: bool = False,
+    extra_remove: Iterable[bytes] = (),
+) -> Headers:
+    """
+    The header list the origin receives for a client request (§4.1 steps 4-8).
+
+    @param host: the Host value (the client's, unless C{as_host} / target C{host=}).
+    @param grip_sig: the C{Grip-Sig} token, or C{None} for none (trusted client, C{no_grip}).
+    """
+    forwarding_proto = accept_x_forwarded_protocol or set_x_forwarded_protocol in ("proto-only", "true")
+    drop = _drop_set(extra_remove, forwarding_proto)
+    out: Headers = [(b"Host", host)]
+    has_accept = False
+    client_xff: list[bytes] = []
+    for name, value in client_headers:
+        lower = name.lower()
+        if lower == b"x-forwarded-for":
+            client_xff.append(value)  # rewritten below
+            continue
+        if lower in drop:
+            continue
+        if not trusted and lower.startswith(b"grip-"):
+            continue
+        if lower == b"accept":
+            has_accept = True
+        out.append((name, value))
+    if not has_accept:
+        out.append((b"Accept", b"*/*"))
+    if orig_headers:
+        for name, value in client_headers:
+            out.append((b"eb9bf0f5-" + name, value))
+    if grip_sig is not None:
+        out.append((b"Grip-Sig", grip_sig))
+    if grip_enabled and not trusted:
+        out.append((b"Grip-Feature", GRIP_FEATURE))
+    if client_scheme_secure and set_x_forwarded_protocol in ("proto-only", "true"):
+        out.append((b"X-Forwarded-Proto", b"https"))
+        if set_x_forwarded_protocol == "true":
+            out.append((b"X-Forwarded-Protocol", b"https"))
+    xff = forwarded_for(client_xff, client_ip, xff_truncate, xff_append) if client_xff or xff_append else None
+    if xff is not None:
+        out.append((b"X-Forwarded-For", xff))
+    for name, value in route_headers:
+        out = set_header(out, name.encode("latin-1"), value.encode("latin-1") if value else None)
+    return out
+
+
+def response_headers_to_client(origin_headers: Sequence[tuple[bytes, bytes]]) -> Headers:
+    """An origin's response headers as relayed to the client (no GRIP involved)."""
+    return [(k, v) for k, v in origin_headers if k.lower() not in _RESPONSE_HOP]

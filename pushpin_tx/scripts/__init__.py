@@ -1,0 +1,3 @@
+"""
+Command-line entry points: C{pushpin-tx-publish} and the worker process.
+"""

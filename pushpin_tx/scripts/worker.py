@@ -1,0 +1,227 @@
+# -*- test-case-name: tests.workers.test_pool -*-
+"""
+A worker process of C{workers = N} (run as C{python -m pushpin_tx.scripts.worker} by
+L{pushpin_tx.workers.pool.WorkerPool}, never by hand).
+
+It reads its start-up message from the main process's pipe (the settings the main process
+parsed, its index, the bound client ports, the log configuration), then runs the same
+L{pushpin_tx.tap.PushpinService} as the main process minus every publish input and
+operator endpoint: it accepts on the client listening sockets it inherited from the main
+process, proxies and holds its share of the clients, and applies what the main process
+sends (L{WorkerLink}).
+
+It exits when the main process's pipe closes (the main process died) or on SIGTERM,
+draining its held connections as the main process does.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import struct
+import sys
+from typing import Any, Callable
+
+from twisted.application import service
+from twisted.internet import stdio, task
+from twisted.logger import Logger
+
+from pushpin_tx.workers.pool import FROM_WORKER_FD, TO_WORKER_FD, MessageReader, encode
+
+__all__ = ["WorkerLink", "main"]
+
+#: how often a worker sends its snapshot unasked
+SNAPSHOT_INTERVAL = 1.0
+
+
+class WorkerLink(service.Service):
+    """
+    The worker's end of the pipes: applies the main process's batches to this process's
+    service, reports its channel interest, stats packets and snapshots.
+
+    @param service: this worker's L{pushpin_tx.tap.PushpinService}.
+    @param transport_factory: makes the pipe transport for a protocol (C{StandardIO} on the
+        pipe fds; tests pass a fake).
+    """
+
+    _log = Logger()
+
+    def __init__(self, pushpin: Any, reactor: Any, transport_factory: Any = None) -> None:
+        self._service = pushpin
+        self._reactor = reactor
+        self._transport_factory = transport_factory
+        self._protocol = MessageReader(self._received, self._lost)
+        self._snapshots: task.LoopingCall | None = None
+        self.applied = 0
+
+    def startService(self) -> None:
+        super().startService()
+        if self._transport_factory is None:
+            stdio.StandardIO(self._protocol, stdin=TO_WORKER_FD, stdout=FROM_WORKER_FD, reactor=self._reactor)
+        else:
+            self._transport_factory(self._protocol)
+        pushpin = self._service
+        pushpin.router.add_interest_listener(self)
+        for channel in list(pushpin.router.channels()):
+            self.channel_added(channel)
+        if pushpin.stats_forwarded:  # the main process has a stats socket: our packets go there
+            pushpin.stats.attach(lambda packet: self.send(("stats", packet)))
+            pushpin.stats.start()
+        self._snapshots = task.LoopingCall(self.send_snapshot, 0)
+        self._snapshots.clock = self._reactor
+        self._snapshots.start(SNAPSHOT_INTERVAL, now=True)
+        self.send(("ready",))
+
+    def stopService(self) -> Any:
+        super().stopService()
+        if self._snapshots is not None and self._snapshots.running:
+            self._snapshots.stop()
+        self._service.router.remove_interest_listener(self)
+        if self._service.stats_forwarded:
+            self._service.stats.stop()
+        return None
+
+    def send(self, message: Any) -> None:
+        transport = self._protocol.transport
+        if transport is not None:
+            transport.write(encode(message))
+
+    def send_snapshot(self, token: int) -> None:
+        self.send(("snapshot", token, self._service.snapshot()))
+
+    # the router's interest listener: the main process needs the union (SUB input, sequencing)
+    def channel_added(self, channel: str) -> None:
+        self.send(("interest", channel, True))
+
+    def channel_removed(self, channel: str) -> None:
+        self.send(("interest", channel, False))
+
+    def _received(self, message: Any) -> None:
+        kind = message[0]
+        pushpin = self._service
+        if kind == "batch":
+            last_ids = pushpin.last_ids
+            deliver = pushpin.intake.deliver
+            for op in message[1]:
+                name = op[0]
+                if name == "item":
+                    deliver(op[1])
+                elif name == "set":
+                    last_ids.set(op[1], op[2])
+                elif name == "forget":
+                    last_ids.forget(op[1])
+                elif name == "clear":
+                    last_ids.clear()
+                elif name == "recover":
+                    pushpin.resync_held()
+                elif name == "routes":
+                    pushpin.proxy.set_routes(op[1])
+                elif name == "reload":
+                    pushpin.reload()
+                self.applied += 1
+        elif kind == "stop":  # the main process is stopping: everything before this is applied
+            if self._reactor.running:
+                self._reactor.stop()
+        elif kind == "snapshot?":
+            self.send_snapshot(message[1])
+        else:
+            self._log.warn("worker: unknown message {kind!r} from the main process", kind=kind)
+
+    def _lost(self) -> None:
+        if self.running and self._reactor.running:
+            self._log.info("worker: the main process is gone, stopping")
+            self._reactor.stop()
+
+
+def tagged(observer: Callable[[dict], None], tag: str) -> Callable[[dict], None]:
+    """
+    C{observer} with C{tag} before every message, so that a worker's lines in the shared
+    log say which process wrote them (the main process's lines have no tag).
+    """
+
+    def observe(event: dict) -> None:
+        text = event.get("log_format")
+        if text is not None:
+            event = dict(event, log_format=tag + text)  # the tag has no braces to escape
+        observer(event)
+
+    return observe
+
+
+def _die_with_parent() -> None:
+    """
+    Ask Linux for SIGTERM when the main process dies, for the case where this worker is
+    too busy to notice its pipe closing (prctl PR_SET_PDEATHSIG; a no-op elsewhere).
+    Through ctypes because the standard library has no prctl.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _read_init(fd: int) -> dict[str, Any]:
+    """The first message on the pipe, read before the reactor runs (blocking is fine here)."""
+
+    def exactly(n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = os.read(fd, n - len(data))
+            if not chunk:
+                raise SystemExit("pushpin-tx worker: the main process closed the pipe before start-up")
+            data += chunk
+        return data
+
+    (length,) = struct.unpack("!I", exactly(4))
+    kind, init = pickle.loads(exactly(length))
+    if kind != "init":
+        raise SystemExit(f"pushpin-tx worker: expected the start-up message, got {kind!r}")
+    return init
+
+
+def main() -> None:
+    """Entry point of a worker process."""
+    init = _read_init(TO_WORKER_FD)
+    # SIGHUP is the main process's: it re-reads the routes and tells us (a hang-up of the
+    # whole process group, or systemd's "kill -HUP" of the cgroup, must not kill a worker).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    _die_with_parent()
+    from twisted.internet import reactor
+    from twisted.logger import globalLogBeginner
+
+    from pushpin_tx.ops import logs
+    from pushpin_tx.tap import PushpinService
+
+    loglevel, logfile, json_lines = init["log"]
+    logs.configure(loglevel, logfile, json_lines)
+    globalLogBeginner.beginLoggingTo([tagged(logs.twistd_observer(), f"[worker {init['index']}] ")], redirectStandardIO=False)
+    pushpin = PushpinService(
+        init["settings"],
+        reactor,
+        worker_index=init["index"],
+        worker_count=init["count"],
+        listen_on=[tuple(a) for a in init["listen"]],
+        stats_forwarded=init["stats"],
+        generation=init.get("generation", 0),
+    )
+    if init.get("routes") is not None:
+        pushpin.proxy.set_routes(init["routes"])
+    for channel, last_id in init.get("last_ids", ()):  # the main process's table now; batches follow
+        pushpin.last_ids.set(channel, last_id)
+    link = WorkerLink(pushpin, reactor)
+    link.setServiceParent(pushpin)
+    application = service.Application("pushpin-tx worker")
+    pushpin.setServiceParent(application)
+    service.IService(application).privilegedStartService()
+    reactor.callWhenRunning(service.IService(application).startService)
+    reactor.addSystemEventTrigger("before", "shutdown", service.IService(application).stopService)
+    reactor.run()
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)

@@ -1,0 +1,392 @@
+# -*- test-case-name: tests.web.test_proxy -*-
+"""
+The client-facing HTTP server: twisted.web's C{Site} with a request class that can be held.
+
+L{ClientRequest} is a twisted.web C{Request} that also serves as the L{HttpSink} of a hold:
+it writes a status line and headers once, then either body bytes (framed by twisted.web) or
+bytes the router already framed for every subscriber (written straight to the transport,
+so a published chunk is encoded once, not once per connection).
+"""
+
+from __future__ import annotations
+
+from io import BytesIO
+from typing import Any
+from weakref import WeakKeyDictionary
+
+from twisted.internet import tcp
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+from twisted.web import http, server
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IBodyProducer
+from zope.interface import implementer
+
+from pushpin_tx.net.writethrough import TurnCounter, writer_for
+
+__all__ = ["ClientRequest", "ClientChannel", "ClientSite", "StreamingBody", "STREAM_UPLOADS_OVER"]
+
+#: Request bodies announced larger than this go to the origin as they arrive. Pushpin cannot
+#: accept GRIP for them either (§4.1 step 9), so nothing is lost by not keeping them; smaller
+#: bodies are kept whole, for GRIP and retries.
+STREAM_UPLOADS_OVER = 100000
+
+# twisted.web keeps request bodies shorter than this in memory (a BytesIO), longer ones in a
+# temporary file (twisted.web.http._getContentFile)
+_IN_MEMORY_BELOW = 100000
+
+# While the origin connection is being made, this much of an upload is held before the
+# client is paused.
+_EARLY_BUFFER = 65536
+
+
+@implementer(IBodyProducer)
+class StreamingBody:
+    """
+    A client's upload on its way to the origin: chunks are written as they arrive, and while
+    the origin connection cannot take more, the client's connection stops being read.
+    """
+
+    def __init__(self, length: int, transport: Any) -> None:
+        self.length = length
+        self._transport = transport
+        self._consumer: Any = None
+        self._early: list[bytes] = []
+        self._early_size = 0
+        self._done: Deferred[None] = Deferred()
+        self._paused = False
+        self.started = False
+
+    def startProducing(self, consumer: Any) -> "Deferred[None]":
+        self.started = True
+        self._consumer = consumer
+        early, self._early = self._early, []
+        for chunk in early:
+            consumer.write(chunk)
+        if self._paused:
+            self.resumeProducing()
+        return self._done
+
+    def feed(self, data: bytes) -> None:
+        if self._consumer is not None:
+            self._consumer.write(data)
+            return
+        self._early.append(data)
+        self._early_size += len(data)
+        if self._early_size > _EARLY_BUFFER and not self._paused:
+            self.pauseProducing()
+
+    def complete(self) -> None:
+        if not self._done.called:
+            self._done.callback(None)
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+        self._transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self._consumer = None  # the origin request failed; the rest of the upload is ignored
+
+
+class ClientRequest(server.Request):
+    """A client request that a hold can write to, and whose large upload is streamed."""
+
+    # A proxy passes bodies on untouched: twisted.web must not parse form posts (a malformed
+    # multipart body would otherwise be answered 400 by twisted.web itself).
+    _parsePOSTFormSubmission = False
+    #: the streamed upload of a large request, None for a body kept whole
+    upload: StreamingBody | None = None
+    _body_done = False
+    _finish_pending = False
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length < _IN_MEMORY_BELOW:
+            # what twisted.web picks for this length, without its per-request lookup of a
+            # Site.getContentFile hook (ClientSite has none)
+            self.content = BytesIO()
+            return
+        super().gotLength(length)
+        if length is not None and length > STREAM_UPLOADS_OVER:
+            self._start_streaming(length)
+
+    def process(self) -> None:
+        """
+        twisted.web's C{Request.process} without what a proxy never uses: the C{Server} and
+        C{Date} headers (§14: Pushpin adds neither, and formatting the date cost about 1 %
+        of a proxied GET) and the unquoted C{postpath} list (the proxy resource is a leaf).
+        """
+        if self.path == b"*" or not self.channel.site.resource.isLeaf:
+            super().process()
+            return
+        self.site = site = self.channel.site
+        self.prepath = []
+        self.postpath = []
+        try:
+            self.render(site.getResourceFor(self))
+        except BaseException:
+            self.processingFailed(Failure())
+
+    def _start_streaming(self, length: int) -> None:
+        """Headers are in, a large body follows: start proxying now, as requestReceived would."""
+        channel = self.channel
+        self.upload = StreamingBody(length, channel.transport)
+        self.method, self.uri, self.clientproto = channel._command, channel._path, channel._version
+        self.path = self.uri.split(b"?", 1)[0]
+        self.args = {}
+        self.client = channel.getPeer()
+        self.host = channel.getHost()
+        self.process()
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.upload is not None:
+            self.upload.feed(data)
+        else:
+            super().handleContentChunk(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if self.upload is None:
+            super().requestReceived(command, path, version)
+            return
+        # the whole upload has arrived; the request was already being handled
+        self._body_done = True
+        self.upload.complete()
+        if self._finish_pending:
+            self._finish_pending = False
+            self.finish()
+
+    def setHeader(self, name: Any, value: Any) -> None:
+        # Pushpin adds neither Server nor Date to what it sends (§14); twisted.web's
+        # process() sets both through here before rendering. Origin headers never come
+        # through setHeader (they are added raw), so an origin's own Date still passes.
+        lower = name.lower() if isinstance(name, bytes) else name.lower().encode()
+        if lower in (b"server", b"date"):
+            return
+        super().setHeader(name, value)
+
+    # HttpSink ------------------------------------------------------------------------------
+
+    def send_head(self, code: int, reason: bytes, headers: list[tuple[bytes, bytes]], length: int | None) -> None:
+        self.setResponseCode(code, reason)
+        raw = self.responseHeaders
+        for name, value in headers:
+            raw.addRawHeader(name, value)
+        if length is not None:
+            raw.setRawHeaders(b"content-length", [b"%d" % length])
+        # twisted.web builds the head (L{ClientChannel.writeHeaders} keeps it); it leaves with
+        # what follows (the first body bytes, a registered producer, the end of the response),
+        # so a held stream's head and initial body reach the client in one send, not two.
+        server.Request.write(self, b"")
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        channel = getattr(self, "channel", None)  # gone once the request is cleaned up
+        if channel is not None and channel._head is not None:
+            channel.flush_head()  # a head without a body write (HEAD, 204, empty body)
+
+    def write_framed(self, data: bytes) -> None:
+        if self._disconnected or self.finished:
+            return
+        self.sentLength += len(data)
+        self.channel.write(data)  # with the head, if it is still waiting (see send_head)
+
+    def write_body(self, data: bytes) -> None:
+        if self._disconnected or self.finished:
+            return
+        self.write(data)
+
+    def finish(self) -> None:
+        if self._disconnected or self.finished:
+            return
+        channel = self.channel
+        if channel is not None and channel._head is not None and not self.chunked:
+            channel.flush_head()  # no last chunk will carry the head (see send_head)
+        if self.upload is not None and not self._body_done:
+            # twisted.web ends a request only once its body is in (the channel is still reading
+            # it): the answer is complete on the wire, its end waits for the upload.
+            self._finish_pending = True
+            return
+        super().finish()
+
+    def abort(self) -> None:
+        """Drop the connection at once, discarding anything not yet sent."""
+        if self.channel is not None and self.channel.transport is not None:
+            self.channel.flush_head()  # a head kept by send_head went out before, as it always did
+            self.channel.transport.abortConnection()
+
+    def close(self) -> None:
+        """Close the connection after what was written is sent: an unfinished body then shows
+        the client that it is short (missing bytes or missing last chunk)."""
+        if self.channel is not None and self.channel.transport is not None:
+            self.channel.flush_head()
+            self.channel.transport.loseConnection()
+
+    def register_producer(self, producer: Any) -> None:
+        """
+        Make C{producer} (a push producer) this connection's: paused while the client's
+        buffer is full. twisted.web only tells a producer to pause when its channel I{becomes}
+        paused, so one registered while the channel is already paused is paused here.
+        """
+        if self._disconnected:
+            return
+        channel = self.channel
+        if channel is not None and channel._head is not None:
+            channel.flush_head()  # nothing followed the head (see send_head): it goes now
+        self.registerProducer(producer, True)
+        if getattr(self.channel, "_waitingForTransport", False):
+            producer.pauseProducing()
+
+    def unregister_producer(self) -> None:
+        if self.producer is not None and not self._disconnected:
+            self.unregisterProducer()
+
+
+class ClientChannel(http.HTTPChannel):
+    """
+    HTTP/1.x channel with Pushpin's request-header limit (C{client_buffer_size}), and cheaper
+    writes: a response head is sent together with the first body bytes, on the socket at
+    once when nothing is queued for it (L{writethrough}); and the connection's addresses are
+    looked up once, not for every request (twisted.web asks for both per request, and the
+    local one costs a C{getsockname} call each time).
+    """
+
+    #: a response head waiting for the body bytes that follow it (see L{writeHeaders})
+    _head: bytes | None = None
+    _send: Any = None
+    _peer: Any = None
+    _host: Any = None
+    _secure: bool = False
+    _secure_of: Any = None
+
+    def isSecure(self) -> bool:
+        """twisted.web's answer (is the transport TLS?), worked out once per transport: the
+        proxy asks several times per request and each asks zope for an adapter."""
+        transport = self.transport
+        if self._secure_of is not transport:
+            # a plain TCP connection that has not started TLS: not secure, without asking zope
+            plain = type(transport) is tcp.Server and not transport.TLS  # type: ignore[attr-defined]
+            self._secure = False if plain else super().isSecure()
+            self._secure_of = transport
+        return self._secure
+
+    def getPeer(self) -> Any:
+        peer = self._peer
+        if peer is None:
+            peer = self._peer = self.transport.getPeer()  # type: ignore[union-attr]
+        return peer
+
+    def getHost(self) -> Any:
+        host = self._host
+        if host is None:
+            transport = self.transport
+            host = _listening_address(transport)
+            if host is None:
+                host = transport.getHost()  # type: ignore[union-attr]
+            self._host = host
+        return host
+
+    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
+        """Build the head as twisted.web does, but keep it for the write that follows: the
+        head and the first body bytes then leave in one C{send}. L{ClientRequest.write}
+        flushes it when no body write follows."""
+        if not isinstance(headers, Headers):
+            super().writeHeaders(version, code, reason, headers)
+            return
+        parts = [version, b" ", code, b" ", reason, b"\r\n"]
+        for name, values in headers.getAllRawHeaders():
+            for value in values:
+                parts += (name, b": ", value, b"\r\n")
+        parts.append(b"\r\n")
+        self._head = b"".join(parts)
+
+    def flush_head(self) -> None:
+        """Send a head kept by L{writeHeaders} on its own."""
+        head = self._head
+        if head is not None:
+            self._head = None
+            self.send(head)
+
+    def write(self, data: bytes) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            data = head + data
+        self.send(data)
+
+    def writeSequence(self, iovec: Any) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            self.send(head + b"".join(iovec))
+            return
+        self.send(b"".join(iovec))
+
+    def send(self, data: bytes) -> None:
+        """Write C{data} to the connection, straight to the socket when nothing is queued."""
+        send = self._send
+        if send is None:
+            transport = self.transport
+            site = getattr(self, "site", None)
+            send = self._send = writer_for(transport, getattr(site, "turns", None))
+        send(data)
+
+    def connectionLost(self, reason: Any) -> None:
+        self._send = None
+        super().connectionLost(reason)
+
+
+#: the address each listening port is bound to, when that is one IPv4 address (None: a wildcard)
+_PORT_ADDRESSES: "WeakKeyDictionary[Any, IPv4Address | None]" = WeakKeyDictionary()
+
+
+def _listening_address(transport: Any) -> IPv4Address | None:
+    """
+    The local address of a connection accepted on a port bound to one IPv4 address: that
+    address, the same answer as the connection's own C{getHost()} (twisted.web asks for it
+    once per request) without a C{getsockname} call per connection. None when it cannot be
+    known so (another transport, a wildcard or IPv6 port): the caller asks the transport.
+    """
+    if type(transport) is not tcp.Server:
+        return None
+    port = transport.server
+    try:
+        return _PORT_ADDRESSES[port]
+    except KeyError:
+        pass
+    except TypeError:  # not weakly referenceable
+        return None
+    try:
+        bound = port.getHost()
+    except (OSError, AttributeError):  # the port is closing
+        return None
+    address = bound if isinstance(bound, IPv4Address) and bound.host != "0.0.0.0" else None
+    _PORT_ADDRESSES[port] = address
+    return address
+
+
+class ClientSite(server.Site):
+    """The client listener's site."""
+
+    requestFactory = ClientRequest
+    # A plain HTTP/1.x channel, not twisted.web's HTTP/2-negotiating wrapper: Pushpin
+    # speaks HTTP/1.x only (§13), and the hold code writes HTTP/1.1 framing itself.
+    protocol = ClientChannel
+
+    def __init__(self, resource: Any, *, header_limit: int = 8192, **kw: Any) -> None:
+        super().__init__(resource, **kw)
+        self._header_limit = header_limit
+        self.noisy = False
+        #: reactor turns, for coalescing several writes to one connection in one turn
+        self.turns = TurnCounter(self.reactor)
+
+    def buildProtocol(self, addr: Any) -> ClientChannel:
+        channel = super().buildProtocol(addr)
+        channel.totalHeadersSize = self._header_limit
+        return channel
+
+    def log(self, request: Any) -> None:
+        """Access lines are written by the proxy resource in Pushpin's shape instead."""

@@ -1,0 +1,252 @@
+# -*- test-case-name: tests.integration.test_websockets -*-
+"""
+The client's side of a proxied WebSocket, on autobahn.
+
+Pushpin completes a client's handshake only after the origin has accepted (§8.1, §8.2), so
+the proxy first talks to the origin with the client's request still an ordinary
+twisted.web request; once the origin says yes, L{upgrade} takes the connection over from
+twisted.web (as autobahn's C{WebSocketResource} does) and replays the request into an
+autobahn server protocol, whose handshake answer carries the origin's extra headers.
+"""
+
+from __future__ import annotations
+
+from pprint import pformat
+from types import FunctionType
+from typing import TYPE_CHECKING, Any
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.util import hltype, hlval
+from autobahn.websocket import protocol as _autobahn_protocol
+from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper
+
+from pushpin_tx.net.writethrough import TurnCounter, writer_for
+from pushpin_tx.core.ws_session import OPCODE_BINARY, OPCODE_PING, OPCODE_PONG, OPCODE_TEXT
+
+if TYPE_CHECKING:
+    from pushpin_tx.core.delivery import DeliveryQueue
+    from pushpin_tx.core.ws_session import WsSession
+
+__all__ = ["ClientWebSocket", "make_client_factory", "upgrade"]
+
+
+class ClientWebSocket(WebSocketServerProtocol):
+    """
+    A client WebSocket bridged to a L{WsSession}; also its L{ClientLink}.
+
+    Named attributes avoid autobahn's own (C{log}, C{factory}, C{session} is free but
+    explicit is better): C{_bridge}, C{_accept}.
+    """
+
+    _log = Logger()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._bridge: "WsSession | None" = None
+        self._accept: tuple[str | None, dict[str, Any]] = (None, {})
+
+    def _connectionMade(self) -> None:
+        # autobahn logs its options at debug level on every connection, pretty-printing them
+        # first whether or not debug lines are written: a fifth of opening a WebSocket in a
+        # profile. For this call its module's pformat is one that formats only if the line
+        # is rendered (the same text then). Restored at once: single-threaded reactor.
+        _autobahn_protocol.pformat = _LazyPformat
+        try:
+            super()._connectionMade()
+        finally:
+            _autobahn_protocol.pformat = pformat
+
+    # autobahn callbacks --------------------------------------------------------------------
+
+    def onConnect(self, request: Any) -> tuple[str | None, dict[str, Any]]:
+        protocol, headers = self._accept
+        if protocol is not None and protocol not in request.protocols:
+            protocol = None
+        return protocol, headers
+
+    def onOpen(self) -> None:
+        pass
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self._bridge is not None:
+            self._bridge.client_message(OPCODE_BINARY if isBinary else OPCODE_TEXT, payload)
+
+    def onPing(self, payload: bytes) -> None:
+        # Forwarded to the origin (WebSocket-over-HTTP sends a PING event); like Pushpin, the
+        # proxy does not answer it itself.
+        if self._bridge is not None:
+            self._bridge.client_message(OPCODE_PING, payload)
+
+    def onPong(self, payload: bytes) -> None:
+        if self._bridge is not None:
+            self._bridge.client_message(OPCODE_PONG, payload)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        bridge, self._bridge = self._bridge, None
+        if bridge is not None:
+            # autobahn reports 1006 (abnormal) with wasClean False when no close frame came
+            if code == 1006 and not wasClean:
+                bridge.client_closed(None, b"", False)
+            else:
+                remote_code = self.remoteCloseCode
+                remote_reason = (self.remoteCloseReason or "").encode("utf-8")
+                bridge.client_closed(remote_code, remote_reason, True)
+
+    # ClientLink ------------------------------------------------------------------------------
+
+    _fast_write = None
+
+    def write_frame(self, frame: bytes) -> None:
+        if self.state == WebSocketServerProtocol.STATE_OPEN:
+            write = self._fast_write
+            if write is None:
+                write = self._fast_write = writer_for(self.transport, self.factory.turns)
+            write(frame)
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        """
+        autobahn's own writes (the handshake answer, close frames) through the same
+        write-through path as published frames (L{writer_for}): the 101 leaves at once instead
+        of on the reactor's next turn (two C{epoll_ctl} calls and a pass saved per WebSocket
+        opened). What autobahn does around its C{transport.write} is kept; chopped or
+        synchronous sends, and anything queued behind them, take autobahn's own path.
+        """
+        if chopsize or sync or self.send_queue or self.transport is None:
+            super().sendData(data, sync, chopsize)
+            return
+        write = self._fast_write
+        if write is None:
+            write = self._fast_write = writer_for(self.transport, self.factory.turns)
+        write(data)
+        self.log.debug(
+            "{func} sent {data_len} bytes for peer {peer}",
+            func=hltype(self.sendData),
+            peer=hlval(self.peer),
+            data_len=hlval(len(data)),
+        )
+        state = self.state
+        if state == WebSocketServerProtocol.STATE_OPEN:
+            self.trafficStats.outgoingOctetsWireLevel += len(data)
+        elif state == WebSocketServerProtocol.STATE_CONNECTING or state == WebSocketServerProtocol.STATE_PROXY_CONNECTING:
+            self.trafficStats.preopenOutgoingOctetsWireLevel += len(data)
+        if self.logOctets:
+            self.logTxOctets(data, False)
+
+    def close(self, code: int | None, reason: str) -> None:
+        if self.state != WebSocketServerProtocol.STATE_OPEN:
+            return
+        # autobahn's sendClose accepts only 1000 and 3000-4999, but the proxy must also send
+        # 1001 (going away) and 1011 (origin error), and pass on what an origin chose: any
+        # code a peer may send (RFC 6455 §7.4) goes out, the reserved ones as a bare close.
+        if code is None or not _sendable(code):
+            self.sendCloseFrame(isReply=False)
+        else:
+            self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:123] or None, isReply=False)
+
+    def drop(self) -> None:
+        if self.transport is not None:
+            self.dropConnection(abort=True)
+
+    def register_producer(self, producer: "DeliveryQueue") -> None:
+        if self.transport is not None:
+            self.registerProducer(producer, True)
+
+
+class _LazyPformat:
+    """C{pformat(value)}, computed when the log line that holds it is formatted."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: object) -> None:
+        self._value = value
+
+    def __format__(self, spec: str) -> str:
+        return format(pformat(self._value), spec)
+
+    def __str__(self) -> str:
+        return pformat(self._value)
+
+    __repr__ = __str__
+
+
+def _sendable(code: int) -> bool:
+    """Close codes an endpoint may put in a close frame (not 1004-1006, 1015 or unassigned 1xxx)."""
+    return code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014) or 3000 <= code <= 4999
+
+
+def make_client_factory(reactor: Any, *, max_message_size: int = 1000000) -> WebSocketServerFactory:
+    """The factory every client WebSocket comes from (one per process)."""
+    factory = WebSocketServerFactory(reactor=reactor)
+    factory.protocol = ClientWebSocket
+    factory.noisy = False
+    factory.setProtocolOptions(
+        maxMessagePayloadSize=max_message_size,
+        maxFramePayloadSize=max_message_size,
+        # the origin or publisher decides what the client gets; autobahn must not add its
+        # own compression, so a frame framed once can be written to every connection
+        perMessageCompressionAccept=lambda offers: None,
+        # on a protocol error or an oversized message, tell the client why (a close frame
+        # with 1002 / 1009) instead of autobahn's default of dropping the TCP connection
+        failByDrop=False,
+        # the client's handshake is replayed into the protocol at once (L{upgrade}), so
+        # autobahn's opening-handshake timer (5 s) would only ever be set and cancelled
+        openHandshakeTimeout=0,
+    )
+    # autobahn sends "Server: AutobahnPython/..." in the handshake; Pushpin sends none
+    factory.server = None
+    # autobahn copies every option (about thirty) from the factory onto each new protocol,
+    # unless the protocol already has it: a subclass holding them as class attributes gives
+    # every connection the same values without the copying, and smaller instances. The
+    # options are all set above; this factory's are not changed afterwards.
+    options = {name: getattr(factory, name) for name in ClientWebSocket.CONFIG_ATTRS}
+    for name, value in options.items():
+        if isinstance(value, FunctionType):  # a function would become a method as a class attribute
+            options[name] = staticmethod(value)
+    factory.protocol = type("ClientWebSocket", (ClientWebSocket,), options)
+    factory.turns = TurnCounter(reactor)
+    return factory
+
+
+def upgrade(
+    request: Any,
+    factory: WebSocketServerFactory,
+    session: "WsSession",
+    *,
+    subprotocol: str | None,
+    headers: dict[str, Any],
+) -> ClientWebSocket | None:
+    """
+    Take the connection over from twisted.web and complete the client's handshake.
+
+    @return: the client protocol, or C{None} if the client had already gone.
+    """
+    channel = request.channel
+    if channel is None or channel.transport is None or request._disconnected:
+        return None
+    protocol: ClientWebSocket = factory.buildProtocol(channel.transport.getPeer())
+    protocol._bridge = session
+    protocol._accept = (subprotocol, headers)
+    transport, channel.transport = channel.transport, None
+    # twisted.web's channel registered itself as the transport's producer; the WebSocket's
+    # delivery queue takes that place.
+    if getattr(transport, "producer", None) is not None:
+        transport.unregisterProducer()
+    if isinstance(transport, ProtocolWrapper):
+        transport.wrappedProtocol = protocol
+    elif isinstance(getattr(transport, "protocol", None), ProtocolWrapper):
+        transport.protocol.wrappedProtocol = protocol
+    else:
+        transport.protocol = protocol
+    protocol.makeConnection(transport)
+    if hasattr(transport, "_networkProducer"):
+        transport._networkProducer.resumeProducing()
+    elif hasattr(transport, "resumeProducing"):
+        transport.resumeProducing()
+    # Replay the request into autobahn so it runs the handshake (as WebSocketResource does).
+    data = request.method + b" " + request.uri + b" HTTP/1.1\r\n"
+    for name, values in request.requestHeaders.getAllRawHeaders():
+        data += name + b": " + b",".join(values) + b"\r\n"
+    data += b"\r\n"
+    protocol.dataReceived(data)
+    return protocol

@@ -1,0 +1,315 @@
+# -*- test-case-name: tests.zeromq.test_inputs -*-
+"""
+The ZeroMQ side of the handler (reference §1, §6.3, §10): the PULL and SUB publish
+inputs, the command socket and the stats PUB socket, in one service that owns the
+C{zmq.Context}.
+
+The context is created in C{privilegedStartService} (or C{startService} when that was
+not called), never in C{__init__}: twistd builds the service tree, then forks, then
+starts it, and a context's I/O threads do not survive a fork. Binding there, like the
+HTTP listeners in L{pushpin_tx.tap}, makes a busy endpoint stop start-up with an error.
+Each bound endpoint is logged as C{"<name> bound to <endpoint>"} with the real address
+(C{LAST_ENDPOINT}), so C{tcp://127.0.0.1:0} works and tests can find the port.
+C{stopService} closes every socket with linger 0 and only then terminates the context,
+which therefore never blocks the reactor.
+
+Inputs, as in Pushpin 1.36 (C{handlerengine.cpp}); warnings use its log texts:
+
+  - PULL (C{push_in_spec}): one single-part message is one item (C{J}+JSON,
+    C{T}+tnetstring or a bare tnetstring); anything else is logged and dropped.
+  - SUB (C{push_in_sub_specs}, bound, or connected with C{push_in_sub_connect}): two
+    parts, C{[channel, item]}. The socket is subscribed only to channels that have
+    subscribers right now (the service is an interest listener of the router), so a
+    publisher using XPUB sees the interest. ZeroMQ subscriptions are prefix matches:
+    only exact channel matches are published, the rest are dropped quietly.
+  - Command socket (C{command_spec}): ZRPC on a ROUTER socket, as in Pushpin (REQ and
+    DEALER peers both work); the protocol is L{pushpin_tx.zeromq.command.CommandHandler}.
+  - Stats (C{stats_spec}): a PUB socket lent to a L{StatsPublisher}.
+
+C{message_rate}/C{message_hwm} are not applied here: in Pushpin they limit deliveries
+per route inside the handler, not inputs. L{ZmqReader.pause} is the hook for input
+flood control.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, Callable
+
+import zmq
+from twisted.application import service
+from twisted.logger import Logger
+
+from pushpin_tx.protocol.items import ItemError, parse_zmq_item
+from pushpin_tx.zeromq.command import CommandHandler
+from pushpin_tx.zeromq.reader import ZmqReader
+
+if TYPE_CHECKING:
+    from pushpin_tx.protocol.config import Settings
+    from pushpin_tx.core.intake import PublishIntake
+    from pushpin_tx.core.router import ChannelRouter
+    from pushpin_tx.zeromq.stats import StatsPublisher
+
+__all__ = ["ZmqInputService", "describe_item_error"]
+
+#: Receive high-water mark of the publish inputs (Pushpin's DEFAULT_HWM).
+INPUT_HWM = 101000
+#: Receive high-water mark of the command socket (Pushpin's zrpc IN_HWM).
+COMMAND_HWM = 100
+#: Send high-water mark of the stats socket (Pushpin's stats OUT_HWM: PUB drops beyond it).
+STATS_HWM = 200000
+
+_DECODE_ERROR = "received message with invalid format ("
+
+
+def describe_item_error(error: ItemError) -> str:
+    """Pushpin's warning text for a rejected item frame, without the C{IN pull: } prefix."""
+    reason = str(error)
+    if reason.startswith(_DECODE_ERROR):
+        return f"{reason}, skipping"
+    return f"received message with invalid format: {reason}, skipping"
+
+
+class ZmqInputService(service.Service):
+    """
+    Owns the ZeroMQ context and sockets; publishes what arrives through the intake.
+
+    @param is_connected: C{conncheck}: whether a connection id is still connected.
+    @param recover: C{recover}: what C{POST /recover/} does.
+    @param refresh: C{refresh(cid=None, channel=None)}; see L{CommandHandler}.
+    @param stats: a L{StatsPublisher} to lend the stats socket to (when C{stats_spec} is set).
+    @param context: a context to borrow instead of owning one (tests with C{inproc://});
+        a borrowed context is not terminated on stop.
+    @ivar endpoints: the bound (or connected) endpoints by name: C{publish-pull},
+        C{publish-sub} (a list), C{command}, C{stats}.
+    """
+
+    name = "zmq-inputs"
+    _log = Logger()
+
+    def __init__(self, settings: "Settings", reactor: Any, intake: "PublishIntake", router: "ChannelRouter", *,
+                 is_connected: Callable[[str], bool], recover: Callable[[], None],
+                 refresh: Callable[..., Any], stats: "StatsPublisher | None" = None,
+                 context: zmq.Context | None = None) -> None:
+        self._settings = settings
+        self._reactor = reactor
+        self._intake = intake
+        self._router = router
+        self._stats = stats
+        self._borrowed = context
+        self._ctx: zmq.Context | None = None
+        self._pull: ZmqReader | None = None
+        self._sub: ZmqReader | None = None
+        self._command: ZmqReader | None = None
+        self._pub: zmq.Socket | None = None
+        self._sockets: list[zmq.Socket] = []
+        self._sub_channels: set[str] = set()
+        self._listening = False
+        self.endpoints: dict[str, Any] = {}
+        self.commands = CommandHandler(
+            intake,
+            is_connected=is_connected,
+            recover=recover,
+            refresh=refresh,
+            uris=self._uris,
+        )
+
+    # --- service lifecycle -------------------------------------------------------------------
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._open()
+
+    def startService(self) -> None:
+        super().startService()
+        self._open()
+        if self._sub is not None and not self._listening:
+            self._listening = True
+            self._router.add_interest_listener(self)
+            for channel in list(self._router.channels()):
+                self.channel_added(channel)
+        for reader in (self._pull, self._sub, self._command):
+            if reader is not None:
+                reader.start()
+        if self._stats is not None and self._pub is not None:
+            self._stats.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self._close()
+
+    # --- router interest (SUB input) ---------------------------------------------------------
+
+    def channel_added(self, channel: str) -> None:
+        """The router's C{channel} got its first subscriber: subscribe the SUB socket."""
+        reader = self._sub
+        if reader is None or reader.stopped or channel in self._sub_channels:
+            return
+        self._sub_channels.add(channel)
+        reader.socket.setsockopt(zmq.SUBSCRIBE, channel.encode("utf-8"))
+        reader.poke()
+
+    def channel_removed(self, channel: str) -> None:
+        """The router's C{channel} lost its last subscriber: unsubscribe the SUB socket."""
+        reader = self._sub
+        if reader is None or reader.stopped or channel not in self._sub_channels:
+            return
+        self._sub_channels.discard(channel)
+        reader.socket.setsockopt(zmq.UNSUBSCRIBE, channel.encode("utf-8"))
+        reader.poke()
+
+    @property
+    def pull_reader(self) -> ZmqReader | None:
+        """The PULL input's reader (pause/resume it for flood control)."""
+        return self._pull
+
+    @property
+    def sub_reader(self) -> ZmqReader | None:
+        return self._sub
+
+    # --- frames ------------------------------------------------------------------------------
+
+    def _on_pull(self, frames: list[bytes]) -> None:
+        if len(frames) != 1:
+            self._log.warn("IN pull: received message with parts != 1, skipping")
+            return
+        try:
+            item = parse_zmq_item(frames[0])
+        except ItemError as e:
+            self._log.warn("IN pull: {reason}", reason=describe_item_error(e))
+            return
+        self._intake.publish([item], "zmq-pull")
+
+    def _on_sub(self, frames: list[bytes]) -> None:
+        if len(frames) != 2:
+            self._log.warn("IN sub: received message with parts != 2, skipping")
+            return
+        channel = frames[0].decode("utf-8", "replace")
+        if channel not in self._sub_channels:
+            # a prefix match of one of our subscriptions, or a late one after unsubscribing
+            self._log.debug("IN sub: no subscription for channel={channel}, skipping", channel=channel)
+            return
+        try:
+            item = parse_zmq_item(frames[1], channel=channel)
+        except ItemError as e:
+            self._log.warn("IN sub: {reason}", reason=describe_item_error(e))
+            return
+        self._intake.publish([item], "zmq-sub")
+
+    def _on_command(self, frames: list[bytes]) -> None:
+        self.commands.handle(frames, self._reply)
+
+    def _reply(self, frames: list[bytes]) -> None:
+        reader = self._command
+        if reader is None or reader.stopped:
+            return
+        try:
+            reader.socket.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.ZMQError as e:  # Again: the peer's queue is full; a ROUTER drops unroutable replies
+            self._log.warn("zrpc server: reply dropped: {why}", why=e)
+        reader.poke()  # rule 3: the send may have consumed the readable edge
+
+    def _uris(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        if "command" in self.endpoints:
+            out["command"] = self.endpoints["command"]
+        if "publish-pull" in self.endpoints:
+            out["publish-pull"] = self.endpoints["publish-pull"]
+        subs = self.endpoints.get("publish-sub")
+        if subs and not self._settings.push_in_sub_connect:
+            out["publish-sub"] = subs[0]
+        return out
+
+    # --- sockets -----------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        if self._ctx is not None:
+            return
+        settings = self._settings
+        self._ctx = self._borrowed if self._borrowed is not None else zmq.Context()
+        try:
+            if settings.push_in_spec:
+                sock = self._socket(zmq.PULL, rcvhwm=INPUT_HWM)
+                self.endpoints["publish-pull"] = self._bind(sock, settings.push_in_spec, "publish-pull")
+                self._pull = ZmqReader(self._reactor, sock, self._on_pull, name="zmq-pull")
+            if settings.push_in_sub_specs:
+                sock = self._socket(zmq.SUB, rcvhwm=INPUT_HWM)
+                self._sub = ZmqReader(self._reactor, sock, self._on_sub, name="zmq-sub")
+                uris = []
+                for spec in settings.push_in_sub_specs:
+                    if settings.push_in_sub_connect:
+                        sock.connect(spec)
+                        self._log.info("publish-sub connected to {endpoint}", endpoint=spec)
+                        uris.append(spec)
+                    else:
+                        uris.append(self._bind(sock, spec, "publish-sub"))
+                self.endpoints["publish-sub"] = uris
+            if settings.command_spec:
+                sock = self._socket(zmq.ROUTER, rcvhwm=COMMAND_HWM)
+                self.endpoints["command"] = self._bind(sock, settings.command_spec, "command")
+                self._command = ZmqReader(self._reactor, sock, self._on_command, name="zmq-command")
+            if settings.stats_spec and self._stats is not None:
+                sock = self._pub = self._socket(zmq.PUB, sndhwm=STATS_HWM)
+                self.endpoints["stats"] = self._bind(sock, settings.stats_spec, "stats")
+                self._stats.attach(self._send_stats)
+        except Exception:
+            self._close()
+            raise
+
+    def _socket(self, kind: int, *, rcvhwm: int | None = None, sndhwm: int | None = None) -> zmq.Socket:
+        assert self._ctx is not None
+        sock = self._ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        if rcvhwm is not None:
+            sock.setsockopt(zmq.RCVHWM, rcvhwm)
+        if sndhwm is not None:
+            sock.setsockopt(zmq.SNDHWM, sndhwm)
+        self._sockets.append(sock)  # so _close can close it even if start-up fails half-way
+        return sock
+
+    def _bind(self, sock: zmq.Socket, spec: str, name: str) -> str:
+        if spec.startswith("ipc://"):
+            directory = os.path.dirname(spec[len("ipc://"):])
+            if directory:
+                os.makedirs(directory, exist_ok=True)
+        try:
+            sock.bind(spec)
+        except zmq.ZMQError as e:
+            self._log.error("{name}: cannot bind {spec}: {why}", name=name, spec=spec, why=e)
+            raise
+        endpoint = sock.getsockopt(zmq.LAST_ENDPOINT)
+        bound = endpoint.decode("utf-8") if isinstance(endpoint, bytes) else str(endpoint)
+        self._log.info("{name} bound to {endpoint}", name=name, endpoint=bound)
+        return bound
+
+    def _send_stats(self, frame: bytes) -> None:
+        pub = self._pub
+        if pub is None:
+            return
+        try:
+            pub.send(frame, zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # PUB at its high-water mark drops, as in Pushpin
+
+    def _close(self) -> None:
+        if self._listening:
+            self._listening = False
+            self._router.remove_interest_listener(self)
+        if self._stats is not None:
+            self._stats.stop()
+        self._sub_channels.clear()
+        for reader in (self._pull, self._sub, self._command):
+            if reader is not None:
+                reader.stop()  # removes the reader, cancels its re-check, closes with linger 0
+        self._pull = self._sub = self._command = None
+        if self._pub is not None:
+            self._pub.close(linger=0)
+            self._pub = None
+        for sock in self._sockets:
+            if not sock.closed:
+                sock.close(linger=0)
+        self._sockets = []
+        ctx, self._ctx = self._ctx, None
+        if ctx is not None and ctx is not self._borrowed:
+            ctx.term()  # every socket is closed with linger 0: returns at once
+        self.endpoints = {}

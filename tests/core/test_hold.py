@@ -1,0 +1,311 @@
+"""Response and stream holds, driven on a Clock with a recording client."""
+
+from __future__ import annotations
+
+from pushpin_tx.protocol.grip import parse_instruct
+from pushpin_tx.core.hold import ResponseHold, StreamHold
+from pushpin_tx.protocol.items import parse_item
+
+from tests.fakes import RecordingSink, hold_context
+
+
+def instruct(*headers, body=b"timeout body\n", code=200):
+    hs = [(b"Content-Type", b"text/plain")] + [tuple(h.encode().split(b": ", 1)) for h in headers]
+    return parse_instruct(code, b"OK", hs, body, request_uri="http://example.com/x")
+
+
+def publish(ctx, channel, **formats):
+    return ctx.router.publish(parse_item({"channel": channel, "formats": formats}))
+
+
+def test_response_hold_answers_with_the_first_publish_and_unsubscribes(clock):
+    """A long-poll gets the published response, merged over the hold's headers, then leaves the channel."""
+    ctx = hold_context(clock)
+    sink = RecordingSink()
+    hold = ResponseHold(ctx, sink, instruct("Grip-Hold: response", "Grip-Channel: k1", "X-Orig: 1"), "c1")
+    hold.start()
+    assert ctx.router.subscriber_count("k1") == 1
+    publish(ctx, "k1", **{"http-response": {"code": 202, "headers": {"Content-Type": "application/json"}, "body": "{}\n"}})
+    code, reason, headers, length = sink.head
+    assert (code, reason, length) == (202, b"Accepted", 3)
+    assert headers == [(b"X-Orig", b"1"), (b"Content-Type", b"application/json")]
+    assert sink.body == b"{}\n" and sink.finished
+    assert ctx.router.subscriber_count("k1") == 0
+    assert clock.getDelayedCalls() == []
+
+
+def test_response_hold_times_out_with_the_origin_response(clock):
+    """Nothing published: after Grip-Timeout the client gets the instruct's own response."""
+    ctx = hold_context(clock)
+    sink = RecordingSink()
+    ResponseHold(ctx, sink, instruct("Grip-Hold: response", "Grip-Channel: k1", "Grip-Timeout: 10"), "c1").start()
+    clock.advance(9.9)
+    assert sink.head is None
+    clock.advance(0.1)
+    assert sink.head[0] == 200 and sink.body == b"timeout body\n" and sink.finished
+    assert ctx.router.subscriber_count("k1") == 0
+
+
+def test_response_hold_ignores_stream_only_publishes(clock):
+    """An item without an http-response format leaves a long-poll waiting."""
+    ctx = hold_context(clock)
+    sink = RecordingSink()
+    hold = ResponseHold(ctx, sink, instruct("Grip-Hold: response", "Grip-Channel: k1"), "c1")
+    hold.start()
+    publish(ctx, "k1", **{"http-stream": {"content": "x"}})
+    assert sink.head is None
+    hold.client_gone()
+    assert clock.getDelayedCalls() == [] and ctx.router.subscriber_count("k1") == 0
+
+
+def test_large_published_body_is_sent_chunked(clock):
+    """Pushpin frames a held response over 8192 bytes as chunks, not with Content-Length."""
+    ctx = hold_context(clock)
+    sink = RecordingSink()
+    ResponseHold(ctx, sink, instruct("Grip-Hold: response", "Grip-Channel: k1"), "c1").start()
+    publish(ctx, "k1", **{"http-response": {"body": "x" * 8193}})
+    assert sink.head[3] is None and len(sink.body) == 8193
+
+
+def test_skip_self_filter_keeps_the_hold_waiting(clock):
+    """With filter=skip-self, the subscriber's own publish (meta sender == user) is not delivered."""
+    ctx = hold_context(clock)
+    sink = RecordingSink()
+    hold = ResponseHold(ctx, sink, instruct("Grip-Hold: response", "Grip-Channel: m1; filter=skip-self", "Grip-Set-Meta: user=alice"), "c1")
+    hold.start()
+    ctx.router.publish(parse_item({"channel": "m1", "meta": {"sender": "alice"}, "formats": {"http-response": {"body": "mine"}}}))
+    assert sink.head is None
+    ctx.router.publish(parse_item({"channel": "m1", "meta": {"sender": "bob"}, "formats": {"http-response": {"body": "bob's"}}}))
+    assert sink.body == b"bob's"
+
+
+def test_stream_hold_sends_initial_response_then_chunks_and_closes(clock):
+    """A stream gets the origin's response at once, each publish as a chunk, and ends on close."""
+    ctx = hold_context(clock)
+    sink = RecordingSink()
+    hold = StreamHold(ctx, sink, instruct("Grip-Hold: stream", "Grip-Channel: s4", body=b"stream open\n"), "c1")
+    hold.start()
+    assert sink.head[0] == 200 and sink.head[3] is None and sink.body == b"stream open\n"
+    assert sink.producer is hold.queue
+    publish(ctx, "s4", **{"http-stream": {"content": "data\n"}})
+    assert sink.framed == [b"5\r\ndata\n\r\n"]
+    publish(ctx, "s4", **{"http-stream": {"action": "close"}})
+    assert sink.finished and ctx.router.subscriber_count("s4") == 0
+
+
+def test_stream_hold_to_an_http10_client_writes_raw_content(clock):
+    """HTTP/1.0 clients get published content unframed."""
+    ctx = hold_context(clock)
+    sink = RecordingSink(chunked=False)
+    StreamHold(ctx, sink, instruct("Grip-Hold: stream", "Grip-Channel: s"), "c1").start()
+    publish(ctx, "s", **{"http-stream": {"content": "raw\n"}})
+    assert sink.framed == [b"raw\n"]
+
+
+def test_close_waits_for_queued_messages(clock):
+    """A close published while messages are queued ends the stream only after they are written."""
+    ctx = hold_context(clock)
+    sink = RecordingSink()
+    hold = StreamHold(ctx, sink, instruct("Grip-Hold: stream", "Grip-Channel: s"), "c1")
+    hold.start()
+    hold.queue.pauseProducing()
+    publish(ctx, "s", **{"http-stream": {"content": "1"}})
+    publish(ctx, "s", **{"http-stream": {"action": "close"}})
+    assert not sink.finished
+    hold.queue.resumeProducing()
+    clock.advance(0)
+    assert sink.framed == [b"1\r\n1\r\n"] and sink.finished
+
+
+def test_slow_stream_drops_are_reported_with_connection_and_channel(clock):
+    """A paused stream past its queue limit drops messages, each reported with conn id and channel."""
+    drops: list = []
+    ctx = hold_context(clock, queue_limit=2, drops=drops)
+    sink = RecordingSink()
+    hold = StreamHold(ctx, sink, instruct("Grip-Hold: stream", "Grip-Channel: s"), "conn-7")
+    hold.start()
+    hold.queue.pauseProducing()
+    for n in range(4):
+        publish(ctx, "s", **{"http-stream": {"content": str(n)}})
+    assert drops == [("conn-7", "s", "queue full"), ("conn-7", "s", "queue full")]
+    hold.client_gone()
+
+
+def test_keep_alive_idle_mode_is_suppressed_by_traffic(clock):
+    """Idle keep-alive: data within the timeout postpones it; silence brings it."""
+    ctx = hold_context(clock, jitter=0.0)
+    sink = RecordingSink()
+    hold = StreamHold(ctx, sink, instruct("Grip-Hold: stream", "Grip-Channel: s", "Grip-Keep-Alive: \\n; format=cstring; timeout=3"), "c1")
+    hold.start()
+    clock.advance(2)
+    publish(ctx, "s", **{"http-stream": {"content": "x"}})
+    clock.advance(1)  # 3 s since start, 1 s since data: no keep-alive yet
+    assert sink.framed == [b"1\r\nx\r\n"]
+    clock.advance(2)  # 3 s since data
+    assert sink.framed == [b"1\r\nx\r\n", b"1\r\n\n\r\n"]
+    hold.client_gone()
+    assert clock.getDelayedCalls() == []
+
+
+def test_keep_alive_interval_mode_ignores_traffic(clock):
+    """Interval keep-alive keeps its own rhythm whatever is published."""
+    ctx = hold_context(clock, jitter=0.0)
+    sink = RecordingSink()
+    hold = StreamHold(ctx, sink, instruct("Grip-Hold: stream", "Grip-Channel: s", "Grip-Keep-Alive: ka; timeout=3; mode=interval"), "c1")
+    hold.start()
+    clock.advance(2)
+    publish(ctx, "s", **{"http-stream": {"content": "x"}})
+    clock.advance(1)
+    assert sink.framed == [b"1\r\nx\r\n", b"2\r\nka\r\n"]
+    hold.client_gone()
+
+
+def test_keep_alive_delay_has_pushpins_jitter(clock):
+    """Each keep-alive comes timeout minus a random part of a second after the last one."""
+    ctx = hold_context(clock, jitter=0.5)
+    sink = RecordingSink()
+    hold = StreamHold(ctx, sink, instruct("Grip-Hold: stream", "Grip-Channel: s", "Grip-Keep-Alive: k; timeout=3"), "c1")
+    hold.start()
+    clock.advance(2.4)
+    assert sink.framed == []
+    clock.advance(0.1)
+    assert sink.framed == [b"1\r\nk\r\n"]
+    hold.client_gone()
+
+
+def test_client_gone_releases_everything(clock):
+    """A disconnect unsubscribes every channel and cancels every timer at once."""
+    ctx = hold_context(clock)
+    sink = RecordingSink()
+    hold = StreamHold(ctx, sink, instruct("Grip-Hold: stream", "Grip-Channel: a, b", "Grip-Keep-Alive: k; timeout=10"), "c1")
+    hold.start()
+    assert ctx.router.subscriber_count("a") == ctx.router.subscriber_count("b") == 1
+    hold.client_gone()
+    assert ctx.router.subscriber_count("a") == ctx.router.subscriber_count("b") == 0
+    assert clock.getDelayedCalls() == []
+
+
+def test_var_subst_content_filter_applies_per_subscriber(clock):
+    """var-subst replaces %(name)s with the subscriber's meta in its own copy of the content."""
+    ctx = hold_context(clock)
+    sink = RecordingSink()
+    hold = StreamHold(ctx, sink, instruct("Grip-Hold: stream", "Grip-Channel: v; filter=var-subst", "Grip-Set-Meta: name=World"), "c1")
+    hold.start()
+    publish(ctx, "v", **{"http-stream": {"content": "Hello %(name)s 100%%"}})
+    assert sink.framed == [b"10\r\nHello World 100%\r\n"]
+    hold.client_gone()
+
+
+# reliable delivery: per-connection gaps ------------------------------------------------------
+
+
+def reliable_stream(clock, fetched):
+    """A stream hold on 'fruit' at prev-id 3 with a next link; fetch_next answers from `fetched`."""
+    from twisted.internet.defer import succeed
+
+    ctx = hold_context(clock)
+    sink = RecordingSink()
+    hold = StreamHold(
+        ctx,
+        sink,
+        instruct("Grip-Hold: stream", "Grip-Channel: fruit; prev-id=3", "Grip-Link: </fruit/?after=3>; rel=next; timeout=120", body=b""),
+        "c1",
+    )
+    calls = []
+
+    def fetch(uri, last):
+        calls.append((uri, dict(last)))
+        return succeed(fetched.pop(0) if fetched else None)
+
+    hold.fetch_next = fetch
+    hold.start()
+    return ctx, sink, hold, calls
+
+
+def fruit(ctx, n, prev=None):
+    prev = n - 1 if prev is None else prev
+    ctx.router.publish(parse_item({"channel": "fruit", "id": str(n), "prev-id": str(prev), "formats": {"http-stream": {"content": f"item {n}\n"}}}))
+
+
+def test_stream_follows_on_items_and_advances_its_prev_id(clock):
+    """Items whose prev-id matches go out; the expected prev-id follows them."""
+    ctx, sink, hold, calls = reliable_stream(clock, [])
+    fruit(ctx, 4)
+    fruit(ctx, 5)
+    assert sink.framed == [b"7\r\nitem 4\n\r\n", b"7\r\nitem 5\n\r\n"] and calls == []
+    hold.client_gone()
+
+
+def test_stream_gap_fetches_next_link_with_last_ids_and_adopts_it(clock):
+    """A gap fetches the next link with the last id, writes its body, adopts its prev-id; stale replays dropped."""
+    page = instruct(
+        "Grip-Hold: stream", "Grip-Channel: fruit; prev-id=6", "Grip-Link: </fruit/?after=6>; rel=next; timeout=120",
+        body=b"item 4\nitem 5\nitem 6\n",
+    )
+    ctx, sink, hold, calls = reliable_stream(clock, [page])
+    fruit(ctx, 5)  # prev-id 4 while 3 expected: a gap
+    assert calls == [("http://example.com/fruit/?after=3", {"fruit": "3"})]
+    assert sink.framed == [b"15\r\nitem 4\nitem 5\nitem 6\n\r\n"]
+    fruit(ctx, 7)
+    assert sink.framed[-1] == b"7\r\nitem 7\n\r\n"
+    assert hold.instruct.next_link.uri.endswith("after=6")
+    assert ctx.counters.recoveries == 1
+    hold.client_gone()
+
+
+def test_items_during_a_fetch_are_replayed_if_they_follow_on(clock):
+    """While the next link is being fetched, arriving items wait; those that follow the new prev-id go out."""
+    from twisted.internet.defer import Deferred
+
+    ctx = hold_context(clock)
+    sink = RecordingSink()
+    hold = StreamHold(ctx, sink, instruct("Grip-Hold: stream", "Grip-Channel: fruit; prev-id=3", "Grip-Link: </f>; rel=next"), "c1")
+    pending = Deferred()
+    hold.fetch_next = lambda uri, last: pending
+    hold.start()
+    fruit(ctx, 6, prev=5)  # gap
+    fruit(ctx, 5)  # superseded: the page will contain it
+    fruit(ctx, 7)  # follows the page
+    pending.callback(instruct("Grip-Hold: stream", "Grip-Channel: fruit; prev-id=6", "Grip-Link: </f>; rel=next", body=b"4 5 6\n"))
+    assert sink.framed == [b"6\r\n4 5 6\n\r\n", b"7\r\nitem 7\n\r\n"]
+    hold.client_gone()
+
+
+def test_failed_fetch_or_non_stream_hold_ends_the_stream(clock):
+    """A next link that cannot be had, or that answers a response hold, ends the stream cleanly."""
+    ctx, sink, hold, _ = reliable_stream(clock, [None])
+    fruit(ctx, 9)
+    assert sink.finished and ctx.router.subscriber_count("fruit") == 0
+    ctx2, sink2, hold2, _ = reliable_stream(clock, [instruct("Grip-Hold: response", "Grip-Channel: fruit")])
+    fruit(ctx2, 9)
+    assert sink2.finished
+
+
+def test_idle_link_timeout_fetches_the_next_link(clock):
+    """No publish for the link's timeout: the next link is fetched anyway."""
+    page = instruct("Grip-Hold: stream", "Grip-Channel: fruit; prev-id=3", "Grip-Link: </fruit/?after=3>; rel=next; timeout=120", body=b"")
+    ctx, sink, hold, calls = reliable_stream(clock, [page])
+    clock.advance(119)
+    assert calls == []
+    clock.advance(1)
+    assert len(calls) == 1
+    hold.client_gone()
+    assert clock.getDelayedCalls() == []
+
+
+def test_long_poll_gap_and_hint_retry_with_grip_last(clock):
+    """A long-poll that sees a gap (or a hint) lets go of its channels and asks to be retried with its prev-ids."""
+    ctx = hold_context(clock)
+    sink = RecordingSink()
+    hold = ResponseHold(ctx, sink, instruct("Grip-Hold: response", "Grip-Channel: news; prev-id=10"), "c1")
+    retried = []
+    hold.retry = retried.append
+    hold.start()
+    ctx.router.publish(parse_item({"channel": "news", "id": "12", "prev-id": "11", "formats": {"http-response": {"body": "x"}}}))
+    assert retried == [{"news": "10"}] and sink.head is None
+    assert ctx.router.subscriber_count("news") == 0 and clock.getDelayedCalls() == []
+    hold2 = ResponseHold(ctx, RecordingSink(), instruct("Grip-Hold: response", "Grip-Channel: news; prev-id=10"), "c2")
+    hold2.retry = retried.append
+    hold2.start()
+    ctx.router.publish(parse_item({"channel": "news", "formats": {"http-response": {"action": "hint"}}}))
+    assert retried[-1] == {"news": "10"}

@@ -1,0 +1,135 @@
+"""Log lines in Pushpin's shape, filtered by Pushpin's log levels."""
+
+from __future__ import annotations
+
+import calendar
+import io
+import time
+
+import pytest
+from twisted.logger import LogLevel
+
+from pushpin_tx.ops.logs import PushpinLogObserver
+
+
+def emit(loglevel: int, level: LogLevel, text: str = "hello {who}") -> str:
+    out = io.StringIO()
+    observer = PushpinLogObserver(out, loglevel, localtime=time.gmtime)
+    observer({"log_level": level, "log_format": text, "who": "world", "log_time": calendar.timegm((2026, 11, 29, 9, 42, 51)) + 0.971})
+    return out.getvalue()
+
+
+def test_line_shape_matches_pushpin():
+    """[LEVEL] YYYY-MM-DD HH:MM:SS.mmm message, with milliseconds."""
+    assert emit(2, LogLevel.info) == "[INFO] 2026-11-29 09:42:51.971 hello world\n"
+    assert emit(2, LogLevel.warn).startswith("[WARN] ")
+    assert emit(2, LogLevel.error).startswith("[ERR] ")
+
+
+@pytest.mark.parametrize(
+    "loglevel, shown",
+    [
+        (0, {LogLevel.error, LogLevel.critical}),
+        (1, {LogLevel.error, LogLevel.critical, LogLevel.warn}),
+        (2, {LogLevel.error, LogLevel.critical, LogLevel.warn, LogLevel.info}),
+        (3, {LogLevel.error, LogLevel.critical, LogLevel.warn, LogLevel.info, LogLevel.debug}),
+    ],
+)
+def test_levels_filter_less_severe_events(loglevel, shown):
+    """Level N shows events at its severity and above: 0 errors, 1 +warnings, 2 +info, 3 +debug."""
+    for level in (LogLevel.debug, LogLevel.info, LogLevel.warn, LogLevel.error, LogLevel.critical):
+        assert bool(emit(loglevel, level)) == (level in shown), level
+
+
+def test_json_lines_option():
+    """--log-json writes one JSON object per line with time, level, message and namespace."""
+    import json
+
+    out = io.StringIO()
+    observer = PushpinLogObserver(out, 2, json_lines=True)
+    observer({"log_level": LogLevel.warn, "log_format": "dropped {n}", "n": 3, "log_time": calendar.timegm((2026, 11, 29, 9, 42, 51)) + 0.5, "log_namespace": "pushpin_tx.core.stats"})
+    record = json.loads(out.getvalue())
+    assert record == {"time": "2026-11-29T09:42:51.500Z", "level": "WARN", "message": "dropped 3", "namespace": "pushpin_tx.core.stats"}
+
+
+def test_reopen_follows_a_rotated_log_file(tmp_path):
+    """After logrotate moves the file, reopen (SIGHUP) writes to a new file at the configured path."""
+    path = tmp_path / "pushpin.log"
+    observer = PushpinLogObserver(open(path, "a", encoding="utf-8"), 2, path=str(path))
+    observer({"log_level": LogLevel.info, "log_format": "before", "log_time": 0})
+    path.rename(tmp_path / "pushpin.log.1")
+    observer.reopen()
+    observer({"log_level": LogLevel.info, "log_format": "after", "log_time": 0})
+    assert "before" in (tmp_path / "pushpin.log.1").read_text()
+    assert "after" in path.read_text() and "before" not in path.read_text()
+
+
+def test_timestamp_changes_with_the_second():
+    """Lines in the same second share the formatted time; the next second gets its own."""
+    out = io.StringIO()
+    observer = PushpinLogObserver(out, 2, localtime=time.gmtime)
+    base = calendar.timegm((2026, 11, 29, 9, 42, 51))
+    for when in (base + 0.1, base + 0.9, base + 1.0):
+        observer({"log_level": LogLevel.info, "log_format": "x", "log_time": when})
+    assert [line[7:30] for line in out.getvalue().splitlines()] == [
+        "2026-11-29 09:42:51.100",
+        "2026-11-29 09:42:51.900",
+        "2026-11-29 09:42:52.000",
+    ]
+
+
+class Later:
+    """A flush_later that queues the flush, as the reactor's end of turn would."""
+
+    def __init__(self, can: bool = True) -> None:
+        self.can = can
+        self.queued: list = []
+
+    def __call__(self, flush) -> bool:
+        if self.can:
+            self.queued.append(flush)
+        return self.can
+
+
+def test_lines_of_one_turn_are_written_together_at_its_end():
+    """With a turn-end flush, lines reach the stream in one write when the turn ends, in order."""
+    out = io.StringIO()
+    later = Later()
+    observer = PushpinLogObserver(out, 2, flush_later=later)
+    for n in range(3):
+        observer({"log_level": LogLevel.info, "log_format": "{line}", "line": f"GET /{n}", "log_time": 0})
+    assert out.getvalue() == ""
+    later.queued[0]()
+    assert [line.split(" ", 3)[3] for line in out.getvalue().splitlines()] == ["GET /0", "GET /1", "GET /2"]
+
+
+def test_lines_are_written_at_once_when_no_turn_end_is_coming():
+    """When the flush cannot be scheduled (reactor stopped, another thread), earlier and new lines are written at once."""
+    out = io.StringIO()
+    later = Later()
+    observer = PushpinLogObserver(out, 2, flush_later=later)
+    observer({"log_level": LogLevel.info, "log_format": "first", "log_time": 0})
+    later.can = False
+    observer({"log_level": LogLevel.info, "log_format": "second", "log_time": 0})
+    assert [line.split(" ", 3)[3] for line in out.getvalue().splitlines()] == ["first", "second"]
+
+
+def test_reopen_writes_pending_lines_to_the_old_file(tmp_path):
+    """Lines logged before SIGHUP's reopen end up in the rotated file, later ones in the new file."""
+    path = tmp_path / "pushpin.log"
+    later = Later()
+    observer = PushpinLogObserver(open(path, "a", encoding="utf-8"), 2, path=str(path), flush_later=later)
+    observer({"log_level": LogLevel.info, "log_format": "before", "log_time": 0})
+    path.rename(tmp_path / "pushpin.log.1")
+    observer.reopen()
+    observer({"log_level": LogLevel.info, "log_format": "after", "log_time": 0})
+    observer.flush()
+    assert "before" in (tmp_path / "pushpin.log.1").read_text()
+    assert "after" in path.read_text() and "before" not in path.read_text()
+
+
+def test_preformatted_access_lines_are_written_as_given():
+    """A "{line}" event (the proxy's access lines) is written verbatim, braces included."""
+    out = io.StringIO()
+    PushpinLogObserver(out, 2)({"log_level": LogLevel.info, "log_format": "{line}", "line": "GET http://h/{x} -> o:80 code=200 2", "log_time": 0})
+    assert out.getvalue().endswith(" GET http://h/{x} -> o:80 code=200 2\n")

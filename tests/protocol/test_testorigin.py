@@ -1,0 +1,35 @@
+"""The built-in test origin's query parsing: the same pairs as urllib's parse_qsl, for any query."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pushpin_tx.protocol.testorigin import query_pairs
+from pushpin_tx.protocol.testorigin import test_response as answer
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab=&;+%2 ", max_size=30), st.booleans())
+def test_query_pairs_are_exactly_parse_qsl(query: str, keep_blank: bool) -> None:
+    """Any query, with or without escapes, blanks or bare names, splits as parse_qsl splits it."""
+    assert query_pairs(query, keep_blank) == parse_qsl(query, keep_blank_values=keep_blank)
+
+
+@pytest.mark.parametrize(
+    "path, channels",
+    [
+        (b"/stream?channel=a&channel=b&channel=a", b"a, b"),
+        (b"/stream?channel=&x", b""),
+        (b"/stream?channel=a%20b", b"a b"),
+        (b"/stream", b"test"),
+    ],
+)
+def test_stream_channels_come_from_the_query(path: bytes, channels: bytes) -> None:
+    """/stream holds on each distinct channel= value, in order (blank values kept), default test."""
+    code, _, headers, body = answer(path)
+    assert code == 200 and body == b"[stream opened]\n"
+    assert dict(headers)[b"Grip-Channel"] == channels

@@ -1,0 +1,136 @@
+"""
+The client-facing site's cheaper paths: a held response's head leaves with what follows it
+(one send, not two), whatever follows it; TLS and the local address are worked out once,
+with the same answers twisted.web gives.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import pytest
+from twisted.internet import tcp
+from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from pushpin_tx.web.clientsite import ClientSite, _listening_address
+
+
+class CountingTransport(StringTransport):
+    """A StringTransport that records each write separately."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+        super().write(data)
+
+
+class Held(Resource):
+    """Runs C{script(request)} and leaves the request open."""
+
+    isLeaf = True
+
+    def __init__(self, script: Any) -> None:
+        super().__init__()
+        self.script = script
+
+    def render(self, request: Any) -> object:
+        self.script(request)
+        return NOT_DONE_YET
+
+
+class Producer:
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+def serve(script: Any) -> CountingTransport:
+    """One GET through a ClientSite whose resource runs C{script}; the client transport."""
+    site = ClientSite(Held(script), reactor=MemoryReactorClock())
+    channel = site.buildProtocol(None)
+    transport = CountingTransport()
+    channel.makeConnection(transport)
+    channel.dataReceived(b"GET /stream HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    return transport
+
+
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+PLAIN = [(b"Content-Type", b"text/plain")]
+
+
+@pytest.mark.parametrize(
+    "script, writes",
+    [
+        # a held stream: the head and its initial body in one send
+        (lambda r: (r.send_head(200, b"OK", PLAIN, None), r.write_body(b"hi\n")), [HEAD + b"3\r\nhi\n\r\n"]),
+        # bytes already framed by the router ride with the head too
+        (lambda r: (r.send_head(200, b"OK", PLAIN, None), r.write_framed(b"2\r\nab\r\n")), [HEAD + b"2\r\nab\r\n"]),
+        # no body follows, but the hold registers its producer: the head goes at once
+        (lambda r: (r.send_head(200, b"OK", PLAIN, None), r.register_producer(Producer())), [HEAD]),
+        # an empty answer with Content-Length: the head goes when the response ends
+        (lambda r: (r.send_head(204, b"No Content", [], 0), r.finish()), [b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"]),
+        # a chunked answer ended at once: head and last chunk together
+        (lambda r: (r.send_head(200, b"OK", PLAIN, None), r.finish()), [HEAD + b"0\r\n\r\n"]),
+    ],
+)
+def test_a_held_response_head_leaves_with_what_follows(script: Any, writes: list[bytes]) -> None:
+    """The head of a held response is written together with whatever is written next, never lost."""
+    transport = serve(script)
+    assert transport.writes == writes
+
+
+@pytest.mark.parametrize("end", ["close", "abort"])
+def test_a_head_alone_is_sent_before_the_connection_is_closed(end: str) -> None:
+    """Closing or dropping right after the head still sends the head first, as before."""
+    transport = serve(lambda r: (r.send_head(200, b"OK", PLAIN, None), getattr(r, end)()))
+    assert transport.writes == [HEAD]
+
+
+def test_a_plain_connection_is_not_secure_and_the_answer_follows_the_transport() -> None:
+    """isSecure is False on plain TCP and is asked again when the transport changes (a TLS one: True)."""
+    site = ClientSite(Held(lambda r: None), reactor=MemoryReactorClock())
+    channel = site.buildProtocol(None)
+    channel.makeConnection(StringTransport())
+    assert channel.isSecure() is False and channel.isSecure() is False
+    from tests.proxyfakes import _TLSStringTransport
+
+    channel.transport = _TLSStringTransport()
+    assert channel.isSecure() is True
+
+
+@pytest.mark.parametrize("interface, known", [("127.0.0.1", True), ("0.0.0.0", False)])
+def test_the_local_address_of_an_accepted_connection_matches_getsockname(interface: str, known: bool) -> None:
+    """On a port bound to one address, that address is the connection's local address; a wildcard port is asked per connection."""
+    reactor = MemoryReactorClock()
+    factory = ServerFactory()
+    factory.protocol = Protocol
+    port = tcp.Port(0, factory, interface=interface, reactor=reactor)
+    port.startListening()
+    client = socket.create_connection(("127.0.0.1", port.getHost().port))
+    try:
+        accepted, address = port.socket.accept()
+        server = tcp.Server(accepted, Protocol(), address, port, 1, reactor)
+        try:
+            found = _listening_address(server)
+            if known:
+                assert found == server.getHost()
+            else:
+                assert found is None
+        finally:
+            accepted.close()
+    finally:
+        client.close()
+        port.socket.close()
+    assert _listening_address(StringTransport()) is None

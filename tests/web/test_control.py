@@ -1,0 +1,183 @@
+"""
+The HTTP control API, byte for byte against Pushpin 1.36's answers (reference §6.2, §14.6),
+on a real loopback listener in this process.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import pytest_twisted
+from twisted.internet.endpoints import TCP4ServerEndpoint
+
+from pushpin_tx.web.control import ControlResource, ControlSite, negotiate
+from pushpin_tx.core.intake import PublishIntake
+from pushpin_tx.core.router import ChannelRouter
+from pushpin_tx.core.stats import Counters
+
+from tests.integration.harness import raw_request
+
+
+class Recorder:
+    def __init__(self):
+        self.got = []
+
+    def deliver(self, publication, channel):
+        self.got.append((channel, publication.stream_content))
+
+
+@pytest.fixture
+def control(reactor):
+    router = ChannelRouter()
+    counters = Counters()
+    recovered = []
+    resource = ControlResource(PublishIntake(router, counters), recover=lambda: recovered.append(1))
+    site = ControlSite(resource, max_headers=10000, max_body=1000000, reactor=reactor)
+    port = pytest_twisted.blockon(TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site))
+    yield port.getHost().port, router, counters, recovered
+    pytest_twisted.blockon(port.stopListening())
+
+
+def post(path: bytes, body: bytes, extra: bytes = b"") -> bytes:
+    return b"POST %s HTTP/1.1\r\nHost: localhost\r\n%sContent-Length: %d\r\n\r\n%s" % (path, extra, len(body), body)
+
+
+def answer(code_line: bytes, body: bytes, extra: bytes = b"", ctype: bytes = b"text/plain") -> bytes:
+    return code_line + b"\r\n" + extra + b"Content-Type: " + ctype + b"\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+
+
+async def send(reactor, port, data):
+    client = await raw_request(reactor, port, data)
+    return client.received
+
+
+@pytest_twisted.ensureDeferred
+async def test_publish_delivers_and_answers_published(reactor, control):
+    """A valid publish reaches subscribers and gets Pushpin's 200 'Published' with Connection: close."""
+    port, router, counters, _ = control
+    sub = Recorder()
+    router.subscribe("news", sub)
+    body = json.dumps({"items": [{"channel": "news", "formats": {"http-stream": {"content": "tick\n"}}}]}).encode()
+    got = await send(reactor, port, post(b"/publish/", body))
+    assert got == answer(b"HTTP/1.1 200 OK", b"Published\n")
+    assert sub.got == [("news", b"tick\n")]
+    assert counters.publishes["http"] == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_json_accept_gets_a_json_success_body(reactor, control):
+    """Accept: application/json turns the success body into {"message":"Published"}."""
+    port = control[0]
+    got = await send(reactor, port, post(b"/publish", b'{"items":[]}', b"Accept: application/json\r\n"))
+    assert got == answer(b"HTTP/1.1 200 OK", b'{"message":"Published"}\n', ctype=b"application/json")
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b"not json", b"Body is not valid JSON.\n"),
+        (b"", b"Body is not valid JSON.\n"),
+        (b"[1]", b"Invalid format.\n"),
+        (b"{}", b"Invalid format: object does not contain 'items'\n"),
+        (b'{"items": 3}', b"Invalid format: object contains 'items' with wrong type\n"),
+        (b'{"items": [{"channel": "a"}]}', b"Invalid format: no formats specified\n"),
+        (b'{"items": [{"formats": {"http-stream": {"content": "x"}}}]}', b"Invalid format: publish item object does not contain 'channel'\n"),
+        (b'{"items": [{"channel": "a", "formats": {"http-stream": {"content": 5}}}]}', b"Invalid format: 'http-stream' contains 'content' with wrong type\n"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_publish_errors_match_pushpin(reactor, control, body, message):
+    """Each malformed publish body gets Pushpin's exact 400 text (text/plain even with JSON Accept)."""
+    port = control[0]
+    got = await send(reactor, port, post(b"/publish/", body, b"Accept: application/json\r\n"))
+    assert got == answer(b"HTTP/1.1 400 Bad Request", message)
+
+
+@pytest_twisted.ensureDeferred
+async def test_publish_is_all_or_nothing(reactor, control):
+    """An invalid second item rejects the request and the valid first item is not delivered."""
+    port, router, _, _ = control
+    sub = Recorder()
+    router.subscribe("a", sub)
+    body = json.dumps({"items": [{"channel": "a", "formats": {"http-stream": {"content": "x"}}}, {"channel": "b"}]}).encode()
+    got = await send(reactor, port, post(b"/publish/", body))
+    assert got.startswith(b"HTTP/1.1 400 Bad Request") and sub.got == []
+
+
+@pytest.mark.parametrize(
+    "request_bytes, expected",
+    [
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", answer(b"HTTP/1.1 200 OK", b"Pushpin API\n")),
+        (b"GET /publish/ HTTP/1.1\r\nHost: x\r\n\r\n", answer(b"HTTP/1.1 405 Method Not Allowed", b"Method not allowed: GET.\n", b"Allow: POST\r\n")),
+        (b"PUT /publish/ HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", answer(b"HTTP/1.1 405 Method Not Allowed", b"Method not allowed: PUT.\n", b"Allow: POST\r\n")),
+        (b"GET /nonexistent HTTP/1.1\r\nHost: x\r\n\r\n", answer(b"HTTP/1.1 404 Not Found", b"Not Found\n")),
+        (post(b"/publish/", b'{"items":[]}', b"Accept: image/png\r\n"), answer(b"HTTP/1.1 406 Not Acceptable", b"Not Acceptable. Supported formats are text/plain and application/json.\n")),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_paths_and_methods(reactor, control, request_bytes, expected):
+    """GET / says 'Pushpin API'; wrong methods get 405 with Allow; unknown paths 404; bad Accept 406."""
+    got = await send(reactor, control[0], request_bytes)
+    assert got == expected
+
+
+@pytest_twisted.ensureDeferred
+async def test_recover_answers_updated(reactor, control):
+    """POST /recover/ triggers recovery and answers 'Updated'."""
+    port, _, _, recovered = control
+    got = await send(reactor, port, post(b"/recover/", b""))
+    assert got == answer(b"HTTP/1.1 200 OK", b"Updated\n") and recovered == [1]
+
+
+@pytest_twisted.ensureDeferred
+async def test_body_over_the_limit_is_refused_when_the_headers_arrive(reactor, control):
+    """Content-Length 1000001 gets 400 'Request body too large.' at once; exactly 1000000 is fine."""
+    port = control[0]
+    got = await send(reactor, port, b"POST /publish/ HTTP/1.1\r\nHost: x\r\nContent-Length: 1000001\r\n\r\n")
+    assert got == answer(b"HTTP/1.1 400 Bad Request", b"Request body too large.\n")
+    items = json.dumps({"items": []}).encode()
+    body = items[:-1] + b" " * (1000000 - len(items)) + b"}"
+    got = await send(reactor, port, post(b"/publish/", body))
+    assert got == answer(b"HTTP/1.1 200 OK", b"Published\n")
+
+
+@pytest_twisted.ensureDeferred
+async def test_chunked_body_over_the_limit_is_refused(reactor, control):
+    """A chunked body that grows past the limit gets the same 400."""
+    port = control[0]
+    chunk = b"x" * 600000
+    data = b"POST /publish/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + (b"%x\r\n%s\r\n" % (len(chunk), chunk)) * 2 + b"0\r\n\r\n"
+    got = await send(reactor, port, data)
+    assert got == answer(b"HTTP/1.1 400 Bad Request", b"Request body too large.\n")
+
+
+@pytest_twisted.ensureDeferred
+async def test_header_block_over_the_limit_gets_a_clear_400(reactor, control):
+    """A header block over 10,000 bytes gets 400 'Request header too large.', not a dropped connection."""
+    port = control[0]
+    got = await send(reactor, port, b"POST /publish/ HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 10000 + b"\r\n\r\n")
+    assert got == answer(b"HTTP/1.1 400 Bad Request", b"Request header too large.\n")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_half_request_does_not_block_others(reactor, control):
+    """A client that sends half a request and stalls does not stop others from publishing."""
+    from tests.integration.harness import raw_connect
+
+    port = control[0]
+    stalled = await raw_connect(reactor, port)
+    stalled.transport.write(b"POST /publish/ HTTP/1.1\r\nHost: x\r\nContent-Len")
+    got = await send(reactor, port, post(b"/publish/", b'{"items":[]}'))
+    assert got == answer(b"HTTP/1.1 200 OK", b"Published\n")
+    stalled.transport.loseConnection()
+    await stalled.wait_closed(reactor)
+
+
+@pytest.mark.parametrize(
+    "accept, kind",
+    [(None, "text"), (b"text/plain", "text"), (b"*/*", "text"), (b"application/json", "json"), (b"application/*", "json"), (b"image/png", None), (b"image/png, text/*", "text")],
+)
+def test_negotiate(accept, kind):
+    """Accept negotiation as §6.2 lists it."""
+    assert negotiate(accept) == kind

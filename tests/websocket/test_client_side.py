@@ -1,0 +1,59 @@
+"""The client WebSocket's start-up shortcuts: autobahn's option dump formatted only when written, no handshake timer."""
+
+from __future__ import annotations
+
+from pprint import pformat
+
+from autobahn.websocket import protocol as autobahn_protocol
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import formatEvent
+
+from pushpin_tx.websocket.client_side import _LazyPformat, make_client_factory
+
+
+def test_the_option_dump_reads_the_same_when_formatted():
+    """A log line holding the deferred pretty-print renders exactly as with pformat itself."""
+    value = [("openHandshakeTimeout", 0, "WebSocketServerFactory"), ("failByDrop", False, "WebSocketServerFactory")]
+    event = {"log_format": "\n{attrs}", "attrs": _LazyPformat(value)}
+    assert formatEvent(event) == "\n" + pformat(value)
+    assert str(_LazyPformat(value)) == pformat(value)
+
+
+def test_a_new_client_websocket_sets_no_handshake_timer_and_leaves_autobahn_as_it_was():
+    """Opening a client WebSocket schedules no opening-handshake timeout and restores autobahn's pformat."""
+    reactor = MemoryReactorClock()
+    factory = make_client_factory(reactor)
+    protocol = factory.buildProtocol(None)
+    protocol.makeConnection(StringTransport())
+    assert protocol.openHandshakeTimeoutCall is None
+    assert reactor.getDelayedCalls() == []
+    assert autobahn_protocol.pformat is pformat
+
+
+def test_every_client_websocket_has_its_factory_options_and_factories_do_not_share_them():
+    """Each connection sees its own factory's options (autobahn's copy), two factories with different limits stay apart."""
+    small = make_client_factory(MemoryReactorClock(), max_message_size=1234)
+    large = make_client_factory(MemoryReactorClock(), max_message_size=99999)
+    for factory, size in ((small, 1234), (large, 99999)):
+        protocol = factory.buildProtocol(None)
+        protocol.makeConnection(StringTransport())
+        for name in protocol.CONFIG_ATTRS:
+            assert getattr(protocol, name) == getattr(factory, name), name
+        assert protocol.maxMessagePayloadSize == protocol.maxFramePayloadSize == size
+        assert protocol.openHandshakeTimeout == 0 and protocol.failByDrop is False
+
+
+def test_a_client_offering_compression_is_answered_without_it():
+    """A handshake offering permessage-deflate completes with no extension accepted (frames are framed once for all)."""
+    factory = make_client_factory(MemoryReactorClock())
+    protocol = factory.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(
+        b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
+    )
+    head = transport.value().split(b"\r\n\r\n", 1)[0]
+    assert head.startswith(b"HTTP/1.1 101") and b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head
+    assert b"sec-websocket-extensions" not in head.lower()

@@ -1,0 +1,145 @@
+"""The WebSocket-over-HTTP origin link on a Clock, with a scripted origin client."""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred
+
+from pushpin_tx.origin.client import AllTargetsFailed, buffered_response
+from pushpin_tx.protocol.routes import Target
+from pushpin_tx.websocket.over_http import WohLink
+from pushpin_tx.core.ws_session import OPCODE_TEXT, WsSession
+from pushpin_tx.protocol.wsevents import decode_events
+
+from tests.fakes import hold_context
+
+
+class ScriptedOrigin:
+    """OriginClient stand-in: records each POST; the test answers them one by one."""
+
+    def __init__(self):
+        self.posts: list[tuple[list, bytes, Deferred]] = []
+        self.target = Target(kind="http", host="127.0.0.1", port=9)
+
+    async def request(self, targets, method, path, headers_for, body):
+        producer = body()
+        data = producer._data if producer is not None else b""
+        d: Deferred = Deferred()
+        self.posts.append((headers_for(self.target), data, d))
+        return await d
+
+    def answer(self, body: bytes = b"", headers=None, code=200):
+        _, _, d = self.posts[-1]
+        hs = [(b"Content-Type", b"application/websocket-events")] + (headers or [])
+        d.callback(buffered_response(code, b"OK", hs, body, self.target))
+
+    def fail(self):
+        _, _, d = self.posts[-1]
+        d.errback(AllTargetsFailed(["127.0.0.1:9"]))
+
+
+class FakeClient:
+    def __init__(self):
+        self.frames = []
+        self.closed = None
+        self.dropped = False
+
+    def write_frame(self, frame):
+        self.frames.append(frame)
+
+    def close(self, code, reason):
+        self.closed = (code, reason)
+
+    def drop(self):
+        self.dropped = True
+
+    def register_producer(self, producer):
+        pass
+
+
+def link(clock, **kw):
+    ctx = hold_context(clock)
+    session = WsSession(ctx, "cid-1")
+    origin = ScriptedOrigin()
+    woh = WohLink(session, origin, clock, targets=(origin.target,), path=b"/chat", headers_for=lambda t: [(b"Host", b"example.com")],
+                  conn_id="cid-1", one_event=False, grip=True, random_=lambda: 0.0, **kw)
+    client = FakeClient()
+    session.open(client, woh)
+    return session, woh, origin, client
+
+
+def test_one_request_in_flight_and_the_rest_batched(clock):
+    """Client messages sent while a request is out go together in the next one."""
+    session, woh, origin, _ = link(clock)
+    session.client_message(OPCODE_TEXT, b"a")
+    session.client_message(OPCODE_TEXT, b"b")
+    session.client_message(OPCODE_TEXT, b"c")
+    assert len(origin.posts) == 1 and decode_events(origin.posts[0][1])[0].content == b"a"
+    headers = dict(origin.posts[0][0])
+    assert headers[b"Connection-Id"] == b"cid-1" and headers[b"Content-Type"] == b"application/websocket-events"
+    origin.answer()
+    assert [e.content for e in decode_events(origin.posts[1][1])] == [b"b", b"c"]
+    origin.answer()
+    session.end()
+
+
+def test_meta_set_by_the_origin_comes_back_on_later_requests(clock):
+    """Set-Meta-User in an answer becomes Meta-User on every later request; an empty value deletes it."""
+    session, woh, origin, _ = link(clock)
+    session.client_message(OPCODE_TEXT, b"x")
+    origin.answer(headers=[(b"Set-Meta-User", b"alice")])
+    session.client_message(OPCODE_TEXT, b"y")
+    assert dict(origin.posts[1][0])[b"Meta-User"] == b"alice"
+    origin.answer(headers=[(b"Set-Meta-User", b"")])
+    session.client_message(OPCODE_TEXT, b"z")
+    assert b"Meta-User" not in dict(origin.posts[2][0])
+    origin.answer()
+    session.end()
+
+
+def test_keep_alive_interval_posts_when_idle_with_a_floor_of_20_seconds(clock):
+    """Keep-Alive-Interval: 5 means an empty POST every 20 s of idleness (Pushpin's minimum)."""
+    session, woh, origin, _ = link(clock)
+    woh.apply_response_headers(buffered_response(200, b"OK", [(b"Keep-Alive-Interval", b"5")], b"", origin.target))
+    woh.start([])
+    clock.advance(19.9)
+    assert origin.posts == []
+    clock.advance(0.1)
+    assert len(origin.posts) == 1 and origin.posts[0][1] == b""
+    origin.answer()
+    clock.advance(20)
+    assert len(origin.posts) == 2
+    origin.answer()
+    session.end()
+    woh.detach()
+    assert clock.getDelayedCalls() == []
+
+
+def test_connection_failures_are_retried_with_backoff_then_the_client_is_dropped(clock):
+    """A failed POST is retried after 1, 2, 4, 8 s; after 5 tries the client is dropped."""
+    session, woh, origin, client = link(clock)
+    session.client_message(OPCODE_TEXT, b"hello")
+    delays = []
+    for attempt in range(4):
+        origin.fail()
+        before = len(origin.posts)
+        delay = 2**attempt
+        clock.advance(delay - 0.01)
+        assert len(origin.posts) == before
+        clock.advance(0.01)
+        assert len(origin.posts) == before + 1
+        delays.append(delay)
+        assert origin.posts[-1][1] == origin.posts[0][1]  # the same events again
+    origin.fail()
+    assert client.dropped and delays == [1, 2, 4, 8]
+    assert clock.getDelayedCalls() == []
+
+
+def test_origin_events_reach_the_client_and_close_ends_it(clock):
+    """TEXT events in GRIP mode arrive without their prefix; CLOSE closes the client with its code."""
+    session, woh, origin, client = link(clock)
+    session.grip = True
+    session.client_message(OPCODE_TEXT, b"hi")
+    origin.answer(b"TEXT 5\r\nm:yes\r\nCLOSE 2\r\n\x0f\xa1\r\nTEXT 5\r\nm:no!\r\n")
+    clock.advance(0)
+    assert client.frames == [b"\x81\x03yes"] and client.closed == (4001, "")
+    session.end()
