@@ -44,7 +44,7 @@ from pushpin_tx.net.listening import claim_port, listen_reuseport
 from pushpin_tx.workers.pool import SharedInterest, SharedLastIds, WorkerPool
 from pushpin_tx.websocket.gateway import WebSocketGateway
 from pushpin_tx.zeromq.inputs import ZmqInputService
-from pushpin_tx.zeromq.stats import StatsPublisher
+from pushpin_tx.core.stats_feed import StatsPublisher
 
 __all__ = ["Options", "makeService", "PushpinService"]
 

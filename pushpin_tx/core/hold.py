@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from pushpin_tx.protocol.grip import Channel, Instruct
     from pushpin_tx.core.router import ChannelRouter, Publication
     from pushpin_tx.core.stats import Counters
-    from pushpin_tx.zeromq.stats import StatsPublisher
+    from pushpin_tx.core.stats_feed import StatsPublisher
 
 __all__ = ["HttpSink", "ResponseHold", "StreamHold", "HoldContext", "CHUNKED_THRESHOLD"]
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from pushpin_tx.core.router import ChannelRouter
     from pushpin_tx.core.sequencing import Sequencer
     from pushpin_tx.core.stats import Counters
-    from pushpin_tx.zeromq.stats import StatsPublisher
+    from pushpin_tx.core.stats_feed import StatsPublisher
 
 __all__ = ["PublishIntake"]
 

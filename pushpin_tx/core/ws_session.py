@@ -19,7 +19,7 @@ from twisted.logger import Logger
 
 from pushpin_tx.core.delivery import DeliveryQueue
 from pushpin_tx.protocol.filters import FilterError, apply_content_filters, content_filters_of, should_deliver
-from pushpin_tx.web.proxy import emit_info
+from pushpin_tx.core.loginfo import emit_info
 from pushpin_tx.core.router import PER_ITEM, Publication, plain_part, ws_frame
 from pushpin_tx.protocol.wscontrol import (
     Detach,

@@ -46,11 +46,11 @@ from twisted.web.http import PotentialDataLoss, _ChunkedTransferDecoder, _DataLo
 from twisted.web.http_headers import Headers as TwistedHeaders
 from zope.interface import implementer
 
+from pushpin_tx.protocol.headers import Headers
 from pushpin_tx.net.writethrough import writer_for
 
 __all__ = ["OriginPool", "OriginAnswer", "canonical_name", "request_bytes", "origin_form_ok", "method_ok"]
 
-Headers = list[tuple[bytes, bytes]]
 
 #: Twisted's line limit (C{LineReceiver.MAX_LENGTH}): a longer response line fails the response.
 MAX_LINE = 16384

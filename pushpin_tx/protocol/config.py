@@ -32,7 +32,6 @@ from typing import TypeVar
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from twisted.internet.endpoints import quoteStringArgument
 
 from pushpin_tx.protocol import configkeys as _keys
 from pushpin_tx.protocol.qt.ini import IniSyntaxError, IniValue, parse_ini
@@ -41,6 +40,15 @@ __all__ = [
     "NOT_IMPLEMENTED_KEYS", "ConfigError", "ForwardedForRule", "ListenAddress", "Settings",
     "SigningKey", "load_settings", "parse_forwarded_for", "parse_listen", "parse_signing_key",
 ]
+
+def quote_endpoint_argument(value: str) -> str:
+    """
+    Escape a value for a Twisted endpoint description, as
+    C{twisted.internet.endpoints.quoteStringArgument} does (backslash and colon); repeated
+    here so that this pure layer imports no Twisted (tests check the two agree).
+    """
+    return value.replace("\\", "\\\\").replace(":", "\\:")
+
 
 LIBDIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
 
@@ -74,7 +82,7 @@ class ListenAddress:
         """The twisted server endpoint string, e.g. "tcp:7999:interface=127.0.0.1"."""
         if not self.host:
             return f"tcp:{self.port}"
-        return f"tcp:{self.port}:interface={quoteStringArgument(self.host)}"
+        return f"tcp:{self.port}:interface={quote_endpoint_argument(self.host)}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,9 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote, urljoin, urlsplit
 
-from pushpin_tx.protocol.qt import headervalues as qp
 from pushpin_tx.protocol.gripjson import DEFAULT_KEEP_ALIVE_TIMEOUT, JsonInstructError, apply_json
+from pushpin_tx.protocol.headers import Headers
+from pushpin_tx.protocol.qt import headervalues as qp
 
 __all__ = [
     "InstructError",
@@ -35,8 +36,6 @@ __all__ = [
     "parse_grip_status",
     "reason_phrase",
 ]
-
-Headers = list[tuple[bytes, bytes]]
 
 DEFAULT_RESPONSE_TIMEOUT = 55
 MINIMUM_RESPONSE_TIMEOUT = 5

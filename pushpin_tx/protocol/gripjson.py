@@ -13,16 +13,32 @@ from __future__ import annotations
 
 import json
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from pushpin_tx.protocol.headers import Headers
 from pushpin_tx.protocol.qt import headervalues as qp
-
-if TYPE_CHECKING:
-    from pushpin_tx.protocol.grip import Headers, _Draft
 
 __all__ = ()
 
 DEFAULT_KEEP_ALIVE_TIMEOUT = 55
+
+
+class _Draft(Protocol):
+    """
+    What L{apply_json} fills in: the fields of L{pushpin_tx.protocol.grip}'s draft instruction.
+    Declared here, not imported, so that grip (which calls this module) is not imported back.
+    """
+
+    code: int
+    reason: bytes
+    body: bytes
+    headers: Headers | None
+    hold: str | None
+    channels: list[tuple[str, str | None, list[str]]] | None
+    timeout: int | None
+    ka_data: bytes
+    ka_timeout: int | None
+    meta: dict[str, str] | None
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _BAD_HEADER_BYTES = re.compile(rb"[\r\n\x00]")

@@ -23,16 +23,17 @@ from pushpin_tx.protocol.grip import InstructError, is_grip_instruct, parse_inst
 from pushpin_tx.protocol.headers import get_header
 from pushpin_tx.core.hold import HoldContext, ResponseHold, StreamHold
 from pushpin_tx.origin.client import AllTargetsFailed, BodyTooLarge, OriginError, read_body
-from pushpin_tx.web.proxy import GRIP_BODY_LIMIT, access_line, emit_info, error_response
+from pushpin_tx.core.loginfo import emit_info
+from pushpin_tx.web._common import GRIP_BODY_LIMIT, access_line, error_response
 
 if TYPE_CHECKING:
     from pushpin_tx.web.clientsite import ClientRequest
     from pushpin_tx.protocol.config import Settings
     from pushpin_tx.protocol.grip import Instruct
     from pushpin_tx.origin.client import OriginClient, OriginResponse
-    from pushpin_tx.web.proxy import RequestInfo
+    from pushpin_tx.web._common import RequestInfo
     from pushpin_tx.core.stats import Counters
-    from pushpin_tx.zeromq.stats import StatsPublisher
+    from pushpin_tx.core.stats_feed import StatsPublisher
 
 __all__ = ["Acceptor"]
 

@@ -12,26 +12,24 @@ twisted.web.
 from __future__ import annotations
 
 import itertools
-import time
 from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Cooperator
-from twisted.logger import Logger, LogLevel
+from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import http
 from twisted.web.client import FileBodyProducer, PotentialDataLoss, ResponseDone
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
-from zope.interface import implementer
 from twisted.web.iweb import IBodyProducer
 
 from pushpin_tx.protocol import headers as hdr
 from pushpin_tx.protocol.grip import is_grip_instruct
 from pushpin_tx.origin.client import AllTargetsFailed, OriginError, OriginResponse, buffered_response
 from pushpin_tx.protocol.testorigin import test_response
+from pushpin_tx.web._common import GRIP_BODY_LIMIT, BytesProducer, RequestInfo, access_line, error_response
 
 
 def is_upgrade(request: Any) -> bool:
@@ -48,11 +46,8 @@ if TYPE_CHECKING:
     from pushpin_tx.protocol.signing import GripSigner
     from pushpin_tx.core.stats import Counters
 
-__all__ = ["ProxyResource", "RequestInfo", "error_response", "emit_info", "PUSHPIN_CHECK_BODY"]
+__all__ = ["ProxyResource", "PUSHPIN_CHECK_BODY"]
 
-#: Request bodies up to this size are kept in memory and may still be answered with GRIP
-#: (§4.1 step 9); the same limit bounds a buffered instruct body (§4.3).
-GRIP_BODY_LIMIT = 100000
 
 #: Pushpin answers a request carrying C{Pushpin-Check} itself with its licence text (the
 #: licence interface, §4.1 step 3); observed byte for byte on 1.36.0.
@@ -69,73 +64,6 @@ PUSHPIN_CHECK_BODY = (
     b"You should have received a copy of the GNU Affero General Public License\n"
     b"along with this program. If not, see <http://www.gnu.org/licenses/>.\n\n"
 )
-
-
-def error_response(request: Any, code: int, message: str, *, content_type: bool = True) -> None:
-    """Answer with one of Pushpin's plain-text errors (§4.5): the message plus a newline."""
-    body = message.encode("utf-8") + b"\n"
-    request.setResponseCode(code, http.RESPONSES.get(code, b"Unknown"))
-    if content_type:
-        request.responseHeaders.setRawHeaders(b"content-type", [b"text/plain"])
-    else:
-        request.defaultContentType = None  # twisted.web would add text/html
-    request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(body)])
-    request.write(body)
-    request.finish()
-
-
-class RequestInfo:
-    """What the proxy worked out about one client request, kept for holds and logs."""
-
-    __slots__ = (
-        "conn_id",
-        "method",
-        "uri",
-        "path",
-        "host",
-        "client_ip",
-        "secure",
-        "route",
-        "trusted",
-        "grip_enabled",
-        "debug",
-        "body",
-        "body_size",
-        "target_label",
-        "resend",
-    )
-
-    def __init__(self, **kw: Any) -> None:
-        for key, value in kw.items():
-            setattr(self, key, value)
-        #: the target that answered, as access lines name it (None: none was asked)
-        self.target_label: str | None = None
-        #: re-sends the original request with extra headers (Grip-Last), for retries
-        self.resend: Any = None
-
-
-@implementer(IBodyProducer)
-class _BytesProducer:
-    """A request body already in memory, written in one go (no cooperator turn needed)."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self.length = len(data)
-
-    def startProducing(self, consumer: Any) -> Deferred[None]:
-        consumer.write(self._data)
-        d: Deferred[None] = Deferred()
-        d.callback(None)
-        return d
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
 
 
 class _Relay(Protocol):
@@ -445,7 +373,7 @@ class ProxyResource(Resource):
             if info.body_size == 0 and not _client_sent_body(request):
                 return None
             if info.body is not None:
-                return _BytesProducer(info.body)
+                return BytesProducer(info.body)
             request.content.seek(0)
             return FileBodyProducer(request.content, cooperator=self._cooperator)
 
@@ -554,47 +482,6 @@ class ProxyResource(Resource):
     def _access(self, info: RequestInfo, request: Any, *, code: int | None, size: int | None, accept: str = "") -> None:
         """One access line per request, in Pushpin's shape (§11 Logging)."""
         access_line(self._log, self._settings, info, request, code=code, size=size, accept=accept)
-
-
-def access_line(log: Logger, settings: "Settings", info: RequestInfo, request: Any, *, code: int | None, size: int | None, accept: str = "") -> None:
-    """Log C{GET http://host/path -> target [from=IP] [ref=R] [route=ID] code=N BYTES|accept [ua=UA]}."""
-    parts = [f"{info.method.decode('latin-1')} {info.uri}"]
-    if info.target_label is not None:
-        parts.append(f"-> {info.target_label}")
-    if settings.log_from:
-        parts.append(f"from={info.client_ip}")
-    referer = request.getHeader(b"referer")
-    if referer:
-        parts.append(f"ref={referer.decode('latin-1')}")
-    if info.route is not None and info.route.explicit_id:
-        parts.append(f"route={info.route.id}")
-    if accept:
-        parts.append(accept)
-    else:
-        parts.append(f"code={code} {size if size is not None else 0}")
-    if settings.log_user_agent:
-        ua = request.getHeader(b"user-agent")
-        if ua:
-            parts.append(f"ua={ua.decode('latin-1')}")
-    emit_info(log, "{line}", line=" ".join(parts))
-
-
-def emit_info(log: Logger, log_format: str, **fields: object) -> None:
-    """
-    C{log.info(log_format, **fields)}: the same event to the same observer, without
-    C{Logger.emit}'s check that the level is one of C{LogLevel}'s constants (a sorted scan of
-    them on every call, about 4 % of opening a held stream in a profile). Written by hand
-    because twisted.logger has no unchecked emit; the level here is a constant.
-    """
-    fields.update(
-        log_logger=log,
-        log_level=LogLevel.info,
-        log_namespace=log.namespace,
-        log_source=log.source,
-        log_format=log_format,
-        log_time=time.time(),
-    )
-    log.observer(fields)
 
 
 _new_info = object.__new__

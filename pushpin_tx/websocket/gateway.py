@@ -18,7 +18,7 @@ from twisted.web import http
 
 from pushpin_tx.protocol import headers as hdr
 from pushpin_tx.origin.client import AllTargetsFailed, BodyTooLarge, OriginError
-from pushpin_tx.web.proxy import access_line, error_response
+from pushpin_tx.web._common import access_line, error_response
 from pushpin_tx.protocol.testorigin import query_pairs
 from pushpin_tx.websocket.over_http import EVENTS_TYPE, WohLink, new_connection_id
 from pushpin_tx.websocket.client_side import make_client_factory, upgrade
@@ -30,10 +30,10 @@ from pushpin_tx.protocol.wsevents import WsEventsError, decode_events
 if TYPE_CHECKING:
     from pushpin_tx.protocol.config import Settings
     from pushpin_tx.core.hold import HoldContext
-    from pushpin_tx.web.proxy import RequestInfo
+    from pushpin_tx.web._common import RequestInfo
     from pushpin_tx.protocol.routes import Route, Target
     from pushpin_tx.core.stats import Counters
-    from pushpin_tx.zeromq.stats import StatsPublisher
+    from pushpin_tx.core.stats_feed import StatsPublisher
 
 __all__ = ["WebSocketGateway"]
 

@@ -23,7 +23,7 @@ from twisted.logger import Logger
 
 from pushpin_tx.protocol import headers as hdr
 from pushpin_tx.origin.client import AllTargetsFailed, BodyTooLarge, OriginError, read_body
-from pushpin_tx.web.proxy import _BytesProducer
+from pushpin_tx.web._common import BytesProducer
 from pushpin_tx.core.ws_session import OPCODE_BINARY, OPCODE_PING, OPCODE_PONG, OPCODE_TEXT
 from pushpin_tx.protocol.wsevents import EventBatcher, WsEvent, WsEventsError, close_content, decode_events, encode_events, parse_close_content
 
@@ -109,7 +109,7 @@ class WohLink:
     async def post(self, body: bytes) -> tuple["OriginResponse", bytes]:
         """One POST of events; returns the response and its body (at most 1,000,000 bytes)."""
         response = await self._origin.request(
-            self._targets, b"POST", self._path, self._request_headers, lambda: _BytesProducer(body)
+            self._targets, b"POST", self._path, self._request_headers, lambda: BytesProducer(body)
         )
         data = await read_body(response, MAX_RESPONSE)
         return response, data

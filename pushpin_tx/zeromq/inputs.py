@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from pushpin_tx.protocol.config import Settings
     from pushpin_tx.core.intake import PublishIntake
     from pushpin_tx.core.router import ChannelRouter
-    from pushpin_tx.zeromq.stats import StatsPublisher
+    from pushpin_tx.core.stats_feed import StatsPublisher
 
 __all__ = ["ZmqInputService", "describe_item_error"]
 

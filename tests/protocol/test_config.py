@@ -811,3 +811,13 @@ def test_workers_setting_refuses_what_is_not_a_count(tmp_path: Path, value: str)
     text = MINIMAL.replace("[runner]\n", f"[runner]\nworkers={value}\n")
     with pytest.raises(ConfigError, match=r"\[runner\] workers: expected a number >= 1"):
         load_settings(write(tmp_path, text))
+
+
+@pytest.mark.parametrize("value", ["127.0.0.1", "::1", "fe80::1%eth0", "a\\b:c", ""])
+def test_endpoint_quoting_matches_twisted(value: str) -> None:
+    """The config layer's endpoint quoting is Twisted's quoteStringArgument, character for character."""
+    from twisted.internet.endpoints import quoteStringArgument
+
+    from pushpin_tx.protocol.config import quote_endpoint_argument
+
+    assert quote_endpoint_argument(value) == quoteStringArgument(value)

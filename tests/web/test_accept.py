@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pushpin_tx.web.accept import LINK_TRIES, Acceptor
 from pushpin_tx.origin.client import AllTargetsFailed
-from pushpin_tx.web.proxy import RequestInfo
+from pushpin_tx.web._common import RequestInfo
 from pushpin_tx.protocol.routes import Route, Target
 from pushpin_tx.core.stats import Counters
 

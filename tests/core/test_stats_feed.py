@@ -20,7 +20,7 @@ from pushpin_tx.core.router import ChannelRouter
 from pushpin_tx.core.stats import Counters
 from pushpin_tx.zeromq.inputs import ZmqInputService
 from pushpin_tx.zeromq.reader import ZmqReader
-from pushpin_tx.zeromq.stats import StatsPublisher, encode_packet
+from pushpin_tx.core.stats_feed import StatsPublisher, encode_packet
 from tests.zeromq.test_reader import Collector, zctx  # noqa: F401  (zctx is a fixture)
 from tests.zeromq.test_reader import no_zmq_readers  # noqa: F401  (autouse fixture)
 
