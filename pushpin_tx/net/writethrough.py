@@ -6,7 +6,7 @@ waiting in the transport, else let the transport queue it.
 C{transport.write} only buffers: it registers the socket for writability (an C{epoll_ctl}),
 the reactor's next turn sends, and unregisters (another C{epoll_ctl}): three syscalls and two
 reactor passes per delivery where one C{send} would do. With a thousand subscribers that
-dominates fan-out (measured in shared/PERFORMANCE.md: ~18 us vs ~4 us CPU per delivery).
+dominates fan-out (bench/README.md has the figures).
 So, when the transport holds nothing, we call C{send} ourselves; what it does not take
 (a partial send, EAGAIN) goes to C{transport.write}, which keeps the order, the flow control
 (pausing our producer) and the error handling Twisted's. TLS transports, and anything that

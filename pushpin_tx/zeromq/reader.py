@@ -6,7 +6,7 @@ mechanics of reading a ZeroMQ socket without blocking or starving the reactor.
 A ZeroMQ socket is not a file descriptor. It exposes C{zmq.FD}, a I{signalling}
 descriptor that becomes readable when the socket's internal command mailbox changes
 state, not once per message, and any C{recv}, C{send} or C{getsockopt(EVENTS)} may
-consume that signal (pyzmq#199, libzmq#3641). So, as STYLE §3.1 lays out:
+consume that signal (pyzmq#199, libzmq#3641). So:
 
   1. after the reader is added, check C{EVENTS} at once (messages queued before start
      raised their signal long ago);
