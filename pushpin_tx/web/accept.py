@@ -19,6 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from pushpin_tx._compat import is_disconnected
 from pushpin_tx.protocol.grip import InstructError, is_grip_instruct, parse_instruct
 from pushpin_tx.protocol.headers import get_header
 from pushpin_tx.core.hold import HoldContext, ResponseHold, StreamHold
@@ -100,7 +101,7 @@ class Acceptor:
         except InstructError as e:
             self._fail(request, info, f"Failed to parse accept instructions: {e}")
             return
-        if request._disconnected:
+        if is_disconnected(request):
             return
         await self._dispatch(request, info, instruct, retries=retries)
 
@@ -238,14 +239,14 @@ class Acceptor:
 
     async def retry(self, request: "ClientRequest", info: "RequestInfo", last_ids: dict[str, str], retries: int) -> None:
         """Re-send the client's request to the origin with Grip-Last and act on the answer."""
-        if request._disconnected:
+        if is_disconnected(request):
             return
         try:
             response = await info.resend(grip_last_headers(last_ids))
         except (AllTargetsFailed, OriginError) as e:
             self._fail(request, info, str(e))
             return
-        if request._disconnected:
+        if is_disconnected(request):
             response.deliver_body(_Discard())
             return
         if info.grip_enabled and is_grip_instruct(response.headers):
@@ -295,7 +296,7 @@ class Acceptor:
         from twisted.internet.defer import Deferred
 
         ended: Deferred[bool] = Deferred()
-        too_large.follow(request.write_body, ended.callback, None if request._disconnected else request)
+        too_large.follow(request.write_body, ended.callback, None if is_disconnected(request) else request)
         clean = await ended
         if not clean:
             request.close()
@@ -310,7 +311,7 @@ class Acceptor:
             request.write_body(r.body)
         link = instruct.next_link
         for _ in range(MAX_PAGES):
-            if link is None or request._disconnected:
+            if link is None or is_disconnected(request):
                 break
             try:
                 page = await self._fetch_link(info, link.uri)
@@ -354,8 +355,8 @@ class Acceptor:
     def _fail(self, request: "ClientRequest", info: "RequestInfo", detail: str) -> None:
         self._log.warn("{method} {uri}: {why}", method=info.method.decode("latin-1"), uri=info.uri, why=detail)
         self._access(info, request, code=502)
-        if request._disconnected or request.startedWriting:
-            if not request._disconnected:
+        if is_disconnected(request) or request.startedWriting:
+            if not is_disconnected(request):
                 request.abort()
             return
         error_response(request, 502, detail if info.debug else "Error while proxying to origin.")

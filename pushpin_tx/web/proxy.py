@@ -25,6 +25,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.iweb import IBodyProducer
 
+from pushpin_tx._compat import is_disconnected
 from pushpin_tx.protocol import headers as hdr
 from pushpin_tx.protocol.grip import is_grip_instruct
 from pushpin_tx.origin.client import AllTargetsFailed, OriginError, OriginResponse, buffered_response
@@ -75,7 +76,7 @@ class _Relay(Protocol):
 
     def connectionMade(self) -> None:
         request = self._request
-        if request._disconnected:
+        if is_disconnected(request):
             self.transport.stopProducing()  # type: ignore[union-attr]
             return
         if getattr(self.transport, "complete", False):
@@ -93,7 +94,7 @@ class _Relay(Protocol):
 
     def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:  # type: ignore[assignment]
         request = self._request
-        if request.producer is not None and not request._disconnected:
+        if request.producer is not None and not is_disconnected(request):
             request.unregisterProducer()
         clean = bool(reason.check(ResponseDone, PotentialDataLoss))
         if clean:
@@ -175,7 +176,7 @@ class ProxyResource(Resource):
         if f.check(CancelledError):
             return
         self._log.failure("proxying failed", f)
-        if not request.startedWriting and not request._disconnected:
+        if not request.startedWriting and not is_disconnected(request):
             error_response(request, 500, "Internal Server Error")
         else:
             request.abort()
@@ -442,7 +443,7 @@ class ProxyResource(Resource):
         self._counters.requests_failed += 1
         message = detail if info.debug else "Error while proxying to origin."
         self._access(info, request, code=502, size=len(message) + 1)
-        if request._disconnected:
+        if is_disconnected(request):
             return
         error_response(request, 502, message)
 

@@ -21,6 +21,7 @@ from autobahn.websocket import protocol as _autobahn_protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
 
+from pushpin_tx._compat import is_disconnected
 from pushpin_tx.net.writethrough import TurnCounter, writer_for
 from pushpin_tx.core.ws_session import OPCODE_BINARY, OPCODE_PING, OPCODE_PONG, OPCODE_TEXT
 
@@ -222,7 +223,7 @@ def upgrade(
     @return: the client protocol, or C{None} if the client had already gone.
     """
     channel = request.channel
-    if channel is None or channel.transport is None or request._disconnected:
+    if channel is None or channel.transport is None or is_disconnected(request):
         return None
     protocol: ClientWebSocket = factory.buildProtocol(channel.transport.getPeer())
     protocol._bridge = session

@@ -16,6 +16,7 @@ from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from twisted.web import http
 
+from pushpin_tx._compat import is_disconnected
 from pushpin_tx.protocol import headers as hdr
 from pushpin_tx.origin.client import AllTargetsFailed, BodyTooLarge, OriginError
 from pushpin_tx.web._common import access_line, error_response
@@ -255,7 +256,7 @@ class WebSocketGateway:
     def _pass_refusal(self, request: Any, info: "RequestInfo", code: int, reason: bytes, headers: hdr.Headers, body: bytes) -> None:
         """The origin said no: the client gets its status, headers and body (§8.1, §8.2)."""
         self._access(info, request, code, len(body))
-        if request._disconnected:
+        if is_disconnected(request):
             return
         request.setResponseCode(code, reason or http.RESPONSES.get(code, b"Unknown"))
         for name, value in hdr.response_headers_to_client(headers):
@@ -268,7 +269,7 @@ class WebSocketGateway:
         self._log.warn("{method} {uri}: {why}", method=info.method.decode("latin-1"), uri=info.uri, why=detail)
         message = detail if info.debug else "Error while proxying to origin."
         self._access(info, request, 502, len(message) + 1)
-        if request._disconnected:
+        if is_disconnected(request):
             return
         # observed on 1.36.0: a refused WebSocket handshake's 502 has no Content-Type
         error_response(request, 502, message, content_type=False)

@@ -1,0 +1,23 @@
+# -*- test-case-name: tests.test_compat -*-
+"""
+Every private name of Twisted or autobahn that pushpin-tx relies on, in one place.
+
+Each function or name here is an assumption about a library's internals; C{tests/test_compat.py}
+checks each one against the installed version, and C{setup.cfg} caps the versions those tests
+have passed on, so that an upgrade fails a test instead of misbehaving.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["is_disconnected"]
+
+
+def is_disconnected(request: Any) -> bool:
+    """
+    Whether C{request}'s client connection is gone: twisted.web's C{Request._disconnected},
+    set by C{Request.connectionLost}. No public attribute says it (C{notifyFinish} fires, but
+    too late for a check before a write), and C{request.finish()} after it raises.
+    """
+    return request._disconnected  # type: ignore[no-any-return]

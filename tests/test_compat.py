@@ -1,0 +1,19 @@
+"""
+The assumptions L{pushpin_tx._compat} makes about Twisted's and autobahn's private names, each
+checked against the installed versions.
+"""
+
+from __future__ import annotations
+
+from twisted.web.test.requesthelper import DummyChannel
+from twisted.web.server import Request
+
+from pushpin_tx._compat import is_disconnected
+
+
+def test_request_disconnected_follows_connection_lost() -> None:
+    """A twisted.web request reads as disconnected exactly once its connection is lost."""
+    request = Request(DummyChannel(), False)
+    assert is_disconnected(request) is False
+    request.connectionLost(Exception("gone"))
+    assert is_disconnected(request) is True
