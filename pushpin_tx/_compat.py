@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["is_disconnected"]
+from twisted.web.client import HTTPConnectionPool, _HTTP11ClientFactory
+
+__all__ = ["QuietConnectionPool", "is_disconnected"]
 
 
 def is_disconnected(request: Any) -> bool:
@@ -21,3 +23,18 @@ def is_disconnected(request: Any) -> bool:
     too late for a check before a write), and C{request.finish()} after it raises.
     """
     return request._disconnected  # type: ignore[no-any-return]
+
+
+class _QuietFactory(_HTTP11ClientFactory):  # type: ignore[misc]
+    """Origin connections come and go all the time: no "Starting factory" line for each."""
+
+    noisy = False
+
+
+class QuietConnectionPool(HTTPConnectionPool):
+    """
+    twisted.web's connection pool, building its connections with L{_QuietFactory}: the pool's
+    private C{_factory} attribute is the only way to choose the factory it uses.
+    """
+
+    _factory = _QuietFactory

@@ -20,8 +20,9 @@ from twisted.application import service
 from twisted.internet import defer, endpoints
 from twisted.logger import Logger
 from twisted.python import usage
-from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
+from twisted.web.client import Agent
 
+from pushpin_tx._compat import QuietConnectionPool
 from pushpin_tx.web.accept import Acceptor
 from pushpin_tx.web.clientsite import ClientSite
 from pushpin_tx.protocol.config import ConfigError, Settings, load_settings, parse_signing_key
@@ -222,9 +223,9 @@ class PushpinService(service.MultiService):
             stats=self.stats,
             subscription_max=settings.connection_subscription_max,
         )
-        self._pool = _QuietPool(reactor, persistent=True)
+        self._pool = QuietConnectionPool(reactor, persistent=True)
         self._pool.maxPersistentPerHost = 64
-        self._insecure_pool = _QuietPool(reactor, persistent=True)
+        self._insecure_pool = QuietConnectionPool(reactor, persistent=True)
         self.origin = OriginClient(
             Agent(reactor, pool=self._pool, connectTimeout=10),
             Agent(reactor, contextFactory=InsecurePolicy(), pool=self._insecure_pool, connectTimeout=10),
@@ -539,16 +540,6 @@ class PushpinService(service.MultiService):
         d.addBoth(close_pools)
         d.addBoth(lambda _: self._log.info("stopped"))
         return d
-
-
-class _QuietFactory(_HTTP11ClientFactory):
-    """Origin connections come and go all the time: no "Starting factory" line for each."""
-
-    noisy = False
-
-
-class _QuietPool(HTTPConnectionPool):
-    _factory = _QuietFactory
 
 
 def _tcp(host: str, port: int) -> str:
