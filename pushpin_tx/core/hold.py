@@ -111,6 +111,9 @@ class _Hold:
         self.instruct = instruct
         self.conn_id = conn_id
         self.channels: dict[str, "Channel"] = {c.name: c for c in instruct.channels}
+        #: reliable delivery (§7): each channel's position, the prev-id its next item must carry;
+        #: it moves on with every item that follows on, delivered or withheld by a filter
+        self._expect: dict[str, str] = {c.name: c.prev_id for c in instruct.channels if c.prev_id is not None}
         self.meta = dict(instruct.meta)
         self.done = False
         self.started_at = ctx.clock.seconds()
@@ -154,12 +157,31 @@ class _Hold:
         )
 
     def _prev_ids(self, publication: "Publication | None" = None, channel: str = "") -> dict[str, str]:
-        """Ids for build-id: the subscription's prev-ids, advanced to the item being delivered
-        (Pushpin renders C{%I} from the publish's own id)."""
-        ids = {name: c.prev_id for name, c in self.channels.items() if c.prev_id is not None}
+        """
+        Every channel's current position (build-id's C{%(channel)s}, Grip-Last): the last id
+        each channel moved on to, not the prev-id the subscription started at, and for the
+        item being delivered its own id (as Pushpin, which updates the position first).
+        """
+        ids = dict(self._expect)
         if publication is not None and publication.item.id is not None:
             ids[channel] = publication.item.id
         return ids
+
+    def _follows_on(self, publication: "Publication", channel: str) -> bool:
+        """
+        Pushpin's per-connection check (§7): whether the item follows the channel's position;
+        if so the position moves on to its id, before any filter decides on delivery (an item a
+        filter withholds still counts, so its successor is no gap).
+        """
+        expected = self._expect.get(channel)
+        if expected is None:
+            return True
+        item = publication.item
+        if item.prev_id is not None and item.prev_id != expected:
+            return False
+        if item.id is not None:
+            self._expect[channel] = item.id
+        return True
 
     def client_gone(self) -> None:
         """The client disconnected: release everything at once."""
@@ -212,10 +234,12 @@ class ResponseHold(_Hold):
     def deliver(self, publication: "Publication", channel: str) -> None:
         """Answer with C{publication}'s C{http-response} format, if it has one for us."""
         fmt = publication.item.http_response
-        if fmt is None or self.done or fmt.action == "close" or not self._passes(publication, channel):
+        if fmt is None or self.done:
+            return
+        expected = self._expect.get(channel)
+        gap = not self._follows_on(publication, channel)
+        if not gap and (fmt.action == "close" or not self._passes(publication, channel)):
             return  # "close" is accepted on http-response and does nothing (as in Pushpin)
-        expected = self.channels[channel].prev_id
-        gap = expected is not None and publication.item.prev_id is not None and publication.item.prev_id != expected
         if fmt.action == "hint" or gap:
             # §5.3/§7: ask the origin instead, with Grip-Last for every channel with a prev-id
             if self.retry is not None:
@@ -281,9 +305,10 @@ class StreamHold(_Hold):
         self._keep_alive: IDelayedCall | None = None
         self._last_write = 0.0
         self._closing = False
-        # reliable streaming (§7): the prev-id each channel expects next, and recovery state
-        self._expect: dict[str, str] = {c.name: c.prev_id for c in instruct.channels if c.prev_id is not None}
+        # reliable streaming (§7): recovery state. One recovery at a time; each has a number,
+        # and only the answer to the current one is written (never a page twice).
         self._recovering = False
+        self._recovery = 0
         self._waiting: list[tuple["Publication", str]] = []
         self._last_publish = 0.0
         self._link_timer: IDelayedCall | None = None
@@ -322,7 +347,7 @@ class StreamHold(_Hold):
     def deliver(self, publication: "Publication", channel: str) -> None:
         """Write C{publication}'s C{http-stream} content, or end the stream on C{close}."""
         fmt = publication.item.http_stream
-        if fmt is None or self.done or self._closing or not self._passes(publication, channel):
+        if fmt is None or self.done or self._closing:
             return
         if self._recovering:
             if len(self._waiting) < 100:  # replayed after the fetch if they follow on
@@ -333,14 +358,14 @@ class StreamHold(_Hold):
         self._last_publish = self._ctx.clock.seconds()
         item = publication.item
         expected = self._expect.get(channel)
-        if expected is not None and item.prev_id is not None and item.prev_id != expected:
+        if not self._follows_on(publication, channel):
             self._recover(f"gap on {channel} (expected prev-id {expected}, got {item.prev_id})", (publication, channel))
             return
+        if not self._passes(publication, channel):
+            return  # withheld by a filter; its id still moved the position on
         if fmt.action == "hint":
             self._recover(f"hint on {channel}")
             return
-        if expected is not None and item.id is not None:
-            self._expect[channel] = item.id
         if fmt.action == "close":
             if len(self.queue):
                 self._closing = True  # end after what is already queued
@@ -442,8 +467,8 @@ class StreamHold(_Hold):
     def _link_due(self) -> None:
         self._link_timer = None
         link = self.instruct.next_link
-        if link is None or self.done:
-            return
+        if link is None or self.done or self._recovering:
+            return  # a recovery in progress re-arms the timer when it adopts its answer
         idle = self._ctx.clock.seconds() - self._last_publish
         if idle < link.timeout:
             self._arm_link_timer(link.timeout - idle)
@@ -458,15 +483,36 @@ class StreamHold(_Hold):
                 self._expect[first[1]] = first[0].item.id or self._expect[first[1]]
                 self.deliver(*first)
             return
+        if self._recovering:
+            # One fetch at a time: a second one from the same position would write the same
+            # page again (issue 15: a link timeout during a recovery's 503 retries did that).
+            self._log.info("{conn}: {why}, recovery already in progress", conn=self.conn_id, why=why)
+            if first is not None:
+                self._waiting.append(first)
+            return
         self._log.info("{conn}: {why}, fetching next link {uri}", conn=self.conn_id, why=why, uri=link.uri)
         self._recovering = True
+        self._recovery += 1
         self._waiting = [first] if first is not None else []
         self._ctx.counters.recoveries += 1
+        if self._link_timer is not None and self._link_timer.active():
+            self._link_timer.cancel()
+        self._link_timer = None
         d = self.fetch_next(link.uri, dict(self._expect))
-        d.addCallback(self._recovered)
-        d.addErrback(lambda f: self._log.failure("{conn}: recovery failed", f, conn=self.conn_id))
+        d.addCallbacks(self._recovered, self._recovery_failed, callbackArgs=(self._recovery,), errbackArgs=(self._recovery,))
 
-    def _recovered(self, instruct: "Instruct | None") -> None:
+    def _recovery_failed(self, failure: Any, number: int) -> None:
+        """The fetch raised (not a refusal, which answers None): end the stream rather than stall it."""
+        self._log.failure("{conn}: recovery failed", failure, conn=self.conn_id)
+        if number == self._recovery and not self.done:
+            self._recovering = False
+            self._waiting = []
+            self._close()
+
+    def _recovered(self, instruct: "Instruct | None", number: int = 0) -> None:
+        if number and number != self._recovery:
+            self._log.warn("{conn}: answer to superseded recovery {n} ignored", conn=self.conn_id, n=number)
+            return
         self._recovering = False
         waiting, self._waiting = self._waiting, []
         if self.done:

@@ -309,3 +309,137 @@ def test_long_poll_gap_and_hint_retry_with_grip_last(clock):
     hold2.start()
     ctx.router.publish(parse_item({"channel": "news", "formats": {"http-response": {"action": "hint"}}}))
     assert retried[-1] == {"news": "10"}
+
+
+# issue 15: exactly once through recoveries, filtered items, multi-channel ids -----------------
+
+
+def pending_fetches(hold):
+    """Make C{hold.fetch_next} answer with Deferreds the test fires; returns the list of (uri, last, d)."""
+    from twisted.internet.defer import Deferred
+
+    calls = []
+
+    def fetch(uri, last):
+        d = Deferred()
+        calls.append((uri, dict(last), d))
+        return d
+
+    hold.fetch_next = fetch
+    return calls
+
+
+def test_link_timeout_during_a_slow_recovery_starts_no_second_fetch(clock):
+    """The idle link timer firing while a recovery is still being retried does not fetch again (no replay twice)."""
+    ctx = hold_context(clock)
+    sink = RecordingSink()
+    hold = StreamHold(ctx, sink, instruct("Grip-Hold: stream", "Grip-Channel: fruit; prev-id=3", "Grip-Link: </f>; rel=next; timeout=5", body=b""), "c1")
+    calls = pending_fetches(hold)
+    hold.start()
+    fruit(ctx, 5)  # gap: recovery from last-id 3
+    assert [c[1] for c in calls] == [{"fruit": "3"}]
+    clock.advance(30)  # the origin answers 503 for a while: the fetch is still being retried
+    assert len(calls) == 1
+    calls[0][2].callback(instruct("Grip-Hold: stream", "Grip-Channel: fruit; prev-id=5", "Grip-Link: </f>; rel=next; timeout=5", body=b"item 4\nitem 5\n"))
+    fruit(ctx, 6)
+    assert sink.framed == [b"e\r\nitem 4\nitem 5\n\r\n", b"7\r\nitem 6\n\r\n"]
+    hold.client_gone()
+
+
+def test_a_superseded_recovery_answer_is_never_written(clock):
+    """An answer to a recovery that is no longer current (a re-sync started another) is ignored, so nothing is written twice."""
+    ctx = hold_context(clock)
+    sink = RecordingSink()
+    hold = StreamHold(ctx, sink, instruct("Grip-Hold: stream", "Grip-Channel: fruit; prev-id=3", "Grip-Link: </f>; rel=next", body=b""), "c1")
+    calls = pending_fetches(hold)
+    hold.start()
+    fruit(ctx, 5)
+    hold._recover("test: a second recovery")  # whatever starts one, it must not overlap the first
+    page = instruct("Grip-Hold: stream", "Grip-Channel: fruit; prev-id=5", "Grip-Link: </f>; rel=next", body=b"item 4\nitem 5\n")
+    for _, _, d in calls:
+        if not d.called:
+            d.callback(page)
+    assert sink.framed == [b"e\r\nitem 4\nitem 5\n\r\n"]
+    hold.client_gone()
+
+
+def test_a_recovery_that_raises_ends_the_stream_instead_of_stalling_it(clock, no_logged_failures):
+    """A fetch that fails unexpectedly ends the stream (the client reconnects) rather than leaving it deaf."""
+    from twisted.internet.defer import fail
+
+    ctx = hold_context(clock)
+    sink = RecordingSink()
+    hold = StreamHold(ctx, sink, instruct("Grip-Hold: stream", "Grip-Channel: fruit; prev-id=3", "Grip-Link: </f>; rel=next", body=b""), "c1")
+    hold.fetch_next = lambda uri, last: fail(RuntimeError("boom"))
+    hold.start()
+    fruit(ctx, 5)
+    assert sink.finished and ctx.router.subscriber_count("fruit") == 0
+    assert [f.value.args for f in no_logged_failures] == [("boom",)]  # logged, with its traceback
+    no_logged_failures.clear()
+
+
+def skip_users_item(ctx, n, skip=""):
+    meta = {"skip_users": skip} if skip else {}
+    ctx.router.publish(parse_item({"channel": "ev", "id": str(n), "prev-id": str(n - 1), "meta": meta, "formats": {"http-stream": {"content": f"item {n}\n"}, "http-response": {"body": f"item {n}\n"}}}))
+
+
+def test_a_filtered_item_still_moves_the_streams_position(clock):
+    """An item skip-users withholds is not written, but the stream's last id moves on to it, so its successor is no gap."""
+    ctx = hold_context(clock)
+    sink = RecordingSink()
+    hold = StreamHold(ctx, sink, instruct("Grip-Hold: stream", "Grip-Set-Meta: user=alice", "Grip-Channel: ev; prev-id=0; filter=skip-users", "Grip-Link: </ev>; rel=next", body=b""), "c1")
+    calls = pending_fetches(hold)
+    hold.start()
+    skip_users_item(ctx, 1)
+    skip_users_item(ctx, 2, skip="bob, alice")
+    skip_users_item(ctx, 3)
+    assert sink.framed == [b"7\r\nitem 1\n\r\n", b"7\r\nitem 3\n\r\n"] and calls == []
+    hold.resync()
+    assert calls[0][1] == {"ev": "3"}
+    calls[0][2].callback(None)
+
+
+def test_a_filtered_item_still_moves_a_long_polls_position(clock):
+    """A long-poll skipping an item by filter keeps waiting at the item's id: its successor answers it, no retry."""
+    ctx = hold_context(clock)
+    sink = RecordingSink()
+    hold = ResponseHold(ctx, sink, instruct("Grip-Hold: response", "Grip-Set-Meta: user=alice", "Grip-Channel: ev; prev-id=1; filter=skip-users"), "c1")
+    retried = []
+    hold.retry = retried.append
+    hold.start()
+    skip_users_item(ctx, 2, skip="alice")
+    assert sink.head is None and retried == []
+    skip_users_item(ctx, 3)
+    assert retried == [] and sink.body == b"item 3\n"
+
+
+def test_build_id_carries_every_channels_current_position(clock):
+    """A stream on two channels renders each event id from both channels' current last ids, not their initial prev-ids."""
+    ctx = hold_context(clock)
+    sink = RecordingSink()
+    hold = StreamHold(
+        ctx,
+        sink,
+        instruct(
+            "Grip-Hold: stream",
+            "Grip-Set-Meta: id_format=a%(a)s-b%(b)s",
+            "Grip-Channel: a; prev-id=0; filter=build-id",
+            "Grip-Channel: b; prev-id=0; filter=build-id",
+            "Grip-Link: </ab>; rel=next",
+            body=b"",
+        ),
+        "c1",
+    )
+    pending_fetches(hold)
+    hold.start()
+
+    def item(channel, n):
+        ctx.router.publish(parse_item({"channel": channel, "id": str(n), "prev-id": str(n - 1), "formats": {"http-stream": {"content": "id: %I\n"}}}))
+
+    item("a", 1)
+    item("b", 1)
+    item("a", 2)
+    item("b", 2)
+    ids = [f.split(b"\r\n")[1] for f in sink.framed]
+    assert ids == [b"id: a1-b0\n", b"id: a1-b1\n", b"id: a2-b1\n", b"id: a2-b2\n"]
+    hold.client_gone()
