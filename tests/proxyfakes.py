@@ -1,8 +1,9 @@
 """
 In-memory wiring for the proxy tests: the real L{ProxyResource} behind our L{ClientSite},
 raw client connections on a C{StringTransport}, and origins that are twisted.web resources
-reached through treq's C{RequestTraversalAgent}. Everything runs on one
-C{MemoryReactorClock}: no sockets, no global reactor, nothing left behind.
+reached over iosim connections by the service's own origin client (L{OriginNetwork}).
+Everything the proxy does runs on one C{MemoryReactorClock}: no sockets, no global reactor,
+nothing left behind.
 """
 
 from __future__ import annotations
@@ -13,17 +14,18 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from treq.testing import RequestTraversalAgent
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
-from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.interfaces import ISSLTransport, IStreamClientEndpoint
+from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import formatEvent
 from twisted.python.failure import Failure
-
-from twisted.web.iweb import IAgent
+from twisted.test import iosim
+from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.resource import Resource
+from twisted.web.server import Site
 from zope.interface import implementer
 
 from pushpin_tx.web.accept import Acceptor
@@ -32,6 +34,7 @@ from pushpin_tx.protocol.config import Settings, load_settings
 from pushpin_tx.core.hold import HoldContext
 from pushpin_tx.protocol.items import parse_item
 from pushpin_tx.origin.client import OriginClient
+from pushpin_tx.origin.http11 import OriginPool
 from pushpin_tx.web.proxy import ProxyResource
 from pushpin_tx.core.router import ChannelRouter
 from pushpin_tx.protocol.routes import RouteTable, parse_routes
@@ -134,33 +137,77 @@ def answer(body: bytes, *headers: tuple[bytes, bytes], code: int = 200) -> Handl
     return handler
 
 
-@implementer(IAgent)
-class OriginsAgent:
-    """An IAgent sending each request to the in-memory origin at its C{host:port}; any other
-    address refuses the connection, as a closed port does."""
+class _SilentOrigin(Protocol):
+    """An origin that accepts the connection, reads the request and never answers."""
+
+
+@implementer(IStreamClientEndpoint)
+class _OriginEndpoint:
+    """Connects to one in-memory origin (see L{OriginNetwork.endpoint_for})."""
+
+    def __init__(self, network: "OriginNetwork", netloc: str) -> None:
+        self._network = network
+        self._netloc = netloc
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        """IStreamClientEndpoint.connect: the origin's protocol on an iosim pump, or a refusal."""
+        return self._network._connect(self._netloc, factory)
+
+
+class OriginNetwork:
+    """
+    The in-memory origins as the proxy's network: each C{host:port} is a twisted.web C{Site}
+    around its origin resource, and every connection the proxy opens, through the pooled
+    origin client or through the Agent, is a pair of iosim transports pumped by L{flush}.
+    Any other address refuses the connection, as a closed port does. The proxy's production
+    origin client (L{OriginClient} with its L{OriginPool}) runs on it unchanged.
+    """
 
     def __init__(self, origins: dict[str, Resource]) -> None:
-        self._agents = {netloc: RequestTraversalAgent(resource) for netloc, resource in origins.items()}
-        #: every C{host:port} a request was sent to, in order
+        # the origins' own clock: their idle timers never reach the proxy's
+        self._origin_clock = MemoryReactorClock()
+        self._sites = {netloc: Site(resource, reactor=self._origin_clock) for netloc, resource in origins.items()}
+        for site in self._sites.values():
+            site.noisy = False
+        self._pumps: list[iosim.IOPump] = []
+        #: every C{host:port} a connection was attempted to, in order
         self.attempts: list[str] = []
-        #: netlocs whose request never gets an answer (the origin accepts, then says nothing)
+        #: netlocs whose origin accepts the connection, then says nothing
         self.silent: set[str] = set()
 
-    def request(self, method: bytes, uri: bytes, headers: Any = None, bodyProducer: Any = None) -> Deferred[Any]:
-        """IAgent.request: the in-memory origin's answer, a refused connection, or silence."""
-        netloc = urlsplit(uri.decode("ascii")).netloc
+    def endpoint_for(self, host: bytes, port: int) -> _OriginEndpoint:
+        """The endpoint an L{OriginPool} connects to C{host:port} through."""
+        return _OriginEndpoint(self, f"{host.decode('ascii')}:{port}")
+
+    def endpointForURI(self, uri: Any) -> _OriginEndpoint:
+        """IAgentEndpointFactory: the endpoint the Agent connects to C{uri} through."""
+        return _OriginEndpoint(self, f"{uri.host.decode('ascii')}:{uri.port}")
+
+    def agent(self, reactor: Any) -> Agent:
+        """A real twisted.web C{Agent} (with a persistent pool, as the service's) on this network."""
+        return Agent.usingEndpointFactory(reactor, self, pool=HTTPConnectionPool(reactor, persistent=True))
+
+    def _connect(self, netloc: str, factory: Any) -> Deferred[Any]:
         self.attempts.append(netloc)
-        if netloc in self.silent:
-            return Deferred()
-        agent = self._agents.get(netloc)
-        if agent is None:
+        site = self._sites.get(netloc)
+        if site is None:
             return fail(ConnectionRefusedError(netloc))
-        return agent.request(method, uri, headers, bodyProducer)
+        host, _, port = netloc.rpartition(":")
+        server_address = IPv4Address("TCP", host, int(port))
+        client_address = IPv4Address("TCP", "127.0.0.1", 30000 + len(self.attempts))
+        server = _SilentOrigin() if netloc in self.silent else site.buildProtocol(client_address)
+        client = factory.buildProtocol(server_address)
+        server_io = iosim.FakeTransport(server, isServer=True, hostAddress=server_address, peerAddress=client_address)
+        client_io = iosim.FakeTransport(client, isServer=False, hostAddress=client_address, peerAddress=server_address)
+        self._pumps.append(iosim.connect(server, server_io, client, client_io, greet=False, clock=self._origin_clock))
+        return succeed(client)
 
     def flush(self) -> None:
-        """Move pending bytes between the proxy and every origin."""
-        for agent in self._agents.values():
-            agent.flush()
+        """Move pending bytes between the proxy and every origin, both ways, until none move."""
+        for pump in list(self._pumps):
+            pump.flush()
+            if pump.clientIO.disconnected and pump.serverIO.disconnected:
+                self._pumps.remove(pump)
 
 
 @implementer(ISSLTransport)
@@ -219,7 +266,7 @@ class ProxyRig:
 
     settings: Settings
     reactor: MemoryReactorClock
-    agent: OriginsAgent
+    network: OriginNetwork
     proxy: ProxyResource
     acceptor: Acceptor
     router: ChannelRouter
@@ -244,7 +291,7 @@ class ProxyRig:
         """Run what is due now and pump the origin connections until nothing moves."""
         for _ in range(50):
             self.reactor.advance(0)
-            self.agent.flush()
+            self.network.flush()
 
     def advance(self, seconds: float) -> None:
         """Let C{seconds} pass on the proxy's clock."""
@@ -278,9 +325,11 @@ def build_rig(
     settings = load_settings(str(write_config(tmp_path, **conf)))
     reactor = MemoryReactorClock()
     reactor.advance(START_TIME)
-    agent = OriginsAgent(origins or {})
+    network = OriginNetwork(origins or {})
     kw = {} if response_timeout is None else {"response_timeout": response_timeout}
-    origin = OriginClient(agent, agent, reactor, **kw)
+    # the service's origin client: the pool for body-less plain-HTTP requests, Agents else
+    pool = OriginPool(reactor, endpoint_for=network.endpoint_for)
+    origin = OriginClient(network.agent(reactor), network.agent(reactor), reactor, pool=pool, **kw)
     counters = Counters()
     router = ChannelRouter()
     ctx = HoldContext(
@@ -302,7 +351,7 @@ def build_rig(
     assert warnings == [], warnings
     proxy.set_routes(RouteTable(parsed))
     site = ClientSite(proxy, header_limit=settings.client_buffer_size, reactor=reactor)
-    return ProxyRig(settings, reactor, agent, proxy, acceptor, router, site)
+    return ProxyRig(settings, reactor, network, proxy, acceptor, router, site)
 
 
 def dechunk(data: bytes) -> tuple[bytes, bool]:

@@ -5,9 +5,9 @@ answered by an L{OriginResponse} whose body is read only when the caller decides
 
 Built on twisted.web's C{Agent} with a persistent connection pool (HTTP/1.1, keep-alive,
 TLS, flow control), never on C{twisted.web.proxy} (HTTP/1.0, a connection per request, no
-backpressure). The agent is injected, so tests can hand in an in-memory one. Plain-HTTP
-requests without a body, the bulk of proxied traffic, go through L{origin_http}'s leaner
-client instead when the agent is a real one (same behaviour, about half the CPU).
+backpressure). Plain-HTTP requests without a body, the bulk of proxied traffic, go through
+L{pushpin_tx.origin.http11}'s leaner pool instead (same behaviour, about half the CPU). Both
+are injected, so tests run this same code over in-memory connections.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet import error as ierror
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError as DeferredTimeout, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IProtocol, IPushProducer, IReactorCore, IReactorTCP
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -244,7 +244,7 @@ class OriginClient:
         #: per target: the host and port the pool connects to, and the Agent-style URI prefix
         self._targets: dict[Target, tuple[bytes, int, bytes]] = {}
 
-    async def request(
+    def request(
         self,
         targets: "tuple[Target, ...]",
         method: bytes,
@@ -254,154 +254,110 @@ class OriginClient:
         handle_test: Callable[["Target"], OriginResponse] | None = None,
         *,
         tried: list[str] | None = None,
-    ) -> OriginResponse:
+    ) -> Deferred[OriginResponse]:
         """
         Try each target until one answers.
+
+        Built from callbacks, not a coroutine: this is every proxied request's path, and a
+        coroutine, its Deferred and its resumption cost about a tenth of a proxied GET in a
+        profile. Cancelling the result cancels the attempt in progress.
 
         @param path: path and query, as they go to the origin.
         @param headers: the request headers for a given target (its C{host=} option
             changes the Host header).
         @param body: makes a fresh body producer for each attempt (or C{None} for no body).
-        @raise AllTargetsFailed: nobody could be connected to.
         @param tried: targets already found unreachable (named by L{AllTargetsFailed}).
-        @raise OriginError: a target connected, then failed before answering.
+        @return: fires with the first answer; fails with L{AllTargetsFailed} when nobody
+            could be connected to, L{OriginError} when a target connected, then failed
+            before answering (or did not answer within the response timeout).
         """
-        if tried is None:
-            tried = []
-        for target in targets:
-            if target.kind == "test":
-                assert handle_test is not None
-                return handle_test(target)
-            if target.kind != "http":
-                self._log.error("target {target} is not supported (zhttp targets are not implemented)", target=target.label())
-                tried.append(target.label())
-                continue
-            found = self._targets.get(target)
-            if found is None:
-                found = self._targets[target] = _target_address(target)
-            host, port, prefix = found
-            producer = body()
-            pool = self._pool
-            if pool is not None and producer is None and not target.ssl and origin_form_ok(path) and method_ok(method):
+        return self._attempt(_Attempt(targets, method, path, headers, body, handle_test, [] if tried is None else tried), 0)
+
+    def _attempt(self, attempt: "_Attempt", index: int) -> Deferred[OriginResponse]:
+        """Send C{attempt} to C{attempt.targets[index]}, or the first usable one after it."""
+        targets = attempt.targets
+        while index < len(targets):
+            target = targets[index]
+            kind = target.kind
+            if kind == "test":
+                assert attempt.handle_test is not None
                 try:
-                    data = request_bytes(method, path, headers(target), host if port == 80 else b"%s:%d" % (host, port))
-                except RequestGenerationFailed:
-                    d = fail()  # as the Agent reports it: through the request's Deferred
-                else:
-                    d = pool.request(host, port, method, data)
-            else:
-                uri = prefix + path
-                agent = self._insecure_agent if target.insecure else self._agent
-                twisted_headers = TwistedHeaders()
-                for name, value in headers(target):
-                    twisted_headers.addRawHeader(name, value)
-                d = agent.request(method, uri, twisted_headers, producer)
-            d.addTimeout(self._response_timeout, self._clock)  # type: ignore[arg-type]
+                    return succeed(attempt.handle_test(target))
+                except Exception:
+                    return fail()
+            if kind != "http":
+                self._log.error("target {target} is not supported (zhttp targets are not implemented)", target=target.label())
+                attempt.tried.append(target.label())
+                index += 1
+                continue
             try:
-                response: Any = await d
-            except CancelledError:
-                raise
-            except DeferredTimeout:
-                raise OriginError(f"timed out waiting for {target.label()}", target.label())
+                d = self._send(target, attempt)
             except Exception:
-                failure = Failure()
-                if _is_connect_failure(failure):
-                    self._log.info(
-                        "cannot connect to {target}: {why}", target=target.label(), why=failure.getErrorMessage()
-                    )
-                    tried.append(target.label())
-                    continue
-                raise OriginError(f"{target.label()}: {failure.getErrorMessage()}", target.label())
-            if isinstance(response, OriginAnswer):
-                return OriginResponse(response.code, response.phrase, response.headers, response.length, target, response.deliver_body)
-            raw: Headers = []
-            for name, values in response.headers.getAllRawHeaders():
-                for value in values:
-                    raw.append((name, value))
-            length = None if response.length is UNKNOWN_LENGTH else int(response.length)
-            return OriginResponse(response.code, response.phrase, raw, length, target, response.deliverBody)
-        raise AllTargetsFailed(tried)
+                return fail()
+            # Deferred.addTimeout's behaviour (cancel the request, report a timeout), with one
+            # delayed call and no extra callbacks on the chain (that cost about 3 us per request)
+            timer = _Timer()
+            if not d.called:
+                timer.call = self._clock.callLater(self._response_timeout, timer.expire, d)  # type: ignore[attr-defined]
+            d.addCallbacks(_answered, self._failed, callbackArgs=(target, timer), errbackArgs=(timer, attempt, index))
+            return d
+        return fail(AllTargetsFailed(attempt.tried))
 
-    def request_now(
-        self,
-        targets: "tuple[Target, ...]",
-        method: bytes,
-        path: bytes,
-        headers: Callable[["Target"], Headers],
-        body: Callable[[], IBodyProducer | None],
-        handle_test: Callable[["Target"], OriginResponse] | None = None,
-    ) -> Deferred[OriginResponse]:
+    def _send(self, target: "Target", attempt: "_Attempt") -> Deferred[Any]:
         """
-        L{request} as a Deferred (same result, same failures, cancellable the same way).
-
-        When the first target is a plain-HTTP one that the pool carries, the request is sent
-        at once with callbacks instead of a coroutine (a coroutine, its Deferred and its
-        resumption cost about a tenth of a proxied GET in a profile); anything else, and
-        the next targets after a connection failure, go through L{request}.
+        One request to an http C{target}: through the lean pool when it can carry it (plain
+        HTTP, no body, an origin-form path and a token method: the bulk of proxied traffic),
+        else through the Agent. Raises what C{body} or C{headers} raise.
         """
-        pool = self._pool
-        target = targets[0] if targets else None
-        if pool is None or target is None or target.kind != "http" or target.ssl:
-            return Deferred.fromCoroutine(self.request(targets, method, path, headers, body, handle_test))
         found = self._targets.get(target)
         if found is None:
             found = self._targets[target] = _target_address(target)
-        host, port, _ = found
-        try:
-            producer = body()
-        except Exception:
-            return fail()
-        if producer is not None or not origin_form_ok(path) or not method_ok(method):
-            return Deferred.fromCoroutine(self.request(targets, method, path, headers, body, handle_test))
-        try:
-            data = request_bytes(method, path, headers(target), host if port == 80 else b"%s:%d" % (host, port))
-        except RequestGenerationFailed:
-            d: Deferred[Any] = fail()  # as the Agent reports it: through the request's Deferred
-        except Exception:
-            return fail()
-        else:
-            d = pool.request(host, port, method, data)
-        # Deferred.addTimeout's behaviour (cancel the request, report a timeout), with one
-        # delayed call and no extra callbacks on the chain (that cost about 3 us per request)
-        timer = _Timer()
-        if not d.called:
-            timer.call = self._clock.callLater(self._response_timeout, timer.expire, d)  # type: ignore[attr-defined]
-        d.addCallbacks(
-            _pooled_response,
-            self._pooled_failure,
-            callbackArgs=(target, timer),
-            errbackArgs=(timer, targets, method, path, headers, body, handle_test),
-        )
-        return d
+        host, port, prefix = found
+        producer = attempt.body()
+        method, path = attempt.method, attempt.path
+        pool = self._pool
+        if pool is not None and producer is None and not target.ssl and origin_form_ok(path) and method_ok(method):
+            try:
+                data = request_bytes(method, path, attempt.headers(target), host if port == 80 else b"%s:%d" % (host, port))
+            except RequestGenerationFailed:
+                return fail()  # as the Agent reports it: through the request's Deferred
+            return pool.request(host, port, method, data)
+        agent = self._insecure_agent if target.insecure else self._agent
+        twisted_headers = TwistedHeaders()
+        for name, value in attempt.headers(target):
+            twisted_headers.addRawHeader(name, value)
+        return agent.request(method, prefix + path, twisted_headers, producer)
 
-    def _pooled_failure(
-        self,
-        failure: Failure,
-        timer: "_Timer",
-        targets: "tuple[Target, ...]",
-        method: bytes,
-        path: bytes,
-        headers: Callable[["Target"], Headers],
-        body: Callable[[], IBodyProducer | None],
-        handle_test: Callable[["Target"], OriginResponse] | None,
-    ) -> Any:
-        """The first target of L{request_now} failed: as L{request} handles it."""
+    def _failed(self, failure: Failure, timer: "_Timer", attempt: "_Attempt", index: int) -> Any:
+        """The attempt on C{attempt.targets[index]} failed: fail over, time out or report."""
         timer.stop()
-        target = targets[0]
+        target = attempt.targets[index]
         if failure.check(CancelledError):
             if timer.expired:  # (as addTimeout: only a CancelledError becomes the timeout)
                 raise OriginError(f"timed out waiting for {target.label()}", target.label())
             return failure
         if _is_connect_failure(failure):
             self._log.info("cannot connect to {target}: {why}", target=target.label(), why=failure.getErrorMessage())
-            return Deferred.fromCoroutine(
-                self.request(targets[1:], method, path, headers, body, handle_test, tried=[target.label()])
-            )
+            attempt.tried.append(target.label())
+            return self._attempt(attempt, index + 1)
         raise OriginError(f"{target.label()}: {failure.getErrorMessage()}", target.label())
 
 
+@dataclass(slots=True)
+class _Attempt:
+    """One L{OriginClient.request}: what each of its targets is sent, and who refused it."""
+
+    targets: "tuple[Target, ...]"
+    method: bytes
+    path: bytes
+    headers: Callable[["Target"], Headers]
+    body: Callable[[], IBodyProducer | None]
+    handle_test: Callable[["Target"], OriginResponse] | None
+    tried: list[str]
+
+
 class _Timer:
-    """The response timeout of one L{OriginClient.request_now}."""
+    """The response timeout of one attempt of L{OriginClient.request}."""
 
     __slots__ = ("call", "expired")
 
@@ -421,9 +377,17 @@ class _Timer:
             call.cancel()
 
 
-def _pooled_response(answer: OriginAnswer, target: "Target", timer: _Timer) -> OriginResponse:
+def _answered(answer: Any, target: "Target", timer: _Timer) -> OriginResponse:
+    """The head of an answer, from the pool (an L{OriginAnswer}) or the Agent (an C{IResponse})."""
     timer.stop()
-    return OriginResponse(answer.code, answer.phrase, answer.headers, answer.length, target, answer.deliver_body)
+    if type(answer) is OriginAnswer:
+        return OriginResponse(answer.code, answer.phrase, answer.headers, answer.length, target, answer.deliver_body)
+    raw: Headers = []
+    for name, values in answer.headers.getAllRawHeaders():
+        for value in values:
+            raw.append((name, value))
+    length = None if answer.length is UNKNOWN_LENGTH else int(answer.length)
+    return OriginResponse(answer.code, answer.phrase, raw, length, target, answer.deliverBody)
 
 
 def _target_address(target: "Target") -> tuple[bytes, int, bytes]:

@@ -375,11 +375,10 @@ def origin_client() -> tuple[Any, FakeEndpoint, RecordingAgent]:
     return OriginClient(agent, None, clock, pool=pool), endpoint, agent  # type: ignore[arg-type]
 
 
-def run(coro: Any) -> list[Any]:
-    from twisted.internet.defer import Deferred
-
+def run(d: Any) -> list[Any]:
+    """What C{d} (an L{OriginClient.request}) has fired with so far."""
     results: list[Any] = []
-    Deferred.fromCoroutine(coro).addBoth(results.append)
+    d.addBoth(results.append)
     return results
 
 

@@ -1,7 +1,8 @@
 """
 The HTTP proxying rules of Pushpin 1.36 (reference §3, §4, §11 test target), in memory: raw
-client bytes into our ClientSite and ProxyResource, twisted.web origins reached through treq's
-RequestTraversalAgent, all on a MemoryReactorClock. Each test asserts what the client or the
+client bytes into our ClientSite and ProxyResource, twisted.web origins reached over iosim
+connections by the service's own origin client (its pool and its Agents), all on a
+MemoryReactorClock. Each test asserts what the client or the
 origin sees.
 """
 
@@ -20,13 +21,14 @@ from twisted.logger import globalLogPublisher
 from twisted.web.server import NOT_DONE_YET
 
 from pushpin_tx.origin.client import RESPONSE_TIMEOUT, OriginClient, OriginError
+from pushpin_tx.origin.http11 import OriginPool
 from pushpin_tx.protocol.routes import Target
 
 from tests.proxyfakes import (
     CLIENT_IP,
     START_TIME,
     Origin,
-    OriginsAgent,
+    OriginNetwork,
     ProxyRig,
     answer,
     build_rig,
@@ -406,9 +408,22 @@ def test_failover_tries_targets_in_order_and_stops_at_the_first_that_connects(ma
     rig = make_rig([f"* 127.0.0.1:1 {A} {B}"], {A: origin, B: other})
     client = rig.request(get())
     assert client.received == HELLO
-    assert rig.agent.attempts == ["127.0.0.1:1", A]
+    assert rig.network.attempts == ["127.0.0.1:1", A]
     assert other.requests == []
     assert rig.access_lines() == [f"GET http://example.com/plain -> {A} code=200 6"]
+
+
+def test_gets_share_one_pooled_origin_connection_and_a_post_takes_the_agents(make_rig, origin):
+    """As in the service: body-less GETs go over one kept-alive pooled connection, a POST with a body over the Agent's own."""
+    origin.handlers[b"/post"] = answer(b"posted\n", PLAIN)
+    rig = make_rig([f"* {A}"], {A: origin})
+    client = rig.connect()
+    client.send(get())
+    client.send(get())
+    client.send(b"POST /post HTTP/1.1\r\nHost: example.com\r\nContent-Length: 3\r\n\r\nabc")
+    assert client.received.count(b"HTTP/1.1 200 OK\r\n") == 3
+    assert [(r.method, r.body) for r in origin.requests] == [(b"GET", b""), (b"GET", b""), (b"POST", b"abc")]
+    assert rig.network.attempts == [A, A]
 
 
 def test_a_target_that_answers_with_an_error_is_not_failed_over(make_rig):
@@ -449,7 +464,7 @@ def test_every_target_refusing_is_a_502_detailed_in_debug_mode(make_rig, conf, r
     client = rig.request(get())
     assert client.received == error_bytes(502, b"Bad Gateway", message)
     assert not client.closed
-    assert rig.agent.attempts == ["a:1", "b:2"]
+    assert rig.network.attempts == ["a:1", "b:2"]
     # Pushpin's line names the last target tried (proxysession logFinished; observed on 1.36.0).
     assert rig.access_lines() == [f"GET http://example.com/plain -> b:2 code=502 {len(message) + 1}"]
 
@@ -457,7 +472,7 @@ def test_every_target_refusing_is_a_502_detailed_in_debug_mode(make_rig, conf, r
 def test_an_origin_that_never_answers_gets_a_502_after_the_response_timeout(make_rig):
     """An origin that accepts and stays silent: nothing for RESPONSE_TIMEOUT seconds, then the generic 502."""
     rig = make_rig([f"* {A}"], {A: Origin()})
-    rig.agent.silent.add(A)
+    rig.network.silent.add(A)
     client = rig.request(get())
     rig.advance(RESPONSE_TIMEOUT - 1)
     assert client.received == b""
@@ -469,14 +484,15 @@ def test_an_origin_that_never_answers_gets_a_502_after_the_response_timeout(make
 
 
 def test_origin_client_times_out_a_request_that_never_gets_an_answer(clock):
-    """OriginClient: when the agent never answers, the request fails with OriginError after RESPONSE_TIMEOUT."""
-    agent = OriginsAgent({})
-    agent.silent.add(A)
-    client = OriginClient(agent, None, clock)
+    """OriginClient: when the origin never answers, the request fails with OriginError after RESPONSE_TIMEOUT."""
+    network = OriginNetwork({A: Origin()})
+    network.silent.add(A)
+    client = OriginClient(network.agent(clock), None, clock, pool=OriginPool(clock, endpoint_for=network.endpoint_for))
     target = Target(kind="http", host="127.0.0.1", port=8001)
-    d = Deferred.fromCoroutine(client.request((target,), b"GET", b"/", lambda t: [(b"Host", b"x")], lambda: None))
+    d = client.request((target,), b"GET", b"/", lambda t: [(b"Host", b"x")], lambda: None)
     results: list[Any] = []
     d.addBoth(results.append)
+    network.flush()
     clock.advance(RESPONSE_TIMEOUT - 0.5)
     assert results == []
     clock.advance(0.5)
