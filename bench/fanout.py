@@ -15,7 +15,9 @@ sequence number and its send time (CLOCK_REALTIME ns; one machine, one clock).
 
 C{--mode ws}: the same with N WebSocket clients on C{/ws?channel=C} of the same test target
 (a WebSocket that receives the channel's publishes) and C{ws-message} publishes; the load
-process speaks the WebSocket framing by hand on raw sockets.
+process speaks the WebSocket framing by hand on raw sockets. C{--mode woh}: the same clients,
+proxied as WebSocket-over-HTTP (route C{over_http}) to L{woh_origin}, which subscribes each
+connection when it opens: the origin sees only short POSTs of events.
 
 Prints: connections established per second, delivered messages per second,
 publish-to-receive latency p50/p99/max, proxy RSS per held connection (RSS after the N
@@ -28,8 +30,9 @@ C{--pace N}: the publishes are sent one at a time on a fixed schedule, N per sec
 100 messages); the key figure is then the latency of a publish that arrives alone.
 C{--many-channels} (alias C{--channels-per-subscriber}): every subscriber on its own channel
 C{c<i>}; C{--messages} rounds (default 30), each publishing one message to every channel in
-C{POST /publish/} bodies of C{--batch} items; the stock message_rate/message_hwm are kept, and
-every subscriber is checked for every round exactly once, in order.
+C{POST /publish/} bodies of C{--batch} items (over C{--input zmq}: one item per message); the
+stock message_rate/message_hwm are kept (unless C{--unlimited}), and every subscriber is
+checked for every round exactly once, in order.
 
 C{--workers N} runs pushpin-tx with C{[runner] workers=N} (default 1: one process);
 C{--unpinned} lets the proxy run on every core; C{--json FILE} writes the figures and the
@@ -60,6 +63,7 @@ import proxies  # noqa: E402
 OPENED = b"[stream opened]\n"
 CHANNEL = "bench"
 LOAD = str(Path(__file__).resolve().parent / "fanout_load.py")
+WOH_ORIGIN = str(Path(__file__).resolve().parent / "woh_origin.py")
 LABEL = {"pushpin-tx": "pushpin-tx", "pushpin": "Pushpin 1.36"}
 
 
@@ -157,23 +161,39 @@ def stop_py_spy(proc: subprocess.Popen, out: str) -> None:
 
 
 def stock_limits(args: argparse.Namespace) -> bool:
-    """Whether the stock message_rate/message_hwm stay (C{--stock-rate-limit}, and always with C{--many-channels})."""
-    return args.stock_rate_limit or args.many_channels
+    """
+    Whether the stock message_rate/message_hwm stay (C{--stock-rate-limit}, and with
+    C{--many-channels} unless C{--unlimited}).
+    """
+    return args.stock_rate_limit or (args.many_channels and not args.unlimited)
 
 
 def run_target(kind: str, args: argparse.Namespace) -> dict[str, Any] | None:
     """The whole scenario against one proxy; None when it cannot run (no ZMQ input)."""
     nofile = args.connections + 1000
     overrides = {} if stock_limits(args) else {"message_rate": "-1", "message_hwm": "-1"}
-    proxy = proxies.start_proxy(kind, ["* test"], log_level=args.loglevel, nofile=2 * nofile, overrides=overrides,
-                                workers=args.workers, cpus=common.ALL_CPUS if args.unpinned else None)
+    routes, origin = ["* test"], None
+    if args.mode == "woh":
+        origin_port = proxies.free_port()
+        origin = common.Child("woh origin", common.spawn_python([WOH_ORIGIN, str(origin_port)], cpus=common.LOAD_CPUS,
+                                                                stdout=subprocess.PIPE))
+        origin.read(timeout=30)
+        routes = [f"* 127.0.0.1:{origin_port},over_http"]
+    client_mode = "ws" if args.mode == "woh" else args.mode  # the same WebSocket clients either way
+    try:
+        proxy = proxies.start_proxy(kind, routes, log_level=args.loglevel, nofile=2 * nofile, overrides=overrides,
+                                    workers=args.workers, cpus=common.ALL_CPUS if args.unpinned else None)
+    except BaseException:
+        if origin is not None:
+            origin.stop()
+        raise
     load = spy = None
     try:
         if args.input == "zmq" and proxy.push_in_spec is None:
             print(f"note: {kind} has no ZMQ PULL input (push_in_spec); skipped")
             return None
         try:
-            warm_up(proxy, args.mode)
+            warm_up(proxy, client_mode)
         except (OSError, RuntimeError) as e:
             raise RuntimeError(f"{kind}: warm-up {args.mode} or publish failed ({e}):\n{proxy.log_tail()}") from e
         rss0 = proxy.rss()
@@ -181,7 +201,7 @@ def run_target(kind: str, args: argparse.Namespace) -> dict[str, Any] | None:
                "channel": "c" if args.many_channels else CHANNEL,
                "many_channels": args.many_channels, "batch": args.batch, "pace": args.pace, "connections": args.connections, "messages": args.messages, "input": args.input,
                "publish_concurrency": args.publish_concurrency, "connect_window": args.connect_window,
-               "idle_timeout": args.idle_timeout, "mode": args.mode}
+               "idle_timeout": args.idle_timeout, "mode": client_mode}
         load = common.Child("load", common.spawn_python([LOAD, json.dumps(cfg)], cpus=common.LOAD_CPUS, nofile=nofile,
                                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE))
         ready = load.read(timeout=max(120.0, args.connections / 50))
@@ -205,8 +225,10 @@ def run_target(kind: str, args: argparse.Namespace) -> dict[str, Any] | None:
         if load is not None:
             load.stop()
         proxy.stop()
-    noun = "WebSockets" if args.mode == "ws" else "streams"
-    if ready["errors"] and args.mode == "ws":  # e.g. clients the sync publish never reached
+        if origin is not None:
+            origin.stop()
+    noun = "WebSockets" if client_mode == "ws" else "streams"
+    if ready["errors"] and client_mode == "ws":  # e.g. clients the sync publish never reached
         result["problems"].append(f"before the burst: {ready['errors']}")
     if result["opened"] != args.connections:
         result["problems"].insert(0, f"only {result['opened']} of {args.connections} {noun} opened: {ready['errors']}")
@@ -233,14 +255,14 @@ def report(results: dict[str, dict[str, Any]], lost_column: bool = False) -> int
         rows.append([LABEL[kind], f"{r['delivered']:,}/{r['expected']:,}", *lost, f"{r['rate']:,.0f}",
                      common.fmt_us(r["p50"]), common.fmt_us(r["p99"]), common.fmt_us(r["max"]),
                      common.fmt_us(r["cpu_per_delivery"]), common.fmt_kb(r["rss_per_conn"]),
-                     f"{r['connect_rate']:,.0f}", f"{r['publish_s']:.2f} s",
+                     f"{r['connect_rate']:,.0f}", f"{r['publish_s']:.2f} s", f"{r.get('tail_s', 0.0):.2f} s",
                      f"{100 * r['proxy_cpu'] / r['burst_wall']:.0f}%" if r["burst_wall"] else "-",
                      f"{100 * r['load_cpu'] / r['load_wall']:.0f}%" if r["load_wall"] else "-",
                      "ok" if not r["problems"] else "FAIL"])
     common.print_table("Results (latency: publish sent -> subscriber read; CPU/delivery: proxy CPU during the burst "
                        "/ messages delivered)",
                        ["target", "delivered", *(["lost"] if lost_column else []), "deliveries/s", "p50", "p99", "max", "CPU/delivery",
-                        "RSS/held conn", "conns/s", "publish time", "proxy core", "load CPU", "exactly once, in order"],
+                        "RSS/held conn", "conns/s", "publish time", "drain after", "proxy core", "load CPU", "exactly once, in order"],
                        rows)
     common.print_table("Proxy process tree",
                        ["target", "RSS before", "RSS with N held", "RSS after burst", "CPU during burst"],
@@ -275,8 +297,9 @@ def report(results: dict[str, dict[str, Any]], lost_column: bool = False) -> int
 def main() -> int:
     """Run every target, print the tables; the exit status (1 on any FAIL)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mode", choices=["stream", "ws"], default="stream",
-                        help="held HTTP streams (/stream) or WebSocket clients (/ws) on the test target")
+    parser.add_argument("--mode", choices=["stream", "ws", "woh"], default="stream",
+                        help="held HTTP streams (/stream) or WebSocket clients (/ws) on the test target, or "
+                             "WebSocket clients proxied as WebSocket-over-HTTP to bench/woh_origin.py")
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--messages", type=int, default=None,
                         help="messages per subscriber (default 200; 100 with --pace; 30 rounds with --many-channels)")
@@ -298,15 +321,19 @@ def main() -> int:
     parser.add_argument("--stock-rate-limit", action="store_true",
                         help="keep the stock message_rate=2500/message_hwm=25000 (Pushpin then drops deliveries "
                              "past 25,000 queued per route); by default both are -1 (unlimited) in both configs")
+    parser.add_argument("--unlimited", action="store_true",
+                        help="message_rate/message_hwm -1 even with --many-channels (the publish-flood scenarios)")
     parser.add_argument("--py-spy", metavar="FILE", help="record a py-spy profile of pushpin-tx during the burst")
     common.add_proxy_options(parser)
     args = common.parse_proxy_args(parser)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if args.messages is None:
         args.messages = 30 if args.many_channels else 100 if args.pace else 200
-    if (args.pace or args.many_channels) and args.input != "http":
-        parser.error("--pace and --many-channels publish over HTTP only")
-    if args.many_channels and args.mode == "ws":
+    if args.pace and args.input != "http":
+        parser.error("--pace publishes over HTTP only")
+    if args.many_channels and args.input == "zmq":
+        args.batch = 1  # one item per ZMQ message
+    if args.many_channels and args.mode != "stream":
         parser.error("--many-channels is for held streams only (the WebSocket sync publish goes to one channel)")
     if args.pace and args.many_channels:
         parser.error("--pace and --many-channels are separate scenarios")
@@ -321,13 +348,14 @@ def main() -> int:
            else "ZMQ PUSH (all at once)")
     if args.pace:
         how = f"HTTP POST /publish/, one at a time at {args.pace:g}/s"
-    held = "WebSocket clients" if args.mode == "ws" else "held streams"
-    fmt = "ws-message" if args.mode == "ws" else "http-stream"
+    held = {"ws": "WebSocket clients", "woh": "WebSocket-over-HTTP clients"}.get(args.mode, "held streams")
+    fmt = "http-stream" if args.mode == "stream" else "ws-message"
     if args.many_channels:
         per_round = -(-args.connections // args.batch)
+        via = (f"{args.batch} items per HTTP POST /publish/ ({per_round} POSTs per round, {args.publish_concurrency} "
+               f"at a time)" if args.input == "http" else "one item per ZMQ PUSH message, all at once")
         print(f"# fanout: {args.connections:,} {held}, each on its own channel; {args.messages} rounds of one {fmt} "
-              f"message to every channel ({args.messages * args.connections:,} publishes), {args.batch} items per "
-              f"HTTP POST /publish/ ({per_round} POSTs per round, {args.publish_concurrency} at a time)")
+              f"message to every channel ({args.messages * args.connections:,} publishes), {via}")
     else:
         print(f"# fanout: {args.connections:,} {held} on one channel, {args.messages} {fmt} publishes over {how}")
     proxy_cpus = common.ALL_CPUS if args.unpinned else common.PROXY_CPUS

@@ -253,6 +253,16 @@ def publish_zmq(sock: Any, channel: str, messages: int, sent: list[int], acked: 
     sock.close()
 
 
+def publish_zmq_many(sock: Any, prefix: str, rounds: int, connections: int, sent: list[int], acked: list[int]) -> None:
+    """C{--many-channels} over ZMQ: every round one single-item message to each channel c<k>, all queued at once."""
+    for rnd in range(rounds):
+        for k in range(connections):
+            job = rnd * connections + k
+            sent[job] = acked[job] = time.time_ns()
+            sock.send(b"J" + item_json(f"{prefix}{k}", rnd, sent[job]))
+    sock.close()
+
+
 # --- the burst: one epoll loop -------------------------------------------------------------------
 
 
@@ -409,7 +419,9 @@ def burst(cfg: dict[str, Any], streams: list[Stream], errors: list[str], zmq_pai
     pubs = None
     publish_error = None
     try:
-        if zmq_pair is not None:
+        if zmq_pair is not None and many:  # single-item messages: the caller set batch = 1
+            publish_zmq_many(zmq_pair[1], cfg["channel"], m, n_conn, sent, acked)
+        elif zmq_pair is not None:
             publish_zmq(zmq_pair[1], cfg["channel"], m, sent, acked, mode)
         else:
             pubs = HttpPublishers(ep, cfg["control_port"], cfg["channel"], jobs, cfg["publish_concurrency"], sent,
@@ -490,6 +502,8 @@ def burst(cfg: dict[str, Any], streams: list[Stream], errors: list[str], zmq_pai
     return {
         "delivered": delivered, "expected": target, "span_s": span,
         "publish_s": (max(acked) - first) / 1e9 if first and max(acked) else 0.0,
+        # from the last publish acknowledged (HTTP) or queued (ZMQ) to the last delivery
+        "tail_s": (last_recv - max(acked)) / 1e9 if last_recv and max(acked) else 0.0,
         "rate": delivered / span if span > 0 else 0.0,
         "p50": common.percentile(lat_sorted, 50) / 1e9, "p99": common.percentile(lat_sorted, 99) / 1e9,
         "max": (lat_sorted[-1] / 1e9) if lat_sorted else 0.0,

@@ -98,6 +98,14 @@ def _count(v: float | None) -> str:
     return "-" if v is None else f"{v:,.0f}"
 
 
+def _seconds(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f} s"
+
+
+def _times(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}x"
+
+
 _FANOUT_QUICK = ("--connections", "500", "--messages", "100")
 # worker scaling compares two rates of one proxy: a longer burst (about 2 s at one worker)
 # than the other fan-outs keeps start-up and scheduling noise out of the ratio
@@ -136,6 +144,61 @@ SCENARIOS: tuple[Scenario, ...] = (
              (Figure("deliveries/s", "rate", _rate, ">=", 1, "≥ 1x", client_bound=True),
               Figure("lost", "lost", _count, "==", 0, "0 (pushpin-tx)", absolute=True),
               Figure("CPU/delivery", "cpu_per_delivery", common.fmt_us))),
+    # --- the way most backends publish: one publisher, each publish waiting for its answer ---
+    Scenario("stream_1pub", "fan-out to 1,000 streams, one publisher waiting for each answer",
+             (Run("fanout.py", ("--publish-concurrency", "1"), ("--publish-concurrency", "1", *_FANOUT_QUICK), 240),),
+             (Figure("deliveries/s", "rate", _rate, ">=", 2, "≥ 2x", client_bound=True),
+              Figure("CPU/delivery", "cpu_per_delivery", common.fmt_us, "<=", 0.5, "≤ 0.5x"),
+              Figure("p99 latency", "p99", common.fmt_us, "<=", 0.25, "≤ 0.25x", client_bound=True))),
+    Scenario("ws_1pub", "fan-out to 1,000 WebSockets, one publisher waiting for each answer",
+             (Run("fanout.py", ("--mode", "ws", "--publish-concurrency", "1"),
+                  ("--mode", "ws", "--publish-concurrency", "1", *_FANOUT_QUICK), 240),),
+             (Figure("deliveries/s", "rate", _rate, client_bound=True),
+              Figure("CPU/delivery", "cpu_per_delivery", common.fmt_us),
+              Figure("p99 latency", "p99", common.fmt_us, client_bound=True))),
+    Scenario("woh_1pub", "fan-out to 1,000 WebSocket-over-HTTP clients, 50 publishes, one publisher",
+             (Run("fanout.py", ("--mode", "woh", "--publish-concurrency", "1", "--messages", "50"),
+                  ("--mode", "woh", "--publish-concurrency", "1", "--connections", "500", "--messages", "30"), 240),),
+             (Figure("deliveries/s", "rate", _rate, ">=", 5, "≥ 5x", client_bound=True),
+              Figure("CPU/delivery", "cpu_per_delivery", common.fmt_us),
+              Figure("RSS/held conn", "rss_per_conn", common.fmt_kb))),
+    Scenario("many_2pub", "1,000 channels, one stream each, 30 rounds in POSTs of 100 items from 2 publishers",
+             (Run("fanout.py", ("--many-channels", "--publish-concurrency", "2"),
+                  ("--many-channels", "--publish-concurrency", "2", "--connections", "500", "--messages", "10"), 240),),
+             (Figure("deliveries/s", "rate", _rate, ">=", 1.5, "≥ 1.5x", client_bound=True),
+              Figure("CPU/delivery", "cpu_per_delivery", common.fmt_us, "<=", 0.67, "≤ 0.67x"),
+              Figure("lost", "lost", _count, "==", 0, "0 (pushpin-tx)", absolute=True))),
+    Scenario("zmq_push", "fan-out to 1,000 streams, 200 single-item ZMQ PUSH messages",
+             (Run("fanout.py", ("--input", "zmq"), ("--input", "zmq", *_FANOUT_QUICK), 240),),
+             (Figure("deliveries/s", "rate", _rate, client_bound=True),
+              Figure("CPU/delivery", "cpu_per_delivery", common.fmt_us),
+              Figure("p99 latency", "p99", common.fmt_us, client_bound=True))),
+    Scenario("flood_http", "publish flood: 200,000 items in POSTs of 1,000 to 100 streams (own channels), one publisher",
+             (Run("fanout.py", ("--many-channels", "--unlimited", "--connections", "100", "--messages", "2000",
+                                "--batch", "1000", "--publish-concurrency", "1"),
+                  ("--many-channels", "--unlimited", "--connections", "100", "--messages", "500",
+                   "--batch", "1000", "--publish-concurrency", "1"), 240),),
+             (Figure("accepted in", "publish_s", _seconds, "<=", 10, "≤ 10 s", absolute=True),
+              Figure("lost", "lost", _count, "==", 0, "0 (pushpin-tx)", absolute=True),
+              Figure("deliveries/s", "rate", _rate, client_bound=True))),
+    Scenario("flood_zmq", "publish flood: 200,000 single-item ZMQ PUSH messages to 100 streams (own channels)",
+             (Run("fanout.py", ("--many-channels", "--unlimited", "--input", "zmq", "--connections", "100",
+                                "--messages", "2000"),
+                  ("--many-channels", "--unlimited", "--input", "zmq", "--connections", "100", "--messages", "500"),
+                  240),),
+             (Figure("delivered after last send", "tail_s", _seconds, "<=", 8, "≤ 8 s", absolute=True),
+              Figure("lost", "lost", _count, "==", 0, "0 (pushpin-tx)", absolute=True),
+              Figure("deliveries/s", "rate", _rate, client_bound=True))),
+    Scenario("setup_stream", "set-up of held streams with 1,000 to 20,000 already held",
+             (Run("setup_cost.py", (), ("--levels", "1000,5000", "--probe", "500"), 420),),
+             (Figure("opened/s", "rate", _rate, ">=", 3, "≥ 3x", client_bound=True),
+              Figure("CPU/stream", "cpu_per_conn", common.fmt_us),
+              Figure("CPU growth to 20k held", "growth", _times, "<=", 1.1, "≤ 1.1x", absolute=True))),
+    Scenario("setup_ws", "set-up of WebSockets with 1,000 to 20,000 already held",
+             (Run("setup_cost.py", ("--mode", "ws"), ("--mode", "ws", "--levels", "1000,5000", "--probe", "500"), 420),),
+             (Figure("opened/s", "rate", _rate, ">=", 2, "≥ 2x", client_bound=True),
+              Figure("CPU/WebSocket", "cpu_per_conn", common.fmt_us),
+              Figure("CPU growth to 20k held", "growth", _times, "<=", 1.1, "≤ 1.1x", absolute=True))),
     Scenario("workers", "worker scaling: HTTP-stream burst, proxy unpinned, pushpin-tx 2 workers vs 1",
              tuple(Run("fanout.py", ("--unpinned", "--workers", n, *_WORKERS_FULL),
                        ("--unpinned", "--workers", n, *_WORKERS_QUICK), 240, pushpin_tx_only=True) for n in ("2", "1")),

@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""
+Connection set-up cost as the number already held grows: the proxy's CPU per new held stream
+(or WebSocket) with 1,000, 5,000, 10,000 and 20,000 idle ones already held, each on its own
+channel, side by side with Pushpin when it is installed.
+
+At each level a probe load process (L{fanout_load}, which opens connections with asyncio on
+raw sockets) opens C{--probe} more connections; the figure is the proxy tree's CPU over that
+opening divided by the number opened, and the opening rate. Background load processes hold
+the idle connections between levels (one per level, so that the level grows by adding, not
+by reopening). Nothing is published: this measures accepting, routing, holding and
+subscribing, and whether that grows with what is held (garbage collection over tracked
+objects, per-connection tables).
+
+Usage: python bench/setup_cost.py [--mode stream|ws] [--levels 1000,5000,10000,20000] [--probe 1000]
+           [--targets pushpin-tx,pushpin] [--workers 1] [--unpinned] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402  (a script directory, run as `python bench/setup_cost.py`)
+import proxies  # noqa: E402
+from fanout import LOAD, warm_up  # noqa: E402
+
+LABEL = {"pushpin-tx": "pushpin-tx", "pushpin": "Pushpin 1.36"}
+
+
+def _load(proxy: proxies.Proxy, prefix: str, count: int, mode: str) -> common.Child:
+    """A load process holding C{count} idle connections on channels C{<prefix><i>}, once it says ready."""
+    cfg = {"port": proxy.client_port, "control_port": proxy.control_port, "push_spec": proxy.push_in_spec,
+           "channel": prefix, "many_channels": True, "batch": 100, "pace": None, "connections": count,
+           "messages": 0, "input": "http", "publish_concurrency": 1, "connect_window": 50, "idle_timeout": 5.0,
+           "mode": mode}
+    return common.Child(f"load {prefix}", common.spawn_python([LOAD, json.dumps(cfg)], cpus=common.LOAD_CPUS,
+                                                              nofile=count + 1000, stdin=subprocess.PIPE,
+                                                              stdout=subprocess.PIPE))
+
+
+def run_target(kind: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Every level against one proxy: per level, CPU per opened connection and the opening rate."""
+    total = max(args.levels) + args.probe + 1000
+    proxy = proxies.start_proxy(kind, ["* test"], log_level=args.loglevel, nofile=2 * total,
+                                workers=args.workers, cpus=common.ALL_CPUS if args.unpinned else None)
+    held: list[common.Child] = []
+    levels = []
+    problems: list[str] = []
+    try:
+        warm_up(proxy, args.mode)
+        have = 0
+        for n, level in enumerate(sorted(args.levels)):
+            if level > have:
+                bg = _load(proxy, f"h{n}_", level - have, args.mode)
+                held.append(bg)
+                ready = bg.read(timeout=max(120.0, (level - have) / 100))
+                if ready["opened"] != level - have:
+                    problems.append(f"level {level}: only {ready['opened']} of {level - have} held: {ready['errors']}")
+                have = level
+            time.sleep(args.settle)
+            cpu0 = proxy.cpu()
+            probe = _load(proxy, f"p{n}_", args.probe, args.mode)
+            ready = probe.read(timeout=300)
+            cpu1 = proxy.cpu()
+            probe.stop()
+            if ready["opened"] != args.probe:
+                problems.append(f"level {level}: probe opened {ready['opened']} of {args.probe}: {ready['errors']}")
+            opened = max(1, ready["opened"])
+            levels.append({"held": level, "cpu_per_conn": (cpu1 - cpu0) / opened,
+                           "rate": ready["opened"] / ready["connect_s"] if ready["connect_s"] else 0.0})
+        if not proxy.alive():
+            problems.append(f"{kind} exited during the run:\n{proxy.log_tail()}")
+    finally:
+        for child in held:
+            child.stop()
+        proxy.stop()
+    first, last = levels[0]["cpu_per_conn"], levels[-1]["cpu_per_conn"]
+    return {"kind": kind, "levels": levels, "problems": problems,
+            "cpu_per_conn": first, "rate": levels[0]["rate"],
+            "growth": last / first if first else None}
+
+
+def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> int:
+    """Print one row per target and level, and the ratios; the exit status."""
+    rows = []
+    for kind, r in results.items():
+        for lv in r["levels"]:
+            rows.append([LABEL[kind], f"{lv['held']:,}", common.fmt_us(lv["cpu_per_conn"]), f"{lv['rate']:,.0f}"])
+    noun = "WebSocket" if args.mode == "ws" else "stream"
+    common.print_table(f"Set-up cost of a held {noun} (proxy CPU over opening {args.probe:,} more / opened)",
+                       ["target", "already held", f"CPU per {noun}", "opened/s"], rows)
+    growth = [[LABEL[k], f"{r['growth']:.2f}x" if r["growth"] else "-"] for k, r in results.items()]
+    common.print_table(f"Growth: CPU per {noun} at {max(args.levels):,} held / at {min(args.levels):,} held",
+                       ["target", "growth"], growth)
+    status = 0
+    for kind, r in results.items():
+        for p in r["problems"]:
+            print(f"FAIL {LABEL[kind]}: {p}")
+            status = 1 if kind == "pushpin-tx" else status
+    return status
+
+
+def main() -> int:
+    """Run every target, print the tables; the exit status (1 on a pushpin-tx failure)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mode", choices=["stream", "ws"], default="stream")
+    parser.add_argument("--levels", default="1000,5000,10000,20000",
+                        type=lambda s: [int(x) for x in s.split(",") if x.strip()])
+    parser.add_argument("--probe", type=int, default=1000, help="connections opened at each level")
+    parser.add_argument("--settle", type=float, default=1.0, help="seconds between a level and its probe")
+    parser.add_argument("--targets", default="pushpin-tx,pushpin")
+    parser.add_argument("--loglevel", type=int, default=2)
+    common.add_proxy_options(parser)
+    args = common.parse_proxy_args(parser)
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if "pushpin" in targets and not proxies.pushpin_installed():
+        print(f"note: {proxies.PUSHPIN_BIN} is not installed; skipping the Pushpin row")
+        targets.remove("pushpin")
+    common.pin_self(common.LOAD_CPUS)
+    common.exit_on_sigterm()
+    common.raise_nofile(2 * (max(args.levels) + args.probe) + 1000)
+    print(f"# set-up cost: idle {args.mode}s held on their own channels at levels {args.levels}, "
+          f"{args.probe:,} more opened at each")
+    proxy_cpus = common.ALL_CPUS if args.unpinned else common.PROXY_CPUS
+    print(f"# {common.machine_note(proxy_cpus)}")
+    print()
+    results = {kind: run_target(kind, args) for kind in targets}
+    status = report(results, args)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"scenario": "setup_cost", "args": vars(args), "status": status,
+                                               "machine": common.machine_note(proxy_cpus), "results": results},
+                                              indent=1))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
