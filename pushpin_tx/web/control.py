@@ -3,146 +3,268 @@
 The HTTP control API (reference §6.2): C{GET /}, C{POST /publish/}, C{POST /recover/}.
 
 Publishers such as the C{pubcontrol} and C{gripcontrol} libraries talk to this, so status
-codes, bodies and headers are Pushpin 1.36's to the byte: every answer is C{text/plain}
-(success bodies may be JSON when asked for), carries C{Connection: close}, and the
-connection is closed after it. Size limits are enforced as soon as they are known, with a
-clear 400 rather than a dropped connection.
+codes, bodies and headers are Pushpin 1.36's to the byte, malformed requests included.
+Pushpin serves this port with its own small HTTP server (C{SimpleHttpServer}), not a
+general one, and that server's rules are what a client sees:
+
+  - The header block ends at the first blank line (C{\\n\\n} or C{\\n\\r\\n}; a bare LF is a
+    line end). It must end within C{max_headers} bytes, else 400 C{Request header too
+    large.}. A request line without two spaces, or with an empty method, is 400 C{Failed to
+    parse request header.}; the version is C{HTTP/1.0} exactly or taken as 1.1; header lines
+    without a colon are skipped.
+  - Every method but C{GET}, C{HEAD}, C{DELETE} and C{OPTIONS}, and any request with
+    C{Transfer-Encoding}, needs a C{Content-Length}: else 411 C{Request requires
+    Content-Length.}. A C{Content-Length} that is not a 32-bit decimal integer is 400
+    C{Bad Content-Length.}; over C{max_body} is 400 C{Request body too large.}, sent as soon
+    as the headers are in; more body bytes than it announced is 400 C{Request body exceeded
+    Content-Length.} (so is a pipelined second request).
+  - Every answer is C{text/plain} unless a success body is JSON, carries C{Connection: close}
+    and C{Content-Length}, answers in the request's HTTP version, and the connection is
+    closed after it. A client that leaves mid-request gets nothing.
+
+The parser is a small state machine on a plain L{Protocol}: twisted.web's channel has its
+own, different answers (a bare C{400 Bad Request} with no headers, a silent close for a long
+header line) and accepts what Pushpin refuses (chunked bodies).
 """
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Callable
+import re
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
+from twisted.internet import protocol
 from twisted.logger import Logger
-from twisted.web import http, server
-from twisted.web.resource import Resource
+from twisted.protocols.policies import TimeoutMixin
 
 from pushpin_tx.protocol.items import PublishBodyError, parse_publish_body
 
 if TYPE_CHECKING:
     from pushpin_tx.core.intake import PublishIntake
 
-__all__ = ["ControlResource", "ControlSite", "negotiate"]
+__all__ = ["ControlRequest", "ControlResource", "ControlSite", "ControlProtocol", "negotiate", "parse_head", "parse_content_length"]
+
+#: how long an idle control connection may stay open, in seconds (twisted.web's default;
+#: Pushpin has none)
+IDLE_TIMEOUT = 60 * 60 * 12
+
+_END_OF_HEADERS = re.compile(rb"\n\r?\n")
+#: Qt's QByteArray::toInt: optional blanks, a sign, decimal digits, optional blanks
+_INT = re.compile(rb"[ \t\n\v\f\r]*([+-]?[0-9]+)[ \t\n\v\f\r]*")
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
+_NO_BODY_METHODS = (b"HEAD", b"GET", b"DELETE", b"OPTIONS")
 
 
-def negotiate(accept: bytes | None) -> str | None:
+class ControlRequest(NamedTuple):
+    """One parsed control API request (the request line's fields as sent)."""
+
+    method: bytes
+    uri: bytes
+    http10: bool
+    headers: list[tuple[bytes, bytes]]
+    body: bytes = b""
+
+    def values(self, name: bytes) -> list[bytes]:
+        """Every value of header C{name} (matched case-insensitively), in order."""
+        lower = name.lower()
+        return [v for k, v in self.headers if k.lower() == lower]
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of header C{name}, or C{None}."""
+        found = self.values(name)
+        return found[0] if found else None
+
+
+class Answer(NamedTuple):
+    """A response: status, reason, headers before C{Connection}/C{Content-Length}, body."""
+
+    code: int
+    reason: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+def _text(code: int, reason: bytes, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> Answer:
+    return Answer(code, reason, [*(headers or []), (b"Content-Type", b"text/plain")], message.encode("utf-8"))
+
+
+def _bad_request(message: str) -> Answer:
+    return _text(400, b"Bad Request", message + "\n")
+
+
+def encode(answer: Answer, http10: bool) -> bytes:
+    """The answer's bytes, as Pushpin's server writes them."""
+    head = [b"HTTP/%s %d %s" % (b"1.0" if http10 else b"1.1", answer.code, answer.reason)]
+    head += [name + b": " + value for name, value in answer.headers]
+    head += [b"Connection: close", b"Content-Length: %d" % len(answer.body)]
+    return b"\r\n".join(head) + b"\r\n\r\n" + answer.body
+
+
+def parse_head(data: bytes) -> ControlRequest | None:
     """
-    Pick "text" or "json" from an Accept header (§6.2), or C{None} if neither is acceptable.
+    The request line and headers of a header block (up to and including the newline before
+    the blank line), as Pushpin parses them; C{None} if the request line is unusable.
+    """
+    lines = [line[:-1] if line.endswith(b"\r") else line for line in data.split(b"\n")[:-1]]
+    if not lines:
+        return None
+    method, space, rest = lines[0].partition(b" ")
+    method = method.split(b"\0", 1)[0]  # Qt's fromLatin1 stops at a NUL
+    if not space or not method:
+        return None
+    uri, space, version = rest.partition(b" ")
+    if not space:
+        return None
+    headers = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon:
+            continue
+        headers.append((name, value[1:] if value.startswith(b" ") else value))
+    return ControlRequest(method, uri, version == b"HTTP/1.0", headers)
+
+
+def parse_content_length(value: bytes) -> int | None:
+    """A C{Content-Length} value as Qt's C{toInt} reads it (a signed 32-bit decimal), or C{None}."""
+    match = _INT.fullmatch(value.split(b"\0", 1)[0])
+    if match is None:
+        return None
+    n = int(match.group(1))
+    return n if _INT_MIN <= n <= _INT_MAX else None
+
+
+class ControlProtocol(protocol.Protocol, TimeoutMixin):
+    """One control API connection: read one request the way Pushpin does, answer, close."""
+
+    _log = Logger()
+    transport: Any
+
+    def __init__(self, site: "ControlSite") -> None:
+        self._site = site
+        self._buf = b""
+        self._request: ControlRequest | None = None  # set once the headers are in
+        self._length = 0
+        self._done = False
+
+    def connectionMade(self) -> None:
+        self.setTimeout(self._site.timeout)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._done:
+            return
+        self.resetTimeout()
+        self._buf += data
+        if self._request is None:
+            self._read_head()
+        if self._request is not None and not self._done:
+            self._read_body(self._request)
+
+    def _read_head(self) -> None:
+        limit = self._site.max_headers
+        end = _END_OF_HEADERS.search(self._buf, 0, limit)
+        if end is None:
+            if len(self._buf) >= limit:
+                self._refuse(_bad_request("Request header too large."), False, "header block too large")
+            return
+        request = parse_head(self._buf[: end.start() + 1])
+        self._buf = self._buf[end.end() :]
+        if request is None:
+            self._refuse(_bad_request("Failed to parse request header."), False, "unparsable request line")
+            return
+        length = request.header(b"content-length")
+        if length is None:
+            if request.header(b"transfer-encoding") is not None or request.method not in _NO_BODY_METHODS:
+                self._refuse(_text(411, b"Length Required", "Request requires Content-Length.\n"), request.http10, "no Content-Length")
+                return
+            self._answer(request)
+            return
+        n = parse_content_length(length)
+        if n is None:
+            self._refuse(_bad_request("Bad Content-Length."), request.http10, "bad Content-Length")
+            return
+        if n > self._site.max_body:
+            self._refuse(_bad_request("Request body too large."), request.http10, "body too large")
+            return
+        if request.header(b"expect") == b"100-continue":
+            self.transport.write(b"HTTP/%s 100 Continue\r\n\r\n" % (b"1.0" if request.http10 else b"1.1"))
+        self._request, self._length = request, n
+
+    def _read_body(self, request: ControlRequest) -> None:
+        if len(self._buf) > self._length:
+            self._refuse(_bad_request("Request body exceeded Content-Length."), request.http10, "body longer than Content-Length")
+        elif len(self._buf) == self._length:
+            self._answer(request._replace(body=self._buf))
+
+    def _answer(self, request: ControlRequest) -> None:
+        self._finish(self._site.resource.handle(request), request.http10)
+
+    def _refuse(self, answer: Answer, http10: bool, why: str) -> None:
+        peer = self.transport.getPeer()
+        self._log.debug("control: refused a request from {peer}: {why}", peer=getattr(peer, "host", peer), why=why)
+        self._finish(answer, http10)
+
+    def _finish(self, answer: Answer, http10: bool) -> None:
+        self._done = True
+        self._buf = b""
+        self.setTimeout(None)
+        self.transport.write(encode(answer, http10))
+        self.transport.loseConnection()
+
+    def timeoutConnection(self) -> None:
+        self._done = True
+        self.transport.abortConnection()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.setTimeout(None)
+        self._done = True
+
+
+class ControlSite(protocol.ServerFactory):
+    """The control API's listener."""
+
+    noisy = False
+
+    def __init__(self, resource: "ControlResource", *, max_headers: int, max_body: int, reactor: Any = None, timeout: float | None = IDLE_TIMEOUT) -> None:
+        self.resource = resource
+        self.max_headers = max_headers
+        self.max_body = max_body
+        self.timeout = timeout
+        self._reactor = reactor
+
+    def buildProtocol(self, addr: Any) -> ControlProtocol:
+        proto = ControlProtocol(self)
+        proto.factory = self
+        if self._reactor is not None:
+            proto.callLater = self._reactor.callLater  # type: ignore[method-assign]
+        return proto
+
+
+def negotiate(accept: list[bytes]) -> str | None:
+    """
+    "text" or "json" from the request's C{Accept} values (§6.2), or C{None} for a 406.
+
+    As Pushpin: no C{Accept} header means text; otherwise each media range's type is matched
+    exactly (case matters, parameters are ignored) and the last one it knows wins.
     """
     if not accept:
         return "text"
-    for part in accept.split(b","):
-        media = part.split(b";", 1)[0].strip().lower()
-        if media in (b"text/plain", b"text/*", b"*/*", b"*"):
-            return "text"
-        if media in (b"application/json", b"application/*"):
-            return "json"
-    return None
+    kind = None
+    for value in accept:
+        for part in value.split(b","):
+            media = part.split(b";", 1)[0].strip()
+            if media in (b"text/plain", b"text/*", b"*/*", b"*"):
+                kind = "text"
+            elif media in (b"application/json", b"application/*"):
+                kind = "json"
+    return kind
 
 
-def _raw_response(code: int, body: bytes, extra: list[tuple[bytes, bytes]] = []) -> bytes:
-    head = [b"HTTP/1.1 %d %s" % (code, http.RESPONSES.get(code, b"Unknown"))]
-    for name, value in extra:
-        head.append(name + b": " + value)
-    head.append(b"Content-Type: text/plain")
-    head.append(b"Connection: close")
-    head.append(b"Content-Length: %d" % len(body))
-    return b"\r\n".join(head) + b"\r\n\r\n" + body
+class ControlResource:
+    """Routes a parsed control request (§6.2) to its answer, in Pushpin's order."""
 
-
-class ControlRequest(server.Request):
-    """Refuses a too-large body as soon as its size is known (§6.2, §14.6)."""
-
-    _rejected = False
-
-    def setHeader(self, name: Any, value: Any) -> None:
-        lower = name.lower() if isinstance(name, bytes) else name.lower().encode()
-        if lower in (b"server", b"date"):
-            return  # Pushpin sends neither
-        super().setHeader(name, value)
-
-    def gotLength(self, length: int | None) -> None:
-        if length is not None and length > self.channel.site.max_body:
-            self._reject()
-            return
-        super().gotLength(length)
-        self._received = 0
-
-    def handleContentChunk(self, data: bytes) -> None:
-        if self._rejected:
-            return
-        self._received += len(data)
-        if self._received > self.channel.site.max_body:
-            self._reject()
-            return
-        super().handleContentChunk(data)
-
-    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        if self._rejected:
-            return
-        super().requestReceived(command, path, version)
-
-    def _reject(self) -> None:
-        self._rejected = True
-        transport = self.channel.transport
-        transport.write(_raw_response(400, b"Request body too large.\n"))
-        transport.loseConnection()
-        self.channel.site.log_line(b"?", b"?", 400, 24, "")
-
-
-class ControlChannel(http.HTTPChannel):
-    """Answers an oversized header block with Pushpin's 400 instead of a bare close."""
-
-    def connectionMade(self) -> None:
-        super().connectionMade()
-        self._header_bytes = 0
-        self._refused = False
-
-    def lineReceived(self, line: bytes) -> None:
-        if self._refused:
-            return
-        self._header_bytes += len(line) + 2
-        if self._header_bytes > self.site.max_headers:
-            self._refused = True
-            self.transport.write(_raw_response(400, b"Request header too large.\n"))
-            self.transport.loseConnection()
-            return
-        if not line:
-            self._header_bytes = 0
-        super().lineReceived(line)
-
-
-class ControlSite(server.Site):
-    """The control API's listener."""
-
-    requestFactory = ControlRequest
-    protocol = ControlChannel
-
-    def __init__(self, resource: "ControlResource", *, max_headers: int, max_body: int, **kw: Any) -> None:
-        super().__init__(resource, **kw)
-        self.max_headers = max_headers
-        self.max_body = max_body
-        self.noisy = False
-        self.log_line = resource.log_line
-
-    def buildProtocol(self, addr: Any) -> Any:
-        channel = super().buildProtocol(addr)
-        channel.totalHeadersSize = self.max_headers * 2  # ours is checked first, with Pushpin's text
-        return channel
-
-    def log(self, request: Any) -> None:
-        """The resource logs Pushpin-shaped control lines itself."""
-
-
-class ControlResource(Resource):
-    """Routes control API paths; every response closes the connection."""
-
-    isLeaf = True
     _log = Logger()
 
     def __init__(self, intake: "PublishIntake", recover: Callable[[], None] | None = None) -> None:
-        super().__init__()
         self._intake = intake
         self._recover = recover
 
@@ -156,65 +278,42 @@ class ControlResource(Resource):
             extra=extra,
         )
 
-    def render(self, request: server.Request) -> bytes:
-        path = request.path
+    def handle(self, request: ControlRequest) -> Answer:
+        """The answer to C{request}; publishes and recovers as a side effect; logs one line."""
+        answer, extra = self._route(request)
+        self.log_line(request.method, request.uri, answer.code, len(answer.body), extra)
+        return answer
+
+    def _route(self, request: ControlRequest) -> tuple[Answer, str]:
+        # The raw URI (a query string included) with one trailing slash dropped, as Pushpin.
+        path = request.uri
         if len(path) > 1 and path.endswith(b"/"):
             path = path[:-1]
-        extra = ""
-        if path in (b"", b"/"):
-            code, body = self._success(request, "Pushpin API")
-        elif path == b"/publish":
-            if request.method != b"POST":
-                code, body = self._not_allowed(request)
-            else:
-                code, body, extra = self._publish(request)
-        elif path == b"/recover":
-            if request.method != b"POST":
-                code, body = self._not_allowed(request)
-            else:
-                if self._recover is not None:
-                    self._recover()
-                code, body = self._success(request, "Updated")
-        else:
-            code, body = self._text(request, 404, "Not Found")
-        self.log_line(request.method, request.path, code, len(body), extra)
-        # Every answer closes the connection (observed on 1.36.0), headers in Pushpin's order.
-        request.channel.persistent = False  # type: ignore[union-attr]
-        request.responseHeaders.setRawHeaders(b"connection", [b"close"])
-        return body
-
-    def _publish(self, request: server.Request) -> tuple[int, bytes, str]:
-        kind = negotiate(request.getHeader(b"accept"))
+        kind = negotiate(request.values(b"accept"))
         if kind is None:
-            code, body = self._not_acceptable(request)
-            return code, body, ""
+            return _text(406, b"Not Acceptable", "Not Acceptable. Supported formats are text/plain and application/json.\n"), ""
+        if path == b"/":
+            return _text(200, b"OK", "Pushpin API\n"), ""
+        if path not in (b"/publish", b"/recover"):
+            return _text(404, b"Not Found", "Not Found\n"), ""
+        if request.method != b"POST":
+            message = f"Method not allowed: {request.method.decode('latin-1')}.\n"
+            return _text(405, b"Method Not Allowed", message, [(b"Allow", b"POST")]), ""
+        if path == b"/recover":
+            answer = self._success(kind, "Updated")
+            if self._recover is not None:
+                self._recover()
+            return answer, ""
         try:
-            items = parse_publish_body(request.content.read())  # type: ignore[union-attr]
+            items = parse_publish_body(request.body)
         except PublishBodyError as e:
-            code, body = self._text(request, 400, str(e))
-            return code, body, ""
+            return _bad_request(str(e).rstrip("\n")), ""
+        answer = self._success(kind, "Published")
         self._intake.publish(items, "http")
-        code, body = self._success(request, "Published")
-        return code, body, f" items={len(items)}"
+        return answer, f" items={len(items)}"
 
-    def _success(self, request: server.Request, message: str) -> tuple[int, bytes]:
-        kind = negotiate(request.getHeader(b"accept"))
-        if kind is None:
-            return self._not_acceptable(request)
+    def _success(self, kind: str, message: str) -> Answer:
         if kind == "json":
-            request.setResponseCode(200)
-            request.responseHeaders.setRawHeaders(b"content-type", [b"application/json"])
-            return 200, json.dumps({"message": message}, separators=(",", ":")).encode() + b"\n"
-        return self._text(request, 200, message)
-
-    def _not_acceptable(self, request: server.Request) -> tuple[int, bytes]:
-        return self._text(request, 406, "Not Acceptable. Supported formats are text/plain and application/json.")
-
-    def _not_allowed(self, request: server.Request) -> tuple[int, bytes]:
-        request.responseHeaders.setRawHeaders(b"allow", [b"POST"])
-        return self._text(request, 405, f"Method not allowed: {request.method.decode('latin-1')}.")
-
-    def _text(self, request: server.Request, code: int, message: str) -> tuple[int, bytes]:
-        request.setResponseCode(code)
-        request.responseHeaders.setRawHeaders(b"content-type", [b"text/plain"])
-        return code, message.encode("utf-8") + b"\n"
+            body = json.dumps({"message": message}, separators=(",", ":")).encode() + b"\n"
+            return Answer(200, b"OK", [(b"Content-Type", b"application/json")], body)
+        return _text(200, b"OK", message + "\n")

@@ -9,9 +9,10 @@ import json
 
 import pytest
 import pytest_twisted
+from twisted.internet import task
 from twisted.internet.endpoints import TCP4ServerEndpoint
 
-from pushpin_tx.web.control import ControlResource, ControlSite, negotiate
+from pushpin_tx.web.control import ControlResource, ControlSite, negotiate, parse_content_length, parse_head
 from pushpin_tx.core.intake import PublishIntake
 from pushpin_tx.core.router import ChannelRouter
 from pushpin_tx.core.stats import Counters
@@ -143,13 +144,14 @@ async def test_body_over_the_limit_is_refused_when_the_headers_arrive(reactor, c
 
 
 @pytest_twisted.ensureDeferred
-async def test_chunked_body_over_the_limit_is_refused(reactor, control):
-    """A chunked body that grows past the limit gets the same 400."""
-    port = control[0]
-    chunk = b"x" * 600000
-    data = b"POST /publish/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + (b"%x\r\n%s\r\n" % (len(chunk), chunk)) * 2 + b"0\r\n\r\n"
+async def test_chunked_body_is_refused_with_length_required(reactor, control):
+    """A chunked publish (no Content-Length) gets Pushpin's 411 'Request requires Content-Length.' and nothing is published."""
+    port, router, counters, _ = control
+    chunk = b'{"items":[]}'
+    data = b"POST /publish/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + b"%x\r\n%s\r\n0\r\n\r\n" % (len(chunk), chunk)
     got = await send(reactor, port, data)
-    assert got == answer(b"HTTP/1.1 400 Bad Request", b"Request body too large.\n")
+    assert got == answer(b"HTTP/1.1 411 Length Required", b"Request requires Content-Length.\n")
+    assert counters.publishes["http"] == 0
 
 
 @pytest_twisted.ensureDeferred
@@ -176,8 +178,116 @@ async def test_a_half_request_does_not_block_others(reactor, control):
 
 @pytest.mark.parametrize(
     "accept, kind",
-    [(None, "text"), (b"text/plain", "text"), (b"*/*", "text"), (b"application/json", "json"), (b"application/*", "json"), (b"image/png", None), (b"image/png, text/*", "text")],
+    [
+        ([], "text"),
+        ([b"text/plain"], "text"),
+        ([b"*/*"], "text"),
+        ([b"application/json"], "json"),
+        ([b"application/*"], "json"),
+        ([b"image/png"], None),
+        ([b"image/png, text/*"], "text"),
+        ([b"application/json, text/plain"], "text"),  # the last one Pushpin knows wins
+        ([b"text/plain;q=1, application/json;q=0.1"], "json"),  # parameters are ignored
+        ([b"text/plain", b"application/json"], "json"),  # across Accept headers too
+        ([b"Application/JSON"], None),  # case matters
+        ([b""], None),  # present but empty: 406
+    ],
 )
 def test_negotiate(accept, kind):
-    """Accept negotiation as §6.2 lists it."""
+    """Accept negotiation as Pushpin 1.36 does it (observed side by side)."""
     assert negotiate(accept) == kind
+
+
+@pytest.mark.parametrize(
+    "head, expected",
+    [
+        (b"GET / HTTP/1.1\r\nHost: x\r\n", (b"GET", b"/", False, [(b"Host", b"x")])),
+        (b"GET / HTTP/1.1\nHost: x\n", (b"GET", b"/", False, [(b"Host", b"x")])),  # bare LF
+        (b"POST /p HTTP/1.0\r\n", (b"POST", b"/p", True, [])),
+        (b"GET / HTTP/9.9\r\n", (b"GET", b"/", False, [])),  # not 1.0: 1.1
+        (b"GET / \r\n", (b"GET", b"/", False, [])),  # empty version
+        (b"GET  HTTP/1.1\r\n", (b"GET", b"", False, [])),  # empty URI
+        (b"GET / HTTP/1.1\r\nno colon\r\nA:  b\r\nC:d\r\n", (b"GET", b"/", False, [(b"A", b" b"), (b"C", b"d")])),
+        (b"garbage\r\n", None),  # one token
+        (b"GET /\r\n", None),  # two tokens
+        (b"\r\nGET / HTTP/1.1\r\n", None),  # a blank line first
+        (b"\x00 / HTTP/1.1\r\n", None),  # the method stops at a NUL: empty
+    ],
+)
+def test_parse_head(head, expected):
+    """The request line and headers are split the way Pushpin's SimpleHttpServer splits them."""
+    got = parse_head(head)
+    assert (got if got is None else (got.method, got.uri, got.http10, got.headers)) == expected
+
+
+@pytest.mark.parametrize(
+    "value, length",
+    [(b"12", 12), (b"  12  ", 12), (b"\t12", 12), (b"+5", 5), (b"-1", -1), (b"2147483647", 2147483647), (b"12\x00x", 12),
+     (b"", None), (b"abc", None), (b"1 2", None), (b"0x10", None), (b"2147483648", None), (b"99999999999999999999", None), (b"+", None)],
+)
+def test_parse_content_length(value, length):
+    """Content-Length is read as Qt's QByteArray::toInt reads it: a signed 32-bit decimal, blanks allowed around it."""
+    assert parse_content_length(value) == length
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_request_split_across_reads_is_parsed_whole(reactor, control):
+    """A publish that arrives a few bytes at a time is answered once, when its body is complete."""
+    from tests.integration.harness import raw_connect
+
+    port, router, _, _ = control
+    sub = Recorder()
+    router.subscribe("news", sub)
+    body = json.dumps({"items": [{"channel": "news", "formats": {"http-stream": {"content": "x\n"}}}]}).encode()
+    data = post(b"/publish/", body)
+    client = await raw_connect(reactor, port)
+    for i in range(0, len(data), 7):
+        client.transport.write(data[i : i + 7])
+        await task.deferLater(reactor, 0, lambda: None)  # one write per reactor turn
+    await client.wait_closed(reactor)
+    assert client.received == answer(b"HTTP/1.1 200 OK", b"Published\n") and sub.got == [("news", b"x\n")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_expect_100_continue_is_answered_before_the_body(reactor, control):
+    """Expect: 100-continue gets 'HTTP/1.1 100 Continue' as soon as the headers are in, then the answer."""
+    from tests.integration.harness import raw_connect
+
+    port = control[0]
+    client = await raw_connect(reactor, port)
+    client.transport.write(b"POST /publish/ HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 12\r\n\r\n")
+    await client.wait_for(reactor, b"\r\n\r\n")
+    assert client.received == b"HTTP/1.1 100 Continue\r\n\r\n"
+    client.transport.write(b'{"items":[]}')
+    await client.wait_closed(reactor)
+    assert client.received == b"HTTP/1.1 100 Continue\r\n\r\n" + answer(b"HTTP/1.1 200 OK", b"Published\n")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_leaving_mid_request_gets_nothing_and_nothing_is_published(reactor, control):
+    """A client that half-closes before its body is complete is closed without an answer, and nothing is published."""
+    from tests.integration.harness import raw_connect
+
+    port, _, counters, _ = control
+    client = await raw_connect(reactor, port)
+    client.transport.write(b"POST /publish/ HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\n{\"items\"")
+    client.transport.loseWriteConnection()
+    await client.wait_closed(reactor)
+    assert client.received == b"" and counters.publishes["http"] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_idle_connection_is_closed_after_the_timeout(reactor):
+    """A connection that sends nothing is closed once the site's idle timeout passes (Pushpin has none; ours is 12 hours by default)."""
+    from tests.integration.harness import raw_connect
+
+    resource = ControlResource(PublishIntake(ChannelRouter(), Counters()))
+    site = ControlSite(resource, max_headers=10000, max_body=1000000, reactor=reactor, timeout=0.2)
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
+    try:
+        client = await raw_connect(reactor, port.getHost().port)
+        client.transport.write(b"GET / HTTP/1.1\r\n")
+        await client.wait_closed(reactor, timeout=5)
+        assert client.received == b""
+    finally:
+        await port.stopListening()
