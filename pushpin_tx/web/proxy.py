@@ -47,7 +47,11 @@ if TYPE_CHECKING:
     from pushpin_tx.protocol.signing import GripSigner
     from pushpin_tx.core.stats import Counters
 
-__all__ = ["ProxyResource", "PUSHPIN_CHECK_BODY"]
+__all__ = ["ProxyResource", "PUSHPIN_CHECK_BODY", "FORGED_EVENTS_MESSAGE"]
+
+#: Pushpin's answer (403) to a client posting WebSocket-over-HTTP events itself (§8.2),
+#: observed on 1.36.0
+FORGED_EVENTS_MESSAGE = "Client not allowed to send WebSocket events directly."
 
 
 #: Pushpin answers a request carrying C{Pushpin-Check} itself with its licence text (the
@@ -297,6 +301,14 @@ class ProxyResource(Resource):
             return None
         path = route.rewrite_path(info.path.decode("latin-1")).encode("latin-1")
         headers_for, body, handle_test, resend = self._forwarding(request, info, route, path)
+        if _forged_websocket_events(request, info, route):
+            # §8.2: only the proxy speaks WebSocket-over-HTTP to such an origin; a client's own
+            # events would pass for a session it never opened. Observed on 1.36.0: before the
+            # path check, the access line naming the first target; the connection stays open.
+            info.target_label = route.targets[0].label()
+            self._access(info, request, code=403, size=len(FORGED_EVENTS_MESSAGE) + 1)
+            error_response(request, 403, FORGED_EVENTS_MESSAGE)
+            return None
         if not path.startswith(b"/"):
             # path_rem cut into the path itself: Pushpin answers 502 (observed on 1.36.0).
             self._fail(request, info, f"Invalid path after rewriting: {path.decode('latin-1')}")
@@ -483,6 +495,20 @@ def _raw_headers(request: Any) -> list[tuple[bytes, bytes]]:
         for value in values:
             out.append((name, value))
     return out
+
+
+def _forged_websocket_events(request: Any, info: RequestInfo, route: "Route") -> bool:
+    """
+    Whether a plain HTTP request carries WebSocket-over-HTTP events to a route whose first
+    target speaks them (C{over_http}), from a client that is not trusted. As Pushpin 1.36
+    compares it: the media type before any C{;}, trimmed, exactly C{application/websocket-events}
+    (another case or a suffix passes); WebSocket upgrades are not concerned.
+    """
+    targets = route.targets
+    if not targets or not targets[0].over_http or info.trusted or is_upgrade(request):
+        return False
+    values = request.requestHeaders.getRawHeaders(b"content-type")
+    return bool(values) and values[0].split(b";", 1)[0].strip() == b"application/websocket-events"
 
 
 def _client_sent_body(request: Any) -> bool:
