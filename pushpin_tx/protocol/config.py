@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from pushpin_tx.protocol import configkeys as _keys
 from pushpin_tx.protocol.qt.ini import IniSyntaxError, IniValue, parse_ini
+from pushpin_tx.protocol.qt.strings import to_utf8
 
 __all__ = [
     "NOT_IMPLEMENTED_KEYS", "ConfigError", "ForwardedForRule", "ListenAddress", "Settings",
@@ -601,7 +602,7 @@ def _signing_key(value: str, base_dir: str, need_private: bool) -> SigningKey:
             raise ConfigError(f"invalid base64 in 'base64:' secret (value redacted, "
                               f"{len(encoded)} characters)") from None
         return SigningKey("HS256", secret)
-    return SigningKey("HS256", value.encode("utf-8", "replace"))  # as QString::toUtf8
+    return SigningKey("HS256", to_utf8(value))
 
 
 def _pem_algorithm(pem: bytes, key_path: str, need_private: bool) -> str:

@@ -23,6 +23,8 @@ from urllib.parse import quote, urljoin, urlsplit
 from pushpin_tx.protocol.gripjson import DEFAULT_KEEP_ALIVE_TIMEOUT, JsonInstructError, apply_json
 from pushpin_tx.protocol.headers import Headers
 from pushpin_tx.protocol.qt import headervalues as qp
+from pushpin_tx.protocol.qt.numbers import bytearray_to_int
+from pushpin_tx.protocol.qt.strings import from_base64, from_utf8
 
 __all__ = [
     "InstructError",
@@ -159,7 +161,7 @@ def parse_grip_status(value: bytes) -> tuple[int, bytes]:
     reason (everything after the first space, spaces kept) defaults to L{reason_phrase}.
     """
     code_text, _, reason = value.partition(b" ")
-    code = qp.qt_int(code_text)
+    code = bytearray_to_int(code_text)
     if code is None or not 0 <= code <= 999:
         raise InstructError("Grip-Status contains invalid status code")
     return code, reason or reason_phrase(code)
@@ -247,7 +249,7 @@ def _is_json_form(headers: Headers) -> bool:
 
 
 def _text(value: bytes | None) -> str:
-    return (value or b"").decode("utf-8", "replace")
+    return from_utf8(value or b"")
 
 
 # -- header form (§5.1) ------------------------------------------------------------------------
@@ -271,7 +273,7 @@ def _parse_headers(draft: _Draft, headers: Headers) -> None:
 
     timeout = qp.first(headers, b"grip-timeout") if b"grip-timeout" in present else None
     if timeout is not None:
-        draft.timeout = qp.qt_int(timeout)
+        draft.timeout = bytearray_to_int(timeout)
         if draft.timeout is None:
             raise InstructError("failed to parse Grip-Timeout")
         if draft.timeout < 0:
@@ -322,7 +324,7 @@ def _parse_keep_alive_header(draft: _Draft, value: bytes | None) -> None:
         raise InstructError(f"no such Grip-Keep-Alive mode '{_text(mode)}'")
 
     if qp.has_param(params, b"timeout"):
-        draft.ka_timeout = qp.qt_int(qp.param(params, b"timeout"))
+        draft.ka_timeout = bytearray_to_int(qp.param(params, b"timeout") or b"")
         if draft.ka_timeout is None:
             raise InstructError("failed to parse Grip-Keep-Alive timeout value")
         if draft.ka_timeout < 0:
@@ -339,7 +341,7 @@ def _parse_keep_alive_header(draft: _Draft, value: bytes | None) -> None:
             raise InstructError("failed to parse Grip-Keep-Alive cstring format")
         draft.ka_data = unescaped
     elif fmt == b"base64":
-        draft.ka_data = qp.qt_from_base64(data)
+        draft.ka_data = from_base64(data)
     else:
         raise InstructError(f"no such Grip-Keep-Alive format '{_text(fmt)}'")
 
@@ -348,12 +350,12 @@ def _parse_next_link(draft: _Draft, params: list[qp.Param]) -> None:
     raw = params[0][0]
     if len(raw) <= 2 or raw[:1] != b"<" or raw[-1:] != b">":
         raise InstructError("failed to parse Grip-Link value")
-    link = raw[1:-1].decode("utf-8", "replace")
+    link = from_utf8(raw[1:-1])
     if not _valid_link(link):
         raise InstructError("Grip-Link contains invalid link")
     draft.link = link
     if qp.has_param(params, b"timeout"):
-        timeout = qp.qt_int(qp.param(params, b"timeout"))
+        timeout = bytearray_to_int(qp.param(params, b"timeout") or b"")
         if timeout is None:
             raise InstructError("failed to parse Grip-Link timeout value")
         if timeout < 0:

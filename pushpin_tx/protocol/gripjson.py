@@ -16,7 +16,8 @@ import re
 from typing import Any, Protocol
 
 from pushpin_tx.protocol.headers import Headers
-from pushpin_tx.protocol.qt import headervalues as qp
+from pushpin_tx.protocol.qt.numbers import qround64, string_to_int
+from pushpin_tx.protocol.qt.strings import from_base64, replace_lone_surrogates, to_utf8
 
 __all__ = ()
 
@@ -40,7 +41,6 @@ class _Draft(Protocol):
     ka_timeout: int | None
     meta: dict[str, str] | None
 
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _BAD_HEADER_BYTES = re.compile(rb"[\r\n\x00]")
 
 
@@ -117,7 +117,7 @@ def _parse_json_hold(draft: _Draft, hold: dict[str, Any]) -> None:
         if not isinstance(keep_alive, dict):
             raise JsonInstructError("hold contains 'keep-alive' with wrong type")
         if "content-bin" in keep_alive:
-            draft.ka_data = qp.qt_from_base64(_utf8(_get_str(keep_alive, "keep-alive", "content-bin") or ""))
+            draft.ka_data = from_base64(to_utf8(_get_str(keep_alive, "keep-alive", "content-bin") or ""))
         elif "content" in keep_alive:
             draft.ka_data = _utf8(_get_str(keep_alive, "keep-alive", "content") or "")
         if "timeout" in keep_alive:
@@ -152,7 +152,7 @@ def _parse_json_response(draft: _Draft, response: dict[str, Any]) -> None:
         draft.headers = _json_headers(response["headers"])
 
     if "body-bin" in response:
-        draft.body = qp.qt_from_base64(_utf8(_get_str(response, "response", "body-bin") or ""))
+        draft.body = from_base64(to_utf8(_get_str(response, "response", "body-bin") or ""))
     elif "body" in response:
         if not isinstance(response["body"], str):
             raise JsonInstructError("response contains 'body' with wrong type")
@@ -206,22 +206,23 @@ def _get_int(obj: dict[str, Any], parent: str, key: str) -> int:
     # which yields nonsense (status 0); those are refused as the wrong type instead.
     number: int | None
     if isinstance(value, str):
-        number = qp.qt_int(_utf8(value))
+        number = string_to_int(value)
         if number is None:
             raise JsonInstructError(f"{parent} contains '{key}' with wrong type")
     elif isinstance(value, bool) or not isinstance(value, (int, float)):
         raise JsonInstructError(f"{parent} contains '{key}' with wrong type")
     else:
-        number = qp.qt_round(float(value)) if isinstance(value, float) else value
+        number = qround64(value) if isinstance(value, float) else value
     if number is None or number < 0 or number > 2**31 - 1:
         raise JsonInstructError(f"{parent} contains '{key}' with invalid value")
     return number
 
 
 def _clean(text: str) -> str:
-    """Replace lone surrogates (legal in JSON escapes, unencodable in UTF-8) with U+FFFD."""
-    return _LONE_SURROGATE.sub("\ufffd", text)
+    """Lone surrogates (legal in JSON escapes, unencodable in UTF-8) become U+FFFD."""
+    return replace_lone_surrogates(text)
 
 
 def _utf8(text: str) -> bytes:
-    return _clean(text).encode("utf-8")
+    """Text with lone surrogates as U+FFFD, in UTF-8 (Pushpin would write C{?}: see L{replace_lone_surrogates})."""
+    return to_utf8(_clean(text))

@@ -39,8 +39,11 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from pushpin_tx.protocol import tnetstring
-from pushpin_tx.protocol.qt.jsonvalues import from_base64, loads_json, qt_to_int, utf8, utf16_key
+from pushpin_tx.protocol.headers import Headers
 from pushpin_tx.protocol.qt.headervalues import split_header
+from pushpin_tx.protocol.qt.jsonvalues import loads_json
+from pushpin_tx.protocol.qt.numbers import variant_to_int
+from pushpin_tx.protocol.qt.strings import from_base64, from_utf8, to_utf8, utf16_key
 
 __all__ = [
     "HttpResponseFormat",
@@ -175,7 +178,7 @@ class _Reader:
         """A field converted like C{canConvert(Int)} / C{toInt()}; C{None} when absent."""
         if key not in obj:
             return None
-        number = qt_to_int(obj[key], json_numbers=not self.tnet)
+        number = variant_to_int(obj[key], json_numbers=not self.tnet)
         if number is None:
             raise ItemError(f"{pn} contains '{key}' with wrong type")
         return number
@@ -201,12 +204,12 @@ class _Reader:
         if isinstance(value, bytes):
             return value
         if isinstance(value, str):
-            return utf8(value)
+            return to_utf8(value)
         raise ItemError(f"{pn} contains '{key}' with wrong type")
 
 
 def _text(value: str | bytes) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    return from_utf8(value) if isinstance(value, bytes) else value
 
 
 def _string_value(value: object) -> str | None:
@@ -214,7 +217,7 @@ def _string_value(value: object) -> str | None:
     if isinstance(value, str):
         return value
     if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
+        return from_utf8(value)
     return None
 
 
@@ -311,14 +314,14 @@ def _http_response(raw: object, r: _Reader) -> HttpResponseFormat:
     elif not 0 <= code <= 999:
         raise ItemError(f"{pn} contains 'code' with invalid value")
     reason_text = r.string(obj, pn, "reason")
-    reason = utf8(reason_text) if reason_text else None
+    reason = to_utf8(reason_text) if reason_text else None
     headers = _headers(obj, pn, r) if "headers" in obj else []
     content_filters = r.filters(obj, pn)
 
     body = b""
     body_patch: tuple[Any, ...] | None = None
     if not r.tnet and "body-bin" in obj:
-        body = from_base64(r.string(obj, pn, "body-bin") or "")
+        body = from_base64(to_utf8(r.string(obj, pn, "body-bin") or ""))
     elif "body" in obj:
         body = r.content(obj, pn, "body")
     elif "body-patch" in obj:
@@ -334,7 +337,7 @@ def _http_response(raw: object, r: _Reader) -> HttpResponseFormat:
         raise ItemError(f"{pn} does not contain 'body', 'body-bin', or 'body-patch'")
 
     expose: list[bytes] | None = None
-    kept: list[tuple[bytes, bytes]] = []
+    kept: Headers = []
     for name, value in headers:
         if name.lower() == b"grip-expose-headers":
             expose = (expose or []) + split_header(value)
@@ -352,9 +355,9 @@ def _http_response(raw: object, r: _Reader) -> HttpResponseFormat:
     )
 
 
-def _headers(obj: dict[str, Any], pn: str, r: _Reader) -> list[tuple[bytes, bytes]]:
+def _headers(obj: dict[str, Any], pn: str, r: _Reader) -> Headers:
     raw = obj["headers"]
-    out: list[tuple[bytes, bytes]] = []
+    out: Headers = []
     if isinstance(raw, list):
         for pair in raw:
             if not isinstance(pair, list):
@@ -367,7 +370,7 @@ def _headers(obj: dict[str, Any], pn: str, r: _Reader) -> list[tuple[bytes, byte
             value = _string_value(pair[1])
             if value is None:
                 raise ItemError("header contains value element with wrong type")
-            out.append((utf8(name), utf8(value)))
+            out.append((to_utf8(name), to_utf8(value)))
         return out
     mapping = r.obj(raw)
     if mapping is None:
@@ -376,7 +379,7 @@ def _headers(obj: dict[str, Any], pn: str, r: _Reader) -> list[tuple[bytes, byte
         value = _string_value(mapping[key])
         if value is None:
             raise ItemError(f"headers contains '{key}' with wrong type")
-        out.append((utf8(key), utf8(value)))
+        out.append((to_utf8(key), to_utf8(value)))
     return out
 
 
@@ -387,7 +390,7 @@ def _http_stream(raw: object, r: _Reader) -> HttpStreamFormat:
         return HttpStreamFormat(action, b"", None)
     content_filters = r.filters(obj, pn)
     if not r.tnet and "content-bin" in obj:
-        content = from_base64(r.string(obj, pn, "content-bin") or "")
+        content = from_base64(to_utf8(r.string(obj, pn, "content-bin") or ""))
     elif "content" in obj:
         content = r.content(obj, pn, "content")
     elif r.tnet:
@@ -422,7 +425,7 @@ def _ws_message(raw: object, r: _Reader) -> WsMessageFormat:
         else:
             if not isinstance(value, str):
                 raise ItemError(f"{pn} contains 'content-bin' with wrong type")
-            content = from_base64(value)
+            content = from_base64(to_utf8(value))
         msg_type = msg_type or "binary"
     elif "content" in obj:
         content = r.content(obj, pn, "content")
@@ -436,7 +439,7 @@ def _ws_message(raw: object, r: _Reader) -> WsMessageFormat:
 def _json_style(value: Any) -> Any:
     """Byte strings to text and byte keys to text keys (C{convertToJsonStyle}), recursively."""
     if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
+        return from_utf8(value)
     if isinstance(value, dict):
         return {_text(k): _json_style(v) for k, v in value.items() if isinstance(k, (str, bytes))}
     if isinstance(value, list):

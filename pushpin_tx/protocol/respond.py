@@ -34,7 +34,10 @@ import copy
 import re
 from typing import Any, Sequence
 
-from pushpin_tx.protocol.qt.jsonvalues import dumps_json, loads_json, qt_to_int
+from pushpin_tx.protocol.headers import Headers
+from pushpin_tx.protocol.qt.jsonvalues import dumps_json, loads_json
+from pushpin_tx.protocol.qt.numbers import variant_to_int
+from pushpin_tx.protocol.qt.strings import from_utf8
 from pushpin_tx.protocol.grip import reason_phrase
 from pushpin_tx.protocol.items import HttpResponseFormat
 
@@ -56,7 +59,7 @@ def merge_response(
     hold_headers: Sequence[tuple[bytes, bytes]],
     hold_body: bytes,
     fmt: HttpResponseFormat,
-) -> tuple[int, bytes, list[tuple[bytes, bytes]], bytes]:
+) -> tuple[int, bytes, Headers, bytes]:
     """
     Build C{(code, reason, headers, body)} for a response hold that receives C{fmt} (a
     C{send}; hints and closes are the caller's business). C{hold_code} and C{hold_reason}
@@ -164,7 +167,7 @@ def _op_string(op: dict[str, Any], key: str) -> str:
         raise _PatchError(f"op does not contain '{key}'")
     value = op[key]
     if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
+        return from_utf8(value)
     if not isinstance(value, str):
         raise _PatchError(f"op contains '{key}' with wrong type")
     return value
@@ -310,5 +313,5 @@ def _qt_equal(a: Any, b: Any) -> bool:
         return a == b
     if a is _MISSING or b is _MISSING:
         return False
-    x, y = qt_to_int(a), qt_to_int(b)
+    x, y = variant_to_int(a), variant_to_int(b)
     return x is not None and y is not None and x == y

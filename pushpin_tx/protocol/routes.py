@@ -22,11 +22,13 @@ Quirks kept on purpose (each checked against the Pushpin 1.36.0 binary):
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+from pushpin_tx.protocol.qt.numbers import string_to_int
+from pushpin_tx.protocol.qt.strings import from_base64, from_utf8, to_utf8
 
 __all__ = [
     "Route",
@@ -41,9 +43,6 @@ __all__ = [
 Props = list[tuple[str, "str | None"]]
 
 _SPECIAL_RE = re.compile(r'[", #]')  # what ends a token part (Pushpin's findNext set)
-_INT_RE = re.compile(r"[+-]?[0-9]+\Z")
-_OCT_RE = re.compile(r"[+-]?[0-7]+\Z")
-_INT32_MAX = 2**31 - 1
 
 
 class RouteLineError(Exception):
@@ -114,13 +113,8 @@ class Route:
         if not self.sig_key:
             return None
         if self.sig_key.startswith("base64:"):
-            # Qt's QByteArray::fromBase64 skips characters outside the alphabet and needs no padding;
-            # the stdlib decoder is strict about padding, so clean up first.
-            data = re.sub(r"[^A-Za-z0-9+/]", "", self.sig_key[7:])
-            if len(data) % 4 == 1:
-                data = data[:-1]  # six dangling bits make no byte
-            return base64.b64decode(data + "=" * (-len(data) % 4))
-        return self.sig_key.encode("utf-8")
+            return from_base64(to_utf8(self.sig_key[7:]))
+        return to_utf8(self.sig_key)
 
     def rewrite_path(self, path: str) -> str:
         """Apply C{path_rem} / C{replace_beg} to an encoded path+query, as Pushpin does toward the origin.
@@ -139,7 +133,7 @@ class Route:
             raw = raw[remove:]
         if self.replace_beg:
             raw = self.replace_beg.encode("utf-8") + raw
-        new_path = raw.decode("utf-8", errors="replace") or "/"
+        new_path = from_utf8(raw) or "/"
         return new_path + sep + query
 
     def matches(self, proto: str, ssl: bool, path: str) -> bool:
@@ -240,15 +234,6 @@ def tokenize_line(line: str) -> list[tuple[str, list[tuple[str, str | None]]]]:
             break
 
 
-def _qt_to_int(text: str | None, base: int = 10) -> int | None:
-    """QString::toInt: surrounding whitespace and a sign allowed, ASCII digits, 32-bit range; else None."""
-    s = (text or "").strip()
-    if not (_INT_RE if base == 10 else _OCT_RE).match(s):
-        return None
-    value = int(s, base)
-    return value if -_INT32_MAX - 1 <= value <= _INT32_MAX else None
-
-
 class _Props:
     """Lookups over one token's props with Qt QMultiHash semantics."""
 
@@ -325,7 +310,7 @@ def _parse_line(line: str, line_num: int) -> Route | None:
         prefix=props.get("prefix"),
         orig_headers=props.has("orig_headers"),
         as_host=optional("as_host"),
-        path_rem=_qt_to_int(props.get("path_rem")) or 0,
+        path_rem=string_to_int(props.get("path_rem")) or 0,
         replace_beg=props.get("replace_beg") if props.has("replace_beg") else None,
         debug=props.has("debug"),
         aco=props.has("aco"),
@@ -362,11 +347,11 @@ def _parse_target(value: str, props: _Props) -> Target:
         at = value.find(":")  # the first colon: an IPv6 literal cannot be written here (as in 1.36)
         if at == -1:
             raise RouteLineError("target bad format")
-        parsed = _qt_to_int(value[at + 1 :])
+        parsed = string_to_int(value[at + 1 :])
         if parsed is None or not 1 <= parsed <= 65535:
             raise RouteLineError("target invalid port")
         host, port = value[:at], parsed
-    mode = _qt_to_int(props.get("ipc_file_mode"), 8) if props.has("ipc_file_mode") else None
+    mode = string_to_int(props.get("ipc_file_mode"), base=8) if props.has("ipc_file_mode") else None
     return Target(
         kind=kind,
         host=host,

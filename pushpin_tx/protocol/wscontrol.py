@@ -47,7 +47,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence, TypeAlias
 
-from pushpin_tx.protocol.qt.jsonvalues import from_base64, loads_json, qt_to_int, utf8
+from pushpin_tx.protocol.qt.jsonvalues import loads_json
+from pushpin_tx.protocol.qt.numbers import variant_to_int
+from pushpin_tx.protocol.qt.strings import from_base64, to_utf8
 from pushpin_tx.protocol.qt.headervalues import split_header
 
 __all__ = [
@@ -239,15 +241,15 @@ def _parse_delivery(doc: dict[str, Any], kind: str) -> KeepAlive | SendDelayed:
         encoded = doc["content-bin"]
         if not isinstance(encoded, str):
             raise WsControlError(f"{_OBJ} contains 'content-bin' with wrong type")
-        content = from_base64(encoded)
+        content = from_base64(to_utf8(encoded))
     elif "content" in doc:
         text = doc["content"]
         if not isinstance(text, str):
             raise WsControlError(f"{_OBJ} contains 'content' with wrong type")
-        content = utf8(text)
+        content = to_utf8(text)
     timeout = 0
     if content is not None and "timeout" in doc:
-        converted = qt_to_int(doc["timeout"])
+        converted = variant_to_int(doc["timeout"])
         if converted is None:
             raise WsControlError(f"{_OBJ} contains 'timeout' with wrong type")
         if converted < 0:

@@ -27,8 +27,8 @@ from pushpin_tx.protocol.grip import (
     parse_instruct,
     reason_phrase,
 )
+from pushpin_tx.protocol.headers import Headers
 
-Headers = list[tuple[bytes, bytes]]
 URI = "http://example.com/fruit/list?x=1"
 JSON_CT = (b"Content-Type", b"application/grip-instruct")
 

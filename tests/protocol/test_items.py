@@ -26,7 +26,8 @@ from pushpin_tx.protocol.items import (
     parse_publish_body,
     parse_zmq_item,
 )
-from pushpin_tx.protocol.qt.jsonvalues import loads_json, qt_to_int
+from pushpin_tx.protocol.qt.jsonvalues import loads_json
+from pushpin_tx.protocol.qt.numbers import variant_to_int as qt_to_int
 
 STREAM = {"http-stream": {"content": "x"}}
 

@@ -12,10 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pushpin_tx.protocol.headers import Headers
 from pushpin_tx.protocol.items import HttpResponseFormat, parse_item
 from pushpin_tx.protocol.respond import RespondError, merge_response, standard_reason
-
-Headers = list[tuple[bytes, bytes]]
 
 
 def published(**fields: Any) -> HttpResponseFormat:

@@ -1,9 +1,10 @@
 # -*- test-case-name: tests.protocol.test_grip -*-
 """
-Byte-level parsers that reproduce how Pushpin 1.36 (a Qt program) reads GRIP header values.
+Byte-level parsers that reproduce how Pushpin 1.36 (a Qt program) splits GRIP header values.
 
 GRIP headers are not parsed by any RFC grammar but by Pushpin's own C{HttpHeaders} helpers
-(C{src/core/httpheaders.cpp}) and by Qt's number and base64 conversions. Origins in the wild
+(C{src/core/httpheaders.cpp}) and by Qt's number and base64 conversions (those are in
+L{pushpin_tx.protocol.qt.numbers} and L{pushpin_tx.protocol.qt.strings}). Origins in the wild
 rely on their exact quirks (comma splitting that respects quotes, a first parameter taken
 verbatim up to the first C{;}, parse failures that silently drop one element, base64 that
 skips junk), so these are hand-written ports rather than C{email.message} or
@@ -14,20 +15,13 @@ Private to L{pushpin_tx.protocol.grip}; nothing here raises.
 
 from __future__ import annotations
 
-import math
-import re
-from typing import Iterable
+from collections.abc import Iterable
 
 __all__ = ()
 
 #: One header parameter: name, and value (C{None} when there was no C{=value}, or when a
 #: quoted value was empty: Pushpin keeps a null byte array in both cases).
 Param = tuple[bytes, bytes | None]
-
-_INT32_MIN = -(2**31)
-_INT32_MAX = 2**31 - 1
-# QByteArray::toInt: optional surrounding ASCII whitespace, optional sign, decimal digits.
-_QT_INT = re.compile(rb"[ \t\n\v\f\r]*([+-]?[0-9]+)[ \t\n\v\f\r]*\Z")
 
 
 def first(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
@@ -142,53 +136,7 @@ def has_param(params: list[Param], name: bytes) -> bool:
     return any(key.lower() == name for key, _ in params)
 
 
-def qt_int(value: bytes | None) -> int | None:
-    """C{QByteArray::toInt}: a 32-bit decimal integer, or C{None} when it does not parse."""
-    if value is None:
-        return None
-    match = _QT_INT.match(value)
-    if match is None:
-        return None
-    number = int(match.group(1))
-    if not _INT32_MIN <= number <= _INT32_MAX:
-        return None
-    return number
-
-
-def qt_round(number: float) -> int | None:
-    """C{QVariant(double).toInt()}: round half up (C{qRound64}); C{None} outside 32 bits."""
-    if not math.isfinite(number):
-        return None
-    rounded = math.floor(number + 0.5)
-    if not _INT32_MIN <= rounded <= _INT32_MAX:
-        return None
-    return rounded
-
-
 _HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
-_B64_VALUES = {c: i for i, c in enumerate(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")}
-
-
-def qt_from_base64(value: bytes) -> bytes:
-    """
-    C{QByteArray::fromBase64} in its default, lenient mode: every byte outside the base64
-    alphabet (padding included) is skipped and a trailing partial byte is dropped.
-    C{base64.b64decode} raises on bad padding instead, so this is done by hand.
-    """
-    out = bytearray()
-    buf = 0
-    bits = 0
-    for c in value:
-        digit = _B64_VALUES.get(c)
-        if digit is None:
-            continue
-        buf = (buf << 6) | digit
-        bits += 6
-        if bits >= 8:
-            bits -= 8
-            out.append(buf >> bits)
-            buf &= (1 << bits) - 1
-    return bytes(out)
 
 
 def unescape_cstring(value: bytes) -> bytes | None:

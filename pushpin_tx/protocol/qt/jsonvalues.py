@@ -1,100 +1,26 @@
 # -*- test-case-name: tests.protocol.test_items,tests.protocol.test_respond -*-
 """
-Values the way Qt 5 reads and writes them, for L{pushpin_tx.protocol.items} and L{pushpin_tx.protocol.respond}.
+JSON the way Qt 5 reads and writes it, for L{pushpin_tx.protocol.items} and L{pushpin_tx.protocol.respond}.
 
 Pushpin 1.36 is a Qt program: it parses publish bodies and hold bodies with
-C{QJsonDocument}, converts numbers with C{QVariant::toInt}, decodes base64 with
-C{QByteArray::fromBase64}, encodes text with C{QString::toUtf8} and writes patched bodies
-with C{QJsonDocument::toJson}. Each of these differs from the obvious Python call in ways a
-publisher can see (error texts, accepted values, the exact bytes of a patched body), so
-they are reproduced here by hand, checked against the real Pushpin 1.36.0. Pure code.
+C{QJsonDocument::fromJson} and writes patched bodies with C{QJsonDocument::toJson}. Both
+differ from the obvious Python call in ways a publisher can see (accepted documents, the
+exact bytes of a patched body), so they are reproduced here by hand, checked against the
+real Pushpin 1.36.0. Numbers and text in the values are converted by
+L{pushpin_tx.protocol.qt.numbers} and L{pushpin_tx.protocol.qt.strings}. Pure code.
 """
 
 from __future__ import annotations
 
-import binascii
 import decimal
 import json
 import math
 import re
 from typing import Any
 
+from pushpin_tx.protocol.qt.strings import utf16_key
+
 __all__ = ()
-
-_INT32 = 2**32
-_INT64 = 2**63
-_QT_INT_TEXT = re.compile(r"\s*([+-]?[0-9]+)\s*\Z", re.ASCII)
-
-
-def qt_to_int(value: object, *, json_numbers: bool = True) -> int | None:
-    """
-    C{QVariant::toInt()} on a decoded JSON or tnetstring value: C{None} when Qt cannot
-    convert the type at all (null, list, object), else the 32-bit result Qt computes:
-    doubles round half up, numeric strings parse (anything else is 0), booleans are 0/1, and
-    the result keeps its low 32 bits. Integers are JSON numbers (doubles in Qt) unless
-    C{json_numbers} is false, when they are tnetstring integers (64-bit).
-    """
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, int):
-        if not json_numbers and -_INT64 <= value < _INT64:
-            return _wrap32(value)
-        try:
-            return _wrap32(_round64(float(value)))
-        except OverflowError:  # beyond double range; Qt's parsers never produce these
-            return 0
-    if isinstance(value, float):
-        return _wrap32(_round64(value))
-    if isinstance(value, (str, bytes)):
-        text = value.decode("latin-1") if isinstance(value, bytes) else value
-        match = _QT_INT_TEXT.match(text)
-        if match is None:
-            return 0
-        number = int(match.group(1))
-        return _wrap32(number) if -_INT64 <= number < _INT64 else 0
-    return None
-
-
-def _round64(number: float) -> int:
-    """qRound64: round half up; out-of-range values (and NaN) end up as 0 after wrapping."""
-    if not math.isfinite(number):
-        return 0
-    rounded = math.floor(number + 0.5)
-    # x86 turns an out-of-range double-to-int64 conversion into INT64_MIN, whose low 32 bits
-    # are 0 (observed: code 1e300 is accepted as code 0).
-    return rounded if -_INT64 <= rounded < _INT64 else 0
-
-
-def _wrap32(number: int) -> int:
-    number &= _INT32 - 1
-    return number - _INT32 if number >= 2**31 else number
-
-
-def utf8(text: str) -> bytes:
-    """C{QString::toUtf8}: an unpaired surrogate is written as C{?}, which is what "replace" does."""
-    return text.encode("utf-8", "replace")
-
-
-def utf16_key(text: str) -> bytes:
-    """A sort key in C{QString} order: UTF-16 code units, which differs from code points above U+FFFF."""
-    return text.encode("utf-16-be", "surrogatepass")
-
-
-_NON_B64 = bytes(c for c in range(256) if c not in b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
-
-
-def from_base64(text: str) -> bytes:
-    """
-    C{QByteArray::fromBase64} in its default lenient mode: bytes outside the alphabet
-    (padding included, wherever it is) are skipped and a dangling 6-bit group is dropped.
-    C{base64.b64decode} insists on correct padding, hence this version.
-    """
-    data = utf8(text).translate(None, _NON_B64)
-    if len(data) % 4 == 1:
-        data = data[:-1]
-    data += b"=" * (-len(data) % 4)
-    return binascii.a2b_base64(data)
-
 
 # --- reading ---------------------------------------------------------------------------------
 
