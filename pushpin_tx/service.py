@@ -1,11 +1,26 @@
 # -*- test-case-name: tests.test_service -*-
 """
-The service tree of one pushpin-tx process: L{PushpinService} builds every component, passes
-each its collaborators, and starts and stops them in order.
+The service tree of one pushpin-tx process. L{PushpinService} builds every component in
+dependency order and hands each its collaborators, registers the long-lived parts as child
+services in start order, and starts and stops them as a whole.
 
-Building only makes objects: sockets are bound in C{privilegedStartService} (so a port in use
-stops start-up with an error and a non-zero exit) and nothing else touches the outside world
-before C{startService}, because twistd may fork in between.
+Building only makes objects: sockets are bound in C{privilegedStartService} (twistd may fork
+after building, and drop privileges after binding), timers and processes begin in
+C{startService}.
+
+Start is all or nothing: when a part cannot start (a port in use, a ZeroMQ address taken),
+what had started is stopped again, the error is logged once and L{StartupError} is raised;
+under twistd (C{owns_process}) the process then exits with status 1, without a traceback.
+
+Stop runs in phases, each waiting for the one before, and a part that fails to stop is
+logged and never keeps the others running:
+
+ 1. this turn's publishes reach the holds; the client listeners close and every held
+    connection is ended cleanly (L{PushpinService.drain}), while the workers drain theirs;
+ 2. every other child stops, in the reverse of the start order (console, metrics, control
+    API, ZeroMQ inputs, routes watcher);
+ 3. the timers no child owns (sequencer, channel linger, drop reports) stop and the origin
+    connection pools close, so nothing is left on the reactor.
 """
 
 from __future__ import annotations
@@ -14,64 +29,78 @@ import gc
 import itertools
 import os
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer, endpoints
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.client import Agent
 
 from pushpin_tx._compat import QuietConnectionPool
-from pushpin_tx.web.accept import Acceptor
-from pushpin_tx.web.clientsite import ClientSite
-from pushpin_tx.protocol.config import Settings, parse_signing_key
+from pushpin_tx.core.hold import HoldContext
+from pushpin_tx.core.intake import PublishIntake
+from pushpin_tx.core.router import ChannelRouter
+from pushpin_tx.core.sequencing import ChannelLinger, IdCache, LastIds, Sequencer
+from pushpin_tx.core.stats import Counters, DropReporter
+from pushpin_tx.core.stats_feed import StatsPublisher
+from pushpin_tx.net.listening import claim_port, listen_reuseport
+from pushpin_tx.ops import logs
 from pushpin_tx.ops.console import make_console_service
 from pushpin_tx.ops.console_helpers import ConsoleHelpers
 from pushpin_tx.ops.metrics import make_metrics_service
-from pushpin_tx.web.control import ControlResource, ControlSite
-from pushpin_tx.core.hold import HoldContext
-from pushpin_tx.core.intake import PublishIntake
-from pushpin_tx.ops import logs
-from pushpin_tx.origin.client import OriginClient
-from pushpin_tx.web.proxy import ProxyResource
-from pushpin_tx.core.router import ChannelRouter
-from pushpin_tx.core.sequencing import ChannelLinger, IdCache, LastIds, Sequencer
 from pushpin_tx.ops.routes_watch import RoutesFileService
-from pushpin_tx.protocol.signing import GripSigner
-from pushpin_tx.core.stats import Counters, DropReporter
+from pushpin_tx.origin.client import OriginClient
+from pushpin_tx.origin.http11 import OriginPool
 from pushpin_tx.origin.tlspolicy import InsecurePolicy
-from pushpin_tx.net.listening import claim_port, listen_reuseport
-from pushpin_tx.workers.pool import SharedInterest, SharedLastIds, WorkerPool
+from pushpin_tx.protocol.config import Settings, parse_signing_key
+from pushpin_tx.protocol.signing import GripSigner
+from pushpin_tx.web.accept import Acceptor
+from pushpin_tx.web.clientsite import ClientSite
+from pushpin_tx.web.control import ControlResource, ControlSite
+from pushpin_tx.web.proxy import ProxyResource
 from pushpin_tx.websocket.gateway import WebSocketGateway
+from pushpin_tx.workers.pool import SharedInterest, SharedLastIds, WorkerPool
 from pushpin_tx.zeromq.inputs import ZmqInputService
-from pushpin_tx.core.stats_feed import StatsPublisher
 
-__all__ = ["PushpinService", "DRAIN_SECONDS"]
+__all__ = ["PushpinService", "Listener", "StartupError", "connection_ids", "DRAIN_SECONDS"]
 
 #: the longest a SIGTERM waits for held connections to take their last bytes
 DRAIN_SECONDS = 5.0
 
+#: how often the drain looks whether the held connections are gone
+DRAIN_CHECK = 0.05
 
-class _Listener(service.Service):
+
+class StartupError(Exception):
+    """A part of the service could not start; what had started was stopped again."""
+
+
+class Listener(service.Service):
     """Binds one endpoint in privilegedStartService, so a failed bind stops start-up."""
 
     _log = Logger()
 
-    def __init__(self, reactor: Any, description: str, factory: Any, label: str) -> None:
+    def __init__(self, reactor: Any, description: str, factory: Any, label: str, *,
+                 reuse_port: tuple[str, int] | None = None, claim: bool = False) -> None:
+        """
+        @param reuse_port: (host, port) to bind with SO_REUSEPORT instead of C{description}
+            (workers > 1: every process binds the client ports).
+        @param claim: claim the port against other pushpin-tx instances (the main process).
+        """
         self._reactor = reactor
         self._description = description
         self._factory = factory
         self._label = label
         self.port: Any = None
-        #: (host, port) to bind with SO_REUSEPORT instead of the endpoint (workers > 1)
-        self.reuse_port: tuple[str, int] | None = None
-        #: whether to claim the port against other pushpin-tx instances (the main process)
-        self.claim = False
+        self.reuse_port = reuse_port
+        self.claim = claim
         self._claim: Any = None
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
-        if self.reuse_port is not None:  # workers > 1: every process binds the port
+        if self.reuse_port is not None:
             host, port = self.reuse_port
             try:
                 self.port = listen_reuseport(self._reactor, host, port, self._factory)
@@ -93,7 +122,7 @@ class _Listener(service.Service):
         if not result:
             raise RuntimeError(f"{self._label}: listening on {self._description} did not complete at once")
         outcome = result[0]
-        if hasattr(outcome, "raiseException"):
+        if isinstance(outcome, Failure):
             self._log.error("{label}: cannot listen on {endpoint}: {why}", label=self._label, endpoint=self._description, why=outcome.getErrorMessage())
             outcome.raiseException()
         self.port = outcome
@@ -101,6 +130,7 @@ class _Listener(service.Service):
         self._log.info("{label} listening on {host}:{port}", label=self._label, host=host.host, port=host.port)
 
     def stopService(self) -> Any:
+        """Close the port (safe to call again, or without a start: there is nothing to close)."""
         super().stopService()
         if self._claim is not None:
             self._claim.close()
@@ -111,14 +141,26 @@ class _Listener(service.Service):
         return None
 
 
+def connection_ids(worker_index: int, worker_count: int, generation: int) -> itertools.count[int]:
+    """
+    Connection ids unique over the processes and over HTTP and WebSocket connections:
+    worker i of n numbers i+1, i+1+n, ...; a restarted worker starts a billion per restart
+    higher, so the ids of the one it replaces are not handed out again.
+    """
+    return itertools.count(worker_index + 1 + generation * worker_count * 1_000_000_000, worker_count)
+
+
 class PushpinService(service.MultiService):
-    """The whole proxy: its children are the listeners and inputs, its attributes the live state."""
+    """
+    The whole proxy of one process: its children are the listeners, inputs and watchers
+    (in start order), its attributes the live state the console, metrics and worker link read.
+    """
 
     _log = Logger()
 
     def __init__(self, settings: Settings, reactor: Any, *, worker_index: int = 0, worker_count: int | None = None,
                  listen_on: list[tuple[str, int]] | None = None, stats_forwarded: bool = False,
-                 generation: int = 0) -> None:
+                 generation: int = 0, owns_process: bool = False) -> None:
         """
         @param worker_index: 0 for the main process (the one twistd runs); a spawned worker
             process (L{pushpin_tx.scripts.worker}) passes its index and has no publish inputs,
@@ -129,6 +171,9 @@ class PushpinService(service.MultiService):
         @param stats_forwarded: a worker whose stats packets go up to the main process's
             stats socket.
         @param generation: how many times this worker index was started before.
+        @param owns_process: this service is what the process runs (C{twistd pushpin}): the
+            main process handles SIGHUP while running, and a failed start exits with status 1.
+            Off for services built in tests or beside others.
         """
         super().__init__()
         self.settings = settings
@@ -137,7 +182,13 @@ class PushpinService(service.MultiService):
         self.worker_index = worker_index
         self.worker_count = count
         self.stats_forwarded = stats_forwarded
+        self.owns_process = owns_process
         is_worker = worker_index > 0
+        #: the stop in progress (a second stopService waits for it rather than stopping twice)
+        self._stopped: defer.Deferred[None] | None = None
+        self._previous_sighup: Any = None
+
+        # What every process holds: counters, the channel router, the holds and their stats.
         self.counters = Counters()
         self.router = ChannelRouter()
         self.drops = DropReporter(self.counters, reactor)
@@ -160,65 +211,94 @@ class PushpinService(service.MultiService):
             stats=self.stats,
             subscription_max=settings.connection_subscription_max,
         )
+
+        # The origin side: Agents (TLS, request bodies) over quiet persistent pools, and the
+        # lean pool for body-less plain-HTTP requests. All three are this service's to close
+        # when it stops (phase 3), so none is left to a reactor shutdown trigger.
         self._pool = QuietConnectionPool(reactor, persistent=True)
         self._pool.maxPersistentPerHost = 64
         self._insecure_pool = QuietConnectionPool(reactor, persistent=True)
+        self._origin_pool = OriginPool(reactor, connect_timeout=10)
         self.origin = OriginClient(
             Agent(reactor, pool=self._pool, connectTimeout=10),
             Agent(reactor, contextFactory=InsecurePolicy(), pool=self._insecure_pool, connectTimeout=10),
             reactor,
+            pool=self._origin_pool,
         )
         self._signers: dict[tuple[str, str], GripSigner] = {}
-        self.acceptor = Acceptor(settings, self.hold_context, self.counters, self.origin, stats=self.stats)
-        self.proxy = ProxyResource(settings, self.origin, self.signer_for, self.acceptor, self.counters, reactor)
-        self.acceptor.link_headers = self.proxy.link_headers_for
-        self.acceptor.relay = self.proxy.relay
-        self.websockets = WebSocketGateway(settings, reactor, self.hold_context, self.counters, self.origin, stats=self.stats)
-        self.proxy.ws_gateway = self.websockets
-        # Connection ids unique over the processes and over HTTP and WebSocket connections:
-        # worker i of n numbers i+1, i+1+n, ...; a restarted worker starts a billion per
-        # restart higher, so the ids of the one it replaces are not handed out again.
-        ids = itertools.count(worker_index + 1 + generation * count * 1_000_000_000, count)
-        self.proxy._ids = self.websockets._ids = ids
+
+        # The client side, in every process.
         self.intake = PublishIntake(self.router, self.counters, stats=self.stats, clock=reactor)
+        self.acceptor = Acceptor(settings, self.hold_context, self.counters, self.origin, stats=self.stats)
+        self.websockets = WebSocketGateway(settings, reactor, self.hold_context, self.counters, self.origin, stats=self.stats)
+        self.proxy = ProxyResource(settings, self.origin, self.signer_for, self.acceptor, self.counters, reactor)
+        self._link_client_side(connection_ids(worker_index, count, generation))
+        self.client_listeners = [
+            self._client_listener(i, address, listen_on) for i, address in enumerate(settings.http_ports)
+        ]
+
         self.routes: RoutesFileService | None = None
-        if not is_worker:  # a worker takes the main process's table (see WorkerLink), never its own reading
-            self.routes = RoutesFileService(
-                settings.routesfile if settings.routes_override is None else None,
-                override=settings.routes_override,
-                clock=reactor,
-                on_load=self._routes_loaded,
-            )
-            self.routes.setServiceParent(self)
         self.workers: WorkerPool | None = None
         self.sequencer: Sequencer | None = None
-        self.control_listener: _Listener | None = None
+        self.control_listener: Listener | None = None
         self.zmq: ZmqInputService | None = None
-        self.metrics = None
-        self.console = None
-        self.client_listeners = []
-        for i, address in enumerate(settings.http_ports):
-            site = ClientSite(self.proxy, header_limit=settings.client_buffer_size, reactor=reactor)
-            listener = _Listener(reactor, address.endpoint(), site, "client")
-            if is_worker:
-                listener.reuse_port = (listen_on or [])[i]
-            elif count > 1:
-                listener.reuse_port = (address.host, address.port)
-                listener.claim = True
-            listener.setServiceParent(self)
-            self.client_listeners.append(listener)
+        self.metrics: Any = None
+        self.console: Any = None
         if is_worker:
-            # sequenced in the main process: a worker applies its last ids and items as sent
-            self.last_ids = LastIds()
+            # Sequenced in the main process: a worker applies its last ids and items as sent,
+            # and takes the main process's routes table (see WorkerLink), never its own reading.
+            self.last_ids: LastIds = LastIds()
             self.acceptor.last_ids = self.last_ids
-            return
+        else:
+            self._build_publish_side()
+        for child in self._start_order():
+            child.setServiceParent(self)
+
+    # --- building ----------------------------------------------------------------------------
+
+    def _link_client_side(self, ids: itertools.count[int]) -> None:
+        """
+        The links between the client-side parts that their constructors do not take: the
+        acceptor calls back into the proxy (relaying a non-GRIP answer, signing next-link
+        requests) while the proxy hands GRIP answers to the acceptor, and the HTTP and
+        WebSocket sides share one connection id sequence.
+        """
+        self.acceptor.link_headers = self.proxy.link_headers_for
+        self.acceptor.relay = self.proxy.relay
+        self.proxy.ws_gateway = self.websockets
+        self.proxy._ids = self.websockets._ids = ids
+
+    def _client_listener(self, index: int, address: Any, listen_on: list[tuple[str, int]] | None) -> Listener:
+        """The listener of one C{http_ports} entry: SO_REUSEPORT when several processes serve it."""
+        site = ClientSite(self.proxy, header_limit=self.settings.client_buffer_size, reactor=self.reactor)
+        if self.worker_index > 0:  # the address the main process bound (port 0 resolved)
+            return Listener(self.reactor, address.endpoint(), site, "client", reuse_port=(listen_on or [])[index])
+        if self.worker_count > 1:
+            return Listener(self.reactor, address.endpoint(), site, "client", reuse_port=(address.host, address.port), claim=True)
+        return Listener(self.reactor, address.endpoint(), site, "client")
+
+    def _build_publish_side(self) -> None:
+        """
+        The main process's parts: the routes watcher, the worker pool (workers > 1), the
+        last-id table and sequencer in front of the router (§7), the control API, the ZeroMQ
+        inputs, metrics and console.
+        """
+        settings = self.settings
+        reactor = self.reactor
+        count = self.worker_count
+        self.routes = RoutesFileService(
+            settings.routesfile if settings.routes_override is None else None,
+            override=settings.routes_override,
+            clock=reactor,
+            on_load=self._routes_loaded,
+        )
         interest: Any = self.router
-        deliver = self.intake.deliver
+        deliver: Callable[[Any], None] = self.intake.deliver
         if count > 1:
             interest = SharedInterest(self.router)
-            self.workers = WorkerPool(
+            self.workers = pool = WorkerPool(
                 self, count, reactor,
-                listen=lambda: [(lst.reuse_port[0], lst.port.getHost().port) for lst in self.client_listeners],
+                listen=self._bound_client_addresses,
                 interest=interest,
                 init=lambda index: {
                     "settings": settings,
@@ -230,17 +310,15 @@ class PushpinService(service.MultiService):
                     "last_ids": self.last_ids.items(),
                 },
             )
-            self.workers.setServiceParent(self)
-            self.last_ids: LastIds = SharedLastIds(self.workers.forward)
-            pool = self.workers
+            self.last_ids = SharedLastIds(pool.forward)
             local_deliver = deliver
 
-            def deliver(item: Any) -> int:
+            def deliver(item: Any) -> None:
                 pool.forward(("item", item))
-                return local_deliver(item)
+                local_deliver(item)
         else:
             self.last_ids = LastIds()
-        # reliable delivery (§7): id cache and prev-id sequencing in front of the router
+        self.acceptor.last_ids = self.last_ids
         self.sequencer = Sequencer(
             reactor,
             self.last_ids,
@@ -251,12 +329,11 @@ class PushpinService(service.MultiService):
             id_cache=IdCache(settings.id_cache_ttl) if settings.id_cache_ttl > 0 else None,
         )
         self.intake.sequencer = self.sequencer
-        self.acceptor.last_ids = self.last_ids
         self.channel_linger = ChannelLinger(reactor, self.sequencer, settings.subscription_linger)
         interest.add_interest_listener(self.channel_linger)
         self.control = ControlResource(self.intake, recover=self.recover)
         if settings.push_in_http_port >= 0:  # -1: no control API (Pushpin's code default)
-            self.control_listener = _Listener(
+            self.control_listener = Listener(
                 reactor,
                 _tcp(settings.push_in_http_addr, settings.push_in_http_port),
                 ControlSite(
@@ -267,7 +344,6 @@ class PushpinService(service.MultiService):
                 ),
                 "control API",
             )
-            self.control_listener.setServiceParent(self)
         self.zmq = ZmqInputService(
             settings,
             reactor,
@@ -279,12 +355,10 @@ class PushpinService(service.MultiService):
             refresh=lambda cid=None, channel=None: False if cid is not None else None,
             stats=self.stats,
         )
-        self.zmq.setServiceParent(self)
         if self.workers is not None:
             self.workers.stats_send = self.zmq._send_stats
         if settings.prometheus_port:
             self.metrics = make_metrics_service(self, port=settings.prometheus_port, prefix=settings.prometheus_prefix, reactor=reactor)
-            self.metrics.setServiceParent(self)
         if settings.console_ssh_endpoint:
             self.console = make_console_service(
                 ConsoleHelpers(self).namespace(),
@@ -296,7 +370,27 @@ class PushpinService(service.MultiService):
                 allow_remote=settings.console_allow_remote,
                 reactor=reactor,
             )
-            self.console.setServiceParent(self)
+
+    def _start_order(self) -> list[Any]:
+        """
+        The children in the order they start: the routes table first (a client is never
+        routed without one), then the publish inputs and the control API, then the client
+        listeners, then the workers (they bind the client ports the main process bound),
+        then the operator endpoints. Stop goes the other way round, clients first.
+        """
+        parts: list[Any] = [self.routes, self.zmq, self.control_listener, *self.client_listeners,
+                            self.workers, self.metrics, self.console]
+        return [part for part in parts if part is not None]
+
+    # --- what the inputs, console and workers call ---------------------------------------------
+
+    def _bound_client_addresses(self) -> list[tuple[str, int]]:
+        """The client ports as this process bound them (port 0 resolved), for the workers to bind too."""
+        addresses = []
+        for listener in self.client_listeners:
+            assert listener.reuse_port is not None and listener.port is not None
+            addresses.append((listener.reuse_port[0], listener.port.getHost().port))
+        return addresses
 
     def _routes_loaded(self, table: Any) -> None:
         self.proxy.set_routes(table)
@@ -363,12 +457,69 @@ class PushpinService(service.MultiService):
             snap["metrics"] = samples_of(self)
         return snap
 
+    def reload(self) -> None:
+        """
+        SIGHUP: reopen the log file and re-read the routes (connections stay open;
+        pushpin.conf is not re-read, as in Pushpin).
+        """
+        logs.reopen()
+        self._log.info("reloading")
+        if self.routes is not None:
+            self.routes.reload()
+        if self.workers is not None:
+            self.workers.forward(("reload",))
+
+    # --- start --------------------------------------------------------------------------------
+
     def privilegedStartService(self) -> None:
+        """Bind every listener and socket, in start order; on a failure, close what was bound."""
         self._log.info("starting...")
+        if self.worker_index == 0:
+            self._log_settings_notes()
+        service.Service.privilegedStartService(self)
+        self._start_children(lambda child: child.privilegedStartService(), bound_all=False)
+
+    def startService(self) -> None:
+        """Start every child in order; then handle SIGHUP (main process, under twistd)."""
+        self.stats.instance_id = f"pushpin-handler_{os.getpid()}"  # the pid after twistd's fork
+        self._stopped = None
+        service.Service.startService(self)
+        self._start_children(lambda child: child.startService(), bound_all=True)
+        # Everything built so far (modules, config, routes, the service tree) lives as long as
+        # the process: move it out of the collector's sight. Profiled on proxied GETs, full
+        # collections walked ~66,000 start-up objects for ~37 ms each, ~30 us per request and
+        # the whole p99; frozen, they cost nothing.
+        gc.freeze()
+        if self.owns_process and self.worker_index == 0 and hasattr(signal, "SIGHUP"):
+            # signals are the main process's to handle; workers ignore SIGHUP (scripts.worker)
+            self._previous_sighup = signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload))
+        self._log.info("started")  # a worker's is tagged "[worker N]" by its log observer
+
+    def _start_children(self, start: Callable[[Any], None], *, bound_all: bool) -> None:
+        """
+        Run C{start} on each child in order. When one raises, every child that may hold
+        something is stopped again: the failed one and those before it, and with
+        C{bound_all} those after it too (they were bound in C{privilegedStartService}). Our
+        children's C{stopService} is safe on a part that never or only half started. Then
+        the failure is logged and L{StartupError} raised; under twistd, the process exits
+        with status 1 instead (the cause is in the log: a traceback would add nothing).
+        """
+        children: list[Any] = list(self)
+        for position, child in enumerate(children):
+            try:
+                start(child)
+            except Exception as e:
+                why = _describe(e)
+                self._log.error("start-up failed: {why}", why=why)
+                service.Service.stopService(self)
+                bound = children if bound_all else children[: position + 1]
+                self._log_stop_failures([defer.maybeDeferred(c.stopService) for c in reversed(bound)], "undoing the start")
+                if self.owns_process:
+                    raise SystemExit(1) from None
+                raise StartupError(why) from e
+
+    def _log_settings_notes(self) -> None:
         settings = self.settings
-        if self.worker_index > 0:
-            super().privilegedStartService()
-            return
         if self.worker_count > 1:
             self._log.info("workers: {n} processes serving clients", n=self.worker_count)
         if settings.not_applicable:
@@ -384,45 +535,43 @@ class PushpinService(service.MultiService):
                 rate=settings.message_rate,
                 hwm=settings.message_hwm,
             )
-        super().privilegedStartService()
 
-    def startService(self) -> None:
-        self.stats.instance_id = f"pushpin-handler_{os.getpid()}"  # the pid after twistd's fork
-        super().startService()
-        # Everything built so far (modules, config, routes, the service tree) lives as long as
-        # the process: move it out of the collector's sight. Profiled on proxied GETs, full
-        # collections walked ~66,000 start-up objects for ~37 ms each, ~30 us per request and
-        # the whole p99; frozen, they cost nothing.
-        gc.freeze()
-        if self.worker_index > 0:  # signals are the main process's to handle
-            self._log.info("started")  # tagged "[worker N]" by the worker's log observer
-            return
-        if hasattr(signal, "SIGHUP") and self.reactor is _global_reactor():
-            signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload))
-        self._log.info("started")
+    # --- stop ---------------------------------------------------------------------------------
 
-    def reload(self) -> None:
+    def stopService(self) -> defer.Deferred[None] | None:
         """
-        SIGHUP: reopen the log file and re-read the routes (connections stay open;
-        pushpin.conf is not re-read, as in Pushpin).
+        Stop in the three phases of the module docstring. Fires (never fails) when all is
+        stopped; a second call while stopping waits for the same stop. A service that never
+        started has nothing to stop.
         """
-        logs.reopen()
-        self._log.info("reloading")
-        if self.routes is not None:
-            self.routes.reload()
-        if self.workers is not None:
-            self.workers.forward(("reload",))
+        if self._stopped is not None:
+            return _follow(self._stopped)
+        if not self.running:
+            return None
+        service.Service.stopService(self)  # not running any more: nothing is started again
+        self._log.info("stopping...")
+        if self._previous_sighup is not None:
+            signal.signal(signal.SIGHUP, self._previous_sighup)
+            self._previous_sighup = None
+        self.intake.flush()  # this turn's publishes reach the holds before they are shut down
+        first = [self.drain()]
+        if self.workers is not None:  # the workers drain their own connections meanwhile
+            first.append(defer.maybeDeferred(self.workers.stopService))
+        d = self._log_stop_failures(first, "draining")
+        d.addCallback(lambda _: self._log_stop_failures(
+            [defer.maybeDeferred(child.stopService) for child in reversed(list(self)) if child.running], "stopping"))
+        d.addCallback(lambda _: self._stop_timers_and_pools())
+        d.addCallback(lambda _: self._log.info("stopped"))
+        self._stopped = d
+        return _follow(d)
 
-    def drain(self) -> Any:
+    def drain(self) -> defer.Deferred[None]:
         """
         SIGTERM: stop taking clients, then end every held connection cleanly (streams get
         their last chunk, long-polls their timeout response, WebSockets a 1001 close) and
         give their bytes up to C{DRAIN_SECONDS} to leave.
         """
-        from twisted.internet.defer import DeferredList
-        from twisted.internet.task import deferLater
-
-        stops = [listener.stopService() for listener in self.client_listeners]
+        stops = [defer.maybeDeferred(listener.stopService) for listener in self.client_listeners]
         held = list(self.acceptor.connections.values())
         sockets = list(self.websockets.connections.values())
         if held or sockets:
@@ -432,59 +581,60 @@ class PushpinService(service.MultiService):
         for session in sockets:
             if session.client is not None:
                 session.client.close(1001, "server shutting down")
-        d = DeferredList([x for x in stops if x is not None])
+        d = self._log_stop_failures(stops, "closing the client listeners")
+        if not held and not sockets:
+            return d
+        deadline = self.reactor.seconds() + DRAIN_SECONDS
 
-        def wait(_: object) -> Any:
-            if not held and not sockets:
+        def check(_: object = None) -> Any:
+            left = len(self.acceptor.connections) + len(self.websockets.connections)
+            if not left:
                 return None
-            deadline = self.reactor.seconds() + DRAIN_SECONDS
+            if self.reactor.seconds() >= deadline:
+                self._log.warn("drain: {n} connections still open, closing them", n=left)
+                return None
+            from twisted.internet.task import deferLater
 
-            def check() -> Any:
-                if not self.acceptor.connections and not self.websockets.connections:
-                    return None
-                if self.reactor.seconds() >= deadline:
-                    self._log.warn("drain: {n} connections still open, closing them", n=len(self.acceptor.connections) + len(self.websockets.connections))
-                    return None
-                return deferLater(self.reactor, 0.05, check)
+            return deferLater(self.reactor, DRAIN_CHECK, check)
 
-            return check()
+        return d.addCallback(check)
 
-        return d.addCallback(wait)
-
-    def stopService(self) -> Any:
-        self._log.info("stopping...")
-        self.intake.flush()  # this turn's publishes reach the holds before they are shut down
-        d = self.drain()
-        if self.workers is not None:  # the workers drain their own connections meanwhile
-            workers_stopped = self.workers.stopService()
-            if workers_stopped is not None:
-                d = defer.gatherResults([d, workers_stopped])
-        d.addCallback(lambda _: self._stop_rest())
-        return d
-
-    def _stop_rest(self) -> Any:
+    def _stop_timers_and_pools(self) -> defer.Deferred[None]:
+        """Phase 3: the timers no child owns, then the origin connection pools."""
+        steps: list[Callable[[], Any]] = [self.drops.stop, self._origin_pool.close,
+                                          self._pool.closeCachedConnections, self._insecure_pool.closeCachedConnections]
         if self.sequencer is not None:
-            self.channel_linger.stop()
-            self.sequencer.stop()
-        self.drops.stop()
-        d = super().stopService()
+            steps[:0] = [self.channel_linger.stop, self.sequencer.stop]
+        return self._log_stop_failures([defer.maybeDeferred(step) for step in steps], "stopping timers and pools")
 
-        def close_pools(result: object) -> Any:
-            from twisted.internet.defer import gatherResults
+    def _log_stop_failures(self, waits: list[defer.Deferred[Any]], what: str) -> defer.Deferred[None]:
+        """Wait for all of C{waits}; log each failure (the others carry on), never fail."""
 
-            return gatherResults([self._pool.closeCachedConnections(), self._insecure_pool.closeCachedConnections()])
+        def report(results: list[tuple[bool, Any]]) -> None:
+            for ok, result in results:
+                if not ok:
+                    self._log.failure("{what} failed", result, what=what)
 
-        d.addBoth(close_pools)
-        d.addBoth(lambda _: self._log.info("stopped"))
-        return d
+        return defer.DeferredList(waits, consumeErrors=True).addCallback(report)
+
+
+def _follow(d: defer.Deferred[None]) -> defer.Deferred[None]:
+    """A new Deferred that fires with None when C{d} has fired, leaving C{d}'s result alone."""
+    follower: defer.Deferred[None] = defer.Deferred()
+
+    def fire(result: object) -> object:
+        follower.callback(None)
+        return result
+
+    d.addBoth(fire)
+    return follower
+
+
+def _describe(e: BaseException) -> str:
+    """An exception as one line for the log: its own message, or its type when it has none."""
+    return str(e) or type(e).__name__
 
 
 def _tcp(host: str, port: int) -> str:
     host_part = f":interface={endpoints.quoteStringArgument(host)}" if host else ""
     return f"tcp:{port}{host_part}"
-
-
-def _global_reactor() -> Any:
-    from twisted.internet import reactor
-
-    return reactor

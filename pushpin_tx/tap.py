@@ -95,4 +95,4 @@ def makeService(options: Options, reactor: Any = None) -> PushpinService:
         options.postOptions()
         settings = options.settings
     assert settings is not None
-    return PushpinService(settings, reactor)
+    return PushpinService(settings, reactor, owns_process=True)
