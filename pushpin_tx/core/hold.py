@@ -530,6 +530,11 @@ class StreamHold(_Hold):
         if instruct.hold is None and instruct.next_link is None:
             self._close()
             return
+        if instruct.next_link is None and any(c.prev_id is not None for c in instruct.channels):
+            # §5.4: prev-ids without a next link could never recover; Pushpin ends the stream
+            self._log.warn("{conn}: next link answer has prev-id but no next link, ending the stream", conn=self.conn_id)
+            self._close()
+            return
         for publication, channel in waiting:
             item = publication.item
             expected = self._expect.get(channel)

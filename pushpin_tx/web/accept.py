@@ -11,6 +11,7 @@ hold. Every failure has Pushpin's status and wording (§4.4, §14.7).
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urlsplit
@@ -99,11 +100,54 @@ class Acceptor:
         try:
             instruct = self._parse(response, body, info)
         except InstructError as e:
-            self._fail(request, info, f"Failed to parse accept instructions: {e}")
+            unheld = self._without_hold(e, response, body, info)
+            if unheld is None:
+                self._fail(request, info, f"Failed to parse accept instructions: {e}")
+            elif not is_disconnected(request):
+                self._answer_unheld(request, info, unheld, str(e))
             return
         if is_disconnected(request):
             return
         await self._dispatch(request, info, instruct, retries=retries)
+
+    def _without_hold(self, error: InstructError, response: "OriginResponse", body: bytes, info: "RequestInfo") -> "Instruct | None":
+        """
+        While protocol/grip.py still refuses a stream hold with prev-id but no next link as a
+        parse error (until patch helper-D1-1 is applied there), read the same answer without
+        its hold, to answer it unheld as Pushpin does. None for any other error.
+        """
+        if not str(error).endswith("specifies prev-id, but no next link found"):
+            return None
+        headers = [(k, v) for k, v in response.headers if k.lower() != b"grip-hold"]
+        content_type = get_header(response.headers, b"content-type") or b""
+        if content_type.split(b";", 1)[0].strip() == b"application/grip-instruct":
+            try:
+                document = json.loads(body)
+                document.pop("hold")
+                body = json.dumps(document).encode("utf-8")
+            except (ValueError, AttributeError, KeyError, TypeError):
+                return None
+        try:
+            return self._parse(dataclasses.replace(response, headers=headers), body, info)
+        except InstructError:
+            return None
+
+    def _answer_unheld(self, request: "ClientRequest", info: "RequestInfo", instruct: "Instruct", why: str, *, head_sent: bool = False) -> None:
+        """
+        A stream hold whose channels carry prev-id but that has no next link cannot recover, so
+        it is not held (§5.4): as Pushpin 1.36 (httpsession.cpp, prepareToSendQueueOrHold), the
+        client gets the origin's response as a complete stream response (chunked), with the
+        reason appended in debug mode, and the connection stays usable.
+        """
+        self._log.warn("{conn}: {why}: answering without holding", conn=info.conn_id, why=why)
+        self._access(info, request, accept="accept")
+        r = instruct.response
+        if not head_sent:
+            request.send_head(r.code, r.reason, list(r.headers), None)
+            request.write_body(r.body)
+        if info.debug:
+            request.write_body(b"\n\n" + why.encode("utf-8") + b"\n")
+        request.finish()
 
     def _parse(self, response: "OriginResponse", body: bytes, info: "RequestInfo") -> "Instruct":
         instruct = parse_instruct(
@@ -142,6 +186,12 @@ class Acceptor:
         return instruct
 
     async def _dispatch(self, request: "ClientRequest", info: "RequestInfo", instruct: "Instruct", *, head_sent: bool = False, initial: bytes = b"", retries: int = 0) -> None:
+        if instruct.hold == "stream" and instruct.next_link is None:
+            unrecoverable = next((c.name for c in instruct.channels if c.prev_id is not None), None)
+            if unrecoverable is not None:
+                why = f"channel '{unrecoverable}' specifies prev-id, but no next link found"
+                self._answer_unheld(request, info, instruct, why, head_sent=head_sent)
+                return
         if instruct.hold is None:
             if instruct.next_link is None:
                 self._access(info, request, code=instruct.response.code, size=len(instruct.response.body))

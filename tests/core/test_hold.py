@@ -443,3 +443,14 @@ def test_build_id_carries_every_channels_current_position(clock):
     ids = [f.split(b"\r\n")[1] for f in sink.framed]
     assert ids == [b"id: a1-b0\n", b"id: a1-b1\n", b"id: a2-b1\n", b"id: a2-b2\n"]
     hold.client_gone()
+
+
+def test_a_next_link_answer_with_prev_id_but_no_link_ends_the_stream_after_its_body(clock):
+    """A recovery answer holding a stream with prev-ids but no next link is written, then the stream ends (as Pushpin)."""
+    from dataclasses import replace
+
+    page = instruct("Grip-Hold: stream", "Grip-Channel: fruit; prev-id=5", "Grip-Link: </f>; rel=next", body=b"item 4\nitem 5\n")
+    ctx, sink, hold, calls = reliable_stream(clock, [replace(page, next_link=None)])
+    fruit(ctx, 5)
+    assert sink.framed == [b"e\r\nitem 4\nitem 5\n\r\n"] and sink.finished
+    assert ctx.router.subscriber_count("fruit") == 0

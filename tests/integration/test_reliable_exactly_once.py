@@ -164,3 +164,34 @@ async def test_event_ids_built_from_two_channels_carry_both_positions(reactor, t
     finally:
         await proxy.stop()
         await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_stream_hold_with_prev_id_but_no_next_link_is_a_complete_200(reactor, tmp_path):
+    """Pushpin does not hold such a stream: the client gets the origin's body as a complete 200, and can ask again."""
+    origin = ScriptedOrigin()
+
+    def events(request):
+        request.setHeader(b"content-type", b"text/plain")
+        request.setHeader(b"grip-hold", b"stream")
+        request.setHeader(b"grip-channel", b"pn; prev-id=1")
+        return b"initial\n"
+
+    origin.handlers[b"/events/"] = events
+    port = await start_origin(reactor, origin)
+    proxy = await start_proxy(reactor, tmp_path, [f"* 127.0.0.1:{port.getHost().port}"])
+    try:
+        client = await raw_connect(reactor, proxy.client_port)
+        request = b"GET /events/ HTTP/1.1\r\nHost: example.com\r\n\r\n"
+        client.transport.write(request)
+        await client.wait_for(reactor, b"\r\n0\r\n\r\n")
+        assert client.received.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert client.received.endswith(b"\r\n\r\n8\r\ninitial\n\r\n0\r\n\r\n")
+        client.transport.write(request)  # the connection is still usable
+        await poll_until(reactor, lambda: client.received.count(b"HTTP/1.1 200 OK") == 2, what="second answer")
+        assert "subscribe" not in proxy.output
+        await proxy.wait_for_log(r"channel 'pn' specifies prev-id, but no next link found: answering without holding")
+        client.transport.loseConnection()
+    finally:
+        await proxy.stop()
+        await port.stopListening()

@@ -40,3 +40,52 @@ def test_next_link_fetch_backoff_schedule(clock):
     clock.pump([0.5] * 40)
     assert origin.asked == [0.0, 1.0, 3.0, 7.0, 15.0] and len(origin.asked) == LINK_TRIES
     assert results == [None]
+
+
+# a stream hold that could never recover (issue 15 item 6) -------------------------------------
+
+import json  # noqa: E402
+
+import pytest  # noqa: E402
+from twisted.logger import globalLogPublisher  # noqa: E402
+
+from tests.proxyfakes import Origin, answer, build_rig, dechunk  # noqa: E402
+
+
+def _prev_id_without_link_origin() -> Origin:
+    origin = Origin()
+    headers = ((b"Content-Type", b"text/plain"), (b"Grip-Hold", b"stream"), (b"Grip-Channel", b"pn; prev-id=1"))
+    origin.handlers[b"/headers"] = answer(b"initial\n", *headers)
+    instruct = {"hold": {"mode": "stream", "channels": [{"name": "pn", "prev-id": "1"}]}, "response": {"body": "initial\n"}}
+    origin.handlers[b"/json"] = answer(json.dumps(instruct).encode(), (b"Content-Type", b"application/grip-instruct"))
+    return origin
+
+
+@pytest.mark.parametrize("path", [b"/headers", b"/json"])
+def test_stream_hold_with_prev_id_and_no_next_link_is_answered_unheld(tmp_path, path):
+    """Header or JSON form: the client gets the initial body as a complete 200 (chunked, as Pushpin), nothing is held."""
+    rig = build_rig(tmp_path, ["* 127.0.0.1:8001"], {"127.0.0.1:8001": _prev_id_without_link_origin()})
+    events: list = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        client = rig.request(b"GET %s HTTP/1.1\r\nHost: example.com\r\n\r\n" % path)
+        rig.settle()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    head, _, body = client.received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"Transfer-Encoding: chunked" in head
+    assert dechunk(body) == (b"initial\n", True)
+    assert not client.closed
+    assert rig.router.subscriber_count("pn") == 0 and rig.acceptor.connections == {}
+    assert [e["why"] for e in events if "answering without holding" in e.get("log_format", "")] == [
+        "channel 'pn' specifies prev-id, but no next link found"
+    ]
+
+
+def test_unheld_answer_carries_the_reason_in_debug_mode(tmp_path):
+    """With debug on, the reason follows the body, as Pushpin writes it (two newlines, the message, a newline)."""
+    rig = build_rig(tmp_path, ["*,debug 127.0.0.1:8001"], {"127.0.0.1:8001": _prev_id_without_link_origin()})
+    client = rig.request(b"GET /headers HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    rig.settle()
+    body = client.received.partition(b"\r\n\r\n")[2]
+    assert dechunk(body) == (b"initial\n\n\nchannel 'pn' specifies prev-id, but no next link found\n", True)
