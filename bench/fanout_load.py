@@ -590,7 +590,8 @@ def main(cfg: dict[str, Any]) -> None:
     t0 = time.perf_counter()
     streams = asyncio.run(open_streams(cfg, errors))
     connect_s = time.perf_counter() - t0
-    sync_s = sync_ws(cfg, streams, errors) if cfg.get("mode") == "ws" and streams else 0.0
+    # C{sync: false} (setup_cost): the WebSockets are only held, nothing is published to them
+    sync_s = sync_ws(cfg, streams, errors) if cfg.get("mode") == "ws" and streams and cfg.get("sync", True) else 0.0
     zmq_pair = connect_zmq(cfg["push_spec"]) if cfg["input"] == "zmq" else None
     if zmq_pair is not None:
         time.sleep(0.2)  # let its TCP connection come up

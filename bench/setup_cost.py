@@ -37,7 +37,7 @@ LABEL = {"pushpin-tx": "pushpin-tx", "pushpin": "Pushpin 1.36"}
 def _load(proxy: proxies.Proxy, prefix: str, count: int, mode: str) -> common.Child:
     """A load process holding C{count} idle connections on channels C{<prefix><i>}, once it says ready."""
     cfg = {"port": proxy.client_port, "control_port": proxy.control_port, "push_spec": proxy.push_in_spec,
-           "channel": prefix, "many_channels": True, "batch": 100, "pace": None, "connections": count,
+           "channel": prefix, "many_channels": True, "sync": False, "batch": 100, "pace": None, "connections": count,
            "messages": 0, "input": "http", "publish_concurrency": 1, "connect_window": 50, "idle_timeout": 5.0,
            "mode": mode}
     return common.Child(f"load {prefix}", common.spawn_python([LOAD, json.dumps(cfg)], cpus=common.LOAD_CPUS,
@@ -69,12 +69,14 @@ def run_target(kind: str, args: argparse.Namespace) -> dict[str, Any]:
             probe = _load(proxy, f"p{n}_", args.probe, args.mode)
             ready = probe.read(timeout=300)
             cpu1 = proxy.cpu()
+            load_cpu = common.tree_cpu(probe.pid)  # its whole life: start-up included, so an upper bound
             probe.stop()
             if ready["opened"] != args.probe:
                 problems.append(f"level {level}: probe opened {ready['opened']} of {args.probe}: {ready['errors']}")
             opened = max(1, ready["opened"])
             levels.append({"held": level, "cpu_per_conn": (cpu1 - cpu0) / opened,
-                           "rate": ready["opened"] / ready["connect_s"] if ready["connect_s"] else 0.0})
+                           "rate": ready["opened"] / ready["connect_s"] if ready["connect_s"] else 0.0,
+                           "proxy_cpu": cpu1 - cpu0, "wall": ready["connect_s"], "load_cpu": load_cpu})
         if not proxy.alive():
             problems.append(f"{kind} exited during the run:\n{proxy.log_tail()}")
     finally:
@@ -82,8 +84,11 @@ def run_target(kind: str, args: argparse.Namespace) -> dict[str, Any]:
             child.stop()
         proxy.stop()
     first, last = levels[0]["cpu_per_conn"], levels[-1]["cpu_per_conn"]
+    # run_all's load_share reads the first level's windows (the rate it compares is that level's)
     return {"kind": kind, "levels": levels, "problems": problems,
             "cpu_per_conn": first, "rate": levels[0]["rate"],
+            "load_cpu": levels[0]["load_cpu"], "load_wall": levels[0]["wall"],
+            "proxy_cpu": levels[0]["proxy_cpu"], "burst_wall": levels[0]["wall"],
             "growth": last / first if first else None}
 
 
