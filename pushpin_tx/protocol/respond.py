@@ -31,12 +31,11 @@ Any failure raises L{RespondError}; the hold then answers C{502} (§6.1).
 from __future__ import annotations
 
 import copy
-import re
 from typing import Any, Sequence
 
 from pushpin_tx.protocol.headers import Headers
 from pushpin_tx.protocol.qt.jsonvalues import dumps_json, loads_json
-from pushpin_tx.protocol.qt.numbers import variant_to_int
+from pushpin_tx.protocol.qt.numbers import string_to_int, variant_to_int
 from pushpin_tx.protocol.qt.strings import from_utf8
 from pushpin_tx.protocol.grip import reason_phrase
 from pushpin_tx.protocol.items import HttpResponseFormat
@@ -114,11 +113,9 @@ class _PatchError(Exception):
 #: What a lookup of a location that does not exist yields (Qt's invalid QVariant).
 _MISSING: Any = object()
 
-#: One reference step: ("obj", key) or ("arr", index); index -1 is "-" (append).
+#: One reference step: ("obj", key) or ("arr", index); index -1 is "-" (append). The second
+#: item is Any: the code tells str from int by the tag, which mypy does not narrow on.
 _Ref = tuple[str, Any]
-
-_QT_INDEX = re.compile(r"\s*([+-]?[0-9]+)\s*\Z", re.ASCII)
-
 
 def _apply_patch(document: Any, ops: Sequence[Any]) -> Any:
     """C{JsonPatch::patch}: apply C{ops} to C{document} (modified in place); return the result."""
@@ -205,9 +202,8 @@ def _resolve(box: list[Any], pointer: str) -> list[_Ref]:
             if name == "-":
                 refs.append(("arr", -1))
                 continue
-            match = _QT_INDEX.match(name)
-            index = int(match.group(1)) if match else None
-            if index is None or not -(2**31) <= index < 2**31:
+            index = string_to_int(name)  # QString::toInt(&ok)
+            if index is None:
                 raise _PatchError("index must be an integer")
             if not 0 <= index < len(node):
                 raise _PatchError("index out of range")
@@ -301,7 +297,7 @@ def _is_within(inner: str, outer: str) -> bool:
     return len(outer_parts) < len(inner_parts) and inner_parts[: len(outer_parts)] == outer_parts
 
 
-def _qt_equal(a: Any, b: Any) -> bool:
+def _qt_equal(a: object, b: object) -> bool:
     """C{_compareJsonValues}: structural for containers, C{QVariant::toInt} for scalars."""
     if isinstance(a, dict) and isinstance(b, dict):
         return len(a) == len(b) and all(key in b and _qt_equal(value, b[key]) for key, value in a.items())

@@ -2,10 +2,11 @@
 Tests for L{pushpin_tx.protocol.qt.numbers} and L{pushpin_tx.protocol.qt.strings}: Qt's
 conversions, each implemented once, and the call sites that use each one.
 
-Before these modules there were three integer parsers and three base64 decoders. The rows
-marked "was:" show the edge cases where the old copies disagreed with each other: each call
-site now uses the function for the Qt call Pushpin makes there, and keeps its behaviour
-except in those rows, where it now does what that Qt call does.
+Before these modules there were four integer parsers (JSON values, GRIP headers, routes,
+JSON Patch indexes) and three base64 decoders. The rows marked "was:" show the edge cases
+where the old copies disagreed with each other or with Qt: each call site now uses the
+function for the Qt call Pushpin makes there, and keeps its behaviour except in those rows,
+where it now does what that Qt call does.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pushpin_tx.protocol.headers import Headers
 from pushpin_tx.protocol.items import parse_item
 from pushpin_tx.protocol.qt.numbers import Base, Bits, bytearray_to_int, int_cast, qround64, string_to_int, variant_to_int
 from pushpin_tx.protocol.qt.strings import from_base64, from_utf8, replace_lone_surrogates, to_utf8, utf16_key
+from pushpin_tx.protocol.respond import RespondError, merge_response
 from pushpin_tx.protocol.routes import Route, parse_routes
 
 INT32_MAX = 2**31 - 1
@@ -293,6 +295,34 @@ def test_publish_item_code_reads_with_qvariant_toint() -> None:
     item = parse_item({"channel": "c", "formats": {"http-response": {"code": "\u00a04294967496", "body": ""}}})
     assert item.http_response is not None
     assert item.http_response.code == 200
+
+
+def _patched(path: str) -> bytes:
+    item = parse_item({"channel": "c", "formats": {"http-response": {"body-patch": [{"op": "replace", "path": path, "value": 9}]}}})
+    assert item.http_response is not None
+    return merge_response(200, b"OK", [], b'{"l":[1,2]}', item.http_response)[3]
+
+
+@pytest.mark.parametrize(
+    ("path", "outcome"),
+    [
+        ("/l/1", b'{"l":[1,9]}'),
+        ("/l/ 1 ", b'{"l":[1,9]}'),
+        ("/l/+0", b'{"l":[9,2]}'),
+        ("/l/\u00a01", b'{"l":[1,9]}'),  # was: "index must be an integer" (ASCII spaces only)
+        ("/l/\u22121", "index out of range"),  # was: "index must be an integer"
+        ("/l/x", "index must be an integer"),
+        ("/l/2147483648", "index must be an integer"),
+        ("/l/2", "index out of range"),
+    ],
+)
+def test_json_patch_index_reads_with_qstring_toint(path: str, outcome: bytes | str) -> None:
+    """A body-patch path's array index is read with QString::toInt(&ok)."""
+    if isinstance(outcome, bytes):
+        assert _patched(path) == outcome
+    else:
+        with pytest.raises(RespondError, match=outcome):
+            _patched(path)
 
 
 # --- QByteArray::fromBase64 ------------------------------------------------------------------
