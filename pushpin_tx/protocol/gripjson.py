@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from pushpin_tx.protocol.headers import Headers
 from pushpin_tx.protocol.qt.numbers import qround64, string_to_int
@@ -73,7 +73,7 @@ def apply_json(draft: _Draft, body: bytes) -> None:
         _parse_json_response(draft, response)
 
 
-def _reject_constant(name: str) -> Any:
+def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not JSON")
 
 
@@ -159,7 +159,7 @@ def _parse_json_response(draft: _Draft, response: dict[str, Any]) -> None:
         draft.body = _utf8(response["body"])
 
 
-def _json_headers(value: Any) -> Headers:
+def _json_headers(value: object) -> Headers:
     headers: Headers = []
     if isinstance(value, list):
         for item in value:

@@ -169,8 +169,8 @@ def request_headers_to_origin(
     xff = forwarded_for(client_xff, client_ip, xff_truncate, xff_append) if client_xff or xff_append else None
     if xff is not None:
         out.append((b"X-Forwarded-For", xff))
-    for name, value in route_headers:
-        out = set_header(out, name.encode("latin-1"), value.encode("latin-1") if value else None)
+    for route_name, route_value in route_headers:
+        out = set_header(out, route_name.encode("latin-1"), route_value.encode("latin-1") if route_value else None)
     return out
 
 

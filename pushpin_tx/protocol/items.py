@@ -436,7 +436,7 @@ def _ws_message(raw: object, r: _Reader) -> WsMessageFormat:
     return WsMessageFormat(action, msg_type, content, None, None, content_filters)
 
 
-def _json_style(value: Any) -> Any:
+def _json_style(value: object) -> object:
     """Byte strings to text and byte keys to text keys (C{convertToJsonStyle}), recursively."""
     if isinstance(value, bytes):
         return from_utf8(value)

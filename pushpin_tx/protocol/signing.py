@@ -10,12 +10,12 @@ always names the one algorithm the configured key is for: a token cannot pick it
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
-
 import warnings
+from typing import TYPE_CHECKING, Callable
 
 import jwt
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 if TYPE_CHECKING:
     from pushpin_tx.protocol.config import SigningKey
@@ -24,6 +24,11 @@ __all__ = ["GripSigner", "verify_grip_sig"]
 
 _LIFETIME = 3600
 _REUSE = 60
+
+#: What pyjwt signs with: an HS256 secret, or a loaded RS256 / ES256 private key.
+_SigningMaterial = bytes | rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+#: What pyjwt verifies with: an HS256 secret, or a loaded RS256 / ES256 public key.
+_VerifyingMaterial = bytes | rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
 
 class GripSigner:
@@ -52,11 +57,13 @@ class GripSigner:
             self._made = now
         return self._token
 
-    def _signing_material(self) -> object:
+    def _signing_material(self) -> _SigningMaterial:
         if self._key.algorithm.startswith("HS"):
             return self._key.key
-        return serialization.load_pem_private_key(self._key.key, password=None)
-
+        private = serialization.load_pem_private_key(self._key.key, password=None)
+        if isinstance(private, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+            return private
+        raise ValueError(f"not an RSA or EC private key: {type(private).__name__}")  # config refuses these
 
 def verify_grip_sig(token: bytes, key: "SigningKey", now: float) -> bool:
     """Whether C{token} is a valid JWT signed with C{key} whose C{exp} is after C{now}."""
@@ -78,10 +85,14 @@ def _decode(token: bytes, key: "SigningKey", now: float) -> bool:
     return float(claims["exp"]) > now
 
 
-def _verifying_material(key: "SigningKey") -> object:
+def _verifying_material(key: "SigningKey") -> _VerifyingMaterial:
     if key.algorithm.startswith("HS"):
         return key.key
+    public: object
     try:
-        return serialization.load_pem_public_key(key.key)
+        public = serialization.load_pem_public_key(key.key)
     except ValueError:
-        return serialization.load_pem_private_key(key.key, password=None).public_key()
+        public = serialization.load_pem_private_key(key.key, password=None).public_key()
+    if isinstance(public, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
+        return public
+    raise ValueError(f"not an RSA or EC key: {type(public).__name__}")  # config refuses these

@@ -71,12 +71,12 @@ def _double_int(text: str) -> int:
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def dumps_json(value: Any) -> bytes:
+def dumps_json(value: object) -> bytes:
     """C{QJsonDocument::toJson(Compact)}: compact, keys sorted, Qt's number forms. Raises C{ValueError}."""
     return _write(value).encode("utf-8")
 
 
-def _write(value: Any) -> str:
+def _write(value: object) -> str:
     if value is None:
         return "null"
     if value is True:
