@@ -393,7 +393,10 @@ class _Lookup:
         entry = self._entries.get((section, key))
         if entry is None:
             return None
-        value, resolve = entry[0], (self.vars.resolve if self.vars else str)
+        value = entry[0]
+        resolve: Callable[[str], str] = str
+        if self.vars:
+            resolve = self.vars.resolve
         return tuple(map(resolve, value)) if isinstance(value, tuple) else resolve(value)
 
     def fail(self, section: str, key: str, message: str) -> ConfigError:

@@ -236,7 +236,7 @@ def _exists(box: list[Any], refs: list[_Ref]) -> bool:
     if node is _MISSING:
         return False
     kind, key = refs[-1]
-    return key in node if kind == "obj" else 0 <= key < len(node)
+    return bool(key in node if kind == "obj" else 0 <= key < len(node))
 
 
 def _value(box: list[Any], refs: list[_Ref]) -> Any:
