@@ -187,6 +187,8 @@ class PushpinService(service.MultiService):
         #: the stop in progress (a second stopService waits for it rather than stopping twice)
         self._stopped: defer.Deferred[None] | None = None
         self._previous_sighup: Any = None
+        #: privilegedStartService bound the children's ports (a stop must close them, started or not)
+        self._bound = False
 
         # What every process holds: counters, the channel router, the holds and their stats.
         self.counters = Counters()
@@ -478,6 +480,7 @@ class PushpinService(service.MultiService):
             self._log_settings_notes()
         service.Service.privilegedStartService(self)
         self._start_children(lambda child: child.privilegedStartService(), bound_all=False)
+        self._bound = True
 
     def startService(self) -> None:
         """Start every child in order; then handle SIGHUP (main process, under twistd)."""
@@ -512,6 +515,7 @@ class PushpinService(service.MultiService):
                 why = _describe(e)
                 self._log.error("start-up failed: {why}", why=why)
                 service.Service.stopService(self)
+                self._bound = False
                 bound = children if bound_all else children[: position + 1]
                 self._log_stop_failures([defer.maybeDeferred(c.stopService) for c in reversed(bound)], "undoing the start")
                 if self.owns_process:
@@ -542,12 +546,14 @@ class PushpinService(service.MultiService):
         """
         Stop in the three phases of the module docstring. Fires (never fails) when all is
         stopped; a second call while stopping waits for the same stop. A service that never
-        started has nothing to stop.
+        bound anything has nothing to stop; one that bound its ports but never started
+        (stopped between twistd's two start steps) closes them.
         """
         if self._stopped is not None:
             return _follow(self._stopped)
-        if not self.running:
+        if not self.running and not self._bound:
             return None
+        self._bound = False
         service.Service.stopService(self)  # not running any more: nothing is started again
         self._log.info("stopping...")
         if self._previous_sighup is not None:
@@ -558,8 +564,10 @@ class PushpinService(service.MultiService):
         if self.workers is not None:  # the workers drain their own connections meanwhile
             first.append(defer.maybeDeferred(self.workers.stopService))
         d = self._log_stop_failures(first, "draining")
+        # every other child, bound or started (our children's stopService is safe either way)
+        drained = {*self.client_listeners, self.workers}
         d.addCallback(lambda _: self._log_stop_failures(
-            [defer.maybeDeferred(child.stopService) for child in reversed(list(self)) if child.running], "stopping"))
+            [defer.maybeDeferred(child.stopService) for child in reversed(list(self)) if child not in drained], "stopping"))
         d.addCallback(lambda _: self._stop_timers_and_pools())
         d.addCallback(lambda _: self._log.info("stopped"))
         self._stopped = d

@@ -197,6 +197,16 @@ def test_stop_closes_every_port_once_and_leaves_no_timer(tmp_path, log_lines):
     assert [line for line in log_lines if line in ("stopping...", "stopped")] == ["stopping...", "stopped"]
 
 
+def test_a_service_bound_but_never_started_closes_its_ports_at_stop(tmp_path):
+    """Stopped between binding and starting (twistd's two steps), the service still closes every port and socket."""
+    reactor = RecordingReactor()
+    pushpin = PushpinService(_settings(tmp_path), reactor)
+    pushpin.privilegedStartService()
+    assert _fired(pushpin.stopService()) == [None]
+    assert [p.stopped for p in reactor.ports] == [1, 1]
+    assert pushpin.zmq is not None and pushpin.zmq.endpoints == {}
+
+
 def test_a_second_stop_waits_for_the_first_instead_of_stopping_twice(tmp_path, log_lines):
     """stopService called again while stopping (or after) waits for the one stop: one 'stopping...', ports closed once."""
     reactor = RecordingReactor()
