@@ -6,8 +6,19 @@ Publishing must never wait for a slow reader, and one slow reader must never cos
 others anything: each connection gets its own queue, registered as the push producer of
 its transport. While the transport drains, a delivery goes straight through (no copy, no
 allocation); while the transport is paused the queue holds at most C{limit} messages, and
-past that the overflow policy decides. Nothing is ever dropped silently: every drop calls
-C{on_drop} (which counts and logs it with the connection id and channel).
+past that the overflow policy decides:
+
+  - L{OVERFLOW_DISCONNECT} (the default): the queue is I{overflowed}. Its owner is told once
+    (C{on_overflow}) and says what it will do; from then on every new message is dropped
+    (even once there is room again, so that no gap hides between delivered messages) while
+    what is queued is still written; when the last of it is out, C{on_drained} lets the owner
+    recover from the origin (and L{reset_overflow}) or close the connection. The client is
+    never left connected with a gap it cannot see.
+  - L{OVERFLOW_DROP} (only when configured): a full queue drops the new message and the
+    connection carries on with a gap.
+
+Nothing is ever dropped silently: every drop calls C{on_drop} (which counts and logs it with
+the connection id and channel).
 """
 
 from __future__ import annotations
@@ -18,12 +29,16 @@ from typing import Callable
 from zope.interface import implementer
 from twisted.internet.interfaces import IPushProducer
 
-__all__ = ["DeliveryQueue", "OVERFLOW_DROP", "OVERFLOW_DISCONNECT"]
+__all__ = ["DeliveryQueue", "OVERFLOW_DROP", "OVERFLOW_DISCONNECT", "OVERFLOW_DRAIN_TIMEOUT"]
 
 #: A full queue drops the new message (counted and logged) and keeps the connection.
 OVERFLOW_DROP = "drop"
-#: A full queue closes the connection, so that a reliable client reconnects and recovers.
+#: A full queue ends delivery on the connection: its owner recovers from the origin once
+#: the queue is drained, or closes the connection so that the client reconnects.
 OVERFLOW_DISCONNECT = "disconnect"
+#: How long a slow reader whose queue overflowed may take to read what is queued before its
+#: owner drops the connection (the client then reconnects, as it would after a close).
+OVERFLOW_DRAIN_TIMEOUT = 60.0
 
 
 @implementer(IPushProducer)
@@ -40,10 +55,13 @@ class DeliveryQueue:
         "_limit",
         "_policy",
         "_on_drop",
-        "_on_overflow_disconnect",
+        "_on_overflow",
+        "_on_drained",
+        "_overflow_reason",
         "_items",
         "_paused",
         "_stopped",
+        "overflowed",
         "dropped",
         "delivered",
     )
@@ -55,7 +73,8 @@ class DeliveryQueue:
         limit: int,
         policy: str = OVERFLOW_DROP,
         on_drop: Callable[[str, str], None],
-        on_overflow_disconnect: Callable[[], None] | None = None,
+        on_overflow: Callable[[str], str] | None = None,
+        on_drained: Callable[[], None] | None = None,
     ) -> None:
         """
         @param write: writes framed bytes to the connection; it may call L{pauseProducing}
@@ -63,7 +82,10 @@ class DeliveryQueue:
         @param limit: the most messages held while the connection is paused.
         @param policy: L{OVERFLOW_DROP} or L{OVERFLOW_DISCONNECT}.
         @param on_drop: called as C{on_drop(channel, reason)} for every dropped message.
-        @param on_overflow_disconnect: closes the connection (policy "disconnect").
+        @param on_overflow: policy "disconnect": called once, as C{on_overflow(channel)}, when
+            the queue overflows; returns the reason its drops are reported under.
+        @param on_drained: policy "disconnect": called when the last queued message of an
+            overflowed queue has been written.
         """
         if policy not in (OVERFLOW_DROP, OVERFLOW_DISCONNECT):
             raise ValueError(f"unknown overflow policy {policy!r}")
@@ -71,10 +93,14 @@ class DeliveryQueue:
         self._limit = limit
         self._policy = policy
         self._on_drop = on_drop
-        self._on_overflow_disconnect = on_overflow_disconnect
+        self._on_overflow = on_overflow
+        self._on_drained = on_drained
+        self._overflow_reason = "queue full"
         self._items: deque[tuple[bytes, str]] = deque()
         self._paused = False
         self._stopped = False
+        #: policy "disconnect": the queue overflowed and takes no new message until reset
+        self.overflowed = False
         self.dropped = 0
         self.delivered = 0
 
@@ -86,29 +112,42 @@ class DeliveryQueue:
         """Whether the connection has asked us to stop writing."""
         return self._paused
 
-    def offer(self, data: bytes, channel: str = "") -> bool:
+    def offer(self, data: bytes, channel: str = "", *, force: bool = False) -> bool:
         """
         Deliver C{data} now if the connection is writable, else queue it.
 
+        @param force: queue it whatever the limit and overflow (a recovery's page, which is
+            what fills the gap; at most one at a time).
         @return: C{False} when the message was dropped.
         """
         if self._stopped:
             self._drop(channel, "connection closed")
             return False
+        if self.overflowed and not force:
+            self._drop(channel, self._overflow_reason)
+            return False
         if not self._paused and not self._items:
             self.delivered += 1
             self._write(data)
             return True
-        if len(self._items) >= self._limit:
-            if self._policy == OVERFLOW_DISCONNECT and self._on_overflow_disconnect is not None:
-                self._drop(channel, "queue full, disconnecting")
-                self.stopProducing()
-                self._on_overflow_disconnect()
-            else:
-                self._drop(channel, "queue full")
+        if len(self._items) >= self._limit and not force:
+            if self._policy == OVERFLOW_DISCONNECT:
+                self.overflowed = True
+                if self._on_overflow is not None:
+                    self._overflow_reason = self._on_overflow(channel)
+            self._drop(channel, self._overflow_reason)
             return False
         self._items.append((data, channel))
         return True
+
+    def refuse(self, channel: str) -> None:
+        """Count and report a message the owner did not offer because the queue is overflowed."""
+        self._drop(channel, self._overflow_reason)
+
+    def reset_overflow(self) -> None:
+        """The owner recovered what was dropped: take new messages again."""
+        self.overflowed = False
+        self._overflow_reason = "queue full"
 
     def offer_run(self, data: bytes, count: int, channel: str = "") -> bool:
         """
@@ -132,6 +171,8 @@ class DeliveryQueue:
             data, _ = items.popleft()
             self.delivered += 1
             self._write(data)
+        if not items and self.overflowed and not self._stopped and self._on_drained is not None:
+            self._on_drained()
 
     def pauseProducing(self) -> None:
         """The transport's buffer is full: hold messages from now on."""

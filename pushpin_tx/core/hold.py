@@ -21,7 +21,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from pushpin_tx.core.delivery import DeliveryQueue
+from pushpin_tx.core.delivery import OVERFLOW_DRAIN_TIMEOUT, DeliveryQueue
 from pushpin_tx.protocol.filters import FilterError, apply_content_filters, content_filters_of, should_deliver
 from pushpin_tx.protocol.respond import RespondError, merge_response
 from pushpin_tx.core.router import PER_ITEM, plain_part
@@ -300,8 +300,13 @@ class StreamHold(_Hold):
             limit=ctx.queue_limit,
             policy=ctx.overflow,
             on_drop=self._dropped,
-            on_overflow_disconnect=sink.abort,
+            on_overflow=self._overflowed,
+            on_drained=self._drained,
         )
+        # a slow reader's overflowed queue (policy "disconnect"): None, "recover" or "close"
+        self._overflow: str | None = None
+        self._drain_timer: IDelayedCall | None = None
+        self._drain_call: IDelayedCall | None = None
         self._keep_alive: IDelayedCall | None = None
         self._last_write = 0.0
         self._closing = False
@@ -349,6 +354,9 @@ class StreamHold(_Hold):
         fmt = publication.item.http_stream
         if fmt is None or self.done or self._closing:
             return
+        if self._overflow is not None:
+            self._refuse(publication, channel)
+            return
         if self._recovering:
             if len(self._waiting) < 100:  # replayed after the fetch if they follow on
                 self._waiting.append((publication, channel))
@@ -393,6 +401,8 @@ class StreamHold(_Hold):
             data = publication.stream_chunk if self._sink.chunked else publication.stream_content
         if self.queue.offer(data, channel):
             self._ctx.counters.delivered(1)
+        elif expected is not None and self._overflow == "recover":
+            self._expect[channel] = expected  # it overflowed the queue: the recovery asks for it again
         self._last_write = self._ctx.clock.seconds()
 
     def deliver_run(self, publications: "list[Publication]", channel: str) -> None:
@@ -406,6 +416,7 @@ class StreamHold(_Hold):
             self.done
             or self._closing
             or self._recovering
+            or self._overflow is not None
             or len(queue)
             or queue.paused
             or channel in self._expect
@@ -443,16 +454,87 @@ class StreamHold(_Hold):
                 # Data went out meanwhile: wait for the rest of the idle period.
                 self._arm_keep_alive(wait - idle_for)
                 return
+        if self._overflow is not None:
+            self._arm_keep_alive()  # the client is behind already: no keep-alive to drop
+            return
         data = b"%x\r\n%b\r\n" % (len(ka.data), ka.data) if self._sink.chunked else ka.data
         self.queue.offer(data, "")
         self._last_write = self._ctx.clock.seconds()
         self._arm_keep_alive()
 
     def _cancel_timers(self) -> None:
-        for call in (self._keep_alive, self._link_timer):
+        for call in (self._keep_alive, self._link_timer, self._drain_timer, self._drain_call):
             if call is not None and call.active():
                 call.cancel()
-        self._keep_alive = self._link_timer = None
+        self._keep_alive = self._link_timer = self._drain_timer = self._drain_call = None
+
+    # a slow reader (policy "disconnect") ------------------------------------------------------
+
+    def _overflowed(self, channel: str) -> str:
+        """
+        The queue is full: stop delivering. A stream that can recover (a next link, and a
+        position on the channel) fetches what it missed once the client has read what is
+        queued; any other stream is closed then, so that the client reconnects (an
+        EventSource does so by itself, with C{Last-Event-ID}). Never a gap the client cannot see.
+        """
+        queued = len(self.queue)
+        if self.instruct.next_link is not None and self.fetch_next is not None and channel in self._expect:
+            self._overflow = "recover"
+            then = "recovering from the origin"
+        else:
+            self._overflow = "close"
+            then = "closing the stream"
+        self._log.warn(
+            "{conn}: slow reader, {queued} messages queued on {channel}: new ones dropped, {then} once they are read",
+            conn=self.conn_id, queued=queued, channel=channel, then=then,
+        )
+        self._drain_timer = self._ctx.clock.callLater(OVERFLOW_DRAIN_TIMEOUT, self._drain_timed_out)
+        return "queue full, recovering" if self._overflow == "recover" else "queue full, closing"
+
+    def _refuse(self, publication: "Publication", channel: str) -> None:
+        """An item published while the queue is overflowed: dropped, counted and logged."""
+        if not self._passes(publication, channel):
+            return
+        if self._overflow == "recover" and channel not in self._expect:
+            # nothing to recover this channel's items from: close instead
+            self._log.warn("{conn}: slow reader, items on {channel} cannot be recovered: closing the stream once drained", conn=self.conn_id, channel=channel)
+            self._overflow = "close"
+        self.queue.refuse(channel)
+
+    def _drained(self) -> None:
+        """The overflowed queue is written out (called inside the transport's resumeProducing)."""
+        if self._drain_call is None and not self.done:
+            self._drain_call = self._ctx.clock.callLater(0, self._after_drain)
+
+    def _after_drain(self) -> None:
+        self._drain_call = None
+        if self.done or self._overflow is None:
+            return
+        if self._drain_timer is not None and self._drain_timer.active():
+            self._drain_timer.cancel()
+        self._drain_timer = None
+        mode, self._overflow = self._overflow, None
+        if mode == "close":
+            self._log.info("{conn}: slow reader has read its queue, closing the stream", conn=self.conn_id)
+            self._close()
+            return
+        if self.instruct.next_link is None or self.fetch_next is None:
+            self._close()  # the link went away meanwhile: nothing to recover from
+            return
+        self.queue.reset_overflow()
+        self._recover("slow reader caught up")
+
+    def _drain_timed_out(self) -> None:
+        self._drain_timer = None
+        if self.done:
+            return
+        self._log.warn(
+            "{conn}: slow reader did not read its {n} queued messages within {s:.0f} s, dropping the connection",
+            conn=self.conn_id, n=len(self.queue), s=OVERFLOW_DRAIN_TIMEOUT,
+        )
+        self.queue.stopProducing()
+        self._release()
+        self._sink.abort()
 
     # recovery through the next link (§5.4, §7) -----------------------------------------------
 
@@ -524,7 +606,8 @@ class StreamHold(_Hold):
             return
         body = instruct.response.body
         if body:
-            self.queue.offer(b"%x\r\n%b\r\n" % (len(body), body) if self._sink.chunked else body, "")
+            # forced: the page is what fills the gap, it must not overflow a full queue itself
+            self.queue.offer(b"%x\r\n%b\r\n" % (len(body), body) if self._sink.chunked else body, "", force=True)
             self._last_write = self._ctx.clock.seconds()
         self._adopt(instruct)
         if instruct.hold is None and instruct.next_link is None:

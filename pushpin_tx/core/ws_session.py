@@ -7,6 +7,11 @@ The session sits between a client link (frames to and from the client) and an or
 (plain WebSocket or WebSocket-over-HTTP). It only decides; the links move bytes. Messages
 to the client, whether from the origin, a publish or a keep-alive, go through one bounded
 L{DeliveryQueue}, so their order is kept and a slow client only fills its own queue.
+
+A client that falls so far behind that its queue overflows (policy C{disconnect}, the
+default) gets no further message: once it has read what is queued it gets a close frame,
+code L{CLOSE_SLOW_READER} (1013, "Try Again Later") with a reason, so that it reconnects
+knowing it missed messages. Every message dropped meanwhile is counted and logged.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
-from pushpin_tx.core.delivery import DeliveryQueue
+from pushpin_tx.core.delivery import OVERFLOW_DRAIN_TIMEOUT, DeliveryQueue
 from pushpin_tx.protocol.filters import FilterError, apply_content_filters, content_filters_of, should_deliver
 from pushpin_tx.core.loginfo import emit_info
 from pushpin_tx.core.router import PER_ITEM, Publication, plain_part, ws_frame
@@ -38,10 +43,19 @@ from pushpin_tx.protocol.wscontrol import (
 if TYPE_CHECKING:
     from pushpin_tx.core.hold import HoldContext
 
-__all__ = ["WsSession", "ClientLink", "OriginLink", "OPCODE_TEXT", "OPCODE_BINARY", "OPCODE_PING", "OPCODE_PONG"]
+__all__ = [
+    "WsSession", "ClientLink", "OriginLink", "OPCODE_TEXT", "OPCODE_BINARY", "OPCODE_PING", "OPCODE_PONG",
+    "CLOSE_SLOW_READER", "SLOW_READER_REASON",
+]
 
 OPCODE_TEXT, OPCODE_BINARY, OPCODE_PING, OPCODE_PONG = 0x1, 0x2, 0x9, 0xA
 _MESSAGE_TYPES = {"text": OPCODE_TEXT, "binary": OPCODE_BINARY, "ping": OPCODE_PING, "pong": OPCODE_PONG}
+
+#: The close code a slow reader gets after its queue overflowed: RFC 6455's registered 1013
+#: "Try Again Later" (reconnect; what was missed must be fetched again), not 1008 (policy
+#: violation), which clients tend to treat as final.
+CLOSE_SLOW_READER = 1013
+SLOW_READER_REASON = "slow reader: delivery queue overflowed, messages dropped"
 
 
 class ClientLink(Protocol):
@@ -112,6 +126,8 @@ class WsSession:
         self._last_write = 0.0
         self._delayed: tuple[int, bytes] | None = None
         self._delayed_call: IDelayedCall | None = None
+        self._drain_timer: IDelayedCall | None = None
+        self._drain_call: IDelayedCall | None = None
         #: called once when the session ends (the gateway's bookkeeping)
         self.on_end: Callable[[], None] | None = None
 
@@ -126,7 +142,8 @@ class WsSession:
             limit=self._ctx.queue_limit,
             policy=self._ctx.overflow,
             on_drop=lambda channel, reason: self._ctx.on_drop(self.conn_id, channel, reason),
-            on_overflow_disconnect=client.drop,
+            on_overflow=self._overflowed,
+            on_drained=self._drained,
         )
         client.register_producer(self.queue)
         self._last_write = self._ctx.clock.seconds()
@@ -146,6 +163,35 @@ class WsSession:
             return
         self.queue.offer(ws_frame(opcode, payload), channel)
         self._last_write = self._ctx.clock.seconds()
+
+    # a slow reader (policy "disconnect") ---------------------------------------------------
+
+    def _overflowed(self, channel: str) -> str:
+        """The queue is full: drop every new message; close the client once it has read the rest."""
+        self._log.warn(
+            "ws {conn}: slow reader, {queued} messages queued on {channel}: new ones dropped, closing ({code}) once they are read",
+            conn=self.conn_id, queued=len(self.queue or ()), channel=channel or "(origin)", code=CLOSE_SLOW_READER,
+        )
+        self._drain_timer = self._ctx.clock.callLater(OVERFLOW_DRAIN_TIMEOUT, self._drain_timed_out)
+        return "queue full, closing"
+
+    def _drained(self) -> None:
+        if self._drain_call is None and not self.done:
+            self._drain_call = self._ctx.clock.callLater(0, self._after_drain)
+
+    def _after_drain(self) -> None:
+        self._drain_call = None
+        self._cancel(self._drain_timer)
+        self._drain_timer = None
+        if not self.done and self.client is not None:
+            self.client.close(CLOSE_SLOW_READER, SLOW_READER_REASON)
+
+    def _drain_timed_out(self) -> None:
+        self._drain_timer = None
+        if self.done or self.client is None:
+            return
+        self._log.warn("ws {conn}: slow reader did not read its queued messages in time, dropping the connection", conn=self.conn_id)
+        self.client.drop()
 
     # from the origin ---------------------------------------------------------------------
 
@@ -308,7 +354,7 @@ class WsSession:
         """
         queue = self.queue
         sub = self.channels.get(channel)
-        if self.done or queue is None or sub is None or sub.filters or sub.content_filters or len(queue) or queue.paused:
+        if self.done or queue is None or sub is None or sub.filters or sub.content_filters or len(queue) or queue.paused or queue.overflowed:
             for publication in publications:
                 self.deliver(publication, channel)
             return
@@ -337,6 +383,9 @@ class WsSession:
         if ka is None or self.done:
             return
         timeout = max(ka.timeout, 1)
+        if self.queue is not None and self.queue.overflowed:
+            self._keep_alive_call = self._ctx.clock.callLater(timeout, self._keep_alive_due)
+            return  # the client is behind already: no keep-alive to drop
         if ka.mode == "idle":
             idle = self._ctx.clock.seconds() - self._last_write
             if idle < timeout:
@@ -375,9 +424,9 @@ class WsSession:
             router.unsubscribe(channel, self)
             if stats is not None:
                 stats.unsubscribed(channel, self.kind)
-        self._cancel(self._keep_alive_call)
-        self._cancel(self._delayed_call)
-        self._keep_alive_call = self._delayed_call = None
+        for call in (self._keep_alive_call, self._delayed_call, self._drain_timer, self._drain_call):
+            self._cancel(call)
+        self._keep_alive_call = self._delayed_call = self._drain_timer = self._drain_call = None
         if self.queue is not None:
             self.queue.stopProducing()
         if self.on_end is not None:

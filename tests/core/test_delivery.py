@@ -11,7 +11,8 @@ class Sink:
     def __init__(self) -> None:
         self.written: list[bytes] = []
         self.drops: list[tuple[str, str]] = []
-        self.disconnected = 0
+        self.overflows: list[str] = []
+        self.drained = 0
         self.queue: DeliveryQueue | None = None
         self.pause_after: int | None = None
 
@@ -26,12 +27,17 @@ class Sink:
             limit=limit,
             policy=policy,
             on_drop=lambda channel, reason: self.drops.append((channel, reason)),
-            on_overflow_disconnect=self._disconnect,
+            on_overflow=self._overflow,
+            on_drained=self._drained,
         )
         return self.queue
 
-    def _disconnect(self) -> None:
-        self.disconnected += 1
+    def _overflow(self, channel: str) -> str:
+        self.overflows.append(channel)
+        return "queue full, closing"
+
+    def _drained(self) -> None:
+        self.drained += 1
 
 
 def test_writes_through_while_the_connection_keeps_up():
@@ -95,22 +101,40 @@ def test_overflow_drop_policy_reports_every_dropped_message():
     assert not q.offer(b"3", "news")
     assert not q.offer(b"4", "sport")
     assert sink.drops == [("news", "queue full"), ("sport", "queue full")]
-    assert q.dropped == 2 and sink.disconnected == 0
+    assert q.dropped == 2 and sink.overflows == [] and not q.overflowed
     q.resumeProducing()
     assert sink.written == [b"1", b"2"]
 
 
-def test_overflow_disconnect_policy_closes_the_connection():
-    """With the disconnect policy a full queue closes the connection and reports what it lost."""
+def test_overflow_disconnect_policy_drops_everything_new_until_the_owner_resets_it():
+    """Overflowed: the owner hears once, every later message is dropped under its reason even with room, queued ones still go out."""
+    sink = Sink()
+    q = sink.make(limit=2, policy=OVERFLOW_DISCONNECT)
+    q.pauseProducing()
+    q.offer(b"1", "news")
+    q.offer(b"2", "news")
+    assert not q.offer(b"3", "news")
+    assert sink.overflows == ["news"] and q.overflowed
+    q.resumeProducing()
+    assert sink.written == [b"1", b"2"] and sink.drained == 1
+    assert not q.offer(b"4", "sport")  # room again, but a gap must not hide behind later messages
+    assert sink.drops == [("news", "queue full, closing"), ("sport", "queue full, closing")]
+    assert sink.overflows == ["news"] and q.dropped == 2
+    assert q.offer(b"page", "", force=True)  # the owner's recovery page goes through
+    q.reset_overflow()
+    assert q.offer(b"5", "news") and sink.written == [b"1", b"2", b"page", b"5"]
+
+
+def test_forced_messages_pass_a_full_queue():
+    """A forced message (a recovery page) is queued past the limit, in order, without overflowing the queue."""
     sink = Sink()
     q = sink.make(limit=1, policy=OVERFLOW_DISCONNECT)
     q.pauseProducing()
-    q.offer(b"1", "news")
-    assert not q.offer(b"2", "news")
-    assert sink.disconnected == 1
-    assert ("news", "queue full, disconnecting") in sink.drops
-    assert ("news", "connection closed") in sink.drops  # the queued one is lost too, and said so
-    assert q.dropped == 2
+    q.offer(b"1", "a")
+    assert q.offer(b"page", "", force=True)
+    assert not q.overflowed and sink.overflows == []
+    q.resumeProducing()
+    assert sink.written == [b"1", b"page"] and sink.drained == 0
 
 
 def test_messages_held_when_the_connection_goes_are_reported():

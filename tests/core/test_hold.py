@@ -454,3 +454,94 @@ def test_a_next_link_answer_with_prev_id_but_no_link_ends_the_stream_after_its_b
     fruit(ctx, 5)
     assert sink.framed == [b"e\r\nitem 4\nitem 5\n\r\n"] and sink.finished
     assert ctx.router.subscriber_count("fruit") == 0
+
+
+# a slow reader (issue 15 item 2): recover or close, never a silent gap -------------------------
+
+
+def slow_fruit_stream(clock, *, link=True, overflow="disconnect"):
+    """A stream on 'fruit', queue limit 2: at prev-id 3 with a next link, or plain; fetches are the test's to answer."""
+    drops: list = []
+    ctx = hold_context(clock, queue_limit=2, overflow=overflow, drops=drops)
+    sink = RecordingSink()
+    if link:
+        headers = ["Grip-Hold: stream", "Grip-Channel: fruit; prev-id=3", "Grip-Link: </fruit/>; rel=next; timeout=120"]
+    else:
+        headers = ["Grip-Hold: stream", "Grip-Channel: fruit"]
+    hold = StreamHold(ctx, sink, instruct(*headers, body=b""), "slow-1")
+    calls = pending_fetches(hold)
+    hold.start()
+    hold.queue.pauseProducing()
+    return ctx, sink, hold, calls, drops
+
+
+def test_slow_reader_of_a_recoverable_stream_recovers_what_it_missed_once_drained(clock):
+    """Queue full: later items are dropped (reported), and once the client has read the queue the stream recovers from the last queued id."""
+    ctx, sink, hold, calls, drops = slow_fruit_stream(clock)
+    for n in range(4, 11):
+        fruit(ctx, n)
+    assert drops == [("slow-1", "fruit", "queue full, recovering")] * 5  # 6..10
+    hold.queue.resumeProducing()
+    assert sink.framed == [b"7\r\nitem 4\n\r\n", b"7\r\nitem 5\n\r\n"] and calls == []
+    clock.advance(0)
+    assert [c[1] for c in calls] == [{"fruit": "5"}]
+    page = instruct("Grip-Hold: stream", "Grip-Channel: fruit; prev-id=10", "Grip-Link: </fruit/>; rel=next; timeout=120", body=b"item 6..10\n")
+    calls[0][2].callback(page)
+    fruit(ctx, 11)
+    assert sink.framed[2:] == [b"b\r\nitem 6..10\n\r\n", b"8\r\nitem 11\n\r\n"] and not sink.finished
+    assert len(drops) == 5
+    hold.client_gone()
+
+
+def test_slow_reader_of_a_stream_that_cannot_recover_is_closed_once_drained(clock):
+    """No next link: the client reads what was queued, then the stream ends (an EventSource reconnects with Last-Event-ID)."""
+    ctx, sink, hold, calls, drops = slow_fruit_stream(clock, link=False)
+    for n in range(4, 8):
+        fruit(ctx, n)
+    assert drops == [("slow-1", "fruit", "queue full, closing")] * 2
+    assert not sink.finished
+    hold.queue.resumeProducing()
+    clock.advance(0)
+    assert sink.framed == [b"7\r\nitem 4\n\r\n", b"7\r\nitem 5\n\r\n"] and sink.finished and not sink.aborted
+    assert ctx.router.subscriber_count("fruit") == 0 and calls == []
+
+
+def test_slow_reader_that_never_reads_again_is_dropped_after_the_drain_timeout(clock):
+    """An overflowed stream whose client never reads: after OVERFLOW_DRAIN_TIMEOUT the connection is aborted, queued items reported."""
+    from pushpin_tx.core.delivery import OVERFLOW_DRAIN_TIMEOUT
+
+    ctx, sink, hold, calls, drops = slow_fruit_stream(clock)
+    for n in range(4, 7):
+        fruit(ctx, n)
+    clock.advance(OVERFLOW_DRAIN_TIMEOUT - 1)
+    assert not sink.aborted
+    clock.advance(1)
+    assert sink.aborted and ctx.router.subscriber_count("fruit") == 0
+    assert [d[2] for d in drops] == ["queue full, recovering", "connection closed", "connection closed"]
+    assert calls == []
+
+
+def test_keep_alives_are_not_queued_behind_an_overflow(clock):
+    """While a slow reader's queue is overflowed no keep-alive is queued or counted as a drop."""
+    drops: list = []
+    ctx = hold_context(clock, queue_limit=1, overflow="disconnect", drops=drops)
+    sink = RecordingSink()
+    hold = StreamHold(ctx, sink, instruct("Grip-Hold: stream", "Grip-Channel: s", "Grip-Keep-Alive: ka; timeout=20", body=b""), "c1")
+    hold.start()
+    hold.queue.pauseProducing()
+    for n in range(2):
+        publish(ctx, "s", **{"http-stream": {"content": str(n)}})
+    clock.advance(45)
+    assert drops == [("c1", "s", "queue full, closing")] and len(hold.queue) == 1
+    hold.client_gone()
+
+
+def test_drop_policy_configured_explicitly_keeps_the_old_behaviour(clock):
+    """delivery_overflow=drop: a full queue drops (reported) and the connection stays, with the gap."""
+    ctx, sink, hold, calls, drops = slow_fruit_stream(clock, overflow="drop")
+    for n in range(4, 8):
+        fruit(ctx, n)
+    hold.queue.resumeProducing()
+    clock.advance(0)
+    assert drops == [("slow-1", "fruit", "queue full")] * 2 and not sink.finished and calls == []
+    hold.client_gone()

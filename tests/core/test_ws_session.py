@@ -213,3 +213,42 @@ def test_ping_publish_without_content_sends_nothing(clock):
     ctx.router.publish(parse_item({"channel": "c", "formats": {"ws-message": {"type": "ping", "content": "p"}}}))
     assert client.frames == [ws_frame(0x9, b"p")]
     s.end()
+
+
+def test_slow_reader_gets_a_close_frame_after_what_was_queued(clock):
+    """Queue overflowed: later messages are dropped and reported; once the queue is read the client gets 1013 with a reason."""
+    from pushpin_tx.core.ws_session import CLOSE_SLOW_READER, SLOW_READER_REASON
+
+    drops: list = []
+    ctx = hold_context(clock, queue_limit=2, overflow="disconnect", drops=drops)
+    s = WsSession(ctx, "w1", implicit_channels=("room",))
+    client, origin = FakeClient(), FakeOrigin()
+    s.open(client, origin)
+    s.queue.pauseProducing()
+    for n in range(5):
+        ctx.router.publish(parse_item({"channel": "room", "formats": {"ws-message": {"content": f"m{n}"}}}))
+    s.origin_message(OPCODE_TEXT, b"from origin")
+    assert drops == [("w1", "room", "queue full, closing")] * 3 + [("w1", "", "queue full, closing")]
+    assert client.closed is None
+    s.queue.resumeProducing()
+    clock.advance(0)
+    assert client.frames == [text(b"m0"), text(b"m1")]
+    assert client.closed == (CLOSE_SLOW_READER, SLOW_READER_REASON) and CLOSE_SLOW_READER == 1013
+    s.client_closed(CLOSE_SLOW_READER, b"", True)
+    assert origin.got == [("closed", CLOSE_SLOW_READER, b"")]
+
+
+def test_slow_reader_that_never_reads_is_dropped_after_the_drain_timeout(clock):
+    """An overflowed WebSocket whose client never reads is dropped after OVERFLOW_DRAIN_TIMEOUT."""
+    from pushpin_tx.core.delivery import OVERFLOW_DRAIN_TIMEOUT
+
+    ctx = hold_context(clock, queue_limit=1, overflow="disconnect")
+    s = WsSession(ctx, "w1", implicit_channels=("room",))
+    client, origin = FakeClient(), FakeOrigin()
+    s.open(client, origin)
+    s.queue.pauseProducing()
+    for n in range(3):
+        ctx.router.publish(parse_item({"channel": "room", "formats": {"ws-message": {"content": f"m{n}"}}}))
+    clock.advance(OVERFLOW_DRAIN_TIMEOUT)
+    assert client.dropped and client.closed is None
+    s.client_closed(None, b"", False)
