@@ -4,16 +4,46 @@ Every private name of Twisted or autobahn that pushpin-tx relies on, in one plac
 
 Each function or name here is an assumption about a library's internals; C{tests/test_compat.py}
 checks each one against the installed version, and C{setup.cfg} caps the versions those tests
-have passed on, so that an upgrade fails a test instead of misbehaving.
+have passed on, so that an upgrade fails a test instead of misbehaving. Nothing else in the
+package may import a private module (C{twisted.web._newclient}, C{twisted.web._abnf}) or read
+an underscore attribute of a Twisted or autobahn object.
 """
 
 from __future__ import annotations
 
+from pprint import pformat
 from typing import Any
 
+from autobahn.websocket import protocol as _autobahn_protocol
+from twisted.web._abnf import _decint, _istoken
+from twisted.web._newclient import BadHeaders, BadResponseVersion, ParseError, RequestGenerationFailed
 from twisted.web.client import HTTPConnectionPool, _HTTP11ClientFactory
+from twisted.web.http import _ChunkedTransferDecoder, _DataLoss
 
-__all__ = ["QuietConnectionPool", "is_disconnected"]
+__all__ = [
+    "QuietConnectionPool",
+    "is_disconnected",
+    "channel_paused",
+    "request_line",
+    "knows_write_buffer",
+    "write_buffer_empty",
+    "buffered_bytes",
+    "LazyOptionsDump",
+    "LazyPformat",
+    # twisted.web's own HTTP/1.1 client pieces, for the lean origin client (origin/http11.py),
+    # which must fail and parse exactly as the Agent does
+    "RequestGenerationFailed",
+    "BadHeaders",
+    "BadResponseVersion",
+    "ParseError",
+    "ChunkedTransferDecoder",
+    "DataLoss",
+    "decint",
+    "istoken",
+]
+
+
+# twisted.web server side ---------------------------------------------------------------------
 
 
 def is_disconnected(request: Any) -> bool:
@@ -22,10 +52,54 @@ def is_disconnected(request: Any) -> bool:
     set by C{Request.connectionLost}. No public attribute says it (C{notifyFinish} fires, but
     too late for a check before a write), and C{request.finish()} after it raises.
     """
-    return request._disconnected  # type: ignore[no-any-return]
+    return bool(request._disconnected)
 
 
-class _QuietFactory(_HTTP11ClientFactory):  # type: ignore[misc]
+def channel_paused(channel: Any) -> bool:
+    """
+    Whether twisted.web's C{HTTPChannel} is paused by its transport (the client stopped
+    reading and the send buffer is full): C{HTTPChannel._waitingForTransport}, set by its
+    C{pauseProducing} and cleared by C{resumeProducing}. twisted.web pauses a request's
+    producer only when the channel I{becomes} paused, so one registered meanwhile must be
+    paused by hand. False for anything that is not such a channel (or no channel).
+    """
+    return bool(getattr(channel, "_waitingForTransport", False))
+
+
+def request_line(channel: Any) -> tuple[bytes, bytes, bytes]:
+    """
+    C{(method, uri, version)} of the request C{channel} is reading, once its request line is
+    parsed and before its body has arrived: C{HTTPChannel._command}, C{_path} and
+    C{_version}. twisted.web hands them to the request only when the whole body is in
+    (C{requestReceived}); a streamed upload needs them when its headers are.
+    """
+    return channel._command, channel._path, channel._version
+
+
+def knows_write_buffer(transport: Any) -> bool:
+    """Whether L{write_buffer_empty} and L{buffered_bytes} can read C{transport}'s buffer."""
+    return all(hasattr(transport, name) for name in ("_tempDataBuffer", "_tempDataLen", "dataBuffer", "offset"))
+
+
+def write_buffer_empty(transport: Any) -> bool:
+    """
+    Whether a Twisted C{FileDescriptor} transport (a TCP connection, a process pipe) holds
+    nothing unsent: what C{write} queues goes to C{_tempDataBuffer}, what a write turn
+    moved on but did not send is C{dataBuffer} from C{offset}. Only for transports that
+    L{knows_write_buffer}.
+    """
+    return not transport._tempDataBuffer and len(transport.dataBuffer) == transport.offset
+
+
+def buffered_bytes(transport: Any) -> int:
+    """How many bytes a C{FileDescriptor} transport holds unsent (see L{write_buffer_empty})."""
+    return int(len(transport.dataBuffer) - transport.offset + transport._tempDataLen)
+
+
+# twisted.web client side ---------------------------------------------------------------------
+
+
+class _QuietFactory(_HTTP11ClientFactory):
     """Origin connections come and go all the time: no "Starting factory" line for each."""
 
     noisy = False
@@ -38,3 +112,60 @@ class QuietConnectionPool(HTTPConnectionPool):
     """
 
     _factory = _QuietFactory
+
+
+#: C{ChunkedTransferDecoder(data_callback, finish_callback)}: twisted.web's decoder of a
+#: chunked body, the one the Agent uses (C{finish_callback} gets the bytes after the last chunk)
+ChunkedTransferDecoder = _ChunkedTransferDecoder
+
+#: the reason (inside C{ResponseFailed}) the Agent gives a body cut short of its length
+DataLoss = _DataLoss
+
+
+def decint(value: bytes) -> int:
+    """A decimal number as twisted.web parses C{Content-Length}: digits only (spaces or tabs around
+    them allowed), no sign, no underscores; C{ValueError} else."""
+    return _decint(value)
+
+
+def istoken(value: bytes) -> bool:
+    """Whether C{value} is an HTTP token (RFC 9110), as twisted.web checks a method."""
+    return _istoken(value)
+
+
+# autobahn ------------------------------------------------------------------------------------
+
+
+class LazyPformat:
+    """C{pformat(value)}, computed when the log line that holds it is formatted."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: object) -> None:
+        self._value = value
+
+    def __format__(self, spec: str) -> str:
+        return format(pformat(self._value), spec)
+
+    def __str__(self) -> str:
+        return pformat(self._value)
+
+    __repr__ = __str__
+
+
+class LazyOptionsDump:
+    """
+    For an autobahn C{WebSocketProtocol} subclass: autobahn's private C{_connectionMade}
+    logs the protocol's options at debug level on every connection, pretty-printing them
+    with its module's global C{pformat} first, whether or not debug lines are written (a
+    fifth of opening a WebSocket in a profile). For that call the global is L{LazyPformat},
+    which formats only if the line is rendered (the same text then); restored at once
+    (the reactor is single-threaded).
+    """
+
+    def _connectionMade(self) -> None:
+        _autobahn_protocol.pformat = LazyPformat  # type: ignore[assignment]
+        try:
+            super()._connectionMade()  # type: ignore[misc]
+        finally:
+            _autobahn_protocol.pformat = pformat

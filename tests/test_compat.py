@@ -1,32 +1,315 @@
 """
 The assumptions L{pushpin_tx._compat} makes about Twisted's and autobahn's private names, each
-checked against the installed versions.
+checked against the installed versions: a release that breaks one fails its test here.
 """
 
 from __future__ import annotations
 
+import socket
+from pprint import pformat
+from typing import Any
+
+import pytest
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket import protocol as autobahn_protocol
+from twisted.internet import abstract, process, tcp
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from twisted.web import http, resource, server
+from twisted.web._newclient import HTTP11ClientProtocol, Request as ClientRequestLine
+from twisted.web.client import HTTPConnectionPool, ResponseFailed
+from twisted.web.http_headers import Headers
 from twisted.web.test.requesthelper import DummyChannel
-from twisted.web.server import Request
 
-from twisted.web.client import HTTPConnectionPool
+from pushpin_tx._compat import (
+    BadHeaders,
+    BadResponseVersion,
+    ChunkedTransferDecoder,
+    DataLoss,
+    LazyOptionsDump,
+    LazyPformat,
+    ParseError,
+    QuietConnectionPool,
+    RequestGenerationFailed,
+    _QuietFactory,
+    buffered_bytes,
+    channel_paused,
+    decint,
+    is_disconnected,
+    istoken,
+    knows_write_buffer,
+    request_line,
+    write_buffer_empty,
+)
 
-from pushpin_tx._compat import QuietConnectionPool, _QuietFactory, is_disconnected
+
+# twisted.web server side ---------------------------------------------------------------------
 
 
 def test_request_disconnected_follows_connection_lost() -> None:
     """A twisted.web request reads as disconnected exactly once its connection is lost."""
-    request = Request(DummyChannel(), False)
+    request = server.Request(DummyChannel(), False)
     assert is_disconnected(request) is False
     request.connectionLost(Exception("gone"))
     assert is_disconnected(request) is True
 
 
+class _Recorder(resource.Resource):
+    """Answers every request at once and keeps what it was given."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[Any] = []
+
+    def render(self, request: Any) -> bytes:
+        self.requests.append(request)
+        return b"ok"
+
+
+def _site(root: resource.Resource, request_class: type = server.Request) -> server.Site:
+    """A site on a memory clock, with plain HTTP/1.x channels (as ClientSite's)."""
+    site = server.Site(root, reactor=MemoryReactorClock())
+    site.protocol = http.HTTPChannel
+    site.requestFactory = request_class
+    return site
+
+
+def _channel(site: server.Site) -> tuple[http.HTTPChannel, StringTransport]:
+    channel = site.buildProtocol(None)
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    return channel, transport
+
+
+class _StreamingProducer:
+    """A push producer that records whether it was paused."""
+
+    paused = False
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+
+    def stopProducing(self) -> None:
+        pass
+
+
+def test_channel_paused_follows_the_transports_pause_and_twisted_does_not_pause_a_late_producer() -> None:
+    """A channel reads as paused between its transport's pause and resume; a producer registered meanwhile is left running by twisted.web."""
+    channel, _ = _channel(_site(_Recorder()))
+    assert channel_paused(channel) is False
+    channel.pauseProducing()  # what the transport does when its send buffer is full
+    assert channel_paused(channel) is True
+    request = server.Request(channel, False)
+    producer = _StreamingProducer()
+    request.registerProducer(producer, True)
+    # the reason ClientRequest.register_producer pauses it by hand
+    assert producer.paused is False
+    channel.resumeProducing()
+    assert channel_paused(channel) is False
+    assert channel_paused(None) is False
+
+
+def test_request_line_is_known_when_the_body_length_is() -> None:
+    """When twisted.web announces a request's body length, the channel already holds its method, URI and version."""
+    seen: list[tuple[bytes, bytes, bytes]] = []
+
+    class Early(server.Request):
+        def gotLength(self, length: int | None) -> None:
+            seen.append(request_line(self.channel))
+            super().gotLength(length)
+
+    channel, _ = _channel(_site(_Recorder(), Early))
+    channel.dataReceived(b"POST /up?x=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n")
+    assert seen == [(b"POST", b"/up?x=1", b"HTTP/1.1")]
+
+
+def _tcp_pair() -> tuple[tcp.Connection, socket.socket]:
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    connection = tcp.Connection(ours, Protocol(), MemoryReactorClock())
+    connection.connected = True
+    return connection, theirs
+
+
+def test_the_write_buffer_of_a_tcp_connection_is_read_as_twisted_fills_and_drains_it() -> None:
+    """Empty, then holding what write() queued, then partly sent (the rest counted), then empty once all is sent."""
+    connection, peer = _tcp_pair()
+    try:
+        assert knows_write_buffer(connection) and not knows_write_buffer(StringTransport())
+        assert write_buffer_empty(connection) and buffered_bytes(connection) == 0
+        data = b"x" * (8 << 20)  # more than a socket buffer takes at once
+        connection.write(data)
+        assert not write_buffer_empty(connection) and buffered_bytes(connection) == len(data)
+        connection.doWrite()
+        left = buffered_bytes(connection)
+        assert 0 < left < len(data) and not write_buffer_empty(connection)
+        received = 0
+        while not write_buffer_empty(connection):
+            received += len(peer.recv(1 << 20))
+            connection.doWrite()
+        assert buffered_bytes(connection) == 0
+    finally:
+        connection.socket.close()
+        peer.close()
+    # the worker pool reads a process pipe's buffer the same way
+    assert issubclass(process.ProcessWriter, abstract.FileDescriptor)
+    assert issubclass(tcp.Connection, abstract.FileDescriptor)
+
+
+# twisted.web client side ---------------------------------------------------------------------
+
+
 def test_pool_builds_its_connections_with_the_quiet_factory() -> None:
     """HTTPConnectionPool still picks its connection factory from the C{_factory} attribute."""
-    from twisted.internet.testing import MemoryReactorClock
-
     assert "_factory" in vars(HTTPConnectionPool)
     assert _QuietFactory.noisy is False
-    reactor = MemoryReactorClock()
-    pool = QuietConnectionPool(reactor)
+    pool = QuietConnectionPool(MemoryReactorClock())
     assert pool._factory is _QuietFactory
+
+
+def _agent_protocol() -> tuple[HTTP11ClientProtocol, StringTransport]:
+    protocol = HTTP11ClientProtocol()
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def _failure_of(d: Deferred[Any]) -> Failure:
+    results: list[Any] = []
+    d.addBoth(results.append)
+    assert len(results) == 1 and isinstance(results[0], Failure), results
+    return results[0]
+
+
+def test_the_agent_refuses_two_host_headers_with_request_generation_failed() -> None:
+    """The Agent's HTTP/1.1 client fails a request with two Host headers as RequestGenerationFailed wrapping BadHeaders."""
+    protocol, transport = _agent_protocol()
+    line = ClientRequestLine(b"GET", b"/", Headers({b"Host": [b"a", b"b"]}), None)
+    failure = _failure_of(protocol.request(line))
+    assert failure.check(RequestGenerationFailed)
+    assert [r.type for r in failure.value.reasons] == [BadHeaders]
+    assert "Exactly one Host header required" in str(failure.value.reasons[0].value)
+
+
+@pytest.mark.parametrize(("answer", "error"), [(b"NOT HTTP\r\n\r\n", ParseError), (b"HTTP/x 200 OK\r\n\r\n", BadResponseVersion)])
+def test_the_agent_reports_a_malformed_status_line_with_these_errors(answer: bytes, error: type) -> None:
+    """A status line that is not HTTP fails as ParseError, a bad version as BadResponseVersion, inside ResponseFailed."""
+    protocol, transport = _agent_protocol()
+    d = protocol.request(ClientRequestLine(b"GET", b"/", Headers({b"Host": [b"o"]}), None))
+    protocol.dataReceived(answer)
+    failure = _failure_of(d)
+    assert failure.check(ResponseFailed)
+    assert [r.type for r in failure.value.reasons] == [error]
+
+
+class _Body(Protocol):
+    def __init__(self) -> None:
+        self.data = b""
+        self.reason: Failure | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self.reason = reason
+
+
+def test_the_agent_reports_a_short_body_as_data_loss() -> None:
+    """A body closed before its Content-Length ends as ResponseFailed holding the connection's reason and DataLoss."""
+    protocol, transport = _agent_protocol()
+    responses: list[Any] = []
+    protocol.request(ClientRequestLine(b"GET", b"/", Headers({b"Host": [b"o"]}), None)).addCallback(responses.append)
+    protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
+    body = _Body()
+    responses[0].deliverBody(body)
+    protocol.connectionLost(Failure(ConnectionResetLike()))
+    assert body.data == b"hello"
+    assert body.reason is not None and body.reason.check(ResponseFailed)
+    assert [r.type for r in body.reason.value.reasons] == [ConnectionResetLike, DataLoss]
+
+
+class ConnectionResetLike(Exception):
+    """The origin dropped the connection."""
+
+
+def test_the_chunked_decoder_takes_a_data_and_a_finish_callback() -> None:
+    """ChunkedTransferDecoder(data, finish) hands over chunk payloads, then what follows the last chunk."""
+    data: list[bytes] = []
+    rest: list[bytes] = []
+    decoder = ChunkedTransferDecoder(data.append, rest.append)
+    decoder.dataReceived(b"5\r\nhel")
+    decoder.dataReceived(b"lo\r\n1;ext=1\r\n!\r\n0\r\n\r\nNEXT")
+    assert b"".join(data) == b"hello!"
+    assert rest == [b"NEXT"]
+
+
+@pytest.mark.parametrize(("text", "value"), [(b"0", 0), (b"12", 12), (b" 12\t", 12), (b"007", 7)])
+def test_decint_reads_decimal_digits(text: bytes, value: int) -> None:
+    """Digits, with spaces or tabs around them, are a Content-Length."""
+    assert decint(text) == value
+
+
+@pytest.mark.parametrize("text", [b"", b"+1", b"-1", b"1_0", b"0x1", b"1 2", b"\xd9\xa1"])
+def test_decint_refuses_what_int_would_take(text: bytes) -> None:
+    """Signs, underscores, inner spaces, hex and non-ASCII digits are not a Content-Length."""
+    with pytest.raises(ValueError):
+        decint(text)
+
+
+@pytest.mark.parametrize(("text", "token"), [(b"GET", True), (b"M-SEARCH", True), (b"x!#$%&'*+.^_`|~", True), (b"", False), (b"G T", False), (b"GET/", False), (b"G\xc3\xa9T", False)])
+def test_istoken_is_rfc_9110s_token(text: bytes, token: bool) -> None:
+    """A method is a token: letters, digits and the RFC's symbols, at least one."""
+    assert istoken(text) is token
+
+
+# autobahn ------------------------------------------------------------------------------------
+
+
+def test_autobahn_formats_its_options_with_its_modules_pformat_on_every_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Opening an autobahn server connection calls the protocol module's global pformat (the call LazyOptionsDump defers)."""
+    calls: list[object] = []
+
+    def recording(value: object, *args: Any, **kw: Any) -> str:
+        calls.append(value)
+        return pformat(value, *args, **kw)
+
+    monkeypatch.setattr(autobahn_protocol, "pformat", recording)
+    factory = WebSocketServerFactory(reactor=MemoryReactorClock())
+    factory.protocol = WebSocketServerProtocol
+    factory.setProtocolOptions(openHandshakeTimeout=0)  # no timer left behind
+    protocol = factory.buildProtocol(None)
+    assert "_connectionMade" in vars(autobahn_protocol.WebSocketProtocol)
+    protocol.makeConnection(StringTransport())
+    assert calls, "autobahn no longer pretty-prints its options through its module's pformat"
+
+
+def test_lazy_options_dump_swaps_pformat_only_for_the_connection() -> None:
+    """During autobahn's connection set-up the module's pformat is LazyPformat; pprint's is back right after, even on error."""
+    seen: list[object] = []
+
+    class Base:
+        fail = False
+
+        def _connectionMade(self) -> None:
+            seen.append(autobahn_protocol.pformat)
+            if self.fail:
+                raise RuntimeError("set-up failed")
+
+    class Probe(LazyOptionsDump, Base):
+        pass
+
+    Probe()._connectionMade()
+    failing = Probe()
+    failing.fail = True
+    with pytest.raises(RuntimeError):
+        failing._connectionMade()
+    assert seen == [LazyPformat, LazyPformat]
+    assert autobahn_protocol.pformat is pformat
+    assert issubclass(WebSocketServerProtocol, autobahn_protocol.WebSocketProtocol)

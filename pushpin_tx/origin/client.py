@@ -21,12 +21,12 @@ from twisted.internet.interfaces import IProtocol, IPushProducer, IReactorCore, 
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web._newclient import RequestGenerationFailed
 from twisted.web.client import Agent, ResponseDone, ResponseNeverReceived
 from twisted.web.http_headers import Headers as TwistedHeaders
 from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IBodyProducer
 from zope.interface import implementer
 
+from pushpin_tx._compat import RequestGenerationFailed, channel_paused
 from pushpin_tx.protocol.headers import Headers
 from pushpin_tx.origin.http11 import OriginAnswer, OriginPool, method_ok, origin_form_ok, request_bytes
 
@@ -163,7 +163,7 @@ class _Collector(Protocol):
             self._write, self._end = write, finished
         else:
             self._write, self._end = write, end
-        if consumer is None or not getattr(consumer.channel, "_waitingForTransport", False):
+        if consumer is None or not channel_paused(consumer.channel):
             self.transport.resumeProducing()  # type: ignore[union-attr]
 
     def _discard(self) -> None:

@@ -39,13 +39,21 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web._abnf import _decint, _istoken
-from twisted.web._newclient import BadHeaders, BadResponseVersion, ParseError, RequestGenerationFailed
 from twisted.web.client import ResponseDone, ResponseFailed, ResponseNeverReceived
-from twisted.web.http import PotentialDataLoss, _ChunkedTransferDecoder, _DataLoss
+from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers as TwistedHeaders
 from zope.interface import implementer
 
+from pushpin_tx._compat import (
+    BadHeaders,
+    BadResponseVersion,
+    ChunkedTransferDecoder,
+    DataLoss,
+    ParseError,
+    RequestGenerationFailed,
+    decint,
+    istoken,
+)
 from pushpin_tx.protocol.headers import Headers
 from pushpin_tx.net.writethrough import writer_for
 
@@ -149,7 +157,7 @@ def origin_form_ok(path: bytes) -> bool:
 
 def method_ok(method: bytes) -> bool:
     """Whether C{method} is an HTTP token (others are left to the Agent, which refuses them)."""
-    return method in _KNOWN_METHODS or _istoken(method)
+    return method in _KNOWN_METHODS or istoken(method)
 
 
 def _content_length(values: list[bytes] | None) -> int | None:
@@ -158,11 +166,11 @@ def _content_length(values: list[bytes] | None) -> int | None:
         return None
     joined = b",".join(values)
     if b"," in joined:
-        found = {_decint(v) for v in joined.split(b",")}
+        found = {decint(v) for v in joined.split(b",")}
         if len(found) != 1:
             raise ValueError(f"Invalid response: conflicting Content-Length headers: {joined!r}")
         return found.pop()
-    return _decint(joined)
+    return decint(joined)
 
 
 def _parse_version(version: bytes) -> None:
@@ -372,7 +380,7 @@ class _OriginConnection(Protocol):
         if encodings:
             if encodings[0].lower() != b"chunked":
                 raise KeyError(encodings[0].lower())
-            self._decoder = _ChunkedTransferDecoder(self._chunk, self._chunks_done)
+            self._decoder = ChunkedTransferDecoder(self._chunk, self._chunks_done)
             self._state = 4
             self._fire(answer)
             if buf and self._state == 4:
@@ -524,7 +532,7 @@ class _OriginConnection(Protocol):
         if state == 3:
             answer._body_end(Failure(PotentialDataLoss()))
             return
-        answer._body_end(Failure(ResponseFailed([reason, Failure(_DataLoss())])))
+        answer._body_end(Failure(ResponseFailed([reason, Failure(DataLoss())])))
 
     def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:  # type: ignore[assignment]
         self.open = False

@@ -23,6 +23,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
+from pushpin_tx._compat import channel_paused, is_disconnected, request_line
 from pushpin_tx.net.writethrough import TurnCounter, writer_for
 
 __all__ = ["ClientRequest", "ClientChannel", "ClientSite", "StreamingBody", "STREAM_UPLOADS_OVER"]
@@ -33,7 +34,7 @@ __all__ = ["ClientRequest", "ClientChannel", "ClientSite", "StreamingBody", "STR
 STREAM_UPLOADS_OVER = 100000
 
 # twisted.web keeps request bodies shorter than this in memory (a BytesIO), longer ones in a
-# temporary file (twisted.web.http._getContentFile)
+# temporary file (what its Request.gotLength does)
 _IN_MEMORY_BELOW = 100000
 
 # While the origin connection is being made, this much of an upload is held before the
@@ -96,9 +97,6 @@ class StreamingBody:
 class ClientRequest(server.Request):
     """A client request that a hold can write to, and whose large upload is streamed."""
 
-    # A proxy passes bodies on untouched: twisted.web must not parse form posts (a malformed
-    # multipart body would otherwise be answered 400 by twisted.web itself).
-    _parsePOSTFormSubmission = False
     #: the streamed upload of a large request, None for a body kept whole
     upload: StreamingBody | None = None
     _body_done = False
@@ -135,7 +133,7 @@ class ClientRequest(server.Request):
         """Headers are in, a large body follows: start proxying now, as requestReceived would."""
         channel = self.channel
         self.upload = StreamingBody(length, channel.transport)
-        self.method, self.uri, self.clientproto = channel._command, channel._path, channel._version
+        self.method, self.uri, self.clientproto = request_line(channel)
         self.path = self.uri.split(b"?", 1)[0]
         self.args = {}
         self.client = channel.getPeer()
@@ -189,18 +187,18 @@ class ClientRequest(server.Request):
             channel.flush_head()  # a head without a body write (HEAD, 204, empty body)
 
     def write_framed(self, data: bytes) -> None:
-        if self._disconnected or self.finished:
+        if is_disconnected(self) or self.finished:
             return
         self.sentLength += len(data)
         self.channel.write(data)  # with the head, if it is still waiting (see send_head)
 
     def write_body(self, data: bytes) -> None:
-        if self._disconnected or self.finished:
+        if is_disconnected(self) or self.finished:
             return
         self.write(data)
 
     def finish(self) -> None:
-        if self._disconnected or self.finished:
+        if is_disconnected(self) or self.finished:
             return
         channel = self.channel
         if channel is not None and channel._head is not None and not self.chunked:
@@ -231,17 +229,17 @@ class ClientRequest(server.Request):
         buffer is full. twisted.web only tells a producer to pause when its channel I{becomes}
         paused, so one registered while the channel is already paused is paused here.
         """
-        if self._disconnected:
+        if is_disconnected(self):
             return
         channel = self.channel
         if channel is not None and channel._head is not None:
             channel.flush_head()  # nothing followed the head (see send_head): it goes now
         self.registerProducer(producer, True)
-        if getattr(self.channel, "_waitingForTransport", False):
+        if channel_paused(self.channel):
             producer.pauseProducing()
 
     def unregister_producer(self) -> None:
-        if self.producer is not None and not self._disconnected:
+        if self.producer is not None and not is_disconnected(self):
             self.unregisterProducer()
 
 
@@ -377,7 +375,9 @@ class ClientSite(server.Site):
     protocol = ClientChannel
 
     def __init__(self, resource: Any, *, header_limit: int = 8192, **kw: Any) -> None:
-        super().__init__(resource, **kw)
+        # A proxy passes bodies on untouched: twisted.web must not parse form posts into
+        # request.args (it would also answer a malformed multipart body 400 itself).
+        super().__init__(resource, parsePOSTFormSubmission=False, **kw)
         self._header_limit = header_limit
         self.noisy = False
         #: reactor turns, for coalescing several writes to one connection in one turn

@@ -11,17 +11,15 @@ autobahn server protocol, whose handshake answer carries the origin's extra head
 
 from __future__ import annotations
 
-from pprint import pformat
 from types import FunctionType
 from typing import TYPE_CHECKING, Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.util import hltype, hlval
-from autobahn.websocket import protocol as _autobahn_protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
 
-from pushpin_tx._compat import is_disconnected
+from pushpin_tx._compat import LazyOptionsDump, is_disconnected
 from pushpin_tx.net.writethrough import TurnCounter, writer_for
 from pushpin_tx.core.ws_session import OPCODE_BINARY, OPCODE_PING, OPCODE_PONG, OPCODE_TEXT
 
@@ -32,9 +30,10 @@ if TYPE_CHECKING:
 __all__ = ["ClientWebSocket", "make_client_factory", "upgrade"]
 
 
-class ClientWebSocket(WebSocketServerProtocol):
+class ClientWebSocket(LazyOptionsDump, WebSocketServerProtocol):
     """
-    A client WebSocket bridged to a L{WsSession}; also its L{ClientLink}.
+    A client WebSocket bridged to a L{WsSession}; also its L{ClientLink}. Its options dump
+    is formatted only when written (L{LazyOptionsDump}).
 
     Named attributes avoid autobahn's own (C{log}, C{factory}, C{session} is free but
     explicit is better): C{_bridge}, C{_accept}.
@@ -46,17 +45,6 @@ class ClientWebSocket(WebSocketServerProtocol):
         super().__init__()
         self._bridge: "WsSession | None" = None
         self._accept: tuple[str | None, dict[str, Any]] = (None, {})
-
-    def _connectionMade(self) -> None:
-        # autobahn logs its options at debug level on every connection, pretty-printing them
-        # first whether or not debug lines are written: a fifth of opening a WebSocket in a
-        # profile. For this call its module's pformat is one that formats only if the line
-        # is rendered (the same text then). Restored at once: single-threaded reactor.
-        _autobahn_protocol.pformat = _LazyPformat
-        try:
-            super()._connectionMade()
-        finally:
-            _autobahn_protocol.pformat = pformat
 
     # autobahn callbacks --------------------------------------------------------------------
 
@@ -154,23 +142,6 @@ class ClientWebSocket(WebSocketServerProtocol):
             self.registerProducer(producer, True)
 
 
-class _LazyPformat:
-    """C{pformat(value)}, computed when the log line that holds it is formatted."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: object) -> None:
-        self._value = value
-
-    def __format__(self, spec: str) -> str:
-        return format(pformat(self._value), spec)
-
-    def __str__(self) -> str:
-        return pformat(self._value)
-
-    __repr__ = __str__
-
-
 def _sendable(code: int) -> bool:
     """Close codes an endpoint may put in a close frame (not 1004-1006, 1015 or unassigned 1xxx)."""
     return code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014) or 3000 <= code <= 4999
@@ -240,10 +211,10 @@ def upgrade(
     else:
         transport.protocol = protocol
     protocol.makeConnection(transport)
-    if hasattr(transport, "_networkProducer"):
-        transport._networkProducer.resumeProducing()
-    elif hasattr(transport, "resumeProducing"):
-        transport.resumeProducing()
+    # twisted.web stopped reading the connection while it served the request; nothing else
+    # will resume it. (autobahn's WebSocketResource also looks for an HTTP/2-negotiating
+    # channel's private _networkProducer: ClientSite's channels are plain HTTP/1.x ones.)
+    transport.resumeProducing()
     # Replay the request into autobahn so it runs the handshake (as WebSocketResource does).
     data = request.method + b" " + request.uri + b" HTTP/1.1\r\n"
     for name, values in request.requestHeaders.getAllRawHeaders():

@@ -123,6 +123,19 @@ def test_hop_by_hop_headers_are_removed_but_headers_named_in_connection_are_kept
     assert seen.header(b"accept") == b"*/*"
 
 
+def test_a_form_body_reaches_the_origin_untouched_even_malformed(make_rig, origin):
+    """A multipart POST that is not valid multipart is forwarded as sent: twisted.web neither parses it nor answers 400."""
+    rig = make_rig([f"* {A}"], {A: origin})
+    body = b"--xyz\r\nnot really a part"
+    client = rig.request(
+        b"POST /plain HTTP/1.1\r\nHost: example.com\r\nContent-Type: multipart/form-data; boundary=xyz\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    assert client.received == HELLO
+    assert (origin.last.method, origin.last.body) == (b"POST", body)
+    assert origin.last.header(b"content-type") == b"multipart/form-data; boundary=xyz"
+
+
 def test_client_grip_headers_never_reach_the_origin(make_rig, origin):
     """Grip-* headers a client sends are removed; the origin sees only the proxy's own Grip-Sig."""
     rig = make_rig([f"* {A}"], {A: origin})

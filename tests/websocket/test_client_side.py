@@ -1,4 +1,4 @@
-"""The client WebSocket's start-up shortcuts: autobahn's option dump formatted only when written, no handshake timer."""
+"""The client WebSocket's start-up: the take-over from twisted.web, autobahn's option dump formatted only when written, no handshake timer."""
 
 from __future__ import annotations
 
@@ -7,16 +7,20 @@ from pprint import pformat
 from autobahn.websocket import protocol as autobahn_protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import formatEvent
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 
-from pushpin_tx.websocket.client_side import _LazyPformat, make_client_factory
+from pushpin_tx._compat import LazyPformat
+from pushpin_tx.web.clientsite import ClientSite
+from pushpin_tx.websocket.client_side import make_client_factory, upgrade
 
 
 def test_the_option_dump_reads_the_same_when_formatted():
     """A log line holding the deferred pretty-print renders exactly as with pformat itself."""
     value = [("openHandshakeTimeout", 0, "WebSocketServerFactory"), ("failByDrop", False, "WebSocketServerFactory")]
-    event = {"log_format": "\n{attrs}", "attrs": _LazyPformat(value)}
+    event = {"log_format": "\n{attrs}", "attrs": LazyPformat(value)}
     assert formatEvent(event) == "\n" + pformat(value)
-    assert str(_LazyPformat(value)) == pformat(value)
+    assert str(LazyPformat(value)) == pformat(value)
 
 
 def test_a_new_client_websocket_sets_no_handshake_timer_and_leaves_autobahn_as_it_was():
@@ -57,3 +61,38 @@ def test_a_client_offering_compression_is_answered_without_it():
     head = transport.value().split(b"\r\n\r\n", 1)[0]
     assert head.startswith(b"HTTP/1.1 101") and b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head
     assert b"sec-websocket-extensions" not in head.lower()
+
+
+class _Held(Resource):
+    """Keeps each request open, as the gateway does while the origin decides."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[object] = []
+
+    def render(self, request: object) -> object:
+        self.requests.append(request)
+        return NOT_DONE_YET
+
+
+def test_upgrade_hands_the_connection_to_autobahn_and_reads_it_again():
+    """Once the origin accepts, the client gets its 101 from autobahn and a connection twisted.web had paused is read again."""
+    reactor = MemoryReactorClock()
+    held = _Held()
+    site = ClientSite(held, reactor=reactor)
+    channel = site.buildProtocol(None)
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel.dataReceived(
+        b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    transport.pauseProducing()  # as twisted.web does when a client sends ahead of its answer
+    protocol = upgrade(held.requests[0], make_client_factory(reactor), None, subprotocol=None, headers={"X-Origin": "yes"})  # type: ignore[arg-type]
+    assert protocol is not None and protocol.transport is transport
+    assert transport.producerState == "producing"
+    head = transport.value().split(b"\r\n\r\n", 1)[0]
+    assert head.startswith(b"HTTP/1.1 101") and b"X-Origin: yes" in head
+    assert channel.transport is None
