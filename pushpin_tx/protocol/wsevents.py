@@ -45,6 +45,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Iterable
 
+from pushpin_tx.protocol.qt.numbers import bytearray_to_int
+
 __all__ = [
     "BATCH_CONTENT_MAX",
     "CONTENT_TYPE",
@@ -77,9 +79,6 @@ RESPONSE_BODY_MAX = 1_000_000
 # Events that are not client messages (their content does not count against BATCH_CONTENT_MAX).
 _SESSION_TYPES = frozenset({"OPEN", "CLOSE", "DISCONNECT"})
 
-# QByteArray::toInt(&ok, 16): C-locale whitespace around, optional '+', optional 0x, hex
-# digits. A '-' is refused here although Qt takes it (see the module docstring).
-_HEX_SIZE = re.compile(rb"[ \t\n\v\f\r]*\+?(?:0[xX])?([0-9a-fA-F]+)[ \t\n\v\f\r]*\Z")
 _INT32_MAX = 2**31 - 1
 # A type we write must survive the round trip: printable ASCII, no space (the length
 # separator), not empty.
@@ -165,11 +164,13 @@ def decode_events(body: bytes) -> list[WsEvent]:
 
 
 def _parse_length(text: bytes, where: str) -> int:
-    """A content length as Pushpin reads it (hex, see L{_HEX_SIZE}), limited to 32-bit int."""
-    match = _HEX_SIZE.match(text)
-    if match is None:
+    """
+    A content length as Pushpin reads it, with C{QByteArray::toInt(&ok, 16)}, limited to a
+    32-bit int. A C{-} sign is refused here although Qt takes it (see the module docstring).
+    """
+    length = bytearray_to_int(text, base=16, bits=64)
+    if length is None or text.lstrip(b" \t\n\v\f\r").startswith(b"-"):
         raise WsEventsError(f"{where}: bad content length {text!r} (expected hex digits)")
-    length = int(match.group(1), 16)
     if length > _INT32_MAX:
         raise WsEventsError(f"{where}: content length {text!r} is out of range")
     return length

@@ -25,6 +25,7 @@ from pushpin_tx.protocol.qt.numbers import Base, Bits, bytearray_to_int, int_cas
 from pushpin_tx.protocol.qt.strings import from_base64, from_utf8, replace_lone_surrogates, to_utf8, utf16_key
 from pushpin_tx.protocol.respond import RespondError, merge_response
 from pushpin_tx.protocol.routes import Route, parse_routes
+from pushpin_tx.protocol.wsevents import WsEventsError, decode_events
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
@@ -57,6 +58,8 @@ INT64_MAX = 2**63 - 1
         (b"\xa012", None),  # Latin-1 NBSP: not C isspace()
         (b"\xc2\xa012", None),  # UTF-8 NBSP: a QByteArray is not text
         (b"\x1c12", None),
+        (b"12\x00abc", 12),  # Qt reads up to the first NUL. was: refused (GRIP headers, WebSocket events)
+        (b"\x00", None),
     ],
 )
 def test_bytearray_to_int(data: bytes, expected: int | None) -> None:
@@ -75,10 +78,20 @@ def test_bytearray_to_int(data: bytes, expected: int | None) -> None:
         (b"0755", 8, 32, 0o755),
         (b"-17", 8, 32, -0o17),
         (b"8", 8, 32, None),
+        (b"ff", 16, 32, 255),
+        (b" +0xA ", 16, 32, 10),
+        (b"0XfF", 16, 32, 255),
+        (b"-a", 16, 32, -10),
+        (b"7fffffff", 16, 32, INT32_MAX),
+        (b"80000000", 16, 32, None),
+        (b"80000000", 16, 64, 2**31),
+        (b"0x", 16, 32, None),
+        (b"0x-1", 16, 32, None),
+        (b"g", 16, 32, None),
     ],
 )
 def test_bytearray_to_int_bits_and_base(data: bytes, base: Base, bits: Bits, expected: int | None) -> None:
-    """bits=64 is QByteArray::toLongLong; base 8 reads octal digits only."""
+    """bits=64 is QByteArray::toLongLong; base 8 reads octal digits only, base 16 hex after an optional 0x."""
     assert bytearray_to_int(data, base=base, bits=bits) == expected
 
 
@@ -132,6 +145,10 @@ def test_string_to_int(text: str, expected: int | None) -> None:
         ("\u221210", 8, 32, -8),
         ("0789", 8, 32, None),
         ("9", 8, 32, None),
+        ("\u00a00x1F", 16, 32, 31),
+        ("\u2212a", 16, 32, -10),
+        ("1g", 16, 32, None),
+        ("12\x00", 10, 32, None),  # a QString does not end at a NUL
     ],
 )
 def test_string_to_int_bits_and_base(text: str, base: Base, bits: Bits, expected: int | None) -> None:
@@ -204,6 +221,7 @@ def test_int_cast(number: int, expected: int) -> None:
         ("\u22125", True, -5),  # was: 0
         (b"\xa012", False, 0),  # a tnetstring byte string: QByteArray::toLongLong
         (b"4294967496", False, 200),
+        (b"12\x00x", False, 12),  # QByteArray::toLongLong stops at a NUL. was: 0
         (None, True, None),
         ([], True, None),
         ({"a": 1}, True, None),
@@ -219,7 +237,15 @@ def test_variant_to_int(value: object, json_numbers: bool, expected: int | None)
 
 @pytest.mark.parametrize(
     ("value", "code"),
-    [(b"404", 404), (b"\t404", 404), (b"+404", 404), (b"\xc2\xa0404", None), (b"\xe2\x88\x92404", None), (b"0x1F", None)],
+    [
+        (b"404", 404),
+        (b"\t404", 404),
+        (b"+404", 404),
+        (b"404\x00x", 404),  # was: invalid
+        (b"\xc2\xa0404", None),
+        (b"\xe2\x88\x92404", None),
+        (b"0x1F", None),
+    ],
 )
 def test_grip_status_reads_with_qbytearray_toint(value: bytes, code: int | None) -> None:
     """Grip-Status is a header, read with QByteArray::toInt: no Unicode spaces or U+2212 there."""
@@ -295,6 +321,30 @@ def test_publish_item_code_reads_with_qvariant_toint() -> None:
     item = parse_item({"channel": "c", "formats": {"http-response": {"code": "\u00a04294967496", "body": ""}}})
     assert item.http_response is not None
     assert item.http_response.code == 200
+
+
+@pytest.mark.parametrize(
+    ("length", "outcome"),
+    [
+        (b"5", 5),
+        (b"0xA", 10),  # observed
+        (b" +b ", 11),  # observed
+        (b"C", 12),  # observed
+        (b"5\x00", 5),  # was: "bad content length"
+        (b"-1", "bad content length"),  # Qt takes a sign; refused on purpose
+        (b"-0", "bad content length"),
+        (b"0x", "bad content length"),
+        (b"80000000", "out of range"),
+        (b"ffffffffffffffffff", "bad content length"),  # beyond qlonglong. was: "out of range"
+    ],
+)
+def test_websocket_event_length_reads_with_qbytearray_toint_hex(length: bytes, outcome: int | str) -> None:
+    """A WebSocket-over-HTTP content length is QByteArray::toInt(&ok, 16), minus signs refused."""
+    if isinstance(outcome, int):
+        assert decode_events(b"TEXT " + length + b"\r\n" + b"x" * outcome + b"\r\n")[0].content == b"x" * outcome
+    else:
+        with pytest.raises(WsEventsError, match=outcome):
+            decode_events(b"TEXT " + length + b"\r\nx\r\n")
 
 
 def _patched(path: str) -> bytes:

@@ -3,11 +3,12 @@
 Qt 5's integer conversions, one function per Qt call that Pushpin 1.36 makes.
 
 Pushpin reads numbers with several Qt calls that look alike and are not: C{QByteArray::toInt}
-(header values: ASCII whitespace only), C{QString::toInt} (routes and config text: any
-Unicode space, and the sign U+2212), the C{toLongLong} forms (64-bit range) behind
-C{QVariant::toInt}, which then keeps the low 32 bits, and C{qRound64} for doubles. Each is
-here once; callers pick the one their Qt call is, so the differences stay visible. The
-conversions return C{None} where Qt's C{bool *ok} would be false. Pure code.
+(header values and WebSocket-over-HTTP lengths: ASCII whitespace only, reading stops at a
+NUL), C{QString::toInt} (routes, JSON strings, JSON Patch indexes: any Unicode space, and
+the sign U+2212), the C{toLongLong} forms (64-bit range) behind C{QVariant::toInt}, which
+then keeps the low 32 bits, and C{qRound64} for doubles. Each is here once; callers pick
+the one their Qt call is, so the differences stay visible. The conversions return C{None}
+where Qt's C{bool *ok} would be false. Pure code.
 """
 
 from __future__ import annotations
@@ -21,18 +22,21 @@ __all__ = ["bytearray_to_int", "int_cast", "qround64", "string_to_int", "variant
 
 #: The width of the Qt integer type converted to: C{int} (32) or C{qlonglong} (64).
 Bits = Literal[32, 64]
-#: The bases Pushpin parses in: decimal, and octal for C{ipc_file_mode}.
-Base = Literal[8, 10]
+#: The bases Pushpin parses in: decimal; octal for C{ipc_file_mode}; hexadecimal, where
+#: strtoll also takes a C{0x} prefix, for WebSocket-over-HTTP content lengths.
+Base = Literal[8, 10, 16]
 
 # qstrtoll and QLocaleData::bytearrayToLongLong skip C isspace() around the digits.
 _BYTES_NUMBER: dict[int, re.Pattern[bytes]] = {
-    10: re.compile(rb"[ \t\n\v\f\r]*([+-]?[0-9]+)[ \t\n\v\f\r]*\Z"),
-    8: re.compile(rb"[ \t\n\v\f\r]*([+-]?[0-7]+)[ \t\n\v\f\r]*\Z"),
+    10: re.compile(rb"[ \t\n\v\f\r]*([+-]?)([0-9]+)[ \t\n\v\f\r]*\Z"),
+    8: re.compile(rb"[ \t\n\v\f\r]*([+-]?)([0-7]+)[ \t\n\v\f\r]*\Z"),
+    16: re.compile(rb"[ \t\n\v\f\r]*([+-]?)(?:0[xX])?([0-9a-fA-F]+)[ \t\n\v\f\r]*\Z"),
 }
 # After QLocaleData::numberToCLocale trimmed QChar::isSpace and mapped U+2212 to '-'.
 _TEXT_NUMBER: dict[int, re.Pattern[str]] = {
     10: re.compile(r"([+\-\u2212]?)([0-9]+)\Z"),
     8: re.compile(r"([+\-\u2212]?)([0-7]+)\Z"),
+    16: re.compile(r"([+\-\u2212]?)(?:0[xX])?([0-9a-fA-F]+)\Z"),
 }
 
 
@@ -40,14 +44,16 @@ def bytearray_to_int(data: bytes, *, base: Base = 10, bits: Bits = 32) -> int | 
     """
     C{QByteArray::toInt(&ok, base)} (C{bits=64}: C{QByteArray::toLongLong(&ok, base)}):
     optional ASCII whitespace (C{" \\t\\n\\v\\f\\r"}) around an optionally signed run of
-    digits; C{None} for anything else, including a result outside the type's range.
-
-    Known difference: Qt stops reading at a NUL byte (C{"12\\0x"} is 12); here it fails.
+    digits (in base 16 after an optional C{0x}); C{None} for anything else, including a result
+    outside the type's range. Qt reads the array up to its first NUL byte, so C{b"12\\0x"}
+    is 12.
     """
-    match = _BYTES_NUMBER[base].match(data)
+    match = _BYTES_NUMBER[base].match(data.split(b"\0", 1)[0])
     if match is None:
         return None
-    return _in_range(int(match.group(1), base), bits)
+    sign, digits = match.groups()
+    number = int(digits, base)
+    return _in_range(-number if sign == b"-" else number, bits)
 
 
 def string_to_int(text: str, *, base: Base = 10, bits: Bits = 32) -> int | None:
@@ -55,8 +61,9 @@ def string_to_int(text: str, *, base: Base = 10, bits: Bits = 32) -> int | None:
     C{QString::toInt(&ok, base)} (C{bits=64}: C{QString::toLongLong(&ok, base)}), which
     parses in the C locale: leading and trailing C{QChar::isSpace} characters are skipped
     (Unicode spaces such as U+00A0 included, unlike L{bytearray_to_int}), the sign may also
-    be U+2212 MINUS SIGN, and the digits are ASCII. C{None} for anything else, including a
-    result outside the type's range.
+    be U+2212 MINUS SIGN, and the digits are ASCII (in base 16 after an optional C{0x}).
+    C{None} for anything else, including a result outside the type's range; a NUL character
+    is not skipped and fails.
     """
     start, end = 0, len(text)
     while start < end and _qchar_is_space(text[start]):
