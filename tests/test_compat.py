@@ -313,3 +313,37 @@ def test_lazy_options_dump_swaps_pformat_only_for_the_connection() -> None:
     assert seen == [LazyPformat, LazyPformat]
     assert autobahn_protocol.pformat is pformat
     assert issubclass(WebSocketServerProtocol, autobahn_protocol.WebSocketProtocol)
+
+
+# the rule itself -------------------------------------------------------------------------------
+
+
+def _private_imports(path: Any) -> list[str]:
+    """C{module:name} for each private Twisted or autobahn module or name imported in C{path}."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in ("twisted", "autobahn"):
+            names = [alias.name for alias in node.names]
+            if any(part.startswith("_") for part in node.module.split(".")) or any(n.startswith("_") for n in names):
+                found.append(f"{node.module}:{','.join(names)}")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] in ("twisted", "autobahn") and any(p.startswith("_") for p in parts):
+                    found.append(alias.name)
+    return found
+
+
+def test_only_compat_imports_private_twisted_or_autobahn_names() -> None:
+    """No module but pushpin_tx/_compat.py imports a private module or name of Twisted or autobahn."""
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "pushpin_tx"
+    offenders = {
+        str(path.relative_to(package)): imports
+        for path in sorted(package.rglob("*.py"))
+        if path.name != "_compat.py" and (imports := _private_imports(path))
+    }
+    assert offenders == {}
