@@ -114,7 +114,7 @@ def buffered_response(code: int, reason: bytes, headers: Headers, body: bytes, t
     """An L{OriginResponse} for a body already in memory (the built-in test origin)."""
 
     def deliver(protocol: IProtocol) -> None:
-        protocol.makeConnection(_NoProducer())  # type: ignore[arg-type]
+        protocol.makeConnection(_NoProducer())
         if body:
             protocol.dataReceived(body)
         protocol.connectionLost(Failure(ResponseDone()))
@@ -171,7 +171,7 @@ class _Collector(Protocol):
         if self._ended is None:
             self.transport.stopProducing()  # type: ignore[union-attr]
 
-    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:
         clean = bool(reason.check(ResponseDone, ierror.ConnectionDone))
         if self._end is not None:
             self._end(clean)
@@ -219,7 +219,7 @@ class OriginClient:
         self,
         agent: IAgent,
         insecure_agent: IAgent | None,
-        clock: object,
+        clock: Any,
         *,
         response_timeout: float = RESPONSE_TIMEOUT,
         pool: OriginPool | None = None,
@@ -236,7 +236,7 @@ class OriginClient:
         self._response_timeout = response_timeout
         if pool is None and isinstance(agent, Agent) and IReactorTCP.providedBy(clock):
             # A real Agent on a real reactor: plain-HTTP requests without a body take the lean
-            # client (see origin_http); in-memory test agents keep answering everything.
+            # pool (see http11). Tests pass their own pool, over in-memory connections.
             pool = OriginPool(clock)
             if IReactorCore.providedBy(clock):
                 clock.addSystemEventTrigger("before", "shutdown", pool.close)
@@ -298,7 +298,7 @@ class OriginClient:
             # delayed call and no extra callbacks on the chain (that cost about 3 us per request)
             timer = _Timer()
             if not d.called:
-                timer.call = self._clock.callLater(self._response_timeout, timer.expire, d)  # type: ignore[attr-defined]
+                timer.call = self._clock.callLater(self._response_timeout, timer.expire, d)
             d.addCallbacks(_answered, self._failed, callbackArgs=(target, timer), errbackArgs=(timer, attempt, index))
             return d
         return fail(AllTargetsFailed(attempt.tried))

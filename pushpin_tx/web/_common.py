@@ -19,6 +19,7 @@ from pushpin_tx.core.loginfo import emit_info
 
 if TYPE_CHECKING:
     from pushpin_tx.protocol.config import Settings
+    from pushpin_tx.protocol.routes import Route
 
 __all__ = ["GRIP_BODY_LIMIT", "BytesProducer", "RequestInfo", "access_line", "error_response"]
 
@@ -61,13 +62,34 @@ class RequestInfo:
         "resend",
     )
 
+    conn_id: str
+    method: bytes
+    #: the client's URI as Pushpin logs it (scheme, host, path and query)
+    uri: str
+    #: path and query, as the client sent them
+    path: bytes
+    #: the Host header, lower-cased
+    host: bytes
+    client_ip: str
+    secure: bool
+    route: "Route | None"
+    #: signed by upstream_key (its GRIP instructions pass through to the client)
+    trusted: bool
+    grip_enabled: bool
+    debug: bool
+    #: the request body when it was kept (small enough for GRIP, §4.1 step 9)
+    body: bytes | None
+    body_size: int
+    target_label: str | None
+    resend: Any
+
     def __init__(self, **kw: Any) -> None:
         for key, value in kw.items():
             setattr(self, key, value)
         #: the target that answered, as access lines name it (None: none was asked)
-        self.target_label: str | None = None
+        self.target_label = None
         #: re-sends the original request with extra headers (Grip-Last), for retries
-        self.resend: Any = None
+        self.resend = None
 
 
 @implementer(IBodyProducer)

@@ -96,7 +96,7 @@ class _Relay(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self._request.write_body(data)
 
-    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:
         request = self._request
         if request.producer is not None and not is_disconnected(request):
             request.unregisterProducer()
@@ -207,7 +207,7 @@ class ProxyResource(Resource):
         self._log.warn("{method} {uri}: {why}", method=info.method.decode(), uri=info.uri, why=e)
         self._fail(request, info, str(e))
 
-    def _request_info(self, request: "ClientRequest") -> RequestInfo | None:
+    def _request_info(self, request: "ClientRequest") -> RequestInfo:
         settings = self._settings
         uri = request.uri
         host_header = request.getHeader(b"host") or b""
@@ -226,8 +226,8 @@ class ProxyResource(Resource):
                 _hostnames[host_text] = host
         secure = request.isSecure()
         if not secure and settings.accept_x_forwarded_protocol:
-            proto = request.getHeader(b"x-forwarded-proto") or request.getHeader(b"x-forwarded-protocol") or b""
-            secure = proto.strip().lower() in (b"https", b"wss")
+            forwarded = request.getHeader(b"x-forwarded-proto") or request.getHeader(b"x-forwarded-protocol") or b""
+            secure = forwarded.strip().lower() in (b"https", b"wss")
         websocket = is_upgrade(request)
         proto = "ws" if websocket else "http"
         if websocket:
@@ -251,6 +251,7 @@ class ProxyResource(Resource):
             body_size = request.upload.length  # streamed as it arrives (clientsite)
         else:
             content = request.content
+            assert content is not None  # (twisted.web sets it before rendering)
             content.seek(0, 2)
             body_size = content.tell()
             content.seek(0)
@@ -334,9 +335,11 @@ class ProxyResource(Resource):
         settings = self._settings
         info.trusted = self._is_trusted(request)
         info.grip_enabled = not route.no_grip and not info.trusted
+        content = request.content
+        assert content is not None
         if info.body_size <= GRIP_BODY_LIMIT:
-            info.body = request.content.read()
-            request.content.seek(0)
+            info.body = content.read()
+            content.seek(0)
         signer = None if (info.trusted or route.no_grip) else self._signer_for(route)
         client_headers = list(_raw_headers(request))
         xff = settings.x_forwarded_for_trusted if info.trusted else settings.x_forwarded_for
@@ -358,8 +361,8 @@ class ProxyResource(Resource):
                 return None
             if info.body is not None:
                 return BytesProducer(info.body)
-            request.content.seek(0)
-            return FileBodyProducer(request.content, cooperator=self._cooperator)
+            content.seek(0)
+            return FileBodyProducer(content, cooperator=self._cooperator)
 
         def handle_test(target: "Target") -> OriginResponse:
             # The test origin sees paths with the route's path_beg cut off (§11), exactly as
