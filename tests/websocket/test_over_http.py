@@ -20,12 +20,13 @@ class ScriptedOrigin:
         self.posts: list[tuple[list, bytes, Deferred]] = []
         self.target = Target(kind="http", host="127.0.0.1", port=9)
 
-    async def request(self, targets, method, path, headers_for, body):
+    def request(self, targets, method, path, headers_for, body):
+        """As OriginClient.request: a Deferred of the answer (here, the one the test gives)."""
         producer = body()
         data = producer._data if producer is not None else b""
         d: Deferred = Deferred()
         self.posts.append((headers_for(self.target), data, d))
-        return await d
+        return d
 
     def answer(self, body: bytes = b"", headers=None, code=200):
         _, _, d = self.posts[-1]
