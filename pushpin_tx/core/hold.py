@@ -59,6 +59,10 @@ class HttpSink(Protocol):
     def abort(self) -> None:
         """Drop the connection."""
 
+    def close(self) -> None:
+        """Close the connection once what was written is sent, without ending the response:
+        the client sees the stream cut short (no last chunk), not a complete one."""
+
     def register_producer(self, producer: DeliveryQueue) -> None:
         """Let the connection pause C{producer} while its buffer is full."""
 
@@ -483,7 +487,7 @@ class StreamHold(_Hold):
             then = "recovering from the origin"
         else:
             self._overflow = "close"
-            then = "closing the stream"
+            then = "closing the connection"
         self._log.warn(
             "{conn}: slow reader, {queued} messages queued on {channel}: new ones dropped, {then} once they are read",
             conn=self.conn_id, queued=queued, channel=channel, then=then,
@@ -497,7 +501,7 @@ class StreamHold(_Hold):
             return
         if self._overflow == "recover" and channel not in self._expect:
             # nothing to recover this channel's items from: close instead
-            self._log.warn("{conn}: slow reader, items on {channel} cannot be recovered: closing the stream once drained", conn=self.conn_id, channel=channel)
+            self._log.warn("{conn}: slow reader, items on {channel} cannot be recovered: closing the connection once drained", conn=self.conn_id, channel=channel)
             self._overflow = "close"
         self.queue.refuse(channel)
 
@@ -515,8 +519,12 @@ class StreamHold(_Hold):
         self._drain_timer = None
         mode, self._overflow = self._overflow, None
         if mode == "close":
-            self._log.info("{conn}: slow reader has read its queue, closing the stream", conn=self.conn_id)
-            self._close()
+            # Cut off, not ended: no last chunk, so that no client takes the stream for
+            # complete; an EventSource reconnects with Last-Event-ID.
+            self._log.info("{conn}: slow reader has read its queue, closing the connection", conn=self.conn_id)
+            self._release()
+            self._sink.unregister_producer()
+            self._sink.close()
             return
         if self.instruct.next_link is None or self.fetch_next is None:
             self._close()  # the link went away meanwhile: nothing to recover from

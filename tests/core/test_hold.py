@@ -459,11 +459,21 @@ def test_a_next_link_answer_with_prev_id_but_no_link_ends_the_stream_after_its_b
 # a slow reader (issue 15 item 2): recover or close, never a silent gap -------------------------
 
 
+class ClosingSink(RecordingSink):
+    """A recording sink that also records a close (the connection ended without the last chunk)."""
+
+    closed = False
+
+    def close(self):
+        assert not self.finished
+        self.closed = True
+
+
 def slow_fruit_stream(clock, *, link=True, overflow="disconnect"):
     """A stream on 'fruit', queue limit 2: at prev-id 3 with a next link, or plain; fetches are the test's to answer."""
     drops: list = []
     ctx = hold_context(clock, queue_limit=2, overflow=overflow, drops=drops)
-    sink = RecordingSink()
+    sink = ClosingSink()
     if link:
         headers = ["Grip-Hold: stream", "Grip-Channel: fruit; prev-id=3", "Grip-Link: </fruit/>; rel=next; timeout=120"]
     else:
@@ -494,7 +504,7 @@ def test_slow_reader_of_a_recoverable_stream_recovers_what_it_missed_once_draine
 
 
 def test_slow_reader_of_a_stream_that_cannot_recover_is_closed_once_drained(clock):
-    """No next link: the client reads what was queued, then the stream ends (an EventSource reconnects with Last-Event-ID)."""
+    """No next link: the client reads what was queued, then the connection closes without a last chunk (an EventSource reconnects)."""
     ctx, sink, hold, calls, drops = slow_fruit_stream(clock, link=False)
     for n in range(4, 8):
         fruit(ctx, n)
@@ -502,7 +512,8 @@ def test_slow_reader_of_a_stream_that_cannot_recover_is_closed_once_drained(cloc
     assert not sink.finished
     hold.queue.resumeProducing()
     clock.advance(0)
-    assert sink.framed == [b"7\r\nitem 4\n\r\n", b"7\r\nitem 5\n\r\n"] and sink.finished and not sink.aborted
+    assert sink.framed == [b"7\r\nitem 4\n\r\n", b"7\r\nitem 5\n\r\n"]
+    assert sink.closed and not sink.finished and not sink.aborted and sink.producer is None
     assert ctx.router.subscriber_count("fruit") == 0 and calls == []
 
 
