@@ -37,6 +37,7 @@ from twisted.internet import defer, endpoints
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import Agent
+from twisted.web.iweb import IAgent
 
 from pushpin_tx._compat import QuietConnectionPool
 from pushpin_tx.core.hold import HoldContext
@@ -222,8 +223,8 @@ class PushpinService(service.MultiService):
         self._insecure_pool = QuietConnectionPool(reactor, persistent=True)
         self._origin_pool = OriginPool(reactor, connect_timeout=10)
         self.origin = OriginClient(
-            Agent(reactor, pool=self._pool, connectTimeout=10),
-            Agent(reactor, contextFactory=InsecurePolicy(), pool=self._insecure_pool, connectTimeout=10),
+            IAgent(Agent(reactor, pool=self._pool, connectTimeout=10)),
+            IAgent(Agent(reactor, contextFactory=InsecurePolicy(), pool=self._insecure_pool, connectTimeout=10)),
             reactor,
             pool=self._origin_pool,
         )
