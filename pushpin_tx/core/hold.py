@@ -127,6 +127,9 @@ class _Hold:
         self.fetch_next: Callable[[str, dict[str, str]], Deferred] | None = None
         #: the route id, for the console and stats
         self.route_id: str | None = None
+        #: the route's channel prefix (set by the acceptor): build-id's C{%(channel)s} and
+        #: Grip-Last name channels as the origin does, without it (as Pushpin's C{c.name})
+        self.channel_prefix = ""
 
     def _subscribe(self) -> None:
         router = self._ctx.router
@@ -169,6 +172,9 @@ class _Hold:
         ids = dict(self._expect)
         if publication is not None and publication.item.id is not None:
             ids[channel] = publication.item.id
+        prefix = self.channel_prefix
+        if prefix:
+            return {name[len(prefix):] if name.startswith(prefix) else name: id for name, id in ids.items()}
         return ids
 
     def _follows_on(self, publication: "Publication", channel: str) -> bool:
@@ -588,7 +594,7 @@ class StreamHold(_Hold):
         if self._link_timer is not None and self._link_timer.active():
             self._link_timer.cancel()
         self._link_timer = None
-        d = self.fetch_next(link.uri, dict(self._expect))
+        d = self.fetch_next(link.uri, self._prev_ids())
         d.addCallbacks(self._recovered, self._recovery_failed, callbackArgs=(self._recovery,), errbackArgs=(self._recovery,))
 
     def _recovery_failed(self, failure: Any, number: int) -> None:

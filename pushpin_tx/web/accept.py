@@ -214,7 +214,9 @@ class Acceptor:
             if stale:
                 self._log.info("{conn}: prev-id behind on {channels}, retrying", conn=info.conn_id, channels=", ".join(stale))
                 self._counters.recoveries += 1
-                await self.retry(request, info, {c.name: c.prev_id for c in instruct.channels if c.prev_id is not None}, retries + 1)
+                prefix = info.route.prefix if info.route is not None else ""
+                last = {c.name[len(prefix):] if c.name.startswith(prefix) else c.name: c.prev_id for c in instruct.channels if c.prev_id is not None}
+                await self.retry(request, info, last, retries + 1)
                 return
         self._access(info, request, accept="accept retry" if retries else "accept")
         hold: ResponseHold | StreamHold
@@ -230,6 +232,8 @@ class Acceptor:
             # request's headers and body go (a few KB per held stream)
             info.resend = None
             info.body = None
+        if info.route is not None and info.route.prefix:
+            hold.channel_prefix = info.route.prefix
         self._track(request, hold, info)
         if isinstance(hold, StreamHold):
             hold.start(initial, head_sent=head_sent)

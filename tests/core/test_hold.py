@@ -556,3 +556,22 @@ def test_drop_policy_configured_explicitly_keeps_the_old_behaviour(clock):
     clock.advance(0)
     assert drops == [("slow-1", "fruit", "queue full")] * 2 and not sink.finished and calls == []
     hold.client_gone()
+
+
+def test_route_prefix_is_left_out_of_build_id_and_grip_last(clock):
+    """With a route channel prefix, %(channel)s and Grip-Last use the origin's channel names, as Pushpin's c.name."""
+    from dataclasses import replace
+
+    ctx = hold_context(clock)
+    sink = RecordingSink()
+    raw = instruct("Grip-Hold: stream", "Grip-Set-Meta: id_format=%(a)s", "Grip-Channel: a; prev-id=0; filter=build-id", "Grip-Link: </a>; rel=next", body=b"")
+    prefixed = replace(raw, channels=tuple(replace(c, name="ev-" + c.name) for c in raw.channels))
+    hold = StreamHold(ctx, sink, prefixed, "c1")
+    hold.channel_prefix = "ev-"
+    calls = pending_fetches(hold)
+    hold.start()
+    ctx.router.publish(parse_item({"channel": "ev-a", "id": "1", "prev-id": "0", "formats": {"http-stream": {"content": "id: %I\n"}}}))
+    assert sink.framed == [b"6\r\nid: 1\n\r\n"]
+    hold.resync()
+    assert calls[0][1] == {"a": "1"}
+    calls[0][2].callback(None)

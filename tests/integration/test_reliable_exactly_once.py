@@ -130,7 +130,7 @@ async def test_an_item_skipped_for_this_user_moves_the_position_on(reactor, tmp_
 
 @pytest_twisted.ensureDeferred
 async def test_event_ids_built_from_two_channels_carry_both_positions(reactor, tmp_path):
-    """A stream on channels a and b with build-id ids (django-eventstream's format): each id has both channels' last ids."""
+    """A stream on channels a and b with build-id ids (django-eventstream's ?channel=a&channel=b): each id has both channels' last ids; a route prefix stays out of them."""
     origin = ScriptedOrigin()
 
     def events(request):
@@ -143,13 +143,13 @@ async def test_event_ids_built_from_two_channels_carry_both_positions(reactor, t
 
     origin.handlers[b"/events/"] = events
     port = await start_origin(reactor, origin)
-    proxy = await start_proxy(reactor, tmp_path, [f"* 127.0.0.1:{port.getHost().port}"])
+    proxy = await start_proxy(reactor, tmp_path, [f"*,prefix=ev- 127.0.0.1:{port.getHost().port}"])
     try:
         client = await raw_connect(reactor, proxy.client_port)
         client.transport.write(b"GET /events/ HTTP/1.1\r\nHost: example.com\r\n\r\n")
-        await proxy.wait_for_log(r"subscribe .*channel=a[\s\S]*subscribe .*channel=b")
+        await proxy.wait_for_log(r"subscribe .*channel=ev-a[\s\S]*subscribe .*channel=ev-b")
         for channel, n in (("a", 1), ("b", 1), ("a", 2), ("a", 3), ("b", 2)):
-            item = {"channel": channel, "id": str(n), "prev-id": str(n - 1), "formats": {"http-stream": {"content": f"id: %I\ndata: {channel}{n}\n\n"}}}
+            item = {"channel": "ev-" + channel, "id": str(n), "prev-id": str(n - 1), "formats": {"http-stream": {"content": f"id: %I\ndata: {channel}{n}\n\n"}}}
             await _publish(reactor, proxy.control_port, [item])
         await client.wait_for(reactor, b"data: b2\n\n")
         ids = re.findall(rb"id: (.*)\n", client.received)
