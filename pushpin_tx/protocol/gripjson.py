@@ -201,9 +201,10 @@ def _get_str(obj: dict[str, Any], parent: str, key: str) -> str | None:
 def _get_int(obj: dict[str, Any], parent: str, key: str) -> int:
     """A present numeric member, rounded like Qt does; must be >= 0."""
     value = obj[key]
-    # Qt's QVariant conversion (observed on 1.36.0): numbers round half up, numeric strings
-    # parse ("404" is 404). Qt would also turn booleans into 1/0 and any other string into 0,
-    # which yields nonsense (status 0); those are refused as the wrong type instead.
+    # Qt's QVariant conversion (observed on 1.36.0): numbers round half up (qRound64), numeric
+    # strings parse ("404" is 404; read here with QString::toInt). Qt would also turn booleans
+    # into 1/0, any other string into 0 and wrap a number beyond 32 bits, which yields
+    # nonsense (status 0); those are refused as the wrong type or an invalid value instead.
     number: int | None
     if isinstance(value, str):
         number = string_to_int(value)
