@@ -1,6 +1,11 @@
-"""The acceptor's recovery machinery on a Clock: next-link fetches retried with backoff."""
+"""The acceptor on a Clock: next-link fetches retried with backoff; a stream hold that could never recover answered unheld."""
 
 from __future__ import annotations
+
+import json
+
+import pytest
+from twisted.logger import globalLogPublisher
 
 from pushpin_tx.web.accept import LINK_TRIES, Acceptor
 from pushpin_tx.origin.client import AllTargetsFailed
@@ -9,6 +14,7 @@ from pushpin_tx.protocol.routes import Route, Target
 from pushpin_tx.core.stats import Counters
 
 from tests.fakes import hold_context
+from tests.proxyfakes import Origin, answer, build_rig, dechunk
 
 
 class FailingOrigin:
@@ -43,14 +49,6 @@ def test_next_link_fetch_backoff_schedule(clock):
 
 
 # a stream hold that could never recover (issue 15 item 6) -------------------------------------
-
-import json  # noqa: E402
-
-import pytest  # noqa: E402
-from twisted.logger import globalLogPublisher  # noqa: E402
-
-from tests.proxyfakes import Origin, answer, build_rig, dechunk  # noqa: E402
-
 
 def _prev_id_without_link_origin() -> Origin:
     origin = Origin()
