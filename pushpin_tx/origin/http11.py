@@ -571,12 +571,20 @@ class OriginPool:
         connect_timeout: float = 10.0,
         max_idle: int = 64,
         idle_timeout: float = 240.0,
+        warm: int = 4,
+        surplus_timeout: float = 10.0,
         endpoint_for: Callable[[bytes, int], Any] | None = None,
     ) -> None:
         """
         @param connect_timeout: seconds a new connection may take (the Agent's C{connectTimeout}).
         @param max_idle: idle connections kept per origin (the oldest is closed past it).
         @param idle_timeout: seconds an idle connection is kept.
+        @param warm: idle connections per origin that may stay for the whole C{idle_timeout};
+            the others (what a burst of concurrent requests left behind) are closed once idle
+            for C{surplus_timeout} seconds, so a burst does not hold C{max_idle} descriptors
+            for minutes after it ended (requests reuse the most recently used first, so
+            steady traffic keeps what it needs).
+        @param surplus_timeout: seconds an idle connection beyond the C{warm} ones is kept.
         @param endpoint_for: C{endpoint_for(host, port)} makes the client endpoint new
             connections go through (default: a C{HostnameEndpoint}, as the Agent uses).
         """
@@ -585,6 +593,8 @@ class OriginPool:
         self._connect_timeout = connect_timeout
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
+        self.warm = warm
+        self.surplus_timeout = surplus_timeout
         self._idle: dict[tuple[bytes, int], list[_OriginConnection]] = {}
         self._endpoints: dict[tuple[bytes, int], Any] = {}
         self._sweep: Any = None
@@ -662,7 +672,10 @@ class OriginPool:
         conn.idle_since = self._reactor.seconds()
         idle.append(conn)
         if self._sweep is None:
-            self._sweep = self._reactor.callLater(self.idle_timeout / 4, self._close_stale)
+            self._sweep = self._reactor.callLater(self._sweep_interval(), self._close_stale)
+
+    def _sweep_interval(self) -> float:
+        return min(self.idle_timeout / 4, self.surplus_timeout / 2)
 
     def lost(self, key: tuple[bytes, int], conn: _OriginConnection) -> None:
         """A connection closed: forget it if it was idle."""
@@ -672,15 +685,19 @@ class OriginPool:
 
     def _close_stale(self) -> None:
         self._sweep = None
-        limit = self._reactor.seconds() - self.idle_timeout
+        now = self._reactor.seconds()
+        stale, surplus = now - self.idle_timeout, now - self.surplus_timeout
         left = False
         for idle in self._idle.values():
-            for conn in [c for c in idle if c.idle_since <= limit]:
+            # oldest first: requests take the most recently used from the end
+            beyond_warm = len(idle) - self.warm
+            closing = [c for i, c in enumerate(idle) if c.idle_since <= stale or (i < beyond_warm and c.idle_since <= surplus)]
+            for conn in closing:
                 idle.remove(conn)
                 conn.transport.loseConnection()  # type: ignore[union-attr]
             left = left or bool(idle)
         if left:
-            self._sweep = self._reactor.callLater(self.idle_timeout / 4, self._close_stale)
+            self._sweep = self._reactor.callLater(self._sweep_interval(), self._close_stale)
 
     def close(self) -> None:
         """Close every idle connection (at shutdown)."""

@@ -313,6 +313,24 @@ def test_idle_connections_are_capped_and_expire() -> None:
     assert transports[1].disconnecting and transports[2].disconnecting
 
 
+def test_a_bursts_surplus_idle_connections_close_soon_and_the_warm_ones_stay() -> None:
+    """After a burst, idle connections beyond the warm few close once idle surplus_timeout; the warm ones (the most
+    recently used) stay until idle_timeout, so descriptors come back soon after churn and steady traffic stays warm."""
+    pool, endpoint, clock = make_pool(max_idle=64, idle_timeout=240, warm=2, surplus_timeout=10)
+    pending = [answer(pool, endpoint) for _ in range(6)]
+    for results, conn in pending:
+        conn.dataReceived(OK)
+    transports = [t for _, t in endpoint.connections]
+    clock.advance(5)
+    assert not any(t.disconnecting for t in transports)
+    clock.advance(10)
+    assert [t.disconnecting for t in transports] == [True, True, True, True, False, False]
+    results, _ = answer(pool, endpoint)  # reuses the most recently used warm one
+    assert len(endpoint.connections) == 6
+    clock.advance(240)
+    assert transports[4].disconnecting
+
+
 def test_an_undelivered_body_pauses_the_origin_until_taken() -> None:
     """A body nobody asked for yet is held and the origin paused; deliver_body resumes and hands it over."""
     pool, endpoint, _ = make_pool()
