@@ -39,7 +39,7 @@ from pushpin_tx.web.proxy import ProxyResource
 from pushpin_tx.core.router import ChannelRouter
 from pushpin_tx.protocol.routes import RouteTable, parse_routes
 from pushpin_tx.core.stats import Counters
-from pushpin_tx.tap import PushpinService
+from pushpin_tx.service import PushpinService
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,7 @@ twisted.web.
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import CancelledError, Deferred, fail
@@ -124,7 +124,15 @@ class ProxyResource(Resource):
         acceptor: "Acceptor",
         counters: "Counters",
         clock: Any,
+        *,
+        ids: "Iterator[int] | None" = None,
+        ws_gateway: Any = None,
     ) -> None:
+        """
+        @param ids: the connection id sequence (shared with the WebSocket gateway, and
+            apart per worker process; default 1, 2, ...).
+        @param ws_gateway: handles WebSocket upgrade requests (None: refused with 502).
+        """
         super().__init__()
         self._settings = settings
         self._origin = origin
@@ -133,9 +141,8 @@ class ProxyResource(Resource):
         self._counters = counters
         self._clock = clock
         self.routes: "RouteTable | None" = None
-        self._ids = itertools.count(1)
-        #: handles WebSocket upgrade requests (set by the service; None: refused with 502)
-        self.ws_gateway: Any = None
+        self._ids = itertools.count(1) if ids is None else ids
+        self.ws_gateway = ws_gateway
         # streams large request bodies from their temporary file, on our clock (not the
         # global reactor), so in-memory tests drive it too
         self._cooperator = Cooperator(scheduler=lambda work: clock.callLater(0, work))
