@@ -13,7 +13,7 @@ are injected, so tests run this same code over in-memory connections.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 from twisted.internet import error as ierror
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
@@ -114,7 +114,8 @@ def buffered_response(code: int, reason: bytes, headers: Headers, body: bytes, t
     """An L{OriginResponse} for a body already in memory (the built-in test origin)."""
 
     def deliver(protocol: IProtocol) -> None:
-        protocol.makeConnection(_NoProducer())
+        # (a body protocol's "transport" is a producer, as the Agent's TransportProxyProducer)
+        protocol.makeConnection(cast(Any, _NoProducer()))
         if body:
             protocol.dataReceived(body)
         protocol.connectionLost(Failure(ResponseDone()))

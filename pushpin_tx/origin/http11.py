@@ -534,7 +534,7 @@ class _OriginConnection(Protocol):
             return
         answer._body_end(Failure(ResponseFailed([reason, Failure(DataLoss())])))
 
-    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:
         self.open = False
         self._pool.lost(self._key, self)
         if self._state == 3:

@@ -11,12 +11,14 @@ so a published chunk is encoded once, not once per connection).
 from __future__ import annotations
 
 from io import BytesIO
-from typing import Any
+from typing import Any, cast
 from weakref import WeakKeyDictionary
 
 from twisted.internet import tcp
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import ITCPTransport
+from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.http_headers import Headers
@@ -99,6 +101,7 @@ class ClientRequest(server.Request):
 
     #: the streamed upload of a large request, None for a body kept whole
     upload: StreamingBody | None = None
+    channel: "ClientChannel"
     _body_done = False
     _finish_pending = False
 
@@ -212,9 +215,10 @@ class ClientRequest(server.Request):
 
     def abort(self) -> None:
         """Drop the connection at once, discarding anything not yet sent."""
-        if self.channel is not None and self.channel.transport is not None:
-            self.channel.flush_head()  # a head kept by send_head went out before, as it always did
-            self.channel.transport.abortConnection()
+        channel = self.channel
+        if channel is not None and channel.transport is not None:
+            channel.flush_head()  # a head kept by send_head went out before, as it always did
+            cast(ITCPTransport, channel.transport).abortConnection()
 
     def close(self) -> None:
         """Close the connection after what was written is sent: an unfinished body then shows
@@ -252,6 +256,8 @@ class ClientChannel(http.HTTPChannel):
     local one costs a C{getsockname} call each time).
     """
 
+    #: set by the site that builds it
+    site: "ClientSite"
     #: a response head waiting for the body bytes that follow it (see L{writeHeaders})
     _head: bytes | None = None
     _send: Any = None
@@ -266,7 +272,7 @@ class ClientChannel(http.HTTPChannel):
         transport = self.transport
         if self._secure_of is not transport:
             # a plain TCP connection that has not started TLS: not secure, without asking zope
-            plain = type(transport) is tcp.Server and not transport.TLS  # type: ignore[attr-defined]
+            plain = type(transport) is tcp.Server and not cast(tcp.Server, transport).TLS
             self._secure = False if plain else super().isSecure()
             self._secure_of = transport
         return self._secure
@@ -332,7 +338,7 @@ class ClientChannel(http.HTTPChannel):
             send = self._send = writer_for(transport, getattr(site, "turns", None))
         send(data)
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._send = None
         super().connectionLost(reason)
 
@@ -372,7 +378,7 @@ class ClientSite(server.Site):
     requestFactory = ClientRequest
     # A plain HTTP/1.x channel, not twisted.web's HTTP/2-negotiating wrapper: Pushpin
     # speaks HTTP/1.x only (§13), and the hold code writes HTTP/1.1 framing itself.
-    protocol = ClientChannel
+    protocol = ClientChannel  # type: ignore[assignment]  # (typed for twisted.web's own HTTP/2-negotiating wrapper)
 
     def __init__(self, resource: Any, *, header_limit: int = 8192, **kw: Any) -> None:
         # A proxy passes bodies on untouched: twisted.web must not parse form posts into
@@ -383,8 +389,8 @@ class ClientSite(server.Site):
         #: reactor turns, for coalescing several writes to one connection in one turn
         self.turns = TurnCounter(self.reactor)
 
-    def buildProtocol(self, addr: Any) -> ClientChannel:
-        channel = super().buildProtocol(addr)
+    def buildProtocol(self, addr: Any) -> ClientChannel:  # type: ignore[override]  # (as for protocol above)
+        channel = cast(ClientChannel, super().buildProtocol(addr))
         channel.totalHeadersSize = self._header_limit
         return channel
 

@@ -12,7 +12,7 @@ autobahn server protocol, whose handshake answer carries the origin's extra head
 from __future__ import annotations
 
 from types import FunctionType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.util import hltype, hlval
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["ClientWebSocket", "make_client_factory", "upgrade"]
 
 
-class ClientWebSocket(LazyOptionsDump, WebSocketServerProtocol):
+class ClientWebSocket(LazyOptionsDump, WebSocketServerProtocol):  # type: ignore[misc]  # (autobahn's bases disagree on peer's type)
     """
     A client WebSocket bridged to a L{WsSession}; also its L{ClientLink}. Its options dump
     is formatted only when written (L{LazyOptionsDump}).
@@ -40,11 +40,15 @@ class ClientWebSocket(LazyOptionsDump, WebSocketServerProtocol):
     """
 
     _log = Logger()
+    #: set by autobahn from the factory's options (see make_client_factory)
+    logOctets: bool
+    factory: "ClientFactory"
 
     def __init__(self) -> None:
         super().__init__()
         self._bridge: "WsSession | None" = None
         self._accept: tuple[str | None, dict[str, Any]] = (None, {})
+        self._fast_write: Callable[[bytes], None] | None = None
 
     # autobahn callbacks --------------------------------------------------------------------
 
@@ -83,8 +87,6 @@ class ClientWebSocket(LazyOptionsDump, WebSocketServerProtocol):
                 bridge.client_closed(remote_code, remote_reason, True)
 
     # ClientLink ------------------------------------------------------------------------------
-
-    _fast_write = None
 
     def write_frame(self, frame: bytes) -> None:
         if self.state == WebSocketServerProtocol.STATE_OPEN:
@@ -147,9 +149,15 @@ def _sendable(code: int) -> bool:
     return code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014) or 3000 <= code <= 4999
 
 
-def make_client_factory(reactor: Any, *, max_message_size: int = 1000000) -> WebSocketServerFactory:
+class ClientFactory(WebSocketServerFactory):
+    """autobahn's server factory, with the reactor-turn counter its protocols' writes share."""
+
+    turns: TurnCounter
+
+
+def make_client_factory(reactor: Any, *, max_message_size: int = 1000000) -> ClientFactory:
     """The factory every client WebSocket comes from (one per process)."""
-    factory = WebSocketServerFactory(reactor=reactor)
+    factory = ClientFactory(reactor=reactor)
     factory.protocol = ClientWebSocket
     factory.noisy = False
     factory.setProtocolOptions(
@@ -175,7 +183,7 @@ def make_client_factory(reactor: Any, *, max_message_size: int = 1000000) -> Web
     for name, value in options.items():
         if isinstance(value, FunctionType):  # a function would become a method as a class attribute
             options[name] = staticmethod(value)
-    factory.protocol = type("ClientWebSocket", (ClientWebSocket,), options)
+    factory.protocol = cast("type[ClientWebSocket]", type("ClientWebSocket", (ClientWebSocket,), options))
     factory.turns = TurnCounter(reactor)
     return factory
 
@@ -196,7 +204,7 @@ def upgrade(
     channel = request.channel
     if channel is None or channel.transport is None or is_disconnected(request):
         return None
-    protocol: ClientWebSocket = factory.buildProtocol(channel.transport.getPeer())
+    protocol = cast(ClientWebSocket, factory.buildProtocol(channel.transport.getPeer()))
     protocol._bridge = session
     protocol._accept = (subprotocol, headers)
     transport, channel.transport = channel.transport, None

@@ -154,6 +154,7 @@ async def connect_origin(
     factory.noisy = False
     factory.setProtocolOptions(perMessageCompressionOffers=[], autoFragmentSize=0)
     factory.useragent = None
+    endpoint: Any
     if ssl:
         endpoint = endpoints.SSL4ClientEndpoint(reactor, host, port, context_factory(host, port))  # type: ignore[misc]
     else:
