@@ -563,8 +563,8 @@ class StreamHold(_Hold):
     def _link_due(self) -> None:
         self._link_timer = None
         link = self.instruct.next_link
-        if link is None or self.done or self._recovering:
-            return  # a recovery in progress re-arms the timer when it adopts its answer
+        if link is None or self.done or self._recovering or self._overflow is not None:
+            return  # the recovery in progress (or due once a slow reader drains) re-arms it
         idle = self._ctx.clock.seconds() - self._last_publish
         if idle < link.timeout:
             self._arm_link_timer(link.timeout - idle)
@@ -678,8 +678,8 @@ class StreamHold(_Hold):
 
     def resync(self) -> None:
         """C{/recover/}: fetch the next link now (streams without one have nothing to re-sync)."""
-        if not self.done and not self._recovering and self.instruct.next_link is not None:
-            self._recover("recover requested")
+        if not self.done and not self._recovering and self._overflow is None and self.instruct.next_link is not None:
+            self._recover("recover requested")  # (a slow reader recovers once it has drained)
 
     def shut_down(self) -> None:
         """Server stopping: end the stream cleanly after what is queued (the last chunk)."""

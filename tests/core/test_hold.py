@@ -575,3 +575,23 @@ def test_route_prefix_is_left_out_of_build_id_and_grip_last(clock):
     hold.resync()
     assert calls[0][1] == {"a": "1"}
     calls[0][2].callback(None)
+
+
+def test_no_link_timeout_recovery_while_a_slow_reader_is_behind(clock):
+    """While the queue is overflowed neither the idle link timer nor /recover/ fetches: one recovery, after the drain."""
+    ctx = hold_context(clock, queue_limit=2, overflow="disconnect")
+    sink = ClosingSink()
+    hold = StreamHold(ctx, sink, instruct("Grip-Hold: stream", "Grip-Channel: fruit; prev-id=3", "Grip-Link: </fruit/>; rel=next; timeout=30", body=b""), "c1")
+    calls = pending_fetches(hold)
+    hold.start()
+    hold.queue.pauseProducing()
+    for n in range(4, 8):
+        fruit(ctx, n)
+    clock.advance(45)  # past the link's 30 s timeout, still unread
+    hold.resync()
+    assert calls == []
+    hold.queue.resumeProducing()
+    clock.advance(0)
+    assert [c[1] for c in calls] == [{"fruit": "5"}]
+    calls[0][2].callback(None)
+    assert sink.finished
