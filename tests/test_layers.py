@@ -32,9 +32,13 @@ ALLOWED: dict[str, set[str]] = {
     "zeromq": {"", "_compat", "protocol", "core", "net", "zeromq"},
     "websocket": {"", "_compat", "protocol", "core", "net", "origin", "web", "websocket"},
     "workers": {"", "_compat", "protocol", "core", "net", "workers"},
-    "ops": {"", "_compat", "protocol", "core", "net", "origin", "web", "websocket", "zeromq", "workers", "ops"},
-    "service": {"", "_compat", "protocol", "core", "net", "origin", "web", "websocket", "zeromq", "workers", "ops", "service"},
-    "tap": {"", "_compat", "protocol", "core", "net", "origin", "web", "websocket", "zeromq", "workers", "ops", "service", "tap"},
+    # scale-out engines (Redis, ZeroMQ brokers): publishes in and out through core's intake
+    "backplane": {"", "_compat", "protocol", "core", "net", "zeromq", "backplane"},
+    "ops": {"", "_compat", "protocol", "core", "net", "origin", "web", "websocket", "zeromq", "workers", "backplane", "ops"},
+    "service": {"", "_compat", "protocol", "core", "net", "origin", "web", "websocket", "zeromq", "workers", "backplane",
+                "ops", "service"},
+    "tap": {"", "_compat", "protocol", "core", "net", "origin", "web", "websocket", "zeromq", "workers", "backplane", "ops",
+            "service", "tap"},
     "scripts": set(),  # filled below: everything
 }
 ALLOWED["scripts"] = set(ALLOWED) | {"scripts"}
