@@ -230,16 +230,6 @@ class PushpinService(service.MultiService):
         )
         self._signers: dict[tuple[str, str], GripSigner] = {}
 
-        # The client side, in every process.
-        self.intake = PublishIntake(self.router, self.counters, stats=self.stats, clock=reactor)
-        self.acceptor = Acceptor(settings, self.hold_context, self.counters, self.origin, stats=self.stats)
-        self.websockets = WebSocketGateway(settings, reactor, self.hold_context, self.counters, self.origin, stats=self.stats)
-        self.proxy = ProxyResource(settings, self.origin, self.signer_for, self.acceptor, self.counters, reactor)
-        self._link_client_side(connection_ids(worker_index, count, generation))
-        self.client_listeners = [
-            self._client_listener(i, address, listen_on) for i, address in enumerate(settings.http_ports)
-        ]
-
         self.routes: RoutesFileService | None = None
         self.workers: WorkerPool | None = None
         self.sequencer: Sequencer | None = None
@@ -247,29 +237,46 @@ class PushpinService(service.MultiService):
         self.zmq: ZmqInputService | None = None
         self.metrics: Any = None
         self.console: Any = None
-        if is_worker:
-            # Sequenced in the main process: a worker applies its last ids and items as sent,
-            # and takes the main process's routes table (see WorkerLink), never its own reading.
+        self.intake = PublishIntake(self.router, self.counters, stats=self.stats, clock=reactor)
+        # The channels' last ids. A worker applies the main process's as sent (it sequences
+        # nothing itself); with workers, the main process's table tells them every change.
+        self._interest: Any = self.router
+        if is_worker or count == 1:
             self.last_ids: LastIds = LastIds()
-            self.acceptor.last_ids = self.last_ids
         else:
+            self._interest = SharedInterest(self.router)
+            self.zmq = self._zmq_inputs()
+            self.workers = self._worker_pool(self.zmq)
+            self.last_ids = SharedLastIds(self.workers.forward)
+
+        # The client side, in every process.
+        ids = connection_ids(worker_index, count, generation)
+        self.acceptor = Acceptor(settings, self.hold_context, self.counters, self.origin, stats=self.stats)
+        self.acceptor.last_ids = self.last_ids
+        self.websockets = WebSocketGateway(settings, reactor, self.hold_context, self.counters, self.origin, stats=self.stats)
+        # until WebSocketGateway takes its id sequence (patch /tmp/patches/helper-A2-1.diff)
+        self.websockets._ids = ids
+        self.proxy = ProxyResource(settings, self.origin, self.signer_for, self.acceptor, self.counters, reactor,
+                                   ids=ids, ws_gateway=self.websockets)
+        self._link_client_side()
+        self.client_listeners = [
+            self._client_listener(i, address, listen_on) for i, address in enumerate(settings.http_ports)
+        ]
+        if not is_worker:  # the routes table of a worker is the main process's (see WorkerLink)
             self._build_publish_side()
         for child in self._start_order():
             child.setServiceParent(self)
 
     # --- building ----------------------------------------------------------------------------
 
-    def _link_client_side(self, ids: itertools.count[int]) -> None:
+    def _link_client_side(self) -> None:
         """
-        The links between the client-side parts that their constructors do not take: the
-        acceptor calls back into the proxy (relaying a non-GRIP answer, signing next-link
-        requests) while the proxy hands GRIP answers to the acceptor, and the HTTP and
-        WebSocket sides share one connection id sequence.
+        The one loop between the client-side parts: the proxy hands GRIP answers to the
+        acceptor, and the acceptor calls back into the proxy (relaying a non-GRIP answer,
+        signing next-link requests), so the acceptor is given the proxy's two once both exist.
         """
         self.acceptor.link_headers = self.proxy.link_headers_for
         self.acceptor.relay = self.proxy.relay
-        self.proxy.ws_gateway = self.websockets
-        self.proxy._ids = self.websockets._ids = ids
 
     def _client_listener(self, index: int, address: Any, listen_on: list[tuple[str, int]] | None) -> Listener:
         """The listener of one C{http_ports} entry: SO_REUSEPORT when several processes serve it."""
@@ -282,46 +289,29 @@ class PushpinService(service.MultiService):
 
     def _build_publish_side(self) -> None:
         """
-        The main process's parts: the routes watcher, the worker pool (workers > 1), the
-        last-id table and sequencer in front of the router (§7), the control API, the ZeroMQ
-        inputs, metrics and console.
+        The main process's parts: the routes watcher, the sequencer in front of the router
+        (§7), the control API, the ZeroMQ inputs (made earlier with workers: the pool sends
+        the workers' stats packets through them), metrics and console.
         """
         settings = self.settings
         reactor = self.reactor
         count = self.worker_count
+        interest = self._interest
         self.routes = RoutesFileService(
             settings.routesfile if settings.routes_override is None else None,
             override=settings.routes_override,
             clock=reactor,
             on_load=self._routes_loaded,
         )
-        interest: Any = self.router
         deliver: Callable[[Any], None] = self.intake.deliver
-        if count > 1:
-            interest = SharedInterest(self.router)
-            self.workers = pool = WorkerPool(
-                self, count, reactor,
-                listen=self._bound_client_addresses,
-                interest=interest,
-                init=lambda index: {
-                    "settings": settings,
-                    "index": index,
-                    "count": count,
-                    "log": tuple(logs._configured),  # what the plugin gave logs.configure
-                    "stats": bool(settings.stats_spec),
-                    "routes": self.routes.table if self.routes is not None else None,
-                    "last_ids": self.last_ids.items(),
-                },
-            )
-            self.last_ids = SharedLastIds(pool.forward)
+        pool = self.workers
+        if pool is not None:
             local_deliver = deliver
 
             def deliver(item: Any) -> None:
                 pool.forward(("item", item))
                 local_deliver(item)
-        else:
-            self.last_ids = LastIds()
-        self.acceptor.last_ids = self.last_ids
+
         self.sequencer = Sequencer(
             reactor,
             self.last_ids,
@@ -347,19 +337,8 @@ class PushpinService(service.MultiService):
                 ),
                 "control API",
             )
-        self.zmq = ZmqInputService(
-            settings,
-            reactor,
-            self.intake,
-            interest,
-            is_connected=self.is_connected,
-            recover=self.recover,
-            # HTTP holds have nothing to refresh; an unknown connection id is "item-not-found".
-            refresh=lambda cid=None, channel=None: False if cid is not None else None,
-            stats=self.stats,
-        )
-        if self.workers is not None:
-            self.workers.stats_send = self.zmq._send_stats
+        if self.zmq is None:
+            self.zmq = self._zmq_inputs()
         if settings.prometheus_port:
             self.metrics = make_metrics_service(self, port=settings.prometheus_port, prefix=settings.prometheus_prefix, reactor=reactor)
         if settings.console_ssh_endpoint:
@@ -373,6 +352,40 @@ class PushpinService(service.MultiService):
                 allow_remote=settings.console_allow_remote,
                 reactor=reactor,
             )
+
+    def _zmq_inputs(self) -> ZmqInputService:
+        """The ZeroMQ publish inputs, command socket and stats socket (main process)."""
+        return ZmqInputService(
+            self.settings,
+            self.reactor,
+            self.intake,
+            self._interest,
+            is_connected=self.is_connected,
+            recover=self.recover,
+            # HTTP holds have nothing to refresh; an unknown connection id is "item-not-found".
+            refresh=lambda cid=None, channel=None: False if cid is not None else None,
+            stats=self.stats,
+        )
+
+    def _worker_pool(self, zmq_inputs: ZmqInputService) -> WorkerPool:
+        """The pool of worker processes (main process, workers > 1); workers' stats packets go out on our stats socket."""
+        settings = self.settings
+        count = self.worker_count
+        return WorkerPool(
+            self, count, self.reactor,
+            listen=self._bound_client_addresses,
+            interest=self._interest,
+            init=lambda index: {
+                "settings": settings,
+                "index": index,
+                "count": count,
+                "log": logs.configuration(),  # what the plugin gave logs.configure
+                "stats": bool(settings.stats_spec),
+                "routes": self.routes.table if self.routes is not None else None,
+                "last_ids": self.last_ids.items(),
+            },
+            stats_send=zmq_inputs.send_stats,
+        )
 
     def _start_order(self) -> list[Any]:
         """

@@ -4,7 +4,7 @@ The console's helper functions: the questions an operator asks a running proxy f
 (which channels have listeners, who is held, how deep are their queues, what was dropped)
 and a few levers (publish, drop a connection, reload routes).
 
-L{ConsoleHelpers} only needs an object shaped like L{pushpin_tx.tap.PushpinService}, so it is
+L{ConsoleHelpers} only needs an object shaped like L{pushpin_tx.service.PushpinService}, so it is
 unit-tested without SSH; L{pushpin_tx.ops.console} puts its L{ConsoleHelpers.namespace} behind
 the SSH manhole. Results are plain values (dicts, a frozen L{ConnInfo}) or L{Text} tables
 that the prompt prints as tables.
@@ -137,7 +137,7 @@ def _conn_sort_key(conn_id: str) -> tuple[int, str]:
 
 class ConsoleHelpers:
     """
-    The console's helper functions, over a L{pushpin_tx.tap.PushpinService}-like object.
+    The console's helper functions, over a L{pushpin_tx.service.PushpinService}-like object.
 
     @param service: provides C{router}, C{counters}, C{acceptor.connections}, C{intake},
         C{reload()} and C{reactor.seconds()}; and C{websockets.connections} if it has one.

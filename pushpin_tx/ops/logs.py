@@ -149,6 +149,11 @@ def configure(loglevel: int, logfile: str | None, json_lines: bool = False) -> N
     _configured = (loglevel, logfile, json_lines)
 
 
+def configuration() -> tuple[int, str | None, bool]:
+    """The log level, file and format L{configure} was given (a worker process logs the same way)."""
+    return _configured
+
+
 #: the observer twistd installed, for L{reopen}
 _installed: PushpinLogObserver | None = None
 

@@ -112,7 +112,7 @@ def _quote(text: str) -> str:
 
 class PushpinCollector(Collector):
     """
-    Reads a L{pushpin_tx.tap.PushpinService}-like object at scrape time.
+    Reads a L{pushpin_tx.service.PushpinService}-like object at scrape time.
 
     @param service: provides C{counters}, C{router}, C{acceptor.connections} and, when it
         has WebSocket sessions, C{websockets.connections}.

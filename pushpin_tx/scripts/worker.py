@@ -5,7 +5,7 @@ L{pushpin_tx.workers.pool.WorkerPool}, never by hand).
 
 It reads its start-up message from the main process's pipe (the settings the main process
 parsed, its index, the bound client ports, the log configuration), then runs the same
-L{pushpin_tx.tap.PushpinService} as the main process minus every publish input and
+L{pushpin_tx.service.PushpinService} as the main process minus every publish input and
 operator endpoint: it accepts on the client listening sockets it inherited from the main
 process, proxies and holds its share of the clients, and applies what the main process
 sends (L{WorkerLink}).
@@ -40,7 +40,7 @@ class WorkerLink(service.Service):
     The worker's end of the pipes: applies the main process's batches to this process's
     service, reports its channel interest, stats packets and snapshots.
 
-    @param service: this worker's L{pushpin_tx.tap.PushpinService}.
+    @param service: this worker's L{pushpin_tx.service.PushpinService}.
     @param transport_factory: makes the pipe transport for a protocol (C{StandardIO} on the
         pipe fds; tests pass a fake).
     """
@@ -194,7 +194,7 @@ def main() -> None:
     from twisted.logger import globalLogBeginner
 
     from pushpin_tx.ops import logs
-    from pushpin_tx.tap import PushpinService
+    from pushpin_tx.service import PushpinService
 
     loglevel, logfile, json_lines = init["log"]
     logs.configure(loglevel, logfile, json_lines)
@@ -207,6 +207,7 @@ def main() -> None:
         listen_on=[tuple(a) for a in init["listen"]],
         stats_forwarded=init["stats"],
         generation=init.get("generation", 0),
+        owns_process=True,
     )
     if init.get("routes") is not None:
         pushpin.proxy.set_routes(init["routes"])

@@ -280,7 +280,7 @@ class WorkerPool(service.Service):
     """
     Spawns and watches the worker processes; forwards what they must see.
 
-    @param parent_service: the main process's L{pushpin_tx.tap.PushpinService}.
+    @param parent_service: the main process's L{pushpin_tx.service.PushpinService}.
     @param count: the C{workers} setting; this process is worker 0, so C{count - 1} are spawned.
     @param listen: the client addresses the workers bind too, after this process bound them
         (so port 0 became a real port).
@@ -292,7 +292,8 @@ class WorkerPool(service.Service):
                  listen: Callable[[], list[tuple[str, int]]],
                  interest: SharedInterest,
                  init: Callable[[int], dict[str, Any]],
-                 argv: list[str] | None = None) -> None:
+                 argv: list[str] | None = None,
+                 stats_send: Callable[[bytes], None] | None = None) -> None:
         self._service = parent_service
         self.count = count
         self._reactor = reactor
@@ -306,8 +307,8 @@ class WorkerPool(service.Service):
         self._stopping = False
         self._refreshes: dict[int, tuple[defer.Deferred[None], set[int], Any]] = {}
         self._refresh_ids = 0
-        #: stats-socket packets from workers go here (set when the main process has a stats socket)
-        self.stats_send: Callable[[bytes], None] | None = None
+        #: stats-socket packets from workers go here (when the main process has a stats socket)
+        self.stats_send = stats_send
         self.restarts = 0
         self._failures: dict[int, int] = {}
         self._timers: list[Any] = []

@@ -251,7 +251,7 @@ class ZmqInputService(service.Service):
             if settings.stats_spec and self._stats is not None:
                 sock = self._pub = self._socket(zmq.PUB, sndhwm=STATS_HWM)
                 self.endpoints["stats"] = self._bind(sock, settings.stats_spec, "stats")
-                self._stats.attach(self._send_stats)
+                self._stats.attach(self.send_stats)
         except Exception:
             self._close()
             raise
@@ -282,7 +282,8 @@ class ZmqInputService(service.Service):
         self._log.info("{name} bound to {endpoint}", name=name, endpoint=bound)
         return bound
 
-    def _send_stats(self, frame: bytes) -> None:
+    def send_stats(self, frame: bytes) -> None:
+        """Send one stats packet on the stats socket (dropped while it is closed or full)."""
         pub = self._pub
         if pub is None:
             return

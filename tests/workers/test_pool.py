@@ -17,7 +17,7 @@ from twisted.internet.error import ProcessTerminated
 from pushpin_tx.protocol.config import load_settings
 from pushpin_tx.protocol.items import parse_item
 from pushpin_tx.ops.metrics import PushpinCollector
-from pushpin_tx.tap import PushpinService
+from pushpin_tx.service import PushpinService
 from pushpin_tx.scripts.worker import WorkerLink, tagged
 from pushpin_tx.workers.pool import (
     REFRESH_TIMEOUT,
