@@ -41,8 +41,9 @@ CHUNKED_THRESHOLD = 8192
 class HttpSink(Protocol):
     """The client side of a held request."""
 
-    #: whether bytes written after the head are HTTP/1.1 chunks (else raw, HTTP/1.0)
-    chunked: bool
+    @property
+    def chunked(self) -> int:
+        """Whether bytes written after the head are HTTP/1.1 chunks (else raw, HTTP/1.0): twisted.web's 0 or 1."""
 
     def send_head(self, code: int, reason: bytes, headers: list[tuple[bytes, bytes]], length: int | None) -> None:
         """Write the status line and headers; C{length} None means chunked/close-delimited."""
@@ -154,6 +155,10 @@ class _Hold:
 
     def _cancel_timers(self) -> None:
         pass
+
+    def deliver(self, publication: "Publication", channel: str) -> None:
+        """Take one published item for C{channel} (the router's C{Subscriber}); each kind of hold its own way."""
+        raise NotImplementedError
 
     def _passes(self, publication: "Publication", channel: str) -> bool:
         filters = self.channels[channel].filters

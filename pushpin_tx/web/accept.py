@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
@@ -73,6 +74,8 @@ class Acceptor:
         self._origin = origin
         #: held connections by connection id (the console and tests look here)
         self.connections: dict[str, ResponseHold | StreamHold] = {}
+        #: each held request's current hold (a retried request's replaces the one before)
+        self._holds: dict["ClientRequest", ResponseHold | StreamHold] = {}
         self.link_headers = headers_for_link
         self._stats = stats
         #: the channels' last delivered ids (set by the service), checked against prev-ids
@@ -85,7 +88,7 @@ class Acceptor:
         """Handle an origin response that carries GRIP instructions."""
         if info.body is None:
             # §4.1 step 9: a request body over 100,000 bytes was not kept, so GRIP cannot be accepted.
-            response.deliver_body(_Discard())
+            response.deliver_body(Protocol())
             self._access(info, request, code=400)
             error_response(request, 400, "Request too large to accept GRIP instruct.")
             return
@@ -247,8 +250,9 @@ class Acceptor:
         stats = self._stats
         route_id = info.route.id if info.route is not None and info.route.explicit_id else None
         hold.route_id = route_id
-        previous = getattr(request, "_pp_hold", None)
-        request._pp_hold = hold
+        holds = self._holds
+        previous = holds.get(request)
+        holds[request] = hold
         self.connections[conn_id] = hold
         counters.held[hold.kind] += 1
         if hold.channels:
@@ -269,7 +273,7 @@ class Acceptor:
 
     def _ended(self, result: object, request: "ClientRequest", conn_id: str, route_id: str | None) -> None:
         """A held request is over (answered, or the client went away): release its hold."""
-        current = request._pp_hold
+        current = self._holds.pop(request)
         counters = self._counters
         self.connections.pop(conn_id, None)
         counters.held[current.kind] -= 1
@@ -301,7 +305,7 @@ class Acceptor:
             self._fail(request, info, str(e))
             return
         if is_disconnected(request):
-            response.deliver_body(_Discard())
+            response.deliver_body(Protocol())
             return
         if info.grip_enabled and is_grip_instruct(response.headers):
             await self.accept(request, info, response, retries=retries)
@@ -347,8 +351,6 @@ class Acceptor:
         r = instruct.response
         request.send_head(r.code, r.reason, list(r.headers), None)
         request.write_body(too_large.data)
-        from twisted.internet.defer import Deferred
-
         ended: Deferred[bool] = Deferred()
         too_large.follow(request.write_body, ended.callback, None if is_disconnected(request) else request)
         clean = await ended
@@ -417,19 +419,6 @@ class Acceptor:
 
     def _access(self, info: "RequestInfo", request: Any, *, code: int | None = None, size: int | None = None, accept: str = "") -> None:
         access_line(self._log, self._settings, info, request, code=code, size=size, accept=accept)
-
-
-class _Discard:
-    """Reads and forgets a body (an instruct we must refuse)."""
-
-    def makeConnection(self, transport: Any) -> None:
-        self.transport = transport
-
-    def dataReceived(self, data: bytes) -> None:
-        pass
-
-    def connectionLost(self, reason: Any) -> None:
-        pass
 
 
 def _uri_of(request: Any) -> str:
