@@ -139,17 +139,18 @@ class Acceptor:
         """
         A stream hold whose channels carry prev-id but that has no next link cannot recover, so
         it is not held (§5.4): as Pushpin 1.36 (httpsession.cpp, prepareToSendQueueOrHold), the
-        client gets the origin's response as a complete stream response (chunked), with the
-        reason appended in debug mode, and the connection stays usable.
+        client gets the origin's response, complete (observed: with Content-Length), followed
+        by the reason in debug mode, and the connection stays usable.
         """
         self._log.warn("{conn}: {why}: answering without holding", conn=info.conn_id, why=why)
-        self._access(info, request, accept="accept")
         r = instruct.response
-        if not head_sent:
-            request.send_head(r.code, r.reason, list(r.headers), None)
-            request.write_body(r.body)
-        if info.debug:
-            request.write_body(b"\n\n" + why.encode("utf-8") + b"\n")
+        tail = b"\n\n" + why.encode("utf-8") + b"\n" if info.debug else b""
+        self._access(info, request, accept="accept")
+        if head_sent:
+            request.write_body(tail)
+        else:
+            request.send_head(r.code, r.reason, list(r.headers), len(r.body) + len(tail))
+            request.write_body(r.body + tail)
         request.finish()
 
     def _parse(self, response: "OriginResponse", body: bytes, info: "RequestInfo") -> "Instruct":
