@@ -46,7 +46,7 @@ from pushpin_tx.core.router import ChannelRouter
 from pushpin_tx.core.sequencing import ChannelLinger, IdCache, LastIds, Sequencer
 from pushpin_tx.core.stats import Counters, DropReporter
 from pushpin_tx.core.stats_feed import StatsPublisher
-from pushpin_tx.net.listening import claim_port, listen_reuseport
+from pushpin_tx.net.listening import ListenError, claim_port, listen_error, listen_reuseport, reason
 from pushpin_tx.ops import logs
 from pushpin_tx.ops.console import make_console_service
 from pushpin_tx.ops.console_helpers import ConsoleHelpers
@@ -100,6 +100,7 @@ class Listener(service.Service):
         self._claim: Any = None
 
     def privilegedStartService(self) -> None:
+        """Bind, or raise a L{ListenError} naming this listener and its address."""
         super().privilegedStartService()
         if self.reuse_port is not None:
             host, port = self.reuse_port
@@ -112,8 +113,7 @@ class Listener(service.Service):
                 if self.port is not None:
                     self.port.stopListening()
                     self.port = None
-                self._log.error("{label}: cannot listen on {host}:{port}: {why}", label=self._label, host=host, port=port, why=e.strerror or e)
-                raise
+                raise ListenError(self._label, f"{host or '0.0.0.0'}:{port}", reason(e)) from None
             self._log.info("{label} listening on {host}:{port}", label=self._label, host=bound.host, port=bound.port)
             return
         endpoint = endpoints.serverFromString(self._reactor, self._description)
@@ -124,8 +124,7 @@ class Listener(service.Service):
             raise RuntimeError(f"{self._label}: listening on {self._description} did not complete at once")
         outcome = result[0]
         if isinstance(outcome, Failure):
-            self._log.error("{label}: cannot listen on {endpoint}: {why}", label=self._label, endpoint=self._description, why=outcome.getErrorMessage())
-            outcome.raiseException()
+            raise listen_error(self._label, outcome.value, self._description) from None
         self.port = outcome
         host = outcome.getHost()
         self._log.info("{label} listening on {host}:{port}", label=self._label, host=host.host, port=host.port)

@@ -128,7 +128,7 @@ async def test_a_port_in_use_stops_start_up_and_closes_what_was_bound(reactor, t
         with pytest.raises(StartupError, match="already in use"):
             pushpin.privilegedStartService()
         assert [line for line in log_lines if line.startswith("start-up failed")] == [
-            f"start-up failed: Couldn't listen on 127.0.0.1:{blocker.getHost().port}: [Errno 98] Address already in use."]
+            f"start-up failed: control API: cannot listen on 127.0.0.1:{blocker.getHost().port}: address already in use"]
         # the publish-pull address is free again: another socket can bind it
         ctx = zmq.Context()
         sock = ctx.socket(zmq.PULL)

@@ -220,7 +220,7 @@ def _listener(reactor: Any, description: str, factory: Any, label: str) -> tuple
     # strports.service binds in privilegedStartService and raises there on failure, so a
     # port in use stops start-up; the wrapper only records the port.
     svc = strports.service(description, factory, reactor=reactor)
-    recorder = RecordingEndpoint(svc.endpoint, label)
+    recorder = RecordingEndpoint(svc.endpoint, label, description)
     svc.endpoint = recorder
     return svc, recorder
 

@@ -374,6 +374,6 @@ def make_metrics_service(pushpin: Any, *, port: str, prefix: str = "", reactor: 
     # strports.service binds in privilegedStartService and raises there on failure; the
     # wrapper records the port.
     listener = strports.service(description, site, reactor=reactor)
-    metrics._endpoint = listener.endpoint = RecordingEndpoint(listener.endpoint, "prometheus metrics")
+    metrics._endpoint = listener.endpoint = RecordingEndpoint(listener.endpoint, "prometheus metrics", description)
     listener.setServiceParent(metrics)
     return metrics

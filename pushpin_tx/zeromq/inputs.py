@@ -40,6 +40,7 @@ import zmq
 from twisted.application import service
 from twisted.logger import Logger
 
+from pushpin_tx.net.listening import ListenError, reason
 from pushpin_tx.protocol.items import ItemError, parse_zmq_item
 from pushpin_tx.zeromq.command import CommandHandler
 from pushpin_tx.zeromq.reader import ZmqReader
@@ -275,8 +276,7 @@ class ZmqInputService(service.Service):
         try:
             sock.bind(spec)
         except zmq.ZMQError as e:
-            self._log.error("{name}: cannot bind {spec}: {why}", name=name, spec=spec, why=e)
-            raise
+            raise ListenError(name, spec, reason(OSError(e.errno, zmq.strerror(e.errno))), verb="bind") from None
         endpoint = sock.getsockopt(zmq.LAST_ENDPOINT)
         bound = endpoint.decode("utf-8") if isinstance(endpoint, bytes) else str(endpoint)
         self._log.info("{name} bound to {endpoint}", name=name, endpoint=bound)

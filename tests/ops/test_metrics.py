@@ -11,8 +11,8 @@ import pytest
 import pytest_twisted
 import treq
 from prometheus_client.parser import text_string_to_metric_families
-from twisted.internet.error import CannotListenError
 
+from pushpin_tx.net.listening import ListenError
 from pushpin_tx.protocol.grip import parse_instruct
 from pushpin_tx.core.hold import ResponseHold, StreamHold
 from pushpin_tx.ops.metrics import (
@@ -225,11 +225,12 @@ async def test_scrape_over_loopback_on_any_path(reactor, fake, served, method, p
 
 
 def test_a_port_in_use_stops_start_up(reactor, fake, served):
-    """Binding happens in privilegedStartService, so a busy port fails start-up loudly."""
+    """Binding happens in privilegedStartService, so a busy port fails start-up, naming the listener and its address."""
     busy = served.port.getHost().port
     second = make_metrics_service(fake, port=f"127.0.0.1:{busy}", reactor=reactor)
-    with pytest.raises(CannotListenError):
+    with pytest.raises(ListenError) as raised:
         second.privilegedStartService()
+    assert str(raised.value) == f"prometheus metrics: cannot listen on 127.0.0.1:{busy}: address already in use"
 
 
 def test_websocket_sessions_count_in_queue_depth_and_minutes(fake, clock):
