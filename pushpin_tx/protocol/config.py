@@ -38,8 +38,9 @@ from pushpin_tx.protocol.qt.ini import IniSyntaxError, IniValue, parse_ini
 from pushpin_tx.protocol.qt.strings import to_utf8
 
 __all__ = [
-    "NOT_IMPLEMENTED_KEYS", "ConfigError", "ForwardedForRule", "ListenAddress", "Settings",
-    "SigningKey", "load_settings", "parse_forwarded_for", "parse_listen", "parse_signing_key",
+    "NOT_IMPLEMENTED_KEYS", "ConfigCheck", "ConfigError", "ConfigProblem", "ForwardedForRule",
+    "ListenAddress", "Settings", "SigningKey", "check_settings", "load_settings",
+    "parse_forwarded_for", "parse_listen", "parse_signing_key",
 ]
 
 def quote_endpoint_argument(value: str) -> str:
@@ -182,6 +183,68 @@ class Settings:
     unknown: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One thing wrong with a config: the file and line (when known), the key, what is wrong.
+
+    C{file} is "" for a command-line option; C{section} and C{key} are None for a problem that
+    belongs to no key (an unreadable file, a line that is not C{key=value}).
+    """
+
+    file: str
+    line: int | None
+    section: str | None
+    key: str | None
+    message: str
+
+    def location(self) -> str:
+        """C{FILE:LINE}, C{FILE}, or C{command line}."""
+        if not self.file:
+            return "command line"
+        return f"{self.file}:{self.line}" if self.line else self.file
+
+    def error_text(self) -> str:
+        """The text load_settings' ConfigError has for this problem (no line number)."""
+        if self.key is None:
+            return f"{self.file}: {self.message}" if self.file else self.message
+        return f"{self.file}: [{self.section or 'General'}] {self.key}: {self.message}"
+
+    def __str__(self) -> str:
+        """C{FILE:LINE: [section] key: message}, the form check_settings' callers print."""
+        if self.key is None:
+            return f"{self.location()}: {self.message}"
+        return f"{self.location()}: [{self.section or 'General'}] {self.key}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigCheck:
+    """What check_settings found: the settings it could build, and every problem on the way."""
+
+    #: the settings with each bad key at its default; None when the file could not be read
+    settings: Settings | None
+    problems: tuple[ConfigProblem, ...]
+    #: where each key the files set is: "[section] key" (Settings' diagnostic labels) -> file, line
+    locations: dict[str, tuple[str, int]]
+
+
+def check_settings(config_path: str | None, *, port: str | None = None,
+                   instance_id: int | None = None, routes: Sequence[str] | None = None,
+                   log_level: int | None = None, workers: int | None = None) -> ConfigCheck:
+    """Read a config like load_settings, but note every problem instead of stopping at the first.
+
+    load_settings succeeds exactly when this finds no problem. Each bad key is noted with its
+    file and line and read as if it were absent, so later keys are still checked; every line
+    that is not a comment, a section header or C{key=value} is noted and skipped.
+    """
+    mode = _Collect()
+    settings = _load(mode, config_path, port=port, instance_id=instance_id, routes=routes,
+                     log_level=log_level, workers=workers)
+    locations: dict[str, tuple[str, int]] = {}
+    for (file, section, key), line in mode.lines.items():  # the main file's, then the include's
+        locations.setdefault(f"[{section or 'General'}] {key}", (file, line))
+    return ConfigCheck(settings, tuple(mode.problems), locations)
+
+
 def parse_listen(value: str) -> ListenAddress:
     """Parse "7999", ":7999", "127.0.0.1:7999" or "[::1]:7999" into a ListenAddress."""
     text = value.strip()
@@ -217,39 +280,60 @@ def load_settings(config_path: str | None, *, port: str | None = None,
                   instance_id: int | None = None, routes: Sequence[str] | None = None,
                   log_level: int | None = None, workers: int | None = None) -> Settings:
     """Read pushpin.conf (None: the embedded default) and apply the runner's overrides."""
+    settings = _load(_Strict(), config_path, port=port, instance_id=instance_id,
+                     routes=routes, log_level=log_level, workers=workers)
+    assert settings is not None  # the strict mode raises instead
+    return settings
+
+
+def _load(mode: _Strict, config_path: str | None, *, port: str | None,
+          instance_id: int | None, routes: Sequence[str] | None,
+          log_level: int | None, workers: int | None) -> Settings | None:
+    """load_settings' body; C{mode} decides whether a problem raises or is noted."""
     if workers is not None and workers < 1:
-        raise ConfigError(f"--workers: must be >= 1, got {workers}")
+        mode.problem(ConfigProblem("", None, None, None, f"--workers: must be >= 1, got {workers}"))
+        workers = None
     if instance_id is not None and instance_id < 0:
-        raise ConfigError(f"--id: must be >= 0, got {instance_id}")
+        mode.problem(ConfigProblem("", None, None, None, f"--id: must be >= 0, got {instance_id}"))
+        instance_id = None
     if log_level is not None and log_level < 0:
-        raise ConfigError(f"--loglevel: must be >= 0, got {log_level}")
+        mode.problem(ConfigProblem("", None, None, None,
+                                   f"--loglevel: must be >= 0, got {log_level}"))
+        log_level = None
     path = os.path.abspath(config_path or os.path.join(LIBDIR, "pushpin.conf"))
     config_dir = os.path.dirname(path)
-    main = _read(path, lambda e: f"{path}: cannot read config file: {e}")
-    cfg = _Lookup(path, main)
+    main = mode.read(path, lambda e: f"{path}: cannot read config file: {e}")
+    if main is None:
+        return None
+    cfg = mode.lookup(path, main)
     include = cfg.get_str("global", "include", "")
     if include:
         if include == "internal.conf":  # Pushpin's hack for old configs, kept
             include = "{libdir}/internal.conf"
         # like Settings::Settings, the include path is resolved with the file's own values
         include = os.path.join(config_dir, _base_vars(cfg, config_dir).resolve(include))
-        cfg = _Lookup(path, main, include, _read(
-            include, lambda e: f"{path}: [global] include: cannot read {include!r}: {e}"))
+        cfg = mode.lookup(path, main, include, mode.read_include(
+            include, lambda e: f"{path}: [global] include: cannot read {include!r}: {e}",
+            cfg, f"cannot read {include!r}"))
     cfg.vars = base = _base_vars(cfg, config_dir, instance_id)
 
     if port is not None:  # the runner's --port: one plain HTTP listener, no offset added
         try:
             http_ports: tuple[ListenAddress, ...] = (parse_listen(port),)
         except ConfigError as e:
-            raise ConfigError(f"--port: {e}") from None
+            mode.problem(ConfigProblem("", None, None, None, f"--port: {e}"))
+            http_ports = ()
         https_ports: tuple[ListenAddress, ...] = ()
         local_ports: tuple[str, ...] = ()
     else:  # Pushpin 1.36 adds no port_offset to client ports (checked on the 1.36.0 binary)
+        problems = mode.count()
         http_ports = cfg.get_each("runner", "http_port", parse_listen)
         https_ports = cfg.get_each("runner", "https_ports", parse_listen)
         local_ports = cfg.get_list("runner", "local_ports")
-        if not (http_ports or https_ports or local_ports):
-            raise ConfigError(f"{path}: [runner] http_port: no server ports configured")
+        # (a bad listen address was reported already: no second message for it)
+        if not (http_ports or https_ports or local_ports) and mode.count() == problems:
+            mode.problem(cfg.problem("runner", "http_port", "no server ports configured",
+                                     origin=path))
     config_log_level = cfg.parse_items("runner", "log_level", _log_level)
 
     routesfile = cfg.get_str("proxy", "routesfile", "")
@@ -271,7 +355,7 @@ def load_settings(config_path: str | None, *, port: str | None = None,
         log_level=config_log_level if log_level is None else log_level,
         client_buffer_size=cfg.get_int("runner", "client_buffer_size", 8192),
         client_maxconn=cfg.get_int("runner", "client_maxconn", 50000),
-        workers=workers if workers is not None else _workers(cfg.get_str("runner", "workers", ""), path),
+        workers=workers if workers is not None else mode.workers(cfg, path),
         routesfile=os.path.normpath(os.path.join(config_dir, routesfile)) if routesfile else "",
         debug=cfg.get_bool("proxy", "debug"),
         auto_cross_origin=cfg.get_bool("proxy", "auto_cross_origin"),
@@ -403,6 +487,18 @@ class _Lookup:
         origin = self._entries[(section, key)][1]
         return ConfigError(f"{origin}: [{section}] {key}: {message}")
 
+    def line(self, section: str, key: str) -> int | None:
+        """The line a key is on; None here (only the collecting lookup keeps lines)."""
+        return None
+
+    def problem(self, section: str, key: str, message: str,
+                origin: str | None = None) -> ConfigProblem:
+        """A problem with a key, located in the file that sets it (else in C{origin})."""
+        entry = self._entries.get((section, key))
+        file = origin or (entry[1] if entry else "")
+        line = self.line(section, key) if entry and entry[1] == file else None
+        return ConfigProblem(file, line, section, key, message)
+
     def get_str(self, section: str, key: str, default: str) -> str:
         value = self.raw(section, key)
         if value is None:
@@ -447,6 +543,154 @@ class _Lookup:
 
     def get_bool(self, section: str, key: str) -> bool:
         return self.parse(section, key, "", _bool)
+
+
+class _Strict:
+    """How load_settings meets a problem: it raises the ConfigError that stops start-up."""
+
+    def problem(self, problem: ConfigProblem) -> None:
+        raise ConfigError(problem.error_text())
+
+    def count(self) -> int:
+        """How many problems were noted so far (always 0 here: the first one raised)."""
+        return 0
+
+    def read(self, path: str, describe: Callable[[str], str],
+             ) -> dict[tuple[str, str], IniValue] | None:
+        return _read(path, describe)
+
+    def read_include(self, path: str, describe: Callable[[str], str], cfg: _Lookup,
+                     message: str) -> dict[tuple[str, str], IniValue]:
+        return _read(path, describe)
+
+    def lookup(self, path: str, main: dict[tuple[str, str], IniValue], include_path: str = "",
+               include: dict[tuple[str, str], IniValue] | None = None) -> _Lookup:
+        return _Lookup(path, main, include_path, include)
+
+    def workers(self, cfg: _Lookup, path: str) -> int:
+        return _workers(cfg.get_str("runner", "workers", ""), path)
+
+
+class _KeyProblemError(ConfigError):
+    """A ConfigError about one key, carrying where it is (the collecting lookup's fail())."""
+
+    def __init__(self, problem: ConfigProblem) -> None:
+        super().__init__(problem.error_text())
+        self.problem = problem
+
+
+class _Collect(_Strict):
+    """How check_settings meets a problem: it notes it and goes on with the key's default."""
+
+    def __init__(self) -> None:
+        self.problems: list[ConfigProblem] = []
+        self.lines: dict[tuple[str, str, str], int] = {}  # (file, section, key) -> line
+
+    def problem(self, problem: ConfigProblem) -> None:
+        if problem not in self.problems:  # some keys are read twice (the base variables)
+            self.problems.append(problem)
+
+    def count(self) -> int:
+        return len(self.problems)
+
+    def read(self, path: str, describe: Callable[[str], str],
+             ) -> dict[tuple[str, str], IniValue] | None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            self.problem(ConfigProblem(path, None, None, None,
+                                       f"cannot read config file: {e.strerror or e}"))
+            return None
+        except UnicodeDecodeError as e:
+            self.problem(ConfigProblem(path, None, None, None,
+                                       f"cannot read config file: not UTF-8 text ({e.reason})"))
+            return None
+        return self._parse(path, text)
+
+    def read_include(self, path: str, describe: Callable[[str], str], cfg: _Lookup,
+                     message: str) -> dict[tuple[str, str], IniValue]:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            reason = (e.strerror or str(e)) if isinstance(e, OSError) else (
+                f"not UTF-8 text ({e.reason})")
+            self.problem(cfg.problem("global", "include", f"{message}: {reason}"))
+            return {}
+        return self._parse(path, text)
+
+    def _parse(self, path: str, text: str) -> dict[tuple[str, str], IniValue]:
+        """parse_ini one line at a time, so that every bad line is noted with its number."""
+        out: dict[tuple[str, str], IniValue] = {}
+        header = "[General]"
+        for lineno, line in enumerate(text.splitlines(), 1):
+            stripped = line.strip()
+            try:
+                if stripped.startswith("["):
+                    # the section's name, as parse_ini reads it
+                    (section, _), = parse_ini(f"{line}\n_=").keys()
+                    header = f"[{section or 'General'}]"
+                    continue
+                entries = parse_ini(f"{header}\n{line}")
+            except IniSyntaxError as e:
+                message = str(e).split(": ", 1)[1]  # drop parse_ini's "line 2: "
+                self.problem(ConfigProblem(path, lineno, None, None, message))
+                continue
+            for key, value in entries.items():
+                out.pop(key, None)  # a repeated key moves to its latest position
+                out[key] = value
+                self.lines[(path, *key)] = lineno
+        return out
+
+    def lookup(self, path: str, main: dict[tuple[str, str], IniValue], include_path: str = "",
+               include: dict[tuple[str, str], IniValue] | None = None) -> _Lookup:
+        return _CollectingLookup(self, path, main, include_path, include)
+
+    def workers(self, cfg: _Lookup, path: str) -> int:
+        try:
+            return super().workers(cfg, path)
+        except ConfigError as e:
+            self.problem(cfg.problem("runner", "workers", str(e).split(": ", 2)[2]))
+            return default_workers()
+
+
+class _CollectingLookup(_Lookup):
+    """A _Lookup that notes a bad key (with its file and line) and answers its default."""
+
+    def __init__(self, mode: _Collect, path: str, main: dict[tuple[str, str], IniValue],
+                 include_path: str = "",
+                 include: dict[tuple[str, str], IniValue] | None = None) -> None:
+        super().__init__(path, main, include_path, include)
+        self._mode = mode
+
+    def line(self, section: str, key: str) -> int | None:
+        entry = self._entries.get((section, key))
+        return self._mode.lines.get((entry[1], section, key)) if entry else None
+
+    def fail(self, section: str, key: str, message: str) -> ConfigError:
+        return _KeyProblemError(self.problem(section, key, message))
+
+    def get_str(self, section: str, key: str, default: str) -> str:
+        try:
+            return super().get_str(section, key, default)
+        except _KeyProblemError as e:
+            self._mode.problem(e.problem)
+            return default
+
+    def parse(self, section: str, key: str, default: str, parse: Callable[[str], _T]) -> _T:
+        try:
+            return super().parse(section, key, default, parse)
+        except _KeyProblemError as e:
+            self._mode.problem(e.problem)
+            return parse(default)
+
+    def parse_items(self, section: str, key: str, parse: Callable[[Sequence[str]], _T]) -> _T:
+        try:
+            return super().parse_items(section, key, parse)
+        except _KeyProblemError as e:
+            self._mode.problem(e.problem)
+            return parse(())
 
 
 def _base_vars(cfg: _Lookup, config_dir: str, instance_id: int | None = None) -> _Vars:
