@@ -1,0 +1,222 @@
+"""The Redis backplane engine on a scripted connection (Clock, StringTransport): what goes to Redis, what is delivered, and when."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+from twisted.internet import defer
+from twisted.internet.error import ConnectionLost
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+
+from pushpin_tx.backplane.redis import (
+    RedisBackplane, decode_envelope, encode_envelope, parse_backplane_url,
+)
+from pushpin_tx.backplane.resp import RespParser
+from pushpin_tx.protocol.items import parse_item
+
+
+def item(channel: str, n: int, prev: bool = False):
+    obj = {"channel": channel, "id": str(n), "formats": {"http-stream": {"content": f"{n}\n"}}}
+    if prev:
+        obj["prev-id"] = str(n - 1)
+    return parse_item(obj)
+
+
+class Interest:
+    """The router's interest side as the backplane sees it."""
+
+    def __init__(self, *channels: str) -> None:
+        self.held = set(channels)
+        self.listeners: list = []
+
+    def add_interest_listener(self, listener) -> None:
+        self.listeners.append(listener)
+
+    def remove_interest_listener(self, listener) -> None:
+        self.listeners.remove(listener)
+
+    def channels(self):
+        return iter(self.held)
+
+    def add(self, channel: str) -> None:
+        self.held.add(channel)
+        for listener in self.listeners:
+            listener.channel_added(channel)
+
+    def remove(self, channel: str) -> None:
+        self.held.discard(channel)
+        for listener in self.listeners:
+            listener.channel_removed(channel)
+
+
+class ScriptedRedis:
+    """A client endpoint whose every connection is a StringTransport the test answers for Redis."""
+
+    def __init__(self) -> None:
+        self.protocols: list = []
+        self.fail_next = 0
+
+    def connect(self, factory):
+        if self.fail_next:
+            self.fail_next -= 1
+            return defer.fail(ConnectionRefusedError("refused"))
+        proto = factory.buildProtocol(None)
+        proto.makeConnection(StringTransport())
+        self.protocols.append(proto)
+        return defer.succeed(proto)
+
+    @property
+    def current(self):
+        return self.protocols[-1]
+
+    def sent(self) -> list:
+        """Every command the current connection sent so far (and forget them)."""
+        transport = self.current.transport
+        data = transport.value()
+        transport.clear()
+        return RespParser().feed(data)
+
+    def reply(self, data: bytes) -> None:
+        self.current.dataReceived(data)
+
+
+def push(*parts: bytes | int) -> bytes:
+    out = [b">%d\r\n" % len(parts)]
+    for part in parts:
+        out.append(b":%d\r\n" % part if isinstance(part, int) else b"$%d\r\n%s\r\n" % (len(part), part))
+    return b"".join(out)
+
+
+@pytest.fixture
+def wired(clock):
+    redis = ScriptedRedis()
+    interest = Interest("c")
+    delivered: list = []
+    remote: list = []
+    backplane = RedisBackplane(parse_backplane_url("redis://:s3cret@127.0.0.1:7000/2"), clock, interest, delivered.append,
+                               deliver_remote=remote.append, endpoint=redis)
+    backplane.startService()
+    yield backplane, redis, interest, delivered, remote, clock
+    backplane.stopService()
+
+
+def up(backplane, redis) -> list:
+    """Answer the handshake; returns what was sent."""
+    sent = redis.sent()
+    redis.reply(b"%1\r\n+proto\r\n:3\r\n")
+    return sent + redis.sent()
+
+
+def test_url_forms_and_the_password_never_shown():
+    """redis:// and rediss:// with user, password and db; describe() hides the password."""
+    a = parse_backplane_url("rediss://user:p%40ss@redis.example:6380/3")
+    assert (a.host, a.port, a.db, a.tls, a.username, a.password) == ("redis.example", 6380, 3, True, "user", "p@ss")
+    assert a.describe() == "rediss://user:***@redis.example:6380/3"
+    b = parse_backplane_url("redis://10.0.0.1")
+    assert (b.port, b.db, b.tls, b.password) == (6379, 0, False, None)
+    for bad in ("http://x", "redis://x/abc", "redis://x:99999"):
+        with pytest.raises(ValueError) as e:
+            parse_backplane_url(bad)
+        assert "s3cret" not in str(e.value)
+
+
+def test_handshake_authenticates_and_subscribes_only_held_channels(wired):
+    """HELLO 3 with AUTH, then SUBSCRIBE to the held channels only, under the db's prefix."""
+    backplane, redis, interest, *_ = wired
+    sent = up(backplane, redis)
+    assert sent[0][:5] == [b"HELLO", b"3", b"AUTH", b"default", b"s3cret"]
+    assert sent[1] == [b"SUBSCRIBE", b"pushpin-tx/2/c"]
+    assert backplane.state == "up"
+    interest.add("d")
+    interest.remove("c")
+    assert redis.sent() == [[b"SUBSCRIBE", b"pushpin-tx/2/d"], [b"UNSUBSCRIBE", b"pushpin-tx/2/c"]]
+
+
+def test_own_publish_is_delivered_on_its_echo_once(wired):
+    """A turn's items of one channel go out as one PUBLISH; they are delivered when the echo comes, not again on the reply."""
+    backplane, redis, interest, delivered, remote, clock = wired
+    up(backplane, redis)
+    backplane.publish(item("c", 1))
+    backplane.publish(item("c", 2))
+    assert delivered == []
+    clock.advance(0)
+    (publish,) = redis.sent()
+    assert publish[:2] == [b"PUBLISH", b"pushpin-tx/2/c"]
+    assert [i.id for i in decode_envelope(publish[2])[2]] == ["1", "2"]
+    redis.reply(push(b"message", b"pushpin-tx/2/c", publish[2]) + b":3\r\n")
+    assert [i.id for i in delivered] == ["1", "2"] and remote == []
+    assert backplane.snapshot()["in_flight"] == 0
+
+
+def test_others_publishes_go_through_deliver_remote(wired):
+    """An envelope from another instance is delivered through deliver_remote (which records its ids)."""
+    backplane, redis, interest, delivered, remote, clock = wired
+    up(backplane, redis)
+    redis.reply(push(b"message", b"pushpin-tx/2/c", encode_envelope(b"other", 1, [item("c", 5)])))
+    assert [i.id for i in remote] == ["5"] and delivered == []
+    assert backplane.received_remote == 1
+
+
+def test_a_publish_lost_before_its_echo_is_delivered_here_once(wired):
+    """Connection lost with two PUBLISHes unanswered: the echoed one is not repeated, the other is delivered locally."""
+    backplane, redis, interest, delivered, remote, clock = wired
+    up(backplane, redis)
+    backplane.publish(item("c", 1))
+    backplane.publish(item("x", 2))  # a channel we do not hold: no echo will come
+    clock.advance(0)
+    first, second = redis.sent()
+    redis.reply(push(b"message", b"pushpin-tx/2/c", first[2]))
+    redis.current.connectionLost(Failure(ConnectionLost("gone")))
+    assert [i.id for i in delivered] == ["1", "2"]
+    assert backplane.unconfirmed == 1 and backplane.state == "down"
+    assert clock.getDelayedCalls()  # the reconnect
+
+
+def test_while_down_publishes_are_local_then_redis_again_after_backoff(wired):
+    """Down: delivered here and counted; reconnects at 0.5 s, 1 s, 2 s ... and re-subscribes."""
+    backplane, redis, interest, delivered, remote, clock = wired
+    up(backplane, redis)
+    redis.current.connectionLost(Failure(ConnectionLost("gone")))
+    redis.fail_next = 2
+    backplane.publish(item("c", 1))
+    assert [i.id for i in delivered] == ["1"] and backplane.local_only == 1
+    clock.advance(0.5)  # refused
+    clock.advance(1.0)  # refused
+    assert len(redis.protocols) == 1
+    clock.advance(2.0)
+    assert len(redis.protocols) == 2
+    assert up(backplane, redis)[1] == [b"SUBSCRIBE", b"pushpin-tx/2/c"]
+    assert backplane.state == "up" and backplane.connects == 2
+    backplane.publish(item("c", 2))
+    clock.advance(0)
+    assert redis.sent()[0][0] == b"PUBLISH"
+
+
+def test_a_wrong_password_is_logged_without_the_password(wired, capsys):
+    """WRONGPASS is logged as Redis says it, the password never; the instance retries."""
+    from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+
+    backplane, redis, *_ , clock = wired
+    events: list = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        redis.reply(b"-WRONGPASS invalid username-password pair or user is disabled.\r\n")
+        redis.current.connectionLost(Failure(ConnectionLost("closed")))
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    texts = [formatEvent(e) for e in events]
+    assert any("WRONGPASS" in t for t in texts)
+    assert not any("s3cret" in t for t in texts)
+    assert any(e["log_level"] is LogLevel.error for e in events)
+    assert backplane.state == "down"
+
+
+def test_envelopes_with_other_globals_are_refused(wired):
+    """A payload that would import anything but the item classes is dropped and counted, nothing runs."""
+    backplane, redis, interest, delivered, remote, clock = wired
+    up(backplane, redis)
+    evil = pickle.dumps((1, b"x", 1, (print,)))
+    redis.reply(push(b"message", b"pushpin-tx/2/c", evil) + push(b"message", b"pushpin-tx/2/c", b"garbage"))
+    assert backplane.rejected == 2 and delivered == remote == []
