@@ -38,6 +38,9 @@ from pushpin_tx.protocol.routes import Route, Target, parse_override_routes, par
 
 __all__ = ["CheckReport", "check", "format_report", "format_route", "main", "run"]
 
+# what Pushpin's empty warning for a routes line means (it prints "routes:N: " and nothing else)
+_EMPTY_MESSAGE = "(a quote is not closed or an escape is not \\\\ or \\\")"
+
 
 @dataclass
 class CheckReport:
@@ -146,7 +149,8 @@ def _check_routes(report: CheckReport, settings: Settings) -> None:
             return
         routes, warnings = parse_routes(data.decode("utf-8", errors="replace"), path)
     report.routes = routes
-    report.warnings.extend(warnings)
+    # Pushpin's message for a bad quote or escape is empty: say what it means
+    report.warnings.extend(w + _EMPTY_MESSAGE if w.endswith(": ") else w for w in warnings)
     if not routes:
         report.warnings.append("no routes loaded: no request would reach an origin")
 

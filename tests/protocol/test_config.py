@@ -821,3 +821,91 @@ def test_endpoint_quoting_matches_twisted(value: str) -> None:
     from pushpin_tx.protocol.config import quote_endpoint_argument
 
     assert quote_endpoint_argument(value) == quoteStringArgument(value)
+
+
+# ---- check_settings: every problem, not just the first -----------------------------------
+
+# configs load_settings refuses (MINIMAL is prepended); check_settings must refuse them too
+CHECKED_BROKEN = [
+    "[proxy]\ndebug=yes\n",
+    "[proxy]\nsig_iss=a,b\n",
+    "[proxy]\nx_forwarded_for=append,bogus\n",
+    "[handler]\nmessage_rate=x\n",
+    "[handler]\npush_in_http_port=0x10\n",
+    "[handler]\nstats_format=yaml\n",
+    "[global]\nport_offset=1\n[handler]\npush_in_http_port=65535\n",
+    "[global]\ninclude=nowhere.conf\n",
+    "[runner]\nworkers=0\n",
+    "[runner]\nlog_level=x:y\n",
+    "not a key line\n",
+    "[proxy]\nupstream_key=file:absent.pem\n",
+]
+
+
+@pytest.mark.parametrize("text", CHECKED_BROKEN)
+def test_check_settings_agrees_with_load_settings(tmp_path: Path, text: str) -> None:
+    """check_settings notes a problem exactly where load_settings stops, with the same text."""
+    path = write(tmp_path, MINIMAL + text)
+    with pytest.raises(ConfigError) as refused:
+        load_settings(path)
+    found = config.check_settings(path)
+    assert found.problems
+    first = found.problems[0]
+    if first.key is None and first.line:  # a syntax error: load_settings says "line N: ..."
+        assert str(refused.value) == f"{path}: line {first.line}: {first.message}"
+    else:
+        assert first.error_text() == str(refused.value)
+    assert found.settings is not None
+
+
+def test_check_settings_finds_nothing_in_good_configs(tmp_path: Path) -> None:
+    """The embedded default, the shipped etc/pushpin.conf and a minimal file have no problem."""
+    shipped = os.path.join(os.path.dirname(__file__), "..", "..", "etc", "pushpin.conf")
+    for path in (None, shipped, write(tmp_path, MINIMAL)):
+        found = config.check_settings(path)
+        assert found.problems == ()
+        assert found.settings == load_settings(path)
+
+
+def test_check_settings_collects_every_bad_key_with_its_line(tmp_path: Path) -> None:
+    """Several bad keys and lines are all noted, each with file, line, section and key."""
+    path = write(tmp_path, (
+        "[runner]\n"                 # 1
+        "http_port=7999\n"           # 2
+        "log_level=x\n"              # 3
+        "[proxy]\n"                  # 4
+        "junk\n"                     # 5
+        "debug=sometimes\n"          # 6
+        "[handler]\n"                # 7
+        "message_hwm=a,b\n"          # 8
+        "delivery_queue_max=-5\n"    # 9
+    ))
+    found = config.check_settings(path)
+    assert [(p.file, p.line, p.section, p.key) for p in found.problems] == [
+        (path, 5, None, None),
+        (path, 3, "runner", "log_level"),
+        (path, 6, "proxy", "debug"),
+        (path, 8, "handler", "message_hwm"),
+        (path, 9, "handler", "delivery_queue_max"),
+    ]
+    assert str(found.problems[2]) == (
+        f"{path}:6: [proxy] debug: invalid boolean 'sometimes' (expected true or false)")
+    # the bad keys read as absent: the settings still hold their defaults
+    assert found.settings is not None and found.settings.debug is False
+    assert found.locations["[handler] delivery_queue_max"] == (path, 9)
+
+
+def test_check_settings_on_an_unreadable_file(tmp_path: Path) -> None:
+    """A file that cannot be read gives one problem and no settings."""
+    missing = str(tmp_path / "absent.conf")
+    found = config.check_settings(missing)
+    assert found.settings is None
+    assert [str(p) for p in found.problems] == [
+        f"{missing}: cannot read config file: No such file or directory"]
+
+
+def test_check_settings_repeated_key_is_located_at_its_last_line(tmp_path: Path) -> None:
+    """A key set twice is read from its last line (QSettings), and located there."""
+    path = write(tmp_path, MINIMAL + "[proxy]\ndebug=true\ndebug=nope\n")
+    [problem] = config.check_settings(path).problems
+    assert problem.line == 5
