@@ -229,7 +229,13 @@ async def test_waves_of_vanishing_clients_release_everything_and_survivors_get_e
         if rss[-1] - rss[0] >= RSS_SLACK_KB:
             problems.append(f"RSS did not come back after the waves (KiB after each wave: {rss})")
         if fds[-1] > fds[0]:
-            problems.append(f"descriptors grew over the waves: {fds}")
+            # A reading can catch a descriptor on its way out (seen: one of 49, now and then, in
+            # a wave and not in the next; a socket whose close the client has seen but the
+            # proxy has not yet released): a leak stays, that one goes, so wait a moment.
+            try:
+                await poll_until(reactor, lambda: fd_count(pid) <= fds[0], timeout=PROMPT, what="descriptors back to the first wave's")
+            except AssertionError:
+                problems.append(f"descriptors grew over the waves: {fds}, {fd_count(pid)} {PROMPT} s later")
         assert_clean_log(proxy)
         assert not problems, "\n".join(problems)
     finally:
