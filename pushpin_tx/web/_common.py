@@ -35,7 +35,7 @@ def error_response(request: Any, code: int, message: str, *, content_type: bool 
     if content_type:
         request.responseHeaders.setRawHeaders(b"content-type", [b"text/plain"])
     else:
-        request.defaultContentType = None  # twisted.web would add text/html
+        request.defaultContentType = None  # (a plain twisted.web request would add text/html)
     request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(body)])
     request.write(body)
     request.finish()

@@ -104,6 +104,11 @@ class ClientRequest(server.Request):
     channel: "ClientChannel"
     _body_done = False
     _finish_pending = False
+    #: Every head is the origin's, a GRIP instruct's or one of Pushpin's own answers, each
+    #: naming its Content-Type when it has one: twisted.web must not add C{text/html} to
+    #: the others (observed on 1.36.0: an origin answer without one, and a JSON instruct
+    #: response without headers, reach the client with none).
+    defaultContentType = None
 
     def gotLength(self, length: int | None) -> None:
         if length is not None and length < _IN_MEMORY_BELOW:

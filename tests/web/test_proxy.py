@@ -136,6 +136,19 @@ def test_a_form_body_reaches_the_origin_untouched_even_malformed(make_rig, origi
     assert origin.last.header(b"content-type") == b"multipart/form-data; boundary=xyz"
 
 
+def test_an_answer_without_content_type_is_relayed_without_one(make_rig, origin):
+    """No Content-Type from the origin, none to the client: twisted.web's text/html default is not added (observed on 1.36.0)."""
+
+    def bare(request):
+        request.defaultContentType = None
+        return b"x"
+
+    origin.handlers[b"/bare"] = bare
+    rig = make_rig([f"* {A}"], {A: origin})
+    client = rig.request(get(b"/bare"))
+    assert client.received == b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx"
+
+
 def test_client_grip_headers_never_reach_the_origin(make_rig, origin):
     """Grip-* headers a client sends are removed; the origin sees only the proxy's own Grip-Sig."""
     rig = make_rig([f"* {A}"], {A: origin})
