@@ -360,6 +360,7 @@ class RedisBackplane(service.Service):
     def _connect(self) -> None:
         self._retry = None
         factory = protocol.Factory.forProtocol(lambda: RespProtocol(self._on_push, self._lost))
+        factory.noisy = False
         d = self._connecting = self._make_endpoint().connect(factory)
         d.addCallbacks(self._connected, self._connect_failed)
 
