@@ -448,7 +448,9 @@ class ProxyResource(Resource):
         raw = request.responseHeaders
         for name, value in hdr.response_headers_to_client(response.headers):
             raw.addRawHeader(name, value)
-        if info.method == b"HEAD":
+        if response.code in _NO_BODY_CODES:
+            pass  # no Content-Length on a 204 or 304 (RFC 9110 §8.6; Pushpin 1.36 sends none either)
+        elif info.method == b"HEAD":
             # a HEAD answer's Content-Length describes the GET body: keep the origin's (0 if none)
             raw.setRawHeaders(b"content-length", [hdr.get_header(response.headers, b"content-length") or b"0"])
         elif response.length is not None:
@@ -479,6 +481,9 @@ class ProxyResource(Resource):
 
 
 _new_info = object.__new__
+
+#: answers that never have a body, nor a Content-Length toward the client
+_NO_BODY_CODES = frozenset({204, 304})
 
 #: hostnames worked out from Host values (few distinct ones in practice; bounded)
 _hostnames: dict[str, str] = {}

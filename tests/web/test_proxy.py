@@ -149,6 +149,27 @@ def test_an_answer_without_content_type_is_relayed_without_one(make_rig, origin)
     assert client.received == b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx"
 
 
+@pytest.mark.parametrize("code", [204, 304])
+def test_a_204_or_304_is_relayed_without_content_length(make_rig, origin, code):
+    """No Content-Length on a 204 or 304 (RFC 9110; as Pushpin 1.36), even one the origin sent; the connection stays usable."""
+
+    def no_body(request):
+        request.setResponseCode(code)
+        request.setHeader(b"etag", b"x")
+        request.defaultContentType = None
+        return b""
+
+    origin.handlers[b"/nobody"] = no_body
+    rig = make_rig([f"* {A}"], {A: origin})
+    client = rig.request(get(b"/nobody"))
+    head = client.take()
+    assert head.startswith(b"HTTP/1.1 %d " % code) and head.endswith(b"\r\n\r\n")
+    assert b"content-length" not in head.lower() and b"transfer-encoding" not in head.lower()
+    assert b"ETag: x\r\n" in head
+    client.send(get())
+    assert client.received == HELLO
+
+
 def test_client_grip_headers_never_reach_the_origin(make_rig, origin):
     """Grip-* headers a client sends are removed; the origin sees only the proxy's own Grip-Sig."""
     rig = make_rig([f"* {A}"], {A: origin})
