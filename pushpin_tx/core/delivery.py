@@ -8,12 +8,12 @@ its transport. While the transport drains, a delivery goes straight through (no 
 allocation); while the transport is paused the queue holds at most C{limit} messages, and
 past that the overflow policy decides:
 
-  - L{OVERFLOW_DISCONNECT} (the default): the queue is I{overflowed}. Its owner is told once
-    (C{on_overflow}) and says what it will do; from then on every new message is dropped
-    (even once there is room again, so that no gap hides between delivered messages) while
-    what is queued is still written; when the last of it is out, C{on_drained} lets the owner
-    recover from the origin (and L{reset_overflow}) or close the connection. The client is
-    never left connected with a gap it cannot see.
+  - L{OVERFLOW_DISCONNECT} (C{delivery_overflow}'s default): the queue is I{overflowed}.
+    Its owner is told once (C{on_overflow}) and says what it will do; from then on every new
+    message is dropped (even once there is room again, so that no gap hides between
+    delivered messages) while what is queued is still written; when the last of it is out,
+    C{on_drained} lets the owner recover from the origin (and L{reset_overflow}) or close
+    the connection. The client is never left connected with a gap it cannot see.
   - L{OVERFLOW_DROP} (only when configured): a full queue drops the new message and the
     connection carries on with a gap.
 
