@@ -1,0 +1,1 @@
+"""A minimal Django project using django-grip and django-eventstream (see origin.py)."""
