@@ -76,3 +76,20 @@ def test_the_soak_judge_counts_lost_duplicated_and_reordered_messages():
     assert (r.lost, r.duplicates, r.out_of_order, r.errors_logged) == (2, 1, 1, 1)
     assert r.by_kind["stream"] == [4 * 3 + 3 + 3, 3 + 5 + 4 + 3 + 3] and r.by_kind["poll"] == [2, 1]
     assert any("something broke" in line for line in r.error_lines)
+
+
+def test_the_soak_judges_descriptors_on_their_floor_and_rss_on_its_range():
+    """A descriptor spike (publishes in flight) passes, a rising floor (a leak) does not; RSS must stay within its
+    tolerance after the warm-up, the warm-up itself is not judged."""
+    from .soak import Sample, SoakResult
+
+    def result(fds: list[int], rss: list[int]) -> SoakResult:
+        r = SoakResult(SoakConfig(warmup=10, fd_tolerance=32, rss_tolerance_kb=8192), published=1)
+        r.samples = [Sample(float(t * 10), kb, n, 100, 1, 1) for t, (n, kb) in enumerate(zip(fds, rss))]
+        return r
+
+    flat = [100000] * 7
+    assert result([900, 1000, 1000, 1150, 1000, 1010, 1000], flat).problems() == []  # spike, floor flat
+    assert any("floor rose by 60" in p for p in result([900, 1000, 1000, 1030, 1040, 1060, 1070], flat).problems())
+    assert result([1000] * 7, [50000, 100000, 101000, 102000, 103000, 104000, 108000]).problems() == []
+    assert any("RSS not flat" in p for p in result([1000] * 7, [50000, 100000, 101000, 102000, 104000, 106000, 109000]).problems())
