@@ -320,6 +320,33 @@ class Sequencer:
         if not waiting:  # only when max_parked_per_channel < 1
             self._by_channel.pop(channel, None)
 
+    def sequenced_elsewhere(self, item: "Item", deliver: Callable[["Item"], None]) -> None:
+        """
+        An item another instance sequenced reached us (the Redis backplane,
+        L{pushpin_tx.backplane.redis}): unless it is C{no-seq}, its id becomes the channel's
+        last id (as L{_send} does, before the delivery), C{deliver} hands it to our
+        subscribers, and an item parked here waiting for it goes out (through our own
+        C{deliver}, then its successors) instead of waiting C{wait} seconds. Neither the id
+        cache nor the counters see it: it was sequenced and counted where it was published.
+        """
+        if item.no_seq:
+            deliver(item)
+            return
+        channel = item.channel
+        self.last_ids.set(channel, item.id)
+        deliver(item)
+        waiting = self._by_channel.get(channel)
+        if item.id is None or not waiting:
+            return
+        parked = waiting.pop(item.id, None)
+        if parked is None:
+            return
+        if not waiting:
+            del self._by_channel[channel]
+        del self._by_time[parked]
+        self.flushed += 1
+        self._send(parked.item)
+
     def forget_channel(self, channel: str) -> None:
         """
         The channel lost its last subscriber: discard what is parked there (reported to

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import Callable, Collection, Mapping, Sequence
 
+from pushpin_tx.protocol.qt.strings import from_utf8
+
 __all__ = [
     "FilterError",
     "SUPPORTED_FILTERS",
@@ -179,7 +181,7 @@ def _variable_handler(variables: Mapping[str, str]) -> _Handler:
             raise _FormatError(f"Unknown directive '{directive}'")
         if arg is None:
             raise _FormatError("Directive 's' requires argument")
-        key = arg.decode("utf-8", "replace")
+        key = from_utf8(arg)
         value = variables.get(key)
         if value is None:
             raise _FormatError(f"No such variable '{key}'")

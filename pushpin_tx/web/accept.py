@@ -67,7 +67,10 @@ class Acceptor:
         origin: "OriginClient",
         headers_for_link: Callable[["RequestInfo", str], Callable[..., Any]] | None = None,
         stats: "StatsPublisher | None" = None,
+        *,
+        last_ids: Any = None,
     ) -> None:
+        """@param last_ids: the channels' last delivered ids, checked against prev-ids."""
         self._settings = settings
         self._ctx = ctx
         self._counters = counters
@@ -78,8 +81,7 @@ class Acceptor:
         self._holds: dict["ClientRequest", ResponseHold | StreamHold] = {}
         self.link_headers = headers_for_link
         self._stats = stats
-        #: the channels' last delivered ids (set by the service), checked against prev-ids
-        self.last_ids: Any = None
+        self.last_ids = last_ids
         #: relays a non-GRIP origin answer (set by the proxy resource)
         self.relay: Callable[..., None] | None = None
         self._random = random.random

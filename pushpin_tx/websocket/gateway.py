@@ -8,7 +8,7 @@ acceptance complete the client's handshake and bridge the two through a L{WsSess
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 from urllib.parse import urlsplit
 
 from twisted.internet import ssl as tls
@@ -69,7 +69,10 @@ class WebSocketGateway:
         counters: "Counters",
         origin: Any,
         stats: "StatsPublisher | None" = None,
+        *,
+        ids: "Iterator[int] | None" = None,
     ) -> None:
+        """@param ids: the connection id sequence (shared with the HTTP side; default 1, 2, ...)."""
         self._settings = settings
         self._reactor = reactor
         self._ctx = ctx
@@ -79,7 +82,7 @@ class WebSocketGateway:
         self._factory = make_client_factory(reactor)
         #: live sessions by connection id
         self.connections: dict[str, WsSession] = {}
-        self._ids = itertools.count(1)
+        self._ids = itertools.count(1) if ids is None else ids
 
     async def handle(self, request: Any, info: "RequestInfo", route: "Route", path: bytes, headers_for: Callable[["Target"], hdr.Headers]) -> None:
         targets = route.targets

@@ -668,3 +668,20 @@ def test_a_failing_delivery_in_the_sweep_is_logged_and_the_rest_still_leave(cloc
     h.advance(1)
     assert h.ids == ["1", "5"]
     assert clock.getDelayedCalls() == []
+
+
+# --- items sequenced by another instance (helper-F's backplane hook) ---------------------------
+
+
+def test_an_item_sequenced_elsewhere_sets_the_last_id_and_releases_its_parked_successor(clock):
+    """Sequenced elsewhere: delivered through the given callable, its id becomes the last id, and the item parked on it goes out at once."""
+    h = Harness(clock)
+    h.submit("1")
+    h.submit("3", "2")  # parked: waits for 2
+    assert h.ids == ["1"] and h.seq.pending == 1
+    elsewhere: list[str | None] = []
+    h.seq.sequenced_elsewhere(make_item("2", "1"), lambda item: elsewhere.append(item.id))
+    assert elsewhere == ["2"] and h.ids == ["1", "3"]
+    assert h.last_ids.get("c") == "3" and h.seq.pending == 0 and h.seq.flushed == 1
+    h.seq.sequenced_elsewhere(make_item("9", "8", no_seq=True), lambda item: elsewhere.append(item.id))
+    assert elsewhere == ["2", "9"] and h.last_ids.get("c") == "3"  # no-seq: the last id stays
