@@ -15,7 +15,7 @@ import pytest_twisted
 
 from pushpin_tx.protocol.config import Settings
 
-from tests.backplane.cluster import publish, start_instances, stop_instances, until, wait_subscribed
+from tests.backplane.cluster import publish, redis_command, start_instances, stop_instances, until, wait_subscribed
 from tests.backplane.redisproc import RedisServer
 
 from .harness import ScriptedOrigin, raw_connect, start_origin
@@ -219,3 +219,37 @@ async def test_killing_and_restarting_redis_loses_nothing_reliable_and_plain_pub
         await redis.stop()
         await port.stopListening()
     assert codes == [0, 0, 0]
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_instance_with_workers_talks_to_redis_once_and_pipes_to_its_workers(reactor, tmp_path):
+    """Instance 0 runs two processes, instance 1 one: Redis counts two subscribers, and publishes to either reach all of instance 0's streams."""
+    redis = await RedisServer(reactor).start()
+    instances = []
+    try:
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        instances = await start_instances(reactor, tmp_path / "a", 1, ["* test"], backplane=redis.url, workers="2")
+        instances += await start_instances(reactor, tmp_path / "b", 1, ["* test"], backplane=redis.url, workers="1")
+        for instance in instances:
+            await instance.wait_for_log(r"backplane: redis at .* up")
+        await instances[0].wait_for_log(r"\[worker 1\]")
+        streams = [await open_stream(reactor, instances[0], "w") for _ in range(6)]
+        other = await open_stream(reactor, instances[1], "w")
+        await wait_subscribed(reactor, redis.port, "w", 2)
+        await publish(reactor, instances[1], [item("w", "msg from one")])
+        await publish(reactor, instances[0], [item("w", "msg from zero")])
+        for stream in streams + [other]:
+            await until(reactor, lambda s=stream: len(stream_chunks(s.received)) >= 2, "two chunks")
+            assert stream_chunks(stream.received) == [b"msg from one", b"msg from zero"]
+        clients = await redis_clients(reactor, redis.port)
+        assert len([c for c in clients if "name=pushpin-tx-" in c]) == 2  # one connection per instance, none per worker
+    finally:
+        codes = await stop_instances(instances)
+        await redis.stop()
+    assert codes == [0, 0]
+
+
+async def redis_clients(reactor, port: int) -> list[str]:
+    reply = await redis_command(reactor, port, "CLIENT", "LIST")
+    return reply.decode().splitlines()
