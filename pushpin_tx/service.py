@@ -506,10 +506,38 @@ class PushpinService(service.MultiService):
         # collections walked ~66,000 start-up objects for ~37 ms each, ~30 us per request and
         # the whole p99; frozen, they cost nothing.
         gc.freeze()
+        if self.owns_process:
+            self._stop_signals_once()
         if self.owns_process and self.worker_index == 0 and hasattr(signal, "SIGHUP"):
             # signals are the main process's to handle; workers ignore SIGHUP (scripts.worker)
             self._previous_sighup = signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload))
         self._log.info("started")  # a worker's is tagged "[worker N]" by its log observer
+
+    def _stop_signals_once(self) -> None:
+        """
+        Let only the first SIGTERM or SIGINT stop the reactor. The reactor's own handlers
+        (installed when it began to run) call C{reactor.stop} on every signal, and a second
+        stop, from a second signal while the first one drains, raises C{ReactorNotRunning}
+        and logs its traceback. A later signal is only noted: the stop under way goes on.
+        """
+        stopping: list[str] = []
+
+        def wrap(previous: Any) -> Any:
+            def handle(number: int, frame: Any) -> None:
+                if stopping:
+                    self.reactor.callFromThread(
+                        self._log.info, "received {signal} while stopping: the stop under way goes on",
+                        signal=signal.Signals(number).name)
+                    return
+                stopping.append(signal.Signals(number).name)
+                previous(number, frame)
+
+            return handle
+
+        for number in (signal.SIGTERM, signal.SIGINT):
+            previous = signal.getsignal(number)
+            if callable(previous):  # the reactor's handler (not when run with installSignalHandlers=False)
+                signal.signal(number, wrap(previous))
 
     def _start_children(self, start: Callable[[Any], None], *, bound_all: bool) -> None:
         """

@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 from twisted.application import service
 from twisted.internet import stdio, task
+from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 
 from pushpin_tx.workers.pool import FROM_WORKER_FD, TO_WORKER_FD, MessageReader, encode
@@ -54,6 +55,8 @@ class WorkerLink(service.Service):
         self._protocol = MessageReader(self._received, self._lost)
         self._snapshots: task.LoopingCall | None = None
         self.applied = 0
+        #: the reactor was told to stop (see L{_stop_reactor})
+        self._stopping = False
 
     def startService(self) -> None:
         super().startService()
@@ -121,17 +124,33 @@ class WorkerLink(service.Service):
                     pushpin.reload()
                 self.applied += 1
         elif kind == "stop":  # the main process is stopping: everything before this is applied
-            if self._reactor.running:
-                self._reactor.stop()
+            self._stop_reactor(None)
         elif kind == "snapshot?":
             self.send_snapshot(message[1])
         else:
             self._log.warn("worker: unknown message {kind!r} from the main process", kind=kind)
 
     def _lost(self) -> None:
-        if self.running and self._reactor.running:
-            self._log.info("worker: the main process is gone, stopping")
+        if self.running:
+            self._stop_reactor("worker: the main process is gone, stopping")
+
+    def _stop_reactor(self, why: str | None) -> None:
+        """
+        Stop the reactor, once, whichever of the three comes first: the main process's
+        "stop", the end of its pipe (which follows the "stop" when the main process exits),
+        or this process's own SIGTERM (systemd signals every process of the unit, a terminal
+        the whole process group). The reactor refuses a second stop with
+        C{ReactorNotRunning}: that only says that the stop is already under way.
+        """
+        if self._stopping:
+            return
+        self._stopping = True
+        try:
             self._reactor.stop()
+        except ReactorNotRunning:
+            return  # stopping already (a signal): the same stop, nothing to add to the log
+        if why is not None:
+            self._log.info(why)
 
 
 def tagged(observer: Callable[[dict], None], tag: str) -> Callable[[dict], None]:

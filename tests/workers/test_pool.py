@@ -12,7 +12,7 @@ import pytest
 from twisted.internet import task
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
-from twisted.internet.error import ProcessTerminated
+from twisted.internet.error import ProcessTerminated, ReactorNotRunning
 
 from pushpin_tx.protocol.config import load_settings
 from pushpin_tx.protocol.items import parse_item
@@ -392,6 +392,40 @@ def test_a_worker_stops_when_the_main_process_dies_or_says_stop(how):
         link._protocol.dataReceived(encode(("batch", [("set", "c", "1")])) + encode(("stop",)))
         assert pushpin.last_ids.get("c") == "1"
     assert stopped == [True]
+    link.stopService()
+
+
+@pytest.mark.parametrize("order", [("signal", "stop message", "pipe closed"), ("stop message", "pipe closed"),
+                                   ("signal", "pipe closed"), ("pipe closed", "stop message")])
+def test_a_worker_stops_its_reactor_once_whatever_asks_first(order, no_logged_failures):
+    """The main process's "stop", its pipe's end and the worker's own SIGTERM in any order: one stop, no error."""
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    said: list[str] = []
+    observe = lambda event: said.append(formatEvent(event))  # noqa: E731
+    globalLogPublisher.addObserver(observe)
+    pushpin, link, transport, reactor = _worker_service()
+    link.startService()
+    reactor.running = True
+    stops = []
+
+    def stop():  # as the reactor does: a second stop is refused
+        if stops:
+            raise ReactorNotRunning("Can't stop reactor that isn't running.")
+        stops.append(True)
+
+    reactor.stop = stop
+    for event in order:
+        if event == "signal":
+            reactor.stop()  # what the reactor's SIGTERM handler does
+        elif event == "pipe closed":
+            link._protocol.connectionLost(None)
+        else:
+            link._protocol.dataReceived(encode(("stop",)))
+    globalLogPublisher.removeObserver(observe)
+    assert stops == [True]
+    # said once when it was the reason, never when a stop was already under way
+    assert said.count("worker: the main process is gone, stopping") == (1 if order[0] == "pipe closed" else 0)
     link.stopService()
 
 
