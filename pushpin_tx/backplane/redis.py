@@ -61,6 +61,8 @@ from twisted.logger import Logger
 from pushpin_tx.backplane.resp import Push, RespError, RespProtocol
 
 if TYPE_CHECKING:
+    from twisted.internet.interfaces import IStreamClientEndpoint
+
     from pushpin_tx.protocol.items import Item
 
 __all__ = ["BackplaneAddress", "RedisBackplane", "decode_envelope", "encode_envelope", "parse_backplane_url"]
@@ -350,7 +352,7 @@ class RedisBackplane(service.Service):
         if self._endpoint is not None:
             return self._endpoint
         address = self.address
-        endpoint = HostnameEndpoint(self._reactor, address.host, address.port, timeout=10)
+        endpoint: IStreamClientEndpoint = HostnameEndpoint(self._reactor, address.host, address.port, timeout=10)
         if address.tls:
             from twisted.internet.ssl import optionsForClientTLS
 

@@ -66,7 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             reactor.stop()
 
     reactor.callWhenRunning(start)
-    reactor.addSystemEventTrigger("before", "shutdown", lambda: broker.running and broker.stopService())
+    def stop() -> None:
+        if broker.running:
+            broker.stopService()
+
+    reactor.addSystemEventTrigger("before", "shutdown", stop)
     reactor.run()
     return 1 if failed else 0
 
