@@ -87,7 +87,7 @@ async def test_long_poll(reactor, node_env):
     await client.wait_for(reactor, b"news at last\n")
     head = client.received.split(b"\r\n\r\n")[0]
     assert head.startswith(b"HTTP/1.1 200 ")
-    assert b"Content-Length: 13" in head or b"content-length: 13" in head.lower()
+    assert b"\r\ncontent-length: 13" in head.lower()
     client.transport.loseConnection()
 
 
