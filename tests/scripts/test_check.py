@@ -59,7 +59,8 @@ BROKEN_CONFIGS = [
     ("[runner]\nhttp_port=7999\nthis is not a key\n", 3, None, "expected key=value"),
     ("[runner]\nhttp_port=7999\n[proxy\n", 3, None, "malformed section header"),
     ("[runner]\nhttp_port=\n", 2, "[runner] http_port", "no server ports configured"),
-    (GOOD + "[handler]\nprometheus_port=nonsense\n", 6, "[handler] prometheus_port", ""),
+    (GOOD + "[handler]\nprometheus_port=nonsense\n", 6, "[handler] prometheus_port",
+     "expected addr:port, port or ipc://path"),
 ]
 
 
