@@ -34,6 +34,7 @@ from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer, endpoints
+from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import Agent
@@ -189,6 +190,8 @@ class PushpinService(service.MultiService):
         self._previous_sighup: Any = None
         #: privilegedStartService bound the children's ports (a stop must close them, started or not)
         self._bound = False
+        #: the reactor was told to stop (L{stop_reactor}, or a signal): the process is ending
+        self._reactor_stopping = False
 
         # What every process holds: counters, the channel router, the holds and their stats.
         self.counters = Counters()
@@ -513,23 +516,39 @@ class PushpinService(service.MultiService):
             self._previous_sighup = signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload))
         self._log.info("started")  # a worker's is tagged "[worker N]" by its log observer
 
+    def stop_reactor(self) -> bool:
+        """
+        End the process: stop the reactor, once, whoever asks first (a signal, or in a worker
+        the main process's "stop" or the end of its pipe). A second C{reactor.stop} raises
+        C{ReactorNotRunning}; here it only means that the stop is already under way.
+
+        @return: whether this call began the stop.
+        """
+        if self._reactor_stopping:
+            return False
+        self._reactor_stopping = True
+        try:
+            self.reactor.stop()
+        except ReactorNotRunning:
+            return False
+        return True
+
     def _stop_signals_once(self) -> None:
         """
-        Let only the first SIGTERM or SIGINT stop the reactor. The reactor's own handlers
-        (installed when it began to run) call C{reactor.stop} on every signal, and a second
-        stop, from a second signal while the first one drains, raises C{ReactorNotRunning}
-        and logs its traceback. A later signal is only noted: the stop under way goes on.
+        Let a SIGTERM or SIGINT reach the reactor's handler (installed when it began to run;
+        it logs "Received SIGTERM" and stops the reactor) only while no stop is under way
+        (L{stop_reactor}): that handler stops the reactor on every signal, and a second stop
+        logs a C{ReactorNotRunning} traceback. A later signal is only noted.
         """
-        stopping: list[str] = []
 
         def wrap(previous: Any) -> Any:
             def handle(number: int, frame: Any) -> None:
-                if stopping:
+                if self._reactor_stopping:
                     self.reactor.callFromThread(
                         self._log.info, "received {signal} while stopping: the stop under way goes on",
                         signal=signal.Signals(number).name)
                     return
-                stopping.append(signal.Signals(number).name)
+                self._reactor_stopping = True
                 previous(number, frame)
 
             return handle

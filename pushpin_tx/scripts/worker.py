@@ -25,7 +25,6 @@ from typing import Any, Callable
 
 from twisted.application import service
 from twisted.internet import stdio, task
-from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 
 from pushpin_tx.workers.pool import FROM_WORKER_FD, TO_WORKER_FD, MessageReader, encode
@@ -55,8 +54,6 @@ class WorkerLink(service.Service):
         self._protocol = MessageReader(self._received, self._lost)
         self._snapshots: task.LoopingCall | None = None
         self.applied = 0
-        #: the reactor was told to stop (see L{_stop_reactor})
-        self._stopping = False
 
     def startService(self) -> None:
         super().startService()
@@ -139,17 +136,10 @@ class WorkerLink(service.Service):
         Stop the reactor, once, whichever of the three comes first: the main process's
         "stop", the end of its pipe (which follows the "stop" when the main process exits),
         or this process's own SIGTERM (systemd signals every process of the unit, a terminal
-        the whole process group). The reactor refuses a second stop with
-        C{ReactorNotRunning}: that only says that the stop is already under way.
+        the whole process group); see L{pushpin_tx.service.PushpinService.stop_reactor}.
+        C{why} is logged only when this began the stop.
         """
-        if self._stopping:
-            return
-        self._stopping = True
-        try:
-            self._reactor.stop()
-        except ReactorNotRunning:
-            return  # stopping already (a signal): the same stop, nothing to add to the log
-        if why is not None:
+        if self._service.stop_reactor() and why is not None:
             self._log.info(why)
 
 
