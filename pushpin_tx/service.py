@@ -587,7 +587,10 @@ class PushpinService(service.MultiService):
         if self.worker_count > 1:
             self._log.info("workers: {n} processes serving clients", n=self.worker_count)
         if settings.not_applicable:
-            self._log.info("config keys not applicable to pushpin-tx (one process): {keys}", keys=", ".join(settings.not_applicable))
+            # true whatever the worker count: these keys set up Pushpin's own processes
+            # (condure, zurl, pushpin-proxy/-handler and their ZeroMQ wiring) or its update check
+            self._log.info("config keys for Pushpin's own processes, not used by pushpin-tx: {keys}",
+                           keys=", ".join(settings.not_applicable))
         if settings.not_implemented:
             self._log.warn("config keys not implemented yet, ignored: {keys}", keys=", ".join(settings.not_implemented))
         if settings.unknown:

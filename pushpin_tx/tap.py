@@ -38,7 +38,7 @@ class Options(usage.Options):
     ]
     optFlags = [
         ["verbose", None, "Verbose output (log level 3)."],
-        ["merge-output", "m", "Accepted for compatibility: pushpin-tx is one process with one log."],
+        ["merge-output", "m", "Accepted for compatibility: pushpin-tx writes one log for all its processes."],
         ["log-json", None, "Write logs as JSON lines (time, level, message, namespace) for log shippers."],
     ]
 

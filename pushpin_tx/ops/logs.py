@@ -5,12 +5,18 @@ Log lines in Pushpin's shape: C{[INFO] 2026-11-29 09:42:51.971 message}.
 Operators grep Pushpin logs for these prefixes, so the twistd plugin installs this observer
 in place of twistd's default one (see L{pushpin_tx.tap.Options.postOptions}). Pushpin's
 C{--loglevel} numbers map onto twisted.logger levels: 0 error, 1 warning, 2 info, 3 debug.
+
+Twisted's listening ports log C{"ClientSite starting on 7999"} and C{"(TCP Port 7999
+Closed)"} whatever their factory's C{noisy} says; our listeners already log C{"client
+listening on 0.0.0.0:7999"} (role and address), so those two are shown at debug level only
+(L{is_port_noise}).
 """
 
 from __future__ import annotations
 
 import atexit
 import json
+import re
 import sys
 import threading
 import time
@@ -19,7 +25,7 @@ from typing import IO, Any, Callable
 from twisted.logger import ILogObserver, LogLevel, formatEvent
 from zope.interface import implementer
 
-__all__ = ["PushpinLogObserver", "level_for", "configure", "twistd_observer", "TWISTD_LOGGER"]
+__all__ = ["PushpinLogObserver", "level_for", "is_port_noise", "configure", "twistd_observer", "TWISTD_LOGGER"]
 
 _NAMES = {
     LogLevel.critical: "ERR",
@@ -30,6 +36,23 @@ _NAMES = {
 }
 
 _THRESHOLDS = [LogLevel.error, LogLevel.warn, LogLevel.info, LogLevel.debug]
+
+
+#: what twisted.internet.tcp.Port (and unix.Port) log, through the legacy log.msg, when they
+#: start listening and when they close: C{"<factory> starting on <port>"}, C{"(TCP Port N Closed)"}
+_PORT_NOISE = re.compile(r"\A(?:\w+ starting on \S+|\((?:TCP|UNIX|UDP)\w* Port \S+ Closed\))\Z")
+
+
+def is_port_noise(event: dict) -> bool:
+    """
+    Whether C{event} is one of Twisted's listening-port lines, which our listeners' own
+    C{"<role> listening on <address>"} lines say better. Only legacy C{log.msg} events
+    match (that is how Twisted's ports log), so no line of ours is ever taken for one.
+    """
+    if event.get("log_namespace") != "log_legacy":
+        return False
+    text = event.get("log_text")
+    return isinstance(text, str) and _PORT_NOISE.match(text) is not None
 
 
 def level_for(loglevel: int) -> LogLevel:
@@ -73,6 +96,8 @@ class PushpinLogObserver:
 
     def __call__(self, event: dict) -> None:
         level = event.get("log_level", LogLevel.info)
+        if level is LogLevel.info and is_port_noise(event):
+            level = LogLevel.debug  # our "<role> listening on" line says it (module docstring)
         failure = event.get("log_failure")
         if level < self._threshold and failure is None:
             return  # less severe than the configured level (twisted.logger orders debug < info < warn)

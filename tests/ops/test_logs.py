@@ -133,3 +133,28 @@ def test_preformatted_access_lines_are_written_as_given():
     out = io.StringIO()
     PushpinLogObserver(out, 2)({"log_level": LogLevel.info, "log_format": "{line}", "line": "GET http://h/{x} -> o:80 code=200 2", "log_time": 0})
     assert out.getvalue().endswith(" GET http://h/{x} -> o:80 code=200 2\n")
+
+
+@pytest.mark.parametrize("text", ["ClientSite starting on 7999", "(TCP Port 5561 Closed)", "_MetricsSite starting on 9100",
+                                  "(UNIX Port /run/pushpin/x.sock Closed)"])
+def test_twisteds_port_lines_are_shown_at_debug_level_only(text):
+    """Twisted's 'X starting on N' and '(TCP Port N Closed)' repeat our 'listening on' lines: hidden at info, shown at debug."""
+    from twisted.python import log as legacy
+    from twisted.logger import globalLogPublisher
+
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        legacy.msg(text)  # as twisted.internet.tcp.Port logs them
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    (event,) = events
+    for loglevel, shown in ((2, ""), (3, f"[DEBUG] 2026-11-29 09:42:51.971 {text}\n")):
+        out = io.StringIO()
+        PushpinLogObserver(out, loglevel, localtime=time.gmtime)(dict(event, log_time=calendar.timegm((2026, 11, 29, 9, 42, 51)) + 0.971))
+        assert out.getvalue() == shown
+
+
+def test_our_own_lines_that_look_like_port_lines_are_kept():
+    """Only Twisted's legacy port events are demoted: one of ours with the same words stays at info."""
+    assert emit(2, LogLevel.info, "ClientSite starting on 7999") == "[INFO] 2026-11-29 09:42:51.971 ClientSite starting on 7999\n"
