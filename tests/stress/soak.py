@@ -88,6 +88,10 @@ class SoakConfig:
     fd_tolerance: int = 32
     #: connections opened at once while setting up (the listen backlog is 50)
     open_batch: int = 50
+    #: "zmq" (one PUSH socket into the proxy's PULL: publishes arrive in order) or "http"
+    #: (one control API request per publish, several in flight: on a loaded machine their
+    #: connections are accepted out of order, so a channel's publishes can be reordered)
+    publish_via: str = "zmq"
 
 
 @dataclass
@@ -118,6 +122,7 @@ class SoakResult:
     out_of_order: int = 0
     opened: dict[str, int] = field(default_factory=dict)
     churned: int = 0
+    held_back: int = 0
     dropped_by_proxy: int = 0
     failed_opens: int = 0
     errors_logged: int = 0
@@ -184,7 +189,7 @@ class SoakResult:
             f"  published {self.published} ({self.published / max(c.seconds, 1):.1f}/s achieved; refused {self.publish_failures}); deliveries expected {self.expected},"
             f" delivered {self.delivered}, lost {self.lost}, duplicates {self.duplicates}, out of order {self.out_of_order}",
             "  by kind: " + ", ".join(f"{k} expected {e} delivered {d}" for k, (e, d) in self.by_kind.items()),
-            f"  churned {self.churned}; dropped by the proxy {self.dropped_by_proxy}; failed to open {self.failed_opens}",
+            f"  publisher held back by the PUSH queue {self.held_back} times; churned {self.churned}; dropped by the proxy {self.dropped_by_proxy}; failed to open {self.failed_opens}",
             f"  log: {self.errors_logged} errors, {self.warnings_logged} warnings",
         ]
         lines += [f"    lost: {x}" for x in self.lost_examples[:10]]
@@ -218,8 +223,10 @@ class _Client(protocol.Protocol):
     def got(self, payload: bytes) -> None:
         channel, _, seq = payload.partition(b" ")
         if channel.decode() == self.channel and seq.strip().isdigit():
-            self.seqs.append(int(seq))
+            n = int(seq)
+            self.seqs.append(n)
             self.soak.delivered += 1
+            self.soak.first_seen.setdefault((self.channel, n), self.soak.now())
         else:
             self.soak.strays += 1
 
@@ -393,8 +400,13 @@ class _Soak:
         self.strays = 0
         self.failures: list[str] = []
         self.channels: dict[str, list[str]] = {}
-        #: per channel: (seq, sent at, answered at)
+        #: per channel: (seq, sent at, answered at: for ZeroMQ, when it was sent)
         self.sent: dict[str, list[tuple[int, float, float]]] = {}
+        #: (channel, seq) -> when a client first received it (when the proxy delivered it)
+        self.first_seen: dict[tuple[str, int], float] = {}
+        self.push: Any = None
+        self.backlog: list[tuple[str, int, bytes]] = []
+        self.held_back = 0
         self.in_flight = 0
         self.rng = random.Random(15)
         self.start = 0.0
@@ -453,7 +465,8 @@ class _Soak:
         self.rng.shuffle(out)
         return out
 
-    async def publish_one(self, channel: str, seq: int) -> None:
+    @staticmethod
+    def item(channel: str, seq: int) -> dict[str, Any]:
         kind = channel.rstrip("0123456789")
         text = f"{channel} {seq}"
         formats: dict[str, Any] = {
@@ -461,7 +474,33 @@ class _Soak:
             "ws": {"ws-message": {"content": text}},
             "poll": {"http-response": {"body": text + "\n"}},
         }[kind]
-        body = json.dumps({"items": [{"channel": channel, "formats": formats}]}).encode()
+        return {"channel": channel, "formats": formats}
+
+    def push_one(self, channel: str, seq: int) -> None:
+        """Publish over ZeroMQ, in order: what the PUSH queue has no room for yet waits here."""
+        self.backlog.append((channel, seq, b"J" + json.dumps(self.item(channel, seq)).encode()))
+        if len(self.backlog) > 1:
+            self.held_back += 1
+        self.flush_push()
+
+    def flush_push(self) -> bool:
+        """Send what waits, in order, until the PUSH queue is full; whether nothing waits any more."""
+        import zmq
+
+        while self.backlog:
+            ch, n, frame = self.backlog[0]
+            try:
+                self.push.send(frame, zmq.NOBLOCK)
+            except zmq.Again:
+                return False
+            self.backlog.pop(0)
+            at = self.now()
+            self.sent[ch].append((n, at, at))
+            self.result.published += 1
+        return True
+
+    async def publish_one(self, channel: str, seq: int) -> None:
+        body = json.dumps({"items": [self.item(channel, seq)]}).encode()
         request = b"POST /publish/ HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
         sent = self.now()
         self.in_flight += 1
@@ -497,7 +536,10 @@ class _Soak:
             ch = order[tick["n"] % len(order)]
             tick["n"] += 1
             seqs[ch] += 1
-            pending.append(defer.ensureDeferred(self.publish_one(ch, seqs[ch])))
+            if self.push is not None:
+                self.push_one(ch, seqs[ch])
+            else:
+                pending.append(defer.ensureDeferred(self.publish_one(ch, seqs[ch])))
 
         def churn_tick() -> None:
             candidates = [x for x in self.live if x.held_since is not None]
@@ -531,7 +573,9 @@ class _Soak:
         for loop in loops:
             loop.stop()
         sample()
-        # drain: every publish answered, every expected delivery in (or a deadline)
+        # drain: every publish sent and answered, every expected delivery in (or a deadline)
+        if self.backlog:
+            await poll_until(self.reactor, self.flush_push, timeout=30, what="the PUSH backlog sent")
         await defer.DeferredList(pending)
         try:
             await poll_until(self.reactor, lambda: not self.missing(), timeout=20, what="every expected delivery", interval=0.2)
@@ -546,16 +590,24 @@ class _Soak:
         if client.held_since is None or client.failed:
             return []
         end = client.closed_at - CLOSE_GRACE if client.closed_at is not None else float("inf")
+        seen = self.first_seen
+        channel = client.channel
         if isinstance(client, _Poll):
+            # held when the proxy delivered it: after the poll was in (plus a grace), before the
+            # poll's answer came; one per poll, the first delivered
             windows = list(client.windows)
             if client.closed_at is None:
                 windows.append((client.poll_sent, float("inf")))
             out = []
             for start, stop in windows:
-                hits = [seq for seq, at, answered in sent if start + POLL_GRACE < at < stop and answered < end]
-                out += hits[:1]
+                hits = sorted(
+                    (seen.get((channel, seq), answered), seq) for seq, at, answered in sent
+                    if start + POLL_GRACE < seen.get((channel, seq), answered) < stop and answered < end
+                )
+                out += [seq for _, seq in hits[:1]]
             return out
-        return [seq for seq, at, answered in sent if at > client.held_since and answered < end]
+        # sent after the client was held (the proxy had subscribed it), delivered before it closed
+        return [seq for seq, at, answered in sent if at > client.held_since and max(answered, seen.get((channel, seq), answered)) < end]
 
     def missing(self) -> list[tuple[_Client, set[int]]]:
         out = []
@@ -568,6 +620,7 @@ class _Soak:
     def judge(self) -> None:
         r = self.result
         r.delivered = self.delivered
+        r.held_back = self.held_back
         for client in self.all:
             expected = self.expected_for(client)
             r.expected += len(expected)
@@ -597,9 +650,21 @@ async def run_soak(reactor: Any, tmp_path: Path, config: SoakConfig, log: Callab
     raise_fd_limit(config.connections * 2 + 1000)
     proxy = await start_proxy(reactor, tmp_path, ["* test"])
     soak = _Soak(reactor, proxy, config, log)
+    context = None
     try:
+        if config.publish_via == "zmq":
+            import zmq
+
+            pull = (await proxy.wait_for_log(r"publish-pull bound to (tcp://[\d.]+:\d+)")).group(1)
+            context = zmq.Context()
+            soak.push = context.socket(zmq.PUSH)
+            soak.push.setsockopt(zmq.LINGER, 0)
+            soak.push.connect(pull)
         return await soak.run()
     finally:
+        if context is not None:
+            soak.push.close()
+            context.term()
         soak.stopping = True
         for client in list(soak.live):
             client.transport.abortConnection()
@@ -629,10 +694,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--churn", type=float, default=d.churn, help="connections replaced per second")
     p.add_argument("--sample-every", type=float, default=d.sample_every)
     p.add_argument("--per-channel", type=int, default=d.per_channel)
+    p.add_argument("--publish-via", choices=("zmq", "http"), default=d.publish_via)
     args = p.parse_args(argv)
     config = SoakConfig(
         connections=args.connections, seconds=args.seconds, warmup=args.warmup, rate=args.rate,
-        churn=args.churn, sample_every=args.sample_every, per_channel=args.per_channel,
+        churn=args.churn, sample_every=args.sample_every, per_channel=args.per_channel, publish_via=args.publish_via,
     )
     soft = raise_fd_limit(config.connections * 2 + 1000)
     if soft < config.connections + 500:
@@ -649,10 +715,10 @@ def main(argv: list[str] | None = None) -> int:
             print(result.report(), flush=True)
             outcome["rc"] = 1 if result.problems() else 0
         finally:
-            reactor.stop()  # type: ignore[attr-defined]
+            reactor.stop()
 
-    reactor.callWhenRunning(lambda: defer.ensureDeferred(go()).addErrback(lambda f: f.printTraceback()))  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.callWhenRunning(lambda: defer.ensureDeferred(go()).addErrback(lambda f: f.printTraceback()))
+    reactor.run()
     return outcome["rc"]
 
 
