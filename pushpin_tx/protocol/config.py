@@ -25,6 +25,7 @@ import ipaddress
 import os
 import re
 import tempfile
+import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -39,8 +40,8 @@ from pushpin_tx.protocol.qt.strings import to_utf8
 
 __all__ = [
     "NOT_IMPLEMENTED_KEYS", "ConfigCheck", "ConfigError", "ConfigProblem", "ForwardedForRule",
-    "ListenAddress", "Settings", "SigningKey", "check_settings", "load_settings",
-    "parse_forwarded_for", "parse_listen", "parse_signing_key",
+    "ListenAddress", "LocalPort", "Settings", "SigningKey", "check_settings", "load_settings",
+    "parse_forwarded_for", "parse_listen", "parse_local_port", "parse_signing_key",
 ]
 
 def quote_endpoint_argument(value: str) -> str:
@@ -57,7 +58,6 @@ LIBDIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 # Keys we read but do not honour yet; reported when set to a non-default value. The lead
 # shrinks this set as features land.
 NOT_IMPLEMENTED_KEYS: frozenset[tuple[str, str]] = frozenset({
-    ("runner", "https_ports"), ("runner", "local_ports"), ("runner", "client_maxconn"),
     ("proxy", "sockjs_url"), ("proxy", "orig_headers_need_mark"),
     ("proxy", "auto_cross_origin"), ("proxy", "max_open_requests"),
 })
@@ -85,6 +85,19 @@ class ListenAddress:
         if not self.host:
             return f"tcp:{self.port}"
         return f"tcp:{self.port}:interface={quote_endpoint_argument(self.host)}"
+
+
+@dataclass(frozen=True, slots=True)
+class LocalPort:
+    """
+    A Unix-socket client listener (C{local_ports}): the socket file, and the mode (octal in
+    the config), owner and group given to it once bound (1.37's C{?mode=&user=&group=}).
+    """
+
+    path: str
+    mode: int | None = None
+    user: str | None = None
+    group: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,10 +134,14 @@ class Settings:
     # [runner]
     http_ports: tuple[ListenAddress, ...]
     https_ports: tuple[ListenAddress, ...]
-    local_ports: tuple[str, ...]
+    local_ports: tuple[LocalPort, ...]
+    #: where the https ports' certificates are: C{<config dir>/runner/certs}, as Pushpin
+    certs_dir: str
     log_level: int
     client_buffer_size: int
     client_maxconn: int
+    #: permessage-deflate on client WebSockets (1.37)
+    allow_compression: bool
     #: reactor processes serving clients (pushpin-tx extension; 1: everything in one process)
     workers: int
     # [proxy]
@@ -266,6 +283,28 @@ def parse_listen(value: str) -> ListenAddress:
     return ListenAddress(host, _port(port_text))
 
 
+def parse_local_port(value: str) -> LocalPort:
+    """
+    Parse a C{local_ports} entry: a path, or 1.37's URL form C{unix:/path?mode=660&user=u&group=g}
+    (the mode is octal, as Pushpin's runner reads it with C{toInt(&ok, 8)}; the path is
+    percent-decoded, as C{QUrl::fromEncoded} does).
+    """
+    text = value.strip()
+    if text.startswith("unix:"):
+        text = text[len("unix:"):]
+    path_text, _, query = text.partition("?")
+    path = urllib.parse.unquote(path_text)
+    if not path:
+        raise ConfigError(f"invalid local port {value!r}")
+    params = dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
+    mode = None
+    if "mode" in params:
+        if not re.fullmatch(r"[0-7]+", params["mode"]):
+            raise ConfigError(f"invalid mode {params['mode']!r} in {value!r} (octal, e.g. 660)")
+        mode = int(params["mode"], 8)
+    return LocalPort(path, mode, params.get("user") or None, params.get("group") or None)
+
+
 def parse_forwarded_for(value: str) -> ForwardedForRule:
     """Parse an x_forwarded_for rule such as "truncate:0,append", "append" or ""."""
     return _forwarded_for(value.split(","))
@@ -324,12 +363,12 @@ def _load(mode: _Strict, config_path: str | None, *, port: str | None,
             mode.problem(ConfigProblem("", None, None, None, f"--port: {e}"))
             http_ports = ()
         https_ports: tuple[ListenAddress, ...] = ()
-        local_ports: tuple[str, ...] = ()
+        local_ports: tuple[LocalPort, ...] = ()
     else:  # Pushpin 1.36 adds no port_offset to client ports (checked on the 1.36.0 binary)
         problems = mode.count()
         http_ports = cfg.get_each("runner", "http_port", parse_listen)
         https_ports = cfg.get_each("runner", "https_ports", parse_listen)
-        local_ports = cfg.get_list("runner", "local_ports")
+        local_ports = cfg.get_each("runner", "local_ports", parse_local_port)
         # (a bad listen address was reported already: no second message for it)
         if not (http_ports or https_ports or local_ports) and mode.count() == problems:
             mode.problem(cfg.problem("runner", "http_port", "no server ports configured",
@@ -352,9 +391,12 @@ def _load(mode: _Strict, config_path: str | None, *, port: str | None,
         http_ports=http_ports,
         https_ports=https_ports,
         local_ports=local_ports,
+        certs_dir=os.path.join(config_dir, "runner", "certs"),
         log_level=config_log_level if log_level is None else log_level,
         client_buffer_size=cfg.get_int("runner", "client_buffer_size", 8192),
-        client_maxconn=cfg.get_int("runner", "client_maxconn", 50000),
+        client_maxconn=cfg.parse("runner", "client_maxconn", "",
+                                 lambda v: _positive_int(v) if v.strip() else 50000),
+        allow_compression=cfg.get_bool("runner", "allow_compression"),
         workers=workers if workers is not None else mode.workers(cfg, path),
         routesfile=os.path.normpath(os.path.join(config_dir, routesfile)) if routesfile else "",
         debug=cfg.get_bool("proxy", "debug"),

@@ -25,7 +25,7 @@ KNOWN: dict[str, frozenset[str]] = {
     }),
     "runner": frozenset({
         "services", "http_port", "https_ports", "local_ports", "rundir", "logdir", "log_level",
-        "client_buffer_size", "client_maxconn",
+        "client_buffer_size", "client_maxconn", "allow_compression",
         "workers",  # pushpin-tx extension: reactor processes sharing the client ports
         "condure_bin", "mongrel2_bin", "m2sh_bin", "zurl_bin",
     }),

@@ -19,8 +19,8 @@ from pushpin_tx.protocol import configkeys as _configkeys
 
 from pushpin_tx.protocol import config
 from pushpin_tx.protocol.config import (
-    NOT_IMPLEMENTED_KEYS, ConfigError, ForwardedForRule, ListenAddress, SigningKey,
-    load_settings, parse_forwarded_for, parse_listen, parse_signing_key,
+    NOT_IMPLEMENTED_KEYS, ConfigError, ForwardedForRule, ListenAddress, LocalPort, SigningKey,
+    load_settings, parse_forwarded_for, parse_listen, parse_local_port, parse_signing_key,
 )
 
 LIBDIR = config.LIBDIR
@@ -269,8 +269,6 @@ def test_include_absolute_path_and_substitution(tmp_path: Path) -> None:
     ("[proxy]\nroutesfile={libdir}/routes\n", "routesfile", os.path.join(LIBDIR, "routes")),
     ("[proxy]\nroutesfile=conf/routes\n", "routesfile", "{dir}/conf/routes"),
     ("[proxy]\nroutesfile=/abs/routes\n", "routesfile", "/abs/routes"),
-    ("[runner]\nlocal_ports={rundir}/{ipc_prefix}server\n", "local_ports",
-     ("{dir}/run/x-server",)),
     ("[handler]\npush_in_sub_specs=ipc://{rundir}/a,tcp://127.0.0.1:1\n", "push_in_sub_specs",
      ("ipc://{dir}/run/a", "tcp://127.0.0.1:1")),
     ("[proxy]\nsockjs_url=http://{ipc_prefix}/s.js\n", "sockjs_url", "http://x-/s.js"),
@@ -711,17 +709,15 @@ stats_spec=ipc://y
 def test_not_implemented_keys_constant() -> None:
     """The not-implemented list starts as the agreed set, editable in one place."""
     assert NOT_IMPLEMENTED_KEYS == {
-        ("runner", "https_ports"), ("runner", "local_ports"), ("runner", "client_maxconn"),
         ("proxy", "sockjs_url"), ("proxy", "orig_headers_need_mark"),
         ("proxy", "auto_cross_origin"), ("proxy", "max_open_requests")}
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("[runner]\nhttps_ports=443\n", ("[runner] https_ports",)),
-    ("[runner]\nhttps_ports=\n", ()),
-    ("[runner]\nlocal_ports=/tmp/s\n", ("[runner] local_ports",)),
-    ("[runner]\nclient_maxconn=100\n", ("[runner] client_maxconn",)),
-    ("[runner]\nclient_maxconn=50000\n", ()),
+    ("[runner]\nhttps_ports=443\n", ()),
+    ("[runner]\nlocal_ports=/tmp/s\n", ()),
+    ("[runner]\nclient_maxconn=100\n", ()),
+    ("[runner]\nallow_compression=true\n", ()),
     ("[proxy]\nsockjs_url=http://x/sockjs.js\n", ("[proxy] sockjs_url",)),
     ("[proxy]\nsockjs_url=http://cdn.jsdelivr.net/sockjs/0.3.4/sockjs.min.js\n", ()),
     ("[proxy]\norig_headers_need_mark=X-A\n", ("[proxy] orig_headers_need_mark",)),
@@ -742,8 +738,8 @@ def test_not_implemented_follows_the_constant(tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """Removing a key from NOT_IMPLEMENTED_KEYS stops it being reported."""
     monkeypatch.setattr(config, "NOT_IMPLEMENTED_KEYS",
-                        NOT_IMPLEMENTED_KEYS - {("runner", "https_ports")})
-    assert load(tmp_path, "[runner]\nhttps_ports=443\n").not_implemented == ()
+                        NOT_IMPLEMENTED_KEYS - {("proxy", "sockjs_url")})
+    assert load(tmp_path, "[proxy]\nsockjs_url=http://x/s.js\n").not_implemented == ()
 
 
 def test_not_implemented_counts_the_include(tmp_path: Path) -> None:
@@ -909,3 +905,51 @@ def test_check_settings_repeated_key_is_located_at_its_last_line(tmp_path: Path)
     path = write(tmp_path, MINIMAL + "[proxy]\ndebug=true\ndebug=nope\n")
     [problem] = config.check_settings(path).problems
     assert problem.line == 5
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("/run/pushpin/server", LocalPort("/run/pushpin/server")),
+    ("unix:/run/p%20s", LocalPort("/run/p s")),
+    ("unix:/run/s?mode=660&user=www-data&group=adm", LocalPort("/run/s", 0o660, "www-data", "adm")),
+    ("/run/s?mode=0600", LocalPort("/run/s", 0o600)),
+    ("run/relative?group=adm", LocalPort("run/relative", None, None, "adm")),
+])
+def test_local_port_forms(text: str, expected: LocalPort) -> None:
+    """local_ports takes a path or 1.37's unix:/path?mode=&user=&group= (mode in octal)."""
+    assert parse_local_port(text) == expected
+
+
+@pytest.mark.parametrize("text", ["unix:/s?mode=rw", "unix:/s?mode=689", "unix:?mode=600", "?mode=600"])
+def test_local_port_errors(text: str) -> None:
+    """A mode that is not octal, or no path, stops start-up naming the entry."""
+    with pytest.raises(ConfigError):
+        parse_local_port(text)
+
+
+def test_local_ports_substituted_and_parsed(tmp_path: Path) -> None:
+    """{rundir} and {ipc_prefix} are substituted in local_ports before the entry is read."""
+    settings = load(tmp_path, "[global]\nrundir=run\nipc_prefix=x-\n"
+                              "[runner]\nlocal_ports={rundir}/{ipc_prefix}server?mode=600\n")
+    assert settings.local_ports == (LocalPort(str(tmp_path / "run" / "x-server"), 0o600),)
+
+
+def test_certs_dir_is_next_to_the_config(tmp_path: Path) -> None:
+    """The https ports' certificates are looked for in <config dir>/runner/certs, as Pushpin does."""
+    assert load(tmp_path, "").certs_dir == str(tmp_path / "runner" / "certs")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("", (50000, False)),
+    ("[runner]\nclient_maxconn=\n", (50000, False)),
+    ("[runner]\nclient_maxconn=7\nallow_compression=true\n", (7, True)),
+])
+def test_maxconn_and_compression(tmp_path: Path, text: str, expected: tuple[int, bool]) -> None:
+    """client_maxconn defaults to 50000 (blank too); allow_compression to false."""
+    settings = load(tmp_path, text)
+    assert (settings.client_maxconn, settings.allow_compression) == expected
+
+
+def test_maxconn_must_be_positive(tmp_path: Path) -> None:
+    """client_maxconn=0 would never accept a client: it stops start-up instead."""
+    with pytest.raises(ConfigError, match="client_maxconn"):
+        load(tmp_path, "[runner]\nclient_maxconn=0\n")
