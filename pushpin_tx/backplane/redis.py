@@ -6,8 +6,9 @@ C{rediss://} for TLS): every instance configured with the same one serves as one
 How a publish travels. An instance's inputs (control API, ZeroMQ PULL/SUB, command socket,
 console) hand items to its intake; the id cache and the prev-id sequencer run there, once
 per publish, in the instance that accepted it. What the sequencer lets out comes here
-(L{RedisBackplane.publish}) instead of going to the router: the items of one channel in one
-reactor turn become one C{PUBLISH pushpin-tx/<db>/<channel>} of one envelope. Every instance
+(L{RedisBackplane.publish}) instead of going to the router: the first item of a reactor turn
+at once, the turn's other items at its end, each run of one channel as one
+C{PUBLISH pushpin-tx/<db>/<channel>} of one envelope. Every instance
 that holds the channel (ours included) gets it from Redis and delivers it to its
 subscribers (and, with workers, pipes it to them): we deliver on receipt, we do not deliver
 locally and skip our echo. Why: Redis executes PUBLISHes one at a time, so every instance
@@ -249,8 +250,15 @@ class RedisBackplane(service.Service):
             return
         turn = self._turn
         if turn is None:
-            turn = self._turn = []
+            # The first item of a reactor turn goes out now, before whatever the input
+            # writes in this turn (the control API's answer): Twisted sends both in the
+            # next poll, in the order they were written, so a publisher that waits for
+            # its answer and then publishes to another instance is not overtaken there.
+            # The rest of the turn's items follow at its end, a run of one channel per PUBLISH.
+            self._turn = []
             self._reactor.callLater(0, self._flush)
+            self._send_run([item])
+            return
         turn.append(item)
 
     def _flush(self) -> None:
@@ -263,18 +271,22 @@ class RedisBackplane(service.Service):
                 self._deliver(item)
             return
         start = 0
-        proto = self._proto
         for i in range(1, len(turn) + 1):  # one PUBLISH per run of one channel
             if i == len(turn) or turn[i].channel != turn[start].channel:
-                items = turn[start:i]
-                self._seq += 1
-                seq = self._seq
-                self._pending[seq] = _Pending(items)
-                d = proto.command(b"PUBLISH", self._prefix_b + items[0].channel.encode("utf-8"),
-                                  encode_envelope(self.instance, seq, items))
-                d.addCallbacks(self._published, self._publish_failed, callbackArgs=(seq,), errbackArgs=(seq,))
-                self.published += len(items)
+                self._send_run(turn[start:i])
                 start = i
+
+    def _send_run(self, items: "list[Item]") -> None:
+        """One PUBLISH of items of one channel; what becomes of it is settled by its echo or its reply."""
+        proto = self._proto
+        assert proto is not None
+        self._seq += 1
+        seq = self._seq
+        self._pending[seq] = _Pending(items)
+        d = proto.command(b"PUBLISH", self._prefix_b + items[0].channel.encode("utf-8"),
+                          encode_envelope(self.instance, seq, items))
+        d.addCallbacks(self._published, self._publish_failed, callbackArgs=(seq,), errbackArgs=(seq,))
+        self.published += len(items)
 
     def _published(self, _receivers: int, seq: int) -> None:
         self._pending.pop(seq, None)  # its echo came first if we hold the channel

@@ -23,6 +23,8 @@ from typing import Any, Callable
 from twisted.internet import defer, protocol
 from twisted.logger import Logger
 
+from pushpin_tx.net.writethrough import writer_for
+
 __all__ = ["Push", "RespError", "RespParser", "RespProtocol", "encode"]
 
 
@@ -149,18 +151,25 @@ class RespProtocol(protocol.Protocol):
         self._on_push = on_push
         self._on_lost = on_lost
         self.connected = False
+        self._write: Callable[[bytes], None] = self._not_connected
+
+    def _not_connected(self, data: bytes) -> None:
+        raise RuntimeError("RespProtocol: not connected")
 
     def connectionMade(self) -> None:
         self.connected = True
+        # Sent at once when nothing waits in the transport (pushpin_tx.net.writethrough):
+        # a PUBLISH is then on its way before the input that caused it answers its publisher.
+        self._write = writer_for(self.transport)
 
     def command(self, *args: bytes | str | int) -> defer.Deferred[Any]:
         d: defer.Deferred[Any] = defer.Deferred()
         self._waiting.append(d)
-        self.transport.write(encode(*args))  # type: ignore[union-attr]
+        self._write(encode(*args))
         return d
 
     def send_no_reply(self, *args: bytes | str | int) -> None:
-        self.transport.write(encode(*args))  # type: ignore[union-attr]
+        self._write(encode(*args))
 
     def dataReceived(self, data: bytes) -> None:
         try:

@@ -135,18 +135,22 @@ def test_handshake_authenticates_and_subscribes_only_held_channels(wired):
 
 
 def test_own_publish_is_delivered_on_its_echo_once(wired):
-    """A turn's items of one channel go out as one PUBLISH; they are delivered when the echo comes, not again on the reply."""
+    """A turn's first item goes out at once, the rest of the turn as one PUBLISH at its end; delivered on the echo, not again on the reply."""
     backplane, redis, interest, delivered, remote, clock = wired
     up(backplane, redis)
     backplane.publish(item("c", 1))
+    (first,) = redis.sent()
+    assert first[:2] == [b"PUBLISH", b"pushpin-tx/2/c"]
     backplane.publish(item("c", 2))
-    assert delivered == []
+    backplane.publish(item("c", 3))
+    assert redis.sent() == [] and delivered == []
     clock.advance(0)
-    (publish,) = redis.sent()
-    assert publish[:2] == [b"PUBLISH", b"pushpin-tx/2/c"]
-    assert [i.id for i in decode_envelope(publish[2])[2]] == ["1", "2"]
-    redis.reply(push(b"message", b"pushpin-tx/2/c", publish[2]) + b":3\r\n")
-    assert [i.id for i in delivered] == ["1", "2"] and remote == []
+    (rest,) = redis.sent()
+    assert [i.id for i in decode_envelope(first[2])[2]] == ["1"]
+    assert [i.id for i in decode_envelope(rest[2])[2]] == ["2", "3"]
+    redis.reply(push(b"message", b"pushpin-tx/2/c", first[2]) + b":3\r\n")
+    redis.reply(push(b"message", b"pushpin-tx/2/c", rest[2]) + b":3\r\n")
+    assert [i.id for i in delivered] == ["1", "2", "3"] and remote == []
     assert backplane.snapshot()["in_flight"] == 0
 
 
