@@ -7,6 +7,15 @@ connections keep the route they were given. This module does the same with a pol
 C{(mtime_ns, size, inode)} signature on an injected clock, so tests drive it with
 L{twisted.internet.task.Clock}. Parsing is L{pushpin_tx.protocol.routes}; this is the only I/O around it.
 The file is small and read synchronously, as Twisted services usually do for their config.
+
+Where we differ from Pushpin on purpose: Pushpin skips an invalid line with a warning, at start
+and on every reload, so a file with one typo can leave a running proxy with no routes at all
+(C{routes loaded with 0 entries}, then a 502 for every request). Here an invalid line (one that
+Pushpin's parser refuses: Pushpin's texts, C{routes:3: target invalid port}) stops start-up, with
+the file, line and reason (L{RoutesError}, raised in C{privilegedStartService}, before any port
+is bound); on a reload, the table in force stays and the error is logged. A duplicate condition
+is still only skipped with Pushpin's warning (the line is valid, an earlier one wins), and an
+unreadable file is Pushpin's warning as before.
 """
 
 from __future__ import annotations
@@ -21,11 +30,32 @@ from twisted.logger import Logger
 
 from pushpin_tx.protocol.routes import RouteTable, parse_override_routes, parse_routes
 
-__all__ = ["RELOAD_DELAY", "RoutesFileService"]
+__all__ = ["RELOAD_DELAY", "RoutesError", "RoutesFileService", "invalid_lines"]
 
 RELOAD_DELAY = 1.0  # seconds between noticing a change and re-reading (Pushpin's 1000 ms timer)
 
 _Signature = tuple[int, int, int]
+
+
+class RoutesError(Exception):
+    """
+    The routes have invalid lines; C{str()} names each with its file, line and Pushpin's
+    reason, on one line: C{"/etc/pushpin/routes:1: target invalid port"}.
+    """
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = tuple(problems)
+
+
+#: the one warning of L{parse_routes} that is no error: a valid line whose condition an
+#: earlier line already has (skipped, as Pushpin does)
+_DUPLICATE = " skipping duplicate condition"
+
+
+def invalid_lines(warnings: Sequence[str]) -> list[str]:
+    """The warnings of L{parse_routes} that are invalid lines (every one but a duplicate condition)."""
+    return [warning for warning in warnings if not warning.endswith(_DUPLICATE)]
 
 
 class RoutesFileService(Service):
@@ -68,12 +98,23 @@ class RoutesFileService(Service):
         """The table most recently handed to C{on_load} (None before the first load)."""
         return self._table
 
+    def privilegedStartService(self) -> None:
+        """
+        Load the routes before anything is bound, so that invalid lines stop start-up.
+
+        @raise RoutesError: a line is invalid (nothing is handed to C{on_load} then).
+        """
+        super().privilegedStartService()
+        self._first_load()
+
     def startService(self) -> None:
-        """Load now (never raising for a bad file), then start polling unless the routes are overridden."""
+        """Load now unless C{privilegedStartService} did, then start polling unless the routes are overridden.
+
+        @raise RoutesError: the first load found invalid lines.
+        """
+        if self._table is None:
+            self._first_load()
         super().startService()
-        if self._override is None and self._path:
-            self._signature = self._stat()
-        self.load()
         if self._override is None and self._path:
             loop = LoopingCall(self._poll)
             loop.clock = self._clock
@@ -81,6 +122,11 @@ class RoutesFileService(Service):
             loop.start(self._poll_interval, now=False).addErrback(
                 lambda f: self._log.failure("routes file polling stopped", f)
             )
+
+    def _first_load(self) -> None:
+        if self._override is None and self._path:
+            self._signature = self._stat()
+        self.load(first=True)
 
     def stopService(self) -> None:
         """Stop polling and drop any reload still waiting, leaving no delayed calls behind."""
@@ -90,12 +136,14 @@ class RoutesFileService(Service):
         self._loop = None
         self._cancel_pending()
 
-    def load(self) -> RouteTable:
+    def load(self, *, first: bool = False) -> RouteTable:
         """Parse now, log the warnings, hand the table to C{on_load} and return it.
 
-        An unreadable file is logged (Pushpin's C{unable to open routes file: PATH}, at warn as
-        Pushpin does) and the current table stays in force; before any table exists that is an
-        empty one.
+        Invalid lines (module docstring): on the first load (C{first}) L{RoutesError} is
+        raised; on a later one each is logged at error, the table in force stays and is
+        returned. An unreadable file is logged (Pushpin's C{unable to open routes file: PATH},
+        at warn as Pushpin does) and the current table stays in force; before any table exists
+        that is an empty one.
         """
         if self._override is not None:
             routes, warnings = parse_override_routes(self._override)
@@ -111,6 +159,16 @@ class RoutesFileService(Service):
                 assert self._table is not None
                 return self._table
             routes, warnings = parse_routes(data.decode("utf-8", errors="replace"), path)
+        invalid = invalid_lines(warnings)
+        if invalid and (first or self._table is None):
+            raise RoutesError(invalid)
+        if invalid:
+            assert self._table is not None
+            for problem in invalid:
+                self._log.error("{problem}", problem=problem)
+            self._log.error("routes not reloaded: the {count} entries loaded before stay in force",
+                            count=len(self._table))
+            return self._table
         for warning in warnings:
             self._log.warn("{warning}", warning=warning)
         table = RouteTable(routes)

@@ -8,15 +8,16 @@ It reads C{pushpin.conf} (and its include) and the routes file (or the C{--route
 way C{twistd pushpin} does, opens nothing, and prints:
 
   - every problem, each as C{FILE:LINE: [section] key: message}: the ones that stop start-up
-    (errors) and the routes lines the proxy would skip, with Pushpin's own warning texts;
+    (errors, invalid routes lines among them, with Pushpin's own texts) and the ones it
+    survives (warnings: a duplicate routes condition, an unreadable routes file, no routes);
   - the effective routes, in file order, each with its line, id, condition and targets;
   - the keys that are set but mean nothing to pushpin-tx (not applicable: they steer Pushpin's
     child processes), the ones it reads but does not honour yet (not implemented), and the
     ones nobody reads (unknown: probably typos).
 
 Exit status: 0 when it would start, 1 when it would not; with C{--strict}, warnings (skipped
-routes lines, an unreadable routes file, no routes, unknown or not-implemented keys) count as
-failures too. Usage errors exit 2 (argparse). C{twistd pushpin --check} runs the same check.
+duplicate routes lines, an unreadable routes file, no routes, unknown or not-implemented keys)
+count as failures too. Usage errors exit 2 (argparse). C{twistd pushpin --check} runs the same check.
 
 Synchronous and pure apart from reading the files: no reactor, no sockets.
 """
@@ -33,6 +34,7 @@ from typing import TextIO
 from pushpin_tx import __version__
 from pushpin_tx.ops.console import ConsoleConfigError, check_console_settings
 from pushpin_tx.ops.metrics import MetricsConfigError, check_metrics_settings
+from pushpin_tx.ops.routes_watch import invalid_lines
 from pushpin_tx.protocol.config import ConfigProblem, Settings, check_settings
 from pushpin_tx.protocol.routes import Route, Target, parse_override_routes, parse_routes
 
@@ -50,7 +52,7 @@ class CheckReport:
     settings: Settings | None
     #: problems that stop start-up
     errors: list[ConfigProblem] = field(default_factory=list)
-    #: problems start-up survives (routes lines skipped, routes file unreadable, no routes)
+    #: problems start-up survives (duplicate routes lines skipped, routes file unreadable, no routes)
     warnings: list[str] = field(default_factory=list)
     #: where the routes come from: a file's path, or "--route" for command-line lines
     routes_source: str = ""
@@ -133,10 +135,14 @@ def _service_problems(settings: Settings,
 
 
 def _check_routes(report: CheckReport, settings: Settings) -> None:
-    """Load the routes as L{pushpin_tx.ops.routes_watch} does; its warnings are report warnings."""
+    """
+    Load the routes as L{pushpin_tx.ops.routes_watch} does: an invalid line is an error (it
+    stops start-up), the other warnings (a duplicate condition) are report warnings.
+    """
     if settings.routes_override is not None:
-        report.routes_source = "--route"
+        report.routes_source = filename = "--route"
         routes, warnings = parse_override_routes(settings.routes_override)
+        filename = "<route>"
     else:
         path = settings.routesfile
         report.routes_source = path or "(none: [proxy] routesfile is empty)"
@@ -148,11 +154,24 @@ def _check_routes(report: CheckReport, settings: Settings) -> None:
                                    f" ({e.strerror or e}); the proxy would start with no routes")
             return
         routes, warnings = parse_routes(data.decode("utf-8", errors="replace"), path)
+        filename = path
     report.routes = routes
+    invalid = invalid_lines(warnings)
+    for problem in invalid:
+        report.errors.append(_routes_problem(filename, problem))
     # Pushpin's message for a bad quote or escape is empty: say what it means
-    report.warnings.extend(w + _EMPTY_MESSAGE if w.endswith(": ") else w for w in warnings)
+    report.warnings.extend(w + _EMPTY_MESSAGE if w.endswith(": ") else w for w in warnings if w not in invalid)
     if not routes:
         report.warnings.append("no routes loaded: no request would reach an origin")
+
+
+def _routes_problem(filename: str, warning: str) -> ConfigProblem:
+    """An invalid routes line (Pushpin's C{FILE:LINE: reason}) as a problem with its file and line."""
+    number, _, reason = warning[len(filename) + 1:].partition(": ")
+    if not reason:  # Pushpin's message for a bad quote or escape is empty
+        reason = _EMPTY_MESSAGE
+    return ConfigProblem(filename if filename != "<route>" else "", int(number) if number.isdigit() else None,
+                         None, None, reason if filename != "<route>" else f"--route: {reason}")
 
 
 def format_route(route: Route) -> str:

@@ -11,7 +11,7 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger, LogLevel, formatEvent
 
 from pushpin_tx.protocol.routes import RouteTable
-from pushpin_tx.ops.routes_watch import RoutesFileService
+from pushpin_tx.ops.routes_watch import RoutesError, RoutesFileService
 
 
 class Recorder:
@@ -62,20 +62,63 @@ def test_start_loads_synchronously(routes_file: Path) -> None:
     svc.stopService()
 
 
-def test_bad_lines_are_logged_with_line_numbers(tmp_path: Path) -> None:
-    """Each bad line is logged at warn with Pushpin's text; the good lines still load."""
+@pytest.mark.parametrize("start", ["privilegedStartService", "startService"])
+def test_invalid_lines_at_start_stop_start_up_naming_file_line_and_reason(tmp_path: Path, start: str) -> None:
+    """Invalid lines at start raise RoutesError with Pushpin's texts (file:line: reason); no table is handed over."""
     path = tmp_path / "routes"
-    _write(path, "* a:1\n\nbad\n* b:2\n*,path_beg=/x c:0\n*,path_beg=/{x} d:4\n", 1)
+    _write(path, "* a:1\n\nbad\n*,path_beg=/x c:0\n", 1)
     rec, clock = Recorder(), Clock()
     svc = _service(path, rec, clock)
+    with pytest.raises(RoutesError) as raised:
+        getattr(svc, start)()
+    assert str(raised.value) == f"{path}:3: must specify condition and at least one target; {path}:4: target invalid port"
+    assert rec.tables == [] and svc.table is None
+    assert clock.getDelayedCalls() == []  # nothing watched either
+    svc.stopService()
+
+
+def test_the_issues_file_with_no_valid_line_stops_start_up(tmp_path: Path) -> None:
+    """'* localhost:zz' alone (which Pushpin loads as 0 entries) stops start-up: file, line 1, Pushpin's reason."""
+    path = tmp_path / "routes"
+    _write(path, "* localhost:zz\n", 1)
+    svc = _service(path, Recorder(), Clock())
+    with pytest.raises(RoutesError, match=rf"\A{path}:1: target invalid port\Z"):
+        svc.privilegedStartService()
+
+
+def test_a_duplicate_condition_is_skipped_with_pushpins_warning(tmp_path: Path) -> None:
+    """A valid line whose condition an earlier line has is only skipped, with Pushpin's warning; the rest load."""
+    path = tmp_path / "routes"
+    _write(path, "* a:1\n\n* b:2\n*,path_beg=/{x} d:4\n", 1)
+    rec, clock = Recorder(), Clock()
+    svc = _service(path, rec, clock)
+    svc.privilegedStartService()
     svc.startService()
-    assert rec.messages(LogLevel.warn) == [
-        f"{path}:3: must specify condition and at least one target",
-        f"{path}:4 skipping duplicate condition",
-        f"{path}:5: target invalid port",
-    ]
+    assert rec.messages(LogLevel.warn) == [f"{path}:3 skipping duplicate condition"]
     assert rec.ports() == [1, 4]
     assert rec.messages(LogLevel.info) == ["routes loaded with 2 entries"]
+    assert len(rec.tables) == 1  # loaded once, before binding, not again at startService
+    svc.stopService()
+
+
+@pytest.mark.parametrize("how", ["file change", "reload"])
+def test_invalid_lines_on_a_reload_keep_the_table_in_force(routes_file: Path, how: str) -> None:
+    """A reload (file change or SIGHUP) that finds invalid lines logs each at error and keeps the routes in force."""
+    rec, clock = Recorder(), Clock()
+    svc = _service(routes_file, rec, clock)
+    svc.startService()
+    first = rec.tables[-1]
+    _write(routes_file, "* a:1\n* localhost:zz\n", 2_000_000_000)
+    if how == "reload":
+        assert svc.reload() is None
+    else:
+        clock.pump([1.0, 1.0, 1.0])
+    assert rec.tables == [first] and svc.table is first
+    assert rec.messages(LogLevel.error) == [f"{routes_file}:2: target invalid port",
+                                            "routes not reloaded: the 1 entries loaded before stay in force"]
+    _write(routes_file, "* b:2\n", 3_000_000_000)  # fixed: the next reload takes it
+    svc.reload()
+    assert rec.ports() == [2]
     svc.stopService()
 
 
@@ -212,12 +255,12 @@ def test_stop_leaves_no_delayed_calls(routes_file: Path, pending: bool) -> None:
 
 
 def test_override_lines_replace_the_file(routes_file: Path) -> None:
-    """--route lines are used instead of the file, warn as <route>:1, and nothing is watched."""
+    """--route lines are used instead of the file, and nothing is watched."""
     rec, clock = Recorder(), Clock()
-    svc = _service(routes_file, rec, clock, override=["* o:7", "lonely"])
+    svc = _service(routes_file, rec, clock, override=["* o:7", "* o:8"])
     svc.startService()
     assert rec.ports() == [7]
-    assert rec.messages(LogLevel.warn) == ["<route>:1: must specify condition and at least one target"]
+    assert rec.messages(LogLevel.warn) == []  # duplicates among --route lines are dropped silently
     assert rec.messages(LogLevel.info) == []
     assert clock.getDelayedCalls() == []
     _write(routes_file, "* b:2\n", 2_000_000_000)
@@ -227,6 +270,13 @@ def test_override_lines_replace_the_file(routes_file: Path) -> None:
     assert rec.ports() == [7]
     svc.stopService()
     assert clock.getDelayedCalls() == []
+
+
+def test_an_invalid_route_option_stops_start_up() -> None:
+    """An invalid --route line stops start-up as an invalid file line does, named <route>:1."""
+    svc = _service(None, Recorder(), Clock(), override=["* o:7", "lonely"])
+    with pytest.raises(RoutesError, match=r"\A<route>:1: must specify condition and at least one target\Z"):
+        svc.privilegedStartService()
 
 
 def test_load_returns_the_table(routes_file: Path) -> None:

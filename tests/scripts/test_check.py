@@ -128,24 +128,41 @@ def test_unreadable_config_fails_with_its_path(tmp_path: Path) -> None:
     assert "effective routes" not in out
 
 
-# (routes text, the warning the check must print)
-BROKEN_ROUTES = [
+# (routes text, the error the check must print: an invalid line stops start-up)
+INVALID_ROUTES = [
     ("* test\nlonely\n", "routes:2: must specify condition and at least one target"),
     ("* test\n*,proto=ftp test\n", "routes:2: proto must be set to 'http' or 'ws'"),
     ("* test\n*,ssl=maybe test\n", "routes:2: ssl must be set to 'yes' or 'no'"),
     ("* test\nexample.com localhost\n", "routes:2: target bad format"),
     ("* test\nexample.com localhost:0\n", "routes:2: target invalid port"),
+    ("* localhost:zz\n", "routes:1: target invalid port"),
     ("* test\n*,path_beg= test\n", "routes:2: path_beg cannot be empty"),
     ('* test\n* "unterminated\n', "routes:2: (a quote is not closed or an escape is not"),
+]
+
+# (routes text, the warning the check must print: start-up survives it)
+ROUTES_WARNINGS = [
     ("* test\n* 127.0.0.1:8000\n", "routes:2 skipping duplicate condition"),
     ("# nothing\n", "no routes loaded"),
 ]
 
 
-@pytest.mark.parametrize("routes, warning", BROKEN_ROUTES)
-def test_broken_routes_are_warnings_with_file_and_line(
+@pytest.mark.parametrize("routes, error", INVALID_ROUTES)
+def test_an_invalid_routes_line_is_an_error_with_file_and_line(tmp_path: Path, routes: str, error: str) -> None:
+    """An invalid routes line is printed with Pushpin's text, file and line, as an error: start-up would stop."""
+    path = write_config(tmp_path, GOOD, routes)
+    status, out = report_text(path)
+    assert status == 1
+    expected = error.replace("routes:", f"{tmp_path / 'routes'}:", 1)
+    errors = out.split("errors (start-up would stop):", 1)[1].split("effective routes", 1)[0]
+    assert any(line.strip().startswith(expected) for line in errors.splitlines()), out
+    assert "FAILED: twistd pushpin would not start (1 error)" in out
+
+
+@pytest.mark.parametrize("routes, warning", ROUTES_WARNINGS)
+def test_routes_warnings_have_file_and_line_and_start_up_survives_them(
         tmp_path: Path, routes: str, warning: str) -> None:
-    """A bad routes line is printed with Pushpin's text, file and line; start-up survives it."""
+    """A duplicate condition (skipped, as Pushpin does) or an empty table is a warning; it would start."""
     path = write_config(tmp_path, GOOD, routes)
     status, out = report_text(path)
     assert status == 0
@@ -180,12 +197,13 @@ def test_effective_routes_are_listed_with_line_id_condition_and_targets(tmp_path
 
 
 def test_route_lines_replace_the_routes_file(tmp_path: Path) -> None:
-    """With --route lines the file is not read and the lines' warnings say <route>:1."""
+    """With --route lines the file is not read, and an invalid one is an error of the command line."""
     path = write_config(tmp_path, GOOD, routes=None)
     report = check(path, routes=["* 127.0.0.1:9000", "broken"])
     assert report.routes_source == "--route"
     assert [r.targets[0].label() for r in report.routes] == ["127.0.0.1:9000"]
-    assert report.warnings == ["<route>:1: must specify condition and at least one target"]
+    assert [str(p) for p in report.errors] == ["command line: --route: must specify condition and at least one target"]
+    assert report.warnings == [] and not report.would_start
 
 
 def test_key_diagnostics_are_listed_with_their_lines(tmp_path: Path) -> None:
