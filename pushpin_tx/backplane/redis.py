@@ -29,6 +29,14 @@ with backoff (0.5 s doubling to 10 s), re-subscribes, and says so in its log, it
 it: a reliable stream (id/prev-id with a next link) sees the gap on its next item and
 recovers through its next link; a plain stream does not get those items.
 
+Order. Per channel, every instance delivers in Redis's order. A publisher that sends to one
+instance keeps its own order everywhere. One that publishes to instance A, waits for the
+answer, then publishes to instance B is not overtaken either: A's PUBLISH is on its way
+before A answers (the first item of a turn is written through at once), and Redis takes a
+connection's commands in order. Publishers that race each other get Redis's order; those
+that need their own order across unrelated paths number their items (prev-id), and the
+sequencer of the instance that takes the later one waits for the earlier one (below).
+
 Ids. An item sequenced elsewhere sets the channel's last id here too (C{deliver_remote},
 the service hands it to its sequencer), so that an item published here with that prev-id
 is not parked, and holds read the same last id on every instance.
