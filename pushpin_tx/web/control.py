@@ -38,6 +38,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 
 from pushpin_tx.protocol.items import PublishBodyError, parse_publish_body
+from pushpin_tx.protocol.qt.numbers import bytearray_to_int
 
 if TYPE_CHECKING:
     from pushpin_tx.core.intake import PublishIntake
@@ -49,9 +50,6 @@ __all__ = ["ControlRequest", "ControlResource", "ControlSite", "ControlProtocol"
 IDLE_TIMEOUT = 60 * 60 * 12
 
 _END_OF_HEADERS = re.compile(rb"\n\r?\n")
-#: Qt's QByteArray::toInt: optional blanks, a sign, decimal digits, optional blanks
-_INT = re.compile(rb"[ \t\n\v\f\r]*([+-]?[0-9]+)[ \t\n\v\f\r]*")
-_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 _NO_BODY_METHODS = (b"HEAD", b"GET", b"DELETE", b"OPTIONS")
 
 
@@ -126,11 +124,7 @@ def parse_head(data: bytes) -> ControlRequest | None:
 
 def parse_content_length(value: bytes) -> int | None:
     """A C{Content-Length} value as Qt's C{toInt} reads it (a signed 32-bit decimal), or C{None}."""
-    match = _INT.fullmatch(value.split(b"\0", 1)[0])
-    if match is None:
-        return None
-    n = int(match.group(1))
-    return n if _INT_MIN <= n <= _INT_MAX else None
+    return bytearray_to_int(value)
 
 
 class ControlProtocol(protocol.Protocol, TimeoutMixin):
