@@ -32,6 +32,7 @@ __all__ = [
     "KeepAlive",
     "Response",
     "NextLink",
+    "gone_link_of",
     "Instruct",
     "is_grip_instruct",
     "parse_instruct",
@@ -134,6 +135,8 @@ class Instruct:
     meta: dict[str, str]
     response: Response
     next_link: NextLink | None
+    #: C{Grip-Link: <uri>; rel=gone} (Pushpin 1.41), absolute: POSTed to when the session ends
+    gone_link: str | None = None
 
 
 def reason_phrase(code: int) -> bytes:
@@ -153,6 +156,22 @@ def is_grip_instruct(headers: Headers) -> bool:
         return True
     content_type = qp.first(headers, b"content-type")
     return content_type is not None and content_type.split(b";", 1)[0] == GRIP_INSTRUCT_TYPE
+
+
+def gone_link_of(headers: Headers, request_uri: str) -> str | None:
+    """
+    The absolute URI of a C{Grip-Link: <uri>; rel=gone} in an origin's headers (Pushpin 1.41:
+    the header form only), None when there is none or it is malformed (the instruct's parse
+    then refuses it).
+    """
+    found = None
+    for params in qp.all_as_params(headers, b"grip-link"):
+        if len(params) >= 2 and qp.param(params, b"rel") == b"gone":
+            try:
+                found = _link_of(params)
+            except InstructError:
+                return None
+    return _absolute_uri(request_uri, found) if found is not None else None
 
 
 def parse_grip_status(value: bytes) -> tuple[int, bytes]:
@@ -205,6 +224,7 @@ class _Draft:
     meta: dict[str, str] | None = None
     link: str | None = None
     link_timeout: int = DEFAULT_NEXT_LINK_TIMEOUT
+    gone: str | None = None
 
     def finish(self, request_uri: str, prefix: str) -> Instruct:
         """Apply defaults and clamps, check cross-field rules, build the frozen value."""
@@ -212,10 +232,10 @@ class _Draft:
         next_link = None
         if self.link is not None:
             next_link = NextLink(_absolute_uri(request_uri, self.link), self.link_timeout)
-        if self.hold == "stream" and next_link is None:
-            for name, prev_id, _ in self.channels or ():
-                if prev_id is not None:
-                    raise InstructError(f"channel '{name}' specifies prev-id, but no next link found")
+        # A stream hold whose channels carry prev-id but no next link parses: Pushpin 1.36
+        # rejects it only once the initial response has gone out (httpsession.cpp,
+        # prepareToSendQueueOrHold), so the client gets that response, complete, and no hold.
+        # The acceptor (web/accept.py) and a stream's recovery (core/hold.py) act on it.
         keep_alive = None
         if self.ka_timeout is not None and self.ka_data:
             # JSON-only keep-alive has no mode: Pushpin re-arms it after each send but never on
@@ -235,6 +255,7 @@ class _Draft:
             meta=dict(self.meta or {}),
             response=Response(self.code, self.reason or reason_phrase(self.code), headers, self.body),
             next_link=next_link,
+            gone_link=_absolute_uri(request_uri, self.gone) if self.gone is not None else None,
         )
 
 
@@ -293,9 +314,14 @@ def _parse_headers(draft: _Draft, headers: Headers) -> None:
         draft.code, draft.reason = parse_grip_status(status)
 
     for params in qp.all_as_params(headers, b"grip-link") if b"grip-link" in present else ():
-        # Pushpin 1.36 looks only at rel=next links; anything else is ignored unvalidated.
-        if len(params) >= 2 and qp.param(params, b"rel") == b"next":
-            _parse_next_link(draft, params)
+        # Pushpin 1.36 looks only at rel=next links, 1.41 also at rel=gone; anything else is
+        # ignored unvalidated.
+        if len(params) >= 2:
+            rel = qp.param(params, b"rel")
+            if rel == b"next":
+                _parse_next_link(draft, params)
+            elif rel == b"gone":
+                draft.gone = _link_of(params)
 
     expose = qp.all_values(headers, b"grip-expose-headers") if b"grip-expose-headers" in present else None
     if expose:
@@ -346,14 +372,18 @@ def _parse_keep_alive_header(draft: _Draft, value: bytes | None) -> None:
         raise InstructError(f"no such Grip-Keep-Alive format '{_text(fmt)}'")
 
 
-def _parse_next_link(draft: _Draft, params: list[qp.Param]) -> None:
+def _link_of(params: list[qp.Param]) -> str:
     raw = params[0][0]
     if len(raw) <= 2 or raw[:1] != b"<" or raw[-1:] != b">":
         raise InstructError("failed to parse Grip-Link value")
     link = from_utf8(raw[1:-1])
     if not _valid_link(link):
         raise InstructError("Grip-Link contains invalid link")
-    draft.link = link
+    return link
+
+
+def _parse_next_link(draft: _Draft, params: list[qp.Param]) -> None:
+    draft.link = _link_of(params)
     if qp.has_param(params, b"timeout"):
         timeout = bytearray_to_int(qp.param(params, b"timeout") or b"")
         if timeout is None:

@@ -19,13 +19,15 @@ __all__ = [
     "request_headers_to_origin",
     "response_headers_to_client",
     "forwarded_for",
+    "cors_headers",
+    "CORS_DEFAULT_METHODS",
 ]
 
 Headers = list[tuple[bytes, bytes]]
 
-#: What Pushpin 1.36 announces to origins in C{Grip-Feature}.
+#: What Pushpin announces to origins in C{Grip-Feature}: 1.36's list with 1.41's C{link:gone}.
 GRIP_FEATURE = (
-    b"status, session, link:next, filter:skip-self, filter:skip-users, filter:require-sub, "
+    b"status, session, link:next, link:gone, filter:skip-self, filter:skip-users, filter:require-sub, "
     b"filter:build-id, filter:var-subst"
 )
 
@@ -177,3 +179,65 @@ def request_headers_to_origin(
 def response_headers_to_client(origin_headers: Sequence[tuple[bytes, bytes]]) -> Headers:
     """An origin's response headers as relayed to the client (no GRIP involved)."""
     return [(k, v) for k, v in origin_headers if k.lower() not in _RESPONSE_HOP]
+
+
+# CORS (§11, [proxy] auto_cross_origin / route option aco) ------------------------------
+
+#: response headers a browser exposes anyway (Pushpin's isSimpleHeader), never listed in
+#: Access-Control-Expose-Headers
+_CORS_SIMPLE = frozenset(
+    {b"cache-control", b"content-language", b"content-length", b"content-type", b"expires", b"last-modified", b"pragma"}
+)
+
+#: what Pushpin allows when a request names no Access-Control-Request-Method
+CORS_DEFAULT_METHODS = b"OPTIONS, HEAD, GET, POST, PUT, DELETE"
+
+
+def _has(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bool:
+    return get_header(headers, name) is not None
+
+
+def cors_headers(request_headers: Sequence[tuple[bytes, bytes]], response_headers: Sequence[tuple[bytes, bytes]]) -> Headers:
+    """
+    C{response_headers} with Pushpin's cross-origin headers added, each only when the origin
+    did not set it (C{Cors::applyCorsHeaders}, 1.36 to 1.41): C{Access-Control-Allow-Methods}
+    (the request's C{Access-Control-Request-Method}, else every common method),
+    C{-Allow-Headers} (the request's C{Access-Control-Request-Headers}, joined, if any),
+    C{-Expose-Headers} (every response header but the simple ones, C{Access-Control-*} and
+    C{Grip-*}), C{-Allow-Credentials: true}, C{-Allow-Origin} (the request's C{Origin}, else
+    C{*}) and C{-Max-Age: 3600}. A preflight C{OPTIONS} goes to the origin like any request
+    and its answer gets these headers: Pushpin does not answer it itself.
+    """
+    out = list(response_headers)
+    if not _has(out, b"access-control-allow-methods"):
+        method = get_header(request_headers, b"access-control-request-method")
+        out.append((b"Access-Control-Allow-Methods", method if method else CORS_DEFAULT_METHODS))
+    if not _has(out, b"access-control-allow-headers"):
+        # getAll(name, split=true): every value, split at commas, trimmed, empty ones dropped
+        allow = [
+            part.strip()
+            for value in get_all(request_headers, b"access-control-request-headers")
+            for part in value.split(b",")
+            if part.strip()
+        ]
+        if allow:
+            out.append((b"Access-Control-Allow-Headers", b", ".join(allow)))
+    if not _has(out, b"access-control-expose-headers"):
+        expose: list[bytes] = []
+        seen: set[bytes] = set()
+        for name, _ in out:
+            lower = name.lower()
+            if lower in _CORS_SIMPLE or lower.startswith((b"access-control-", b"grip-")) or lower in seen:
+                continue
+            seen.add(lower)
+            expose.append(name)
+        if expose:
+            out.append((b"Access-Control-Expose-Headers", b", ".join(expose)))
+    if not _has(out, b"access-control-allow-credentials"):
+        out.append((b"Access-Control-Allow-Credentials", b"true"))
+    if not _has(out, b"access-control-allow-origin"):
+        origin = get_header(request_headers, b"origin")
+        out.append((b"Access-Control-Allow-Origin", origin if origin else b"*"))
+    if not _has(out, b"access-control-max-age"):
+        out.append((b"Access-Control-Max-Age", b"3600"))
+    return out

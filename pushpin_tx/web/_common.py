@@ -60,6 +60,7 @@ class RequestInfo:
         "body_size",
         "target_label",
         "resend",
+        "cross_origin",
     )
 
     conn_id: str
@@ -82,6 +83,8 @@ class RequestInfo:
     body_size: int
     target_label: str | None
     resend: Any
+    #: auto cross-origin (CORS, JSON-P) for this request (L{pushpin_tx.web.cors}), or None
+    cross_origin: Any
 
     def __init__(self, **kw: Any) -> None:
         for key, value in kw.items():
@@ -90,6 +93,8 @@ class RequestInfo:
         self.target_label = None
         #: re-sends the original request with extra headers (Grip-Last), for retries
         self.resend = None
+        if not hasattr(self, "cross_origin"):
+            self.cross_origin = None
 
 
 @implementer(IBodyProducer)

@@ -27,7 +27,9 @@ from twisted.web.iweb import IBodyProducer
 
 from pushpin_tx._compat import is_disconnected
 from pushpin_tx.protocol import headers as hdr
-from pushpin_tx.protocol.grip import is_grip_instruct
+from pushpin_tx.protocol.grip import gone_link_of, is_grip_instruct
+from pushpin_tx.core.loginfo import emit_info
+from pushpin_tx.web import cors
 from pushpin_tx.origin.client import AllTargetsFailed, OriginError, OriginResponse, buffered_response
 from pushpin_tx.protocol.testorigin import test_response
 from pushpin_tx.web._common import GRIP_BODY_LIMIT, BytesProducer, RequestInfo, access_line, error_response
@@ -110,6 +112,72 @@ class _Relay(Protocol):
         self._on_done(clean)
 
 
+class _JsonpRelay(Protocol):
+    """
+    Relays an origin answer wrapped for JSON-P. A body of announced length is collected and
+    sent whole, with C{Content-Length} (as Pushpin does when the body is in by the time the
+    answer starts); one of unknown length is streamed, chunked, as it comes, a trailing
+    newline held back in basic mode so the last one can be trimmed.
+    """
+
+    def __init__(self, request: "ClientRequest", co: "cors.CrossOrigin", response: OriginResponse, on_done: Callable[[bool], None]) -> None:
+        self._request = request
+        self._co = co
+        self._response = response
+        self._on_done = on_done
+        self._whole = response.length is not None
+        self._parts: list[bytes] = []
+        self._pending = b""
+
+    def connectionMade(self) -> None:
+        request = self._request
+        if is_disconnected(request):
+            self.transport.stopProducing()  # type: ignore[union-attr]
+            return
+        if not self._whole:
+            r = self._response
+            request.send_head(200, b"OK", [(b"Content-Type", b"application/javascript")], None)
+            request.write_body(cors.relay_start(self._co, r.code, r.reason, r.headers))
+        if not getattr(self.transport, "complete", False):
+            request.register_producer(self.transport)
+            request.notifyFinish().addErrback(lambda _: self.transport.stopProducing())  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._whole:
+            self._parts.append(data)
+            return
+        data = self._pending + data
+        self._pending = b""
+        if not self._co.extended:
+            for tail in (b"\r\n", b"\n"):
+                if data.endswith(tail):
+                    data, self._pending = data[: -len(tail)], tail
+                    break
+        if data:
+            self._request.write_body(cors.relay_chunk(self._co, data))
+
+    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:
+        request = self._request
+        if request.producer is not None and not is_disconnected(request):
+            request.unregisterProducer()
+        clean = bool(reason.check(ResponseDone, PotentialDataLoss))
+        if is_disconnected(request):
+            self._on_done(False)
+            return
+        if not clean:
+            request.close()
+        elif self._whole:
+            r = self._response
+            headers, body = cors.wrap_relay_whole(self._co, r.code, r.reason, r.headers, b"".join(self._parts))
+            request.send_head(200, b"OK", headers, len(body))
+            request.write_body(body)
+            request.finish()
+        else:
+            request.write_body(cors.relay_end(self._co))
+            request.finish()
+        self._on_done(clean)
+
+
 class ProxyResource(Resource):
     """Every client request enters here."""
 
@@ -153,8 +221,6 @@ class ProxyResource(Resource):
         # Route features not implemented yet are named, never ignored silently.
         for route in table.routes:
             missing = []
-            if route.aco:
-                missing.append("aco (auto cross-origin / JSON-P)")
             if route.sockjs:
                 missing.append("sockjs")
             if any(t.kind in ("zhttp", "zhttpreq") for t in route.targets):
@@ -195,9 +261,44 @@ class ProxyResource(Resource):
     def _answered(self, response: OriginResponse, request: "ClientRequest", info: RequestInfo) -> "Deferred[None] | None":
         info.target_label = response.target.label()
         if info.grip_enabled and is_grip_instruct(response.headers):
-            return Deferred.fromCoroutine(self._acceptor.accept(request, info, response))
+            held: Any = request
+            if info.cross_origin is not None:
+                held = cors.CrossOriginRequest(request, info.cross_origin)
+            d = Deferred.fromCoroutine(self._acceptor.accept(held, info, response))
+            gone = gone_link_of(response.headers, info.uri)
+            if gone is not None:
+                d.addCallback(self._watch_gone, request, info, gone)
+            return d
         self.relay(request, info, response)
         return None
+
+    def _watch_gone(self, result: None, request: "ClientRequest", info: RequestInfo, uri: str) -> None:
+        """
+        C{Grip-Link: <uri>; rel=gone} (Pushpin 1.41): once the session the instruct started
+        ends (answered, closed, or the client gone), POST to the link, through the route, as
+        a next link is fetched; its answer is read and dropped. Only a session that was held
+        counts: an instruct answered at once, or refused, leaves no session behind.
+        """
+        if request.finished or is_disconnected(request):
+            return  # answered at once (or refused, or the client left first): no session
+        request.notifyFinish().addBoth(lambda _: self._post_gone(info, uri))
+
+    def _post_gone(self, info: RequestInfo, uri: str) -> None:
+        route = info.route
+        assert route is not None
+        parts = urlsplit(uri)
+        path = (parts.path or "/") + ("?" + parts.query if parts.query else "")
+        headers_for = self.link_headers_for(info, parts.netloc)
+        d = self._origin.request(route.targets, b"POST", path.encode("latin-1"), headers_for, lambda: BytesProducer(b""))
+
+        def answered(response: OriginResponse) -> None:
+            response.deliver_body(Protocol())
+            emit_info(self._log, "{line}", line=f"POST {uri} -> {response.target.label()} code={response.code} (gone link)")
+
+        def failed(f: Failure) -> None:
+            self._log.info("gone link {uri} failed: {why}", uri=uri, why=f.getErrorMessage())
+
+        d.addCallbacks(answered, failed)
 
     def _origin_failed(self, f: Failure, request: "ClientRequest", info: RequestInfo) -> Failure | None:
         e = f.value
@@ -279,6 +380,7 @@ class ProxyResource(Resource):
         info.body_size = body_size
         info.target_label = None
         info.resend = None
+        info.cross_origin = None
         return info
 
     def _handle(self, request: "ClientRequest", info: RequestInfo) -> "Deferred[Any] | None":
@@ -291,6 +393,8 @@ class ProxyResource(Resource):
         the answer is under way (cancelled if the client goes first).
         """
         route = info.route
+        if (self._settings.auto_cross_origin or (route is not None and route.aco)) and not self._cross_origin(request, info):
+            return None
         if request.getHeader(b"pushpin-check") is not None:
             # Answered before routing, for any host (observed on 1.36.0).
             info.target_label = None
@@ -334,6 +438,33 @@ class ProxyResource(Resource):
         d.addCallbacks(self._answered, self._origin_failed, callbackArgs=(request, info), errbackArgs=(request, info))
         return d
 
+    def _cross_origin(self, request: "ClientRequest", info: RequestInfo) -> bool:
+        """
+        Auto cross-origin (L{cors}): note the client's headers for the CORS answer and, for a
+        JSON-P request, rewrite what goes to the origin. As Pushpin, before anything else is
+        answered; a bad JSON-P parameter is a C{400} (False: answered).
+        """
+        client_headers = list(_raw_headers(request))
+        co = cors.CrossOrigin(client_headers)
+        try:
+            jsonp = cors.jsonp_request(info.route, info.method, info.path, client_headers, info.host)
+        except cors.JsonpError as e:
+            info.target_label = None
+            message = str(e)
+            self._access(info, request, code=400, size=len(message) + 1)
+            error_response(request, 400, message)
+            return False
+        if jsonp is not None:
+            co.callback = jsonp.callback
+            co.extended = info.route is None or info.route.jsonp_mode == "extended"
+            co.forward = jsonp
+            info.uri = info.uri[: len(info.uri) - len(info.path.decode("latin-1"))] + jsonp.path.decode("latin-1")
+            info.method = jsonp.method
+            info.path = jsonp.path
+            info.body_size = len(jsonp.body)
+        info.cross_origin = co
+        return True
+
     def _forwarding(self, request: "ClientRequest", info: RequestInfo, route: "Route", path: bytes) -> tuple[Any, Any, Any, Any]:
         """
         Settle trust, GRIP and the kept body for a routed request going to C{path}; return
@@ -344,11 +475,15 @@ class ProxyResource(Resource):
         info.grip_enabled = not route.no_grip and not info.trusted
         content = request.content
         assert content is not None
-        if info.body_size <= GRIP_BODY_LIMIT:
+        co = info.cross_origin
+        jsonp = co.forward if co is not None else None
+        if jsonp is not None:
+            info.body = jsonp.body
+        elif info.body_size <= GRIP_BODY_LIMIT:
             info.body = content.read()
             content.seek(0)
         signer = None if (info.trusted or route.no_grip) else self._signer_for(route)
-        client_headers = list(_raw_headers(request))
+        client_headers = list(jsonp.headers if jsonp is not None else _raw_headers(request))
         xff = settings.x_forwarded_for_trusted if info.trusted else settings.x_forwarded_for
 
         def headers_for(target: "Target") -> hdr.Headers:
@@ -360,6 +495,10 @@ class ProxyResource(Resource):
             return self._origin_headers(info, client_headers, host, signer, xff.truncate, xff.append)
 
         def body() -> IBodyProducer | None:
+            if jsonp is not None:
+                if jsonp.body or jsonp.method not in (b"GET", b"HEAD", b"DELETE", b"OPTIONS"):
+                    return BytesProducer(jsonp.body)
+                return None
             if request.upload is not None:
                 if request.upload.started:
                     raise OriginError("the upload already went to another target")
@@ -445,8 +584,15 @@ class ProxyResource(Resource):
         info.resend = None  # the request is answered: see _handle
         self._counters.requests_proxied += 1
         request.setResponseCode(response.code, response.reason)
+        co = info.cross_origin
+        if co is not None and co.callback is not None:
+            self._relay_jsonp(request, info, response, co)
+            return
         raw = request.responseHeaders
-        for name, value in hdr.response_headers_to_client(response.headers):
+        relayed = hdr.response_headers_to_client(response.headers)
+        if co is not None:
+            relayed = hdr.cors_headers(co.request_headers, relayed)
+        for name, value in relayed:
             raw.addRawHeader(name, value)
         if response.code in _NO_BODY_CODES:
             pass  # no Content-Length on a 204 or 304 (RFC 9110 §8.6; Pushpin 1.36 sends none either)
@@ -463,6 +609,17 @@ class ProxyResource(Resource):
                 self._access(info, request, code=None, size=None, accept="error")
 
         response.deliver_body(_Relay(request, done))
+
+    def _relay_jsonp(self, request: "ClientRequest", info: RequestInfo, response: OriginResponse, co: "cors.CrossOrigin") -> None:
+        """A JSON-P request's plain answer, wrapped (L{cors}): always C{200 OK}."""
+
+        def done(clean: bool) -> None:
+            if clean:
+                self._access(info, request, code=200, size=request.sentLength)
+            else:
+                self._access(info, request, code=None, size=None, accept="error")
+
+        response.deliver_body(_JsonpRelay(request, co, response, done))
 
     def _is_trusted(self, request: "ClientRequest") -> bool:
         key = self._settings.upstream_key

@@ -22,6 +22,7 @@ from pushpin_tx.protocol.grip import (
     Instruct,
     KeepAlive,
     NextLink,
+    gone_link_of,
     is_grip_instruct,
     parse_grip_status,
     parse_instruct,
@@ -515,11 +516,33 @@ def test_grip_link_next(value: bytes, uri: str, timeout: int) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    [b"<bad>", b"bad; rel=gone", b"<x>; rel=prev", b"</x>; rel=Next", b"</x>; rel"],
+    [b"<bad>", b"bad; rel=prev", b"<x>; rel=prev", b"</x>; rel=Next", b"</x>; rel"],
 )
 def test_grip_link_without_rel_next_is_ignored(value: bytes) -> None:
-    """Links that are not rel=next are ignored without validation (observed: rel=gone with a bad link)."""
-    assert parse(plain((b"Grip-Link", value))).next_link is None
+    """Links that are neither rel=next nor rel=gone are ignored without validation (observed on 1.36)."""
+    i = parse(plain((b"Grip-Link", value)))
+    assert i.next_link is None and i.gone_link is None
+
+
+@pytest.mark.parametrize(
+    "value, uri",
+    [
+        (b"</gone>; rel=gone", "http://example.com/gone"),
+        (b"<http://other.example/g?x=1>; rel=gone", "http://other.example/g?x=1"),
+        (b"</next>; rel=next, </bye>; rel=gone", "http://example.com/bye"),
+    ],
+)
+def test_grip_link_gone(value: bytes, uri: str) -> None:
+    """Grip-Link rel=gone (Pushpin 1.41) is resolved against the request URI, beside any next link."""
+    i = parse(plain((b"Grip-Hold", b"response"), (b"Grip-Channel", b"c"), (b"Grip-Link", value)))
+    assert i.gone_link == uri
+    assert gone_link_of([(b"Grip-Link", value)], "http://example.com/path") == uri
+
+
+def test_grip_link_gone_malformed_is_refused() -> None:
+    """A malformed gone link is a parse error, as in 1.41 (1.36 ignored it); gone_link_of gives None."""
+    assert error_of(plain((b"Grip-Link", b"bad; rel=gone"))) == "failed to parse Grip-Link value"
+    assert gone_link_of([(b"Grip-Link", b"bad; rel=gone")], "http://example.com/") is None
 
 
 @pytest.mark.parametrize(
@@ -541,10 +564,12 @@ def test_grip_link_invalid(value: bytes, message: str) -> None:
     assert error_of(plain((b"Grip-Link", value))) == message
 
 
-def test_stream_hold_prev_id_needs_next_link() -> None:
-    """A stream hold whose channels carry prev-id but has no next link is an error (§5.4)."""
-    message = error_of(plain((b"Grip-Hold", b"stream"), (b"Grip-Channel", b"pn; prev-id=1")))
-    assert message == "channel 'pn' specifies prev-id, but no next link found"
+def test_stream_hold_prev_id_without_next_link_parses() -> None:
+    """A stream hold with prev-id but no next link parses; the acceptor answers it unheld (Pushpin checks it after the first response)."""
+    i = parse(plain((b"Grip-Hold", b"stream"), (b"Grip-Channel", b"pn; prev-id=1")))
+    assert i.hold == "stream"
+    assert i.channels == (Channel("pn", "1", ()),)
+    assert i.next_link is None
 
 
 def test_stream_hold_prev_id_with_next_link() -> None:

@@ -39,7 +39,7 @@ A = "127.0.0.1:8001"
 B = "127.0.0.1:8002"
 
 GRIP_FEATURE = (
-    b"status, session, link:next, filter:skip-self, filter:skip-users, filter:require-sub, "
+    b"status, session, link:next, link:gone, filter:skip-self, filter:skip-users, filter:require-sub, "
     b"filter:build-id, filter:var-subst"
 )
 PLAIN = (b"Content-Type", b"text/plain")
