@@ -218,7 +218,9 @@ def _fingerprint(key: keys.Key) -> str:
 
 def _listener(reactor: Any, description: str, factory: Any, label: str) -> tuple[service.Service, RecordingEndpoint]:
     # strports.service binds in privilegedStartService and raises there on failure, so a
-    # port in use stops start-up; the wrapper only records the port.
+    # port in use stops start-up; the wrapper only records the port (and logs it as
+    # "<label> listening on ..."; the factory's own "Starting factory <...>" would repeat it).
+    factory.noisy = False
     svc = strports.service(description, factory, reactor=reactor)
     recorder = RecordingEndpoint(svc.endpoint, label, description)
     svc.endpoint = recorder

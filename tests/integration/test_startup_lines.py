@@ -22,7 +22,7 @@ def messages(output: str) -> list[str]:
 @pytest_twisted.ensureDeferred
 async def test_a_two_process_start_and_stop_say_only_what_is_true_once(reactor, tmp_path):
     """Two workers: no 'one process' claim, each listener once as 'role listening on address', no Twisted port lines."""
-    proxy = await start_proxy(reactor, tmp_path, ["* test"], workers="2")
+    proxy = await start_proxy(reactor, tmp_path, ["* test"], workers="2", prometheus_port="127.0.0.1:0")
     try:
         await proxy.wait_for_log(r"worker 1 \(pid \d+\) serving")
     finally:
@@ -34,9 +34,12 @@ async def test_a_two_process_start_and_stop_say_only_what_is_true_once(reactor, 
            " [proxy] organization_name" in said
     # Twisted's "ClientSite starting on N" / "(TCP Port N Closed)": our listening lines say it
     assert not [m for m in said if re.search(r"starting on \d+|Port \d+ Closed", m)], said
-    listening = [m for m in said if " listening on " in m]
+    assert not [m for m in said if m.startswith(("Starting factory", "Stopping factory"))], said
+    listening = [re.sub(r":\d+$", ":N", m) for m in said if " listening on " in m]
     assert listening == [
-        f"control API listening on 127.0.0.1:{proxy.control_port}",
-        f"client listening on 127.0.0.1:{proxy.client_port}",
-        f"[worker 1] client listening on 127.0.0.1:{proxy.client_port}",
+        "control API listening on 127.0.0.1:N",
+        "client listening on 127.0.0.1:N",
+        "prometheus metrics listening on 127.0.0.1:N",
+        "[worker 1] client listening on 127.0.0.1:N",
     ], said
+    assert f"client listening on 127.0.0.1:{proxy.client_port}" in said

@@ -494,6 +494,28 @@ class _Collect(protocol.Protocol):
 
 
 @pytest_twisted.ensureDeferred
+async def test_start_and_stop_log_each_listener_once_by_its_role(reactor, key_files):
+    """Starting and stopping the SSH and telnet consoles logs 'console (ssh) listening on ...', no factory noise."""
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    passwd = key_files.dir / "passwd"
+    passwd.write_bytes(b"admin:" + bcrypt.hashpw(b"pw", bcrypt.gensalt(4)) + b"\n")
+    said: list[str] = []
+    observe = lambda event: said.append(formatEvent(event))  # noqa: E731
+    globalLogPublisher.addObserver(observe)
+    try:
+        console = build(key_files, passwd=str(passwd), telnet_endpoint="tcp:0:interface=127.0.0.1")
+        console.privilegedStartService()
+        console.startService()
+        await console.stopService()
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    # (the ports' own "ConchFactory starting on N" is ops.logs' to show at debug only)
+    assert [line for line in said if line.startswith(("Starting factory", "Stopping factory"))] == []
+    assert [line.split(" on ")[0] for line in said if " listening on " in line] == ["console (ssh) listening", "console (telnet) listening"]
+
+
+@pytest_twisted.ensureDeferred
 async def test_telnet_on_loopback_asks_for_a_login(reactor, key_files):
     """The development telnet console listens on loopback and asks for a user name before anything else."""
     passwd = key_files.dir / "passwd"
