@@ -60,7 +60,7 @@ import pickle
 import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from twisted.application import service
 from twisted.internet import protocol
@@ -96,6 +96,8 @@ class BackplaneAddress:
     tls: bool
     username: str | None
     password: str | None
+    #: C{rediss://...?ca=FILE}: the PEM certificate(s) to trust instead of the system's
+    ca_file: str | None = None
 
     def describe(self) -> str:
         """The URL with the password hidden: what logs, console and metrics show."""
@@ -124,6 +126,12 @@ def parse_backplane_url(url: str) -> BackplaneAddress:
         raise ValueError(f"backplane: database must be a number, not {path!r}") from None
     if db < 0:
         raise ValueError("backplane: database must not be negative")
+    query = dict(parse_qsl(parts.query))
+    unknown = set(query) - {"ca"}
+    if unknown:
+        raise ValueError(f"backplane: unknown option(s) {', '.join(sorted(unknown))} (rediss://...?ca=FILE)")
+    if "ca" in query and parts.scheme != "rediss":
+        raise ValueError("backplane: ca= is for rediss:// (TLS)")
     return BackplaneAddress(
         host=host,
         port=port,
@@ -131,6 +139,7 @@ def parse_backplane_url(url: str) -> BackplaneAddress:
         tls=parts.scheme == "rediss",
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password is not None else None,
+        ca_file=query.get("ca"),
     )
 
 
@@ -219,6 +228,7 @@ class RedisBackplane(service.Service):
         self.connects = 0  # times the connection came up
         self.subscribed = 0  # channels Redis confirms we are subscribed to
         self._local_only_at_loss = 0
+        self._refusal = ""
 
     # --- service -------------------------------------------------------------------------
 
@@ -374,16 +384,26 @@ class RedisBackplane(service.Service):
         address = self.address
         endpoint: IStreamClientEndpoint = HostnameEndpoint(self._reactor, address.host, address.port, timeout=10)
         if address.tls:
-            from twisted.internet.ssl import optionsForClientTLS
+            from twisted.internet.ssl import Certificate, optionsForClientTLS
 
-            endpoint = wrapClientTLS(optionsForClientTLS(address.host), endpoint)
+            trust = None
+            if address.ca_file:  # read at each connect: a renewed CA file is picked up
+                with open(address.ca_file, "rb") as f:
+                    trust = Certificate.loadPEM(f.read())
+            endpoint = wrapClientTLS(optionsForClientTLS(address.host, trustRoot=trust), endpoint)
         return endpoint
 
     def _connect(self) -> None:
         self._retry = None
         factory = protocol.Factory.forProtocol(lambda: RespProtocol(self._on_push, self._lost))
         factory.noisy = False
-        d = self._connecting = self._make_endpoint().connect(factory)
+        try:
+            endpoint = self._make_endpoint()
+        except Exception as e:  # an unreadable ca= file: loud, and retried like a refused connection
+            self.last_error = f"{e.__class__.__name__}: {e}"
+            self._schedule_retry(f"cannot set up TLS: {self.last_error}")
+            return
+        d = self._connecting = endpoint.connect(factory)
         d.addCallbacks(self._connected, self._connect_failed)
 
     def _connected(self, proto: RespProtocol) -> None:
@@ -392,6 +412,7 @@ class RedisBackplane(service.Service):
             proto.transport.loseConnection()  # type: ignore[union-attr]
             return
         self._proto = proto
+        self._refusal = ""
         address = self.address
         hello: list[bytes | str] = [b"HELLO", b"3"]
         if address.password is not None:
@@ -422,7 +443,7 @@ class RedisBackplane(service.Service):
         if not failure.check(RespError):
             return  # the connection ended first: _lost says so
         # the password is never part of the message: Redis answers WRONGPASS/NOAUTH texts
-        self.last_error = failure.getErrorMessage()
+        self.last_error = self._refusal = failure.getErrorMessage()
         self._log.error("backplane: redis at {where} refused the handshake: {why}",
                         where=self.address.describe(), why=self.last_error)
         if proto.transport is not None:
@@ -444,6 +465,8 @@ class RedisBackplane(service.Service):
         if not self.running:
             return
         why = reason.getErrorMessage() if hasattr(reason, "getErrorMessage") else str(reason)
+        if self._refusal:  # the handshake was refused: that is the reason, not the close after it
+            why = f"refused the handshake: {self._refusal}"
         self.last_error = why
         if was_ready:
             self._local_only_at_loss = self.local_only

@@ -110,13 +110,14 @@ def up(backplane, redis) -> list:
 
 
 def test_url_forms_and_the_password_never_shown():
-    """redis:// and rediss:// with user, password and db; describe() hides the password."""
+    """redis:// and rediss:// with user, password, db and ca=; describe() hides the password; bad URLs are refused."""
     a = parse_backplane_url("rediss://user:p%40ss@redis.example:6380/3")
     assert (a.host, a.port, a.db, a.tls, a.username, a.password) == ("redis.example", 6380, 3, True, "user", "p@ss")
     assert a.describe() == "rediss://user:***@redis.example:6380/3"
     b = parse_backplane_url("redis://10.0.0.1")
     assert (b.port, b.db, b.tls, b.password) == (6379, 0, False, None)
-    for bad in ("http://x", "redis://x/abc", "redis://x:99999"):
+    assert parse_backplane_url("rediss://h/0?ca=/etc/redis/ca.pem").ca_file == "/etc/redis/ca.pem"
+    for bad in ("http://x", "redis://x/abc", "redis://x:99999", "redis://x/0?ca=/a.pem", "rediss://x/0?verify=no"):
         with pytest.raises(ValueError) as e:
             parse_backplane_url(bad)
         assert "s3cret" not in str(e.value)
