@@ -446,7 +446,7 @@ def _load(mode: _Strict, config_path: str | None, *, port: str | None,
         prometheus_prefix=(cfg.get_str("handler", "prometheus_prefix", "")
                            or cfg.get_str("proxy", "prometheus_prefix", "")),
         delivery_queue_max=cfg.parse("handler", "delivery_queue_max", "1000", _positive_int),
-        delivery_overflow=cfg.parse("handler", "delivery_overflow", "drop", _overflow),
+        delivery_overflow=cfg.parse("handler", "delivery_overflow", "disconnect", _overflow),
         console_ssh_endpoint=cfg.get_str("console", "ssh_endpoint", "").strip() or None,
         console_authorized_keys=_config_path(config_dir, cfg.get_str("console", "authorized_keys", "")),
         console_passwd=_config_path(config_dir, cfg.get_str("console", "passwd", "")),

@@ -118,7 +118,7 @@ def rsa_key() -> rsa.RSAPrivateKey:
     ("prometheus_port", None),
     ("prometheus_prefix", ""),
     ("delivery_queue_max", 1000),
-    ("delivery_overflow", "drop"),
+    ("delivery_overflow", "disconnect"),
     ("routes_override", None),
     ("not_implemented", ()),
     ("unknown", ()),
@@ -177,7 +177,7 @@ def test_debian_stock_file_loads_with_our_internal_conf(tmp_path: Path) -> None:
     ("port_offset", 0),
     ("log_level", 2),
     ("delivery_queue_max", 1000),
-    ("delivery_overflow", "drop"),
+    ("delivery_overflow", "disconnect"),
 ])
 def test_code_defaults(tmp_path: Path, field: str, expected: object) -> None:
     """A key missing from the file takes Pushpin's code default, not the shipped file's."""
@@ -190,8 +190,8 @@ def test_code_defaults(tmp_path: Path, field: str, expected: object) -> None:
     ("[handler]\nmessage_rate=\n", "message_rate", -1),
     ("[handler]\nstats_format=json\n", "stats_format", "json"),
     ("[handler]\npush_in_http_port=-1\n", "push_in_http_port", -1),
-    ("[handler]\ndelivery_queue_max=5\ndelivery_overflow=disconnect\n", "delivery_overflow",
-     "disconnect"),
+    ("[handler]\ndelivery_queue_max=5\ndelivery_overflow=drop\n", "delivery_overflow",
+     "drop"),
     ("[handler]\npush_in_sub_specs=tcp://a:1, tcp://b:2\npush_in_sub_spec=tcp://c:3\n",
      "push_in_sub_specs", ("tcp://a:1", "tcp://b:2", "tcp://c:3")),
     ("[proxy]\nprometheus_port=9100\nprometheus_prefix=pp_\n", "prometheus_port", "9100"),
@@ -256,7 +256,7 @@ def test_include_absolute_path_and_substitution(tmp_path: Path) -> None:
     write(other, "[handler]\nmessage_wait=9\n", "x.conf")
     assert load(tmp_path, f"[global]\ninclude={other}/x.conf\n").message_wait == 9
     settings = load(tmp_path, "[global]\ninclude={libdir}/internal.conf\n")
-    assert settings.delivery_overflow == "drop"
+    assert settings.delivery_overflow == "disconnect"
 
 
 # ---- substitutions and paths ---------------------------------------------------------------
