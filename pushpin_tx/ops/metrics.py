@@ -42,6 +42,7 @@ from twisted.logger import Logger
 from twisted.web import server
 from twisted.web.resource import Resource
 
+from pushpin_tx._compat import is_disconnected
 from pushpin_tx.net.listening import RecordingEndpoint
 
 __all__ = [
@@ -324,7 +325,7 @@ class MetricsResource(Resource):
         d = self._refresh()
 
         def write(_: object) -> None:
-            if not request.finished and not getattr(request, "_disconnected", False):
+            if not request.finished and not is_disconnected(request):
                 body = render(self._registry)
                 request.setHeader(b"content-length", b"%d" % len(body))  # as a synchronous render sends it
                 request.write(body)

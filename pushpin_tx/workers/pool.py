@@ -35,6 +35,7 @@ from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
 
 import pushpin_tx
+from pushpin_tx._compat import buffered_bytes, knows_write_buffer
 from pushpin_tx.core.sequencing import LastIds
 
 __all__ = [
@@ -250,9 +251,9 @@ class _Worker(protocol.ProcessProtocol):
     def backlog(self) -> int:
         """Bytes written to this worker's pipe that it has not read yet (0 if unknown)."""
         pipe = getattr(self.transport, "pipes", {}).get(TO_WORKER_FD)
-        if pipe is None:
+        if pipe is None or not knows_write_buffer(pipe):
             return 0
-        return len(pipe.dataBuffer) - pipe.offset + pipe._tempDataLen
+        return buffered_bytes(pipe)
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         if childFD == FROM_WORKER_FD:

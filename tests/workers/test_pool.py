@@ -510,8 +510,8 @@ def test_a_worker_far_behind_on_its_pipe_is_killed_and_started_again():
     pool, reactor, _ = _pool(2)
     worker = pool.workers[1]
 
-    class Pipe:
-        dataBuffer, offset, _tempDataLen = b"", 0, MAX_BACKLOG + 1
+    class Pipe:  # the write-buffer fields of a Twisted FileDescriptor (_compat.buffered_bytes)
+        dataBuffer, offset, _tempDataBuffer, _tempDataLen = b"", 0, [b"x" * (MAX_BACKLOG + 1)], MAX_BACKLOG + 1
 
     worker.transport.pipes = {3: Pipe()}
     pool.forward(("item", "x"))
