@@ -151,7 +151,8 @@ def probe(push: Any, streams: list[fanout_load.Stream], ep: Any, by_fd: dict[int
     return time.monotonic() - t0
 
 
-def run(scenario: str, connections: int, messages: int, cpus: set[int], pace: float = 0.0) -> dict[str, Any]:
+def run(scenario: str, connections: int, messages: int, cpus: set[int], pace: float = 0.0,
+        log_level: int = 2) -> dict[str, Any]:
     """One scenario end to end; its figures."""
     import zmq
 
@@ -165,20 +166,20 @@ def run(scenario: str, connections: int, messages: int, cpus: set[int], pace: fl
     push.setsockopt(zmq.LINGER, 0)
     try:
         if scenario == "one":
-            instances.append(proxies.start_pushpin_tx(["* test"], cpus=cpus))
+            instances.append(proxies.start_pushpin_tx(["* test"], cpus=cpus, log_level=log_level))
             push.connect(instances[0].push_in_spec)
             per_instance = connections * INSTANCES
         elif scenario == "redis":
             side, port = start_redis(cpus)
             for _ in range(INSTANCES):
-                instances.append(proxies.start_pushpin_tx(["* test"], cpus=cpus,
+                instances.append(proxies.start_pushpin_tx(["* test"], cpus=cpus, log_level=log_level,
                                                           overrides={"backplane": f"redis://127.0.0.1:{port}/0"}))
             push.connect(instances[0].push_in_spec)
             per_instance = connections
         elif scenario == "zmq":
             side, pull, xpub = start_broker(cpus)
             for _ in range(INSTANCES):
-                instances.append(proxies.start_pushpin_tx(["* test"], cpus=cpus, overrides={
+                instances.append(proxies.start_pushpin_tx(["* test"], cpus=cpus, log_level=log_level, overrides={
                     "push_in_sub_specs": xpub, "push_in_sub_connect": "true"}))
             push.connect(pull)
             per_instance = connections
@@ -235,6 +236,7 @@ def run(scenario: str, connections: int, messages: int, cpus: set[int], pace: fl
             "scenario": scenario, "pace": pace, "streams": len(streams), "instances": len(instances), "messages": messages,
             "delivered": delivered, "seconds": elapsed, "sync_s": sync_s,
             "deliveries_per_s": delivered / elapsed if elapsed > 0 else 0.0,
+            "expected": len(streams) * messages,
             "p50": common.percentile(lat_s, 50) if lat_s else None,
             "p99": common.percentile(lat_s, 99) if lat_s else None,
             "cpu_instances_per_delivery": cpu_instances / delivered if delivered else None,
@@ -273,7 +275,10 @@ def main() -> int:
     parser.add_argument("--pace", type=float, default=0.0,
                         help="publish N messages per second, one at a time (default 0: the whole burst at once)")
     parser.add_argument("--unpinned", action="store_true", help="let the instances use every core")
-    parser.add_argument("--json", metavar="FILE")
+    parser.add_argument("--loglevel", type=int, default=2, help="the instances' log level")
+    parser.add_argument("--targets", default="pushpin-tx",
+                        help="accepted for run_all.py (only pushpin-tx runs here; the scenarios are --only)")
+    parser.add_argument("--json", metavar="FILE", help="also write {'results': {scenario: figures}} (run_all.py's shape)")
     args = parser.parse_args()
     common.exit_on_sigterm()
     common.raise_nofile(1 << 20)
@@ -283,7 +288,7 @@ def main() -> int:
     print()
     results = []
     for scenario in args.only.split(","):
-        results.append(run(scenario, args.connections, args.messages, cpus, args.pace))
+        results.append(run(scenario, args.connections, args.messages, cpus, args.pace, args.loglevel))
     rows = []
     for r in results:
         rows.append([LABELS[r["scenario"]], r["streams"], f"{r['deliveries_per_s']:,.0f}", common.fmt_us(r["p50"]),
@@ -294,8 +299,10 @@ def main() -> int:
     common.print_table(f"Scale-out: one publisher (ZMQ PUSH, {how}), {args.messages} messages, N={args.connections}",
                        ["scenario", "streams", "deliveries/s", "p50", "p99", "CPU/deliv instances",
                         "CPU/deliv redis|broker", "CPU/deliv total", "check"], rows)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+    if args.json:  # run_all.py's figure names: rate, cpu_per_delivery, p99, expected/delivered (lost)
+        out = {r["scenario"]: dict(r, rate=r["deliveries_per_s"], cpu_per_delivery=r["cpu_total_per_delivery"])
+               for r in results}
+        Path(args.json).write_text(json.dumps({"results": out}, indent=1))
     return 1 if any(r["problems"] for r in results) else 0
 
 
