@@ -30,6 +30,8 @@ __all__ = [
     "buffered_bytes",
     "LazyOptionsDump",
     "LazyPformat",
+    "cap_accepts",
+    "compresses",
     # twisted.web's own HTTP/1.1 client pieces, for the lean origin client (origin/http11.py),
     # which must fail and parse exactly as the Agent does
     "RequestGenerationFailed",
@@ -41,6 +43,28 @@ __all__ = [
     "decint",
     "istoken",
 ]
+
+
+# twisted.internet listening ports ------------------------------------------------------------
+
+
+def cap_accepts(port: Any, room: Any) -> None:
+    """
+    Make listening C{port} accept at most C{room()} connections per readiness event.
+
+    Twisted's C{tcp.Port.doRead} (which UNIX ports inherit) accepts up to C{numberAccepts}
+    connections in one go, a number it grows by 20 after a full burst; C{doRead} reads it
+    once, before the burst. So it is capped here before each call, by replacing the bound
+    method the reactor calls with one that caps first (never below 1: a port reads only
+    while there is room, see L{pushpin_tx.net.maxconn}).
+    """
+    accept_burst = port.doRead
+
+    def doRead() -> Any:
+        port.numberAccepts = max(1, min(port.numberAccepts, room()))
+        return accept_burst()
+
+    port.doRead = doRead
 
 
 # twisted.web server side ---------------------------------------------------------------------
@@ -134,6 +158,15 @@ def istoken(value: bytes) -> bool:
 
 
 # autobahn ------------------------------------------------------------------------------------
+
+
+def compresses(protocol: Any) -> bool:
+    """
+    Whether an open autobahn WebSocket negotiated a per-message compression extension:
+    autobahn keeps the accepted extension in C{_perMessageCompress} (None without one), set
+    when the opening handshake completes, and names no public accessor for it.
+    """
+    return protocol._perMessageCompress is not None
 
 
 class LazyPformat:

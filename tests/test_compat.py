@@ -35,6 +35,8 @@ from pushpin_tx._compat import (
     RequestGenerationFailed,
     _QuietFactory,
     buffered_bytes,
+    cap_accepts,
+    compresses,
     channel_paused,
     decint,
     is_disconnected,
@@ -43,6 +45,53 @@ from pushpin_tx._compat import (
     request_line,
     write_buffer_empty,
 )
+
+
+# twisted.internet listening ports ------------------------------------------------------------
+
+
+class _NoLoop:
+    """Just enough reactor for a real tcp.Port driven by hand: readers are noted, not polled."""
+
+    def __init__(self) -> None:
+        self.readers: set[Any] = set()
+
+    def addReader(self, reader: Any) -> None:
+        self.readers.add(reader)
+
+    def removeReader(self, reader: Any) -> None:
+        self.readers.discard(reader)
+
+    def callLater(self, *a: Any, **kw: Any) -> None:
+        pass
+
+
+def test_a_port_accepts_at_most_the_capped_number_per_read() -> None:
+    """tcp.Port.doRead accepts numberAccepts connections per call; cap_accepts bounds that by the room left."""
+    built: list[Any] = []
+
+    class Counting(Protocol):
+        def connectionMade(self) -> None:
+            built.append(self)
+
+    from twisted.internet.protocol import Factory
+
+    port = tcp.Port(0, Factory.forProtocol(Counting), interface="127.0.0.1", reactor=_NoLoop())  # type: ignore[arg-type]
+    port.startListening()
+    clients = [socket.create_connection(("127.0.0.1", port.getHost().port)) for _ in range(5)]
+    try:
+        assert port.numberAccepts > 2  # Twisted's own starting burst
+        cap_accepts(port, lambda: 2)
+        port.doRead()
+        assert len(built) == 2
+        port.doRead()
+        assert len(built) == 4
+    finally:
+        for client in clients:
+            client.close()
+        for proto in built:
+            proto.transport.socket.close()
+        port.socket.close()
 
 
 # twisted.web server side ---------------------------------------------------------------------
@@ -313,6 +362,28 @@ def test_lazy_options_dump_swaps_pformat_only_for_the_connection() -> None:
     assert seen == [LazyPformat, LazyPformat]
     assert autobahn_protocol.pformat is pformat
     assert issubclass(WebSocketServerProtocol, autobahn_protocol.WebSocketProtocol)
+
+
+def _handshake(extensions: bytes | None) -> WebSocketServerProtocol:
+    from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
+
+    factory = WebSocketServerFactory()
+    factory.protocol = WebSocketServerProtocol
+    factory.setProtocolOptions(perMessageCompressionAccept=lambda offers: next(
+        (PerMessageDeflateOfferAccept(o) for o in offers if isinstance(o, PerMessageDeflateOffer)), None))
+    protocol = factory.buildProtocol(None)
+    protocol.makeConnection(StringTransport())
+    protocol.dataReceived(
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        + (b"Sec-WebSocket-Extensions: " + extensions + b"\r\n" if extensions else b"") + b"\r\n")
+    return protocol
+
+
+def test_autobahn_keeps_the_accepted_compression_in_per_message_compress() -> None:
+    """After the handshake, autobahn's _perMessageCompress is set when deflate was accepted, None otherwise."""
+    assert compresses(_handshake(b"permessage-deflate; client_max_window_bits")) is True
+    assert compresses(_handshake(None)) is False
 
 
 # the rule itself -------------------------------------------------------------------------------

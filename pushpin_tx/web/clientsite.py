@@ -270,6 +270,21 @@ class ClientChannel(http.HTTPChannel):
     _host: Any = None
     _secure: bool = False
     _secure_of: Any = None
+    #: the process's client connection count this connection holds a place in (None: not counted)
+    _counted: Any = None
+
+    def connectionMade(self) -> None:
+        limit = getattr(self.site, "limit", None)  # the site is set by buildProtocol, before this
+        if limit is not None:
+            limit.opened()
+            self._counted = limit
+        super().connectionMade()
+
+    def hand_over_count(self) -> Any:
+        """The connection count this connection holds a place in, now the protocol's taking the
+        connection over (a WebSocket upgrade) to release when it ends; None when not counted."""
+        limit, self._counted = self._counted, None
+        return limit
 
     def isSecure(self) -> bool:
         """twisted.web's answer (is the transport TLS?), worked out once per transport: the
@@ -345,6 +360,9 @@ class ClientChannel(http.HTTPChannel):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._send = None
+        limit, self._counted = self._counted, None
+        if limit is not None:
+            limit.closed()
         super().connectionLost(reason)
 
 
@@ -385,11 +403,16 @@ class ClientSite(server.Site):
     # speaks HTTP/1.x only (§13), and the hold code writes HTTP/1.1 framing itself.
     protocol = ClientChannel  # type: ignore[assignment]  # (typed for twisted.web's own HTTP/2-negotiating wrapper)
 
-    def __init__(self, resource: Any, *, header_limit: int = 8192, **kw: Any) -> None:
+    def __init__(self, resource: Any, *, header_limit: int = 8192, limit: Any = None, **kw: Any) -> None:
+        """
+        @param limit: the process's L{pushpin_tx.net.maxconn.ConnectionLimit} (C{client_maxconn}),
+            which every connection of this site counts in until it ends.
+        """
         # A proxy passes bodies on untouched: twisted.web must not parse form posts into
         # request.args (it would also answer a malformed multipart body 400 itself).
         super().__init__(resource, parsePOSTFormSubmission=False, **kw)
         self._header_limit = header_limit
+        self.limit = limit
         self.noisy = False
         #: reactor turns, for coalescing several writes to one connection in one turn
         self.turns = TurnCounter(self.reactor)

@@ -11,15 +11,17 @@ autobahn server protocol, whose handshake answer carries the origin's extra head
 
 from __future__ import annotations
 
+import functools
 from types import FunctionType
 from typing import TYPE_CHECKING, Any, Callable, cast
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.util import hltype, hlval
+from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
 
-from pushpin_tx._compat import LazyOptionsDump, is_disconnected
+from pushpin_tx._compat import LazyOptionsDump, compresses, is_disconnected
 from pushpin_tx.net.writethrough import TurnCounter, writer_for
 from pushpin_tx.core.ws_session import OPCODE_BINARY, OPCODE_PING, OPCODE_PONG, OPCODE_TEXT
 
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
     from pushpin_tx.core.delivery import DeliveryQueue
     from pushpin_tx.core.ws_session import WsSession
 
-__all__ = ["ClientWebSocket", "make_client_factory", "upgrade"]
+__all__ = ["ClientWebSocket", "make_client_factory", "upgrade", "split_frames", "accept_deflate"]
 
 
 class ClientWebSocket(LazyOptionsDump, WebSocketServerProtocol):  # type: ignore[misc]  # (autobahn's bases disagree on peer's type)
@@ -49,6 +51,10 @@ class ClientWebSocket(LazyOptionsDump, WebSocketServerProtocol):  # type: ignore
         self._bridge: "WsSession | None" = None
         self._accept: tuple[str | None, dict[str, Any]] = (None, {})
         self._fast_write: Callable[[bytes], None] | None = None
+        #: the client connection count this connection holds a place in (from its HTTP channel)
+        self._counted: Any = None
+        #: permessage-deflate was negotiated (set when the handshake completes)
+        self._deflate = False
 
     # autobahn callbacks --------------------------------------------------------------------
 
@@ -59,7 +65,8 @@ class ClientWebSocket(LazyOptionsDump, WebSocketServerProtocol):  # type: ignore
         return protocol, headers
 
     def onOpen(self) -> None:
-        pass
+        # the handshake is complete: whether deflate was negotiated is known (and fixed) now
+        self._deflate = compresses(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if self._bridge is not None:
@@ -86,14 +93,36 @@ class ClientWebSocket(LazyOptionsDump, WebSocketServerProtocol):  # type: ignore
                 remote_reason = (self.remoteCloseReason or "").encode("utf-8")
                 bridge.client_closed(remote_code, remote_reason, True)
 
+    def connectionLost(self, reason: Any) -> None:
+        counted, self._counted = self._counted, None
+        if counted is not None:
+            counted.closed()
+        super().connectionLost(reason)
+
     # ClientLink ------------------------------------------------------------------------------
 
     def write_frame(self, frame: bytes) -> None:
         if self.state == WebSocketServerProtocol.STATE_OPEN:
+            if self._deflate:
+                self._write_compressed(frame)
+                return
             write = self._fast_write
             if write is None:
                 write = self._fast_write = writer_for(self.transport, self.factory.turns)
             write(frame)
+
+    def _write_compressed(self, frames: bytes) -> None:
+        """
+        Published frames are framed once for every connection, uncompressed; a connection
+        that negotiated permessage-deflate has its own compression context, so their
+        messages are sent again through autobahn, which compresses them. Control frames
+        (ping, pong) are never compressed and go as they are.
+        """
+        for opcode, payload, raw in split_frames(frames):
+            if opcode in (OPCODE_TEXT, OPCODE_BINARY):
+                self.sendMessage(payload, isBinary=opcode == OPCODE_BINARY)
+            else:
+                super().sendData(raw)
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         """
@@ -144,6 +173,44 @@ class ClientWebSocket(LazyOptionsDump, WebSocketServerProtocol):  # type: ignore
             self.registerProducer(producer, True)
 
 
+def split_frames(data: bytes) -> list[tuple[int, bytes, bytes]]:
+    """
+    (opcode, payload, frame bytes) of each frame in C{data}: final, unmasked server frames
+    as L{pushpin_tx.core.router.ws_frame} makes them, one or several written together.
+    """
+    frames = []
+    at = 0
+    end = len(data)
+    while at < end:
+        opcode = data[at] & 0x0F
+        size = data[at + 1] & 0x7F
+        head = 2
+        if size == 126:
+            size = int.from_bytes(data[at + 2:at + 4], "big")
+            head = 4
+        elif size == 127:
+            size = int.from_bytes(data[at + 2:at + 10], "big")
+            head = 10
+        stop = at + head + size
+        frames.append((opcode, data[at + head:stop], data[at:stop]))
+        at = stop
+    return frames
+
+
+def accept_deflate(offers: list[Any], max_message_size: int | None = None) -> Any:
+    """
+    autobahn's C{perMessageCompressionAccept} with C{allow_compression}: the first
+    permessage-deflate offer, on the client's terms, as connmgr answers
+    (C{PerMessageDeflateConfig::create_response}); an offer asking the server for a window
+    smaller than 15 bits is declined, which connmgr does not support either.
+    """
+    for offer in offers:
+        if isinstance(offer, PerMessageDeflateOffer) and offer.request_max_window_bits in (0, 15):
+            # (the size cap bounds what a client's compressed message may inflate to)
+            return PerMessageDeflateOfferAccept(offer, max_message_size=max_message_size)
+    return None
+
+
 def _sendable(code: int) -> bool:
     """Close codes an endpoint may put in a close frame (not 1004-1006, 1015 or unassigned 1xxx)."""
     return code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014) or 3000 <= code <= 4999
@@ -155,17 +222,23 @@ class ClientFactory(WebSocketServerFactory):
     turns: TurnCounter
 
 
-def make_client_factory(reactor: Any, *, max_message_size: int = 1000000) -> ClientFactory:
-    """The factory every client WebSocket comes from (one per process)."""
+def make_client_factory(reactor: Any, *, max_message_size: int = 1000000, allow_compression: bool = False) -> ClientFactory:
+    """
+    The factory every client WebSocket comes from (one per process).
+
+    @param allow_compression: C{[runner] allow_compression}: negotiate permessage-deflate
+        when a client offers it (off: never, as Pushpin's default).
+    """
     factory = ClientFactory(reactor=reactor)
     factory.protocol = ClientWebSocket
     factory.noisy = False
     factory.setProtocolOptions(
         maxMessagePayloadSize=max_message_size,
         maxFramePayloadSize=max_message_size,
-        # the origin or publisher decides what the client gets; autobahn must not add its
-        # own compression, so a frame framed once can be written to every connection
-        perMessageCompressionAccept=lambda offers: None,
+        # without allow_compression no extension is accepted, and a frame framed once is
+        # written to every connection as it is
+        perMessageCompressionAccept=(functools.partial(accept_deflate, max_message_size=max_message_size)
+                                     if allow_compression else lambda offers: None),
         # on a protocol error or an oversized message, tell the client why (a close frame
         # with 1002 / 1009) instead of autobahn's default of dropping the TCP connection
         failByDrop=False,
@@ -207,6 +280,8 @@ def upgrade(
     protocol = cast(ClientWebSocket, factory.buildProtocol(channel.transport.getPeer()))
     protocol._bridge = session
     protocol._accept = (subprotocol, headers)
+    hand_over = getattr(channel, "hand_over_count", None)
+    protocol._counted = hand_over() if hand_over is not None else None
     transport, channel.transport = channel.transport, None
     # twisted.web's channel registered itself as the transport's producer; the WebSocket's
     # delivery queue takes that place.

@@ -134,3 +134,31 @@ def test_the_local_address_of_an_accepted_connection_matches_getsockname(interfa
         client.close()
         port.socket.close()
     assert _listening_address(StringTransport()) is None
+
+
+class _Count:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def opened(self) -> None:
+        self.count += 1
+
+    def closed(self) -> None:
+        self.count -= 1
+
+
+def test_each_connection_holds_a_place_in_the_connection_count_until_it_ends() -> None:
+    """client_maxconn: a client connection counts from accept to close, once, whatever it sent."""
+    from twisted.internet.error import ConnectionDone
+    from twisted.python.failure import Failure
+
+    count = _Count()
+    site = ClientSite(Held(lambda r: None), reactor=MemoryReactorClock(), limit=count)
+    channels = [site.buildProtocol(None) for _ in range(2)]
+    for channel in channels:
+        channel.makeConnection(StringTransport())
+    channels[0].dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert count.count == 2
+    for channel in channels:
+        channel.connectionLost(Failure(ConnectionDone()))
+    assert count.count == 0

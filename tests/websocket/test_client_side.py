@@ -96,3 +96,88 @@ def test_upgrade_hands_the_connection_to_autobahn_and_reads_it_again():
     head = transport.value().split(b"\r\n\r\n", 1)[0]
     assert head.startswith(b"HTTP/1.1 101") and b"X-Origin: yes" in head
     assert channel.transport is None
+
+
+def _deflate_handshake(extensions: bytes, **options: object) -> tuple[object, StringTransport]:
+    factory = make_client_factory(MemoryReactorClock(), **options)  # type: ignore[arg-type]
+    protocol = factory.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(
+        b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Extensions: " + extensions + b"\r\n\r\n"
+    )
+    return protocol, transport
+
+
+def test_allow_compression_negotiates_deflate_and_compresses_published_frames():
+    """With allow_compression, deflate is accepted and a frame framed once for all leaves compressed (RSV1), pings as they are."""
+    import zlib
+
+    from pushpin_tx.core.router import ws_frame
+
+    protocol, transport = _deflate_handshake(b"permessage-deflate; client_max_window_bits", allow_compression=True)
+    head, _ = transport.value().split(b"\r\n\r\n", 1)
+    assert b"sec-websocket-extensions: permessage-deflate" in head.lower()
+    transport.clear()
+    message = b"hello hello hello hello hello"
+    protocol.write_frame(ws_frame(0x1, message) + ws_frame(0x9, b"p"))  # type: ignore[attr-defined]
+    wire = transport.value()
+    assert wire[0] == 0xC1  # FIN + RSV1 (compressed) + text
+    size = wire[1]
+    assert size < len(message)
+    inflated = zlib.decompressobj(-15).decompress(wire[2:2 + size] + b"\x00\x00\xff\xff")
+    assert inflated == message
+    assert wire[2 + size:] == ws_frame(0x9, b"p")
+
+
+def test_a_smaller_server_window_is_declined_as_connmgr_does():
+    """An offer asking for server_max_window_bits below 15 gets no extension (connmgr supports only 15)."""
+    _, transport = _deflate_handshake(b"permessage-deflate; server_max_window_bits=10", allow_compression=True)
+    head = transport.value().split(b"\r\n\r\n", 1)[0]
+    assert head.startswith(b"HTTP/1.1 101") and b"sec-websocket-extensions" not in head.lower()
+
+
+def test_split_frames_reads_every_length_form():
+    """Frames written together are split back into (opcode, payload), for 7-bit, 16-bit and 64-bit lengths."""
+    from pushpin_tx.core.router import ws_frame
+    from pushpin_tx.websocket.client_side import split_frames
+
+    data = ws_frame(0x1, b"a") + ws_frame(0x2, b"b" * 300) + ws_frame(0x1, b"c" * 70000)
+    assert [(op, len(p)) for op, p, _ in split_frames(data)] == [(1, 1), (2, 300), (1, 70000)]
+    assert b"".join(raw for _, _, raw in split_frames(data)) == data
+
+
+class _Count:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def opened(self) -> None:
+        self.count += 1
+
+    def closed(self) -> None:
+        self.count -= 1
+
+
+def test_an_upgraded_connection_keeps_its_place_in_the_connection_count():
+    """client_maxconn counts a WebSocket as the HTTP connection it came from, released once when it closes."""
+    from twisted.python.failure import Failure
+    from twisted.internet.error import ConnectionDone
+
+    reactor = MemoryReactorClock()
+    held = _Held()
+    count = _Count()
+    site = ClientSite(held, reactor=reactor, limit=count)
+    channel = site.buildProtocol(None)
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    assert count.count == 1
+    channel.dataReceived(
+        b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    protocol = upgrade(held.requests[0], make_client_factory(reactor), None, subprotocol=None, headers={})  # type: ignore[arg-type]
+    assert protocol is not None and count.count == 1
+    protocol.connectionLost(Failure(ConnectionDone()))
+    assert count.count == 0
