@@ -58,7 +58,9 @@ def cap_accepts(port: Any, room: Any) -> None:
     method the reactor calls with one that caps first (never below 1: a port reads only
     while there is room, see L{pushpin_tx.net.maxconn}).
     """
-    accept_burst = port.doRead
+    accept_burst = getattr(port, "doRead", None)
+    if accept_burst is None or not hasattr(port, "numberAccepts"):
+        return  # not one of Twisted's listening ports: nothing to cap
 
     def doRead() -> Any:
         port.numberAccepts = max(1, min(port.numberAccepts, room()))

@@ -55,7 +55,7 @@ class ConnectionLimit:
         """Apply the limit to listening port C{port} (a Twisted TCP or UNIX port)."""
         self._ports.append(port)
         cap_accepts(port, self.room)
-        if self._paused:
+        if self._paused and hasattr(port, "stopReading"):
             port.stopReading()
 
     def room(self) -> int:
@@ -72,7 +72,7 @@ class ConnectionLimit:
                 self._log.info("client_maxconn reached ({n} connections in this process): new clients wait"
                                " until one closes", n=self.count)
             for port in self._ports:
-                if getattr(port, "connected", False):
+                if getattr(port, "connected", False) and hasattr(port, "stopReading"):
                     port.stopReading()
 
     def closed(self) -> None:
@@ -81,5 +81,5 @@ class ConnectionLimit:
         if self._paused and self.count < self.limit:
             self._paused = False
             for port in self._ports:
-                if getattr(port, "connected", False):
+                if getattr(port, "connected", False) and not getattr(port, "disconnecting", False) and hasattr(port, "startReading"):
                     port.startReading()
