@@ -42,6 +42,7 @@ from twisted.web.iweb import IAgent
 
 from pushpin_tx._compat import QuietConnectionPool
 from pushpin_tx.core.hold import HoldContext
+from pushpin_tx.backplane.redis import RedisBackplane, parse_backplane_url
 from pushpin_tx.core.intake import PublishIntake
 from pushpin_tx.core.router import ChannelRouter
 from pushpin_tx.core.sequencing import ChannelLinger, IdCache, LastIds, Sequencer
@@ -237,6 +238,8 @@ class PushpinService(service.MultiService):
         self.sequencer: Sequencer | None = None
         self.control_listener: Listener | None = None
         self.zmq: ZmqInputService | None = None
+        #: the Redis backplane (main process, when C{[handler] backplane} is set)
+        self.backplane: RedisBackplane | None = None
         self.metrics: Any = None
         self.console: Any = None
         self.intake = PublishIntake(self.router, self.counters, stats=self.stats, clock=reactor)
@@ -314,10 +317,22 @@ class PushpinService(service.MultiService):
                 pool.forward(("item", item))
                 local_deliver(item)
 
+        # With a backplane, what the sequencer lets out goes to Redis, and what Redis sends
+        # (our own included) is delivered here: one order for every instance
+        # (pushpin_tx.backplane.redis). An item sequenced by another instance also sets
+        # the channel's last id here, and releases what was parked waiting for it.
+        sequenced: Callable[[Any], None] = deliver
+        if settings.backplane:
+            self.backplane = RedisBackplane(
+                parse_backplane_url(settings.backplane), reactor, interest, deliver,
+                deliver_remote=lambda item: self.sequencer.sequenced_elsewhere(item, deliver),  # type: ignore[union-attr]
+            )
+            sequenced = self.backplane.publish
+
         self.sequencer = Sequencer(
             reactor,
             self.last_ids,
-            deliver,
+            sequenced,
             wait=settings.message_wait / 1000.0,
             on_drop=lambda item, reason: self.drops(f"channel {item.channel}", item.channel, f"{reason} (id {item.id})"),
             has_listeners=(lambda channel: self.router.subscriber_count(channel) > 0) if count == 1 else interest.has,
@@ -392,11 +407,12 @@ class PushpinService(service.MultiService):
     def _start_order(self) -> list[Any]:
         """
         The children in the order they start: the routes table first (a client is never
-        routed without one), then the publish inputs and the control API, then the client
+        routed without one), then the backplane (it connects in the background), the
+        publish inputs and the control API, then the client
         listeners, then the workers (they bind the client ports the main process bound),
         then the operator endpoints. Stop goes the other way round, clients first.
         """
-        parts: list[Any] = [self.routes, self.zmq, self.control_listener, *self.client_listeners,
+        parts: list[Any] = [self.routes, self.backplane, self.zmq, self.control_listener, *self.client_listeners,
                             self.workers, self.metrics, self.console]
         return [part for part in parts if part is not None]
 

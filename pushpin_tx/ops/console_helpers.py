@@ -78,6 +78,8 @@ _HELP = Text(
                          (with workers > 1: summed over every process, workers' figures at most 1 s old)
   workers()              one line per process: pid, held connections, channels, deliveries, drops
                          (conns(), conn(), close() and channels() see this process's connections only)
+  backplane()            the Redis backplane: state (up/down/connecting), since, counters
+                         (published, received, local_only, unconfirmed, ...); {'state': 'off'} without one
   help()                 this text; help(obj) is Python's help on obj
 Objects: service, router, counters, acceptor, intake.
 Ctrl-D on an empty line ends your session; the proxy keeps running."""
@@ -159,6 +161,7 @@ class ConsoleHelpers:
             "reload": self.reload,
             "stats": self.stats,
             "workers": self.workers,
+            "backplane": self.backplane,
             "service": s,
             "router": s.router,
             "counters": s.counters,
@@ -258,6 +261,13 @@ class ConsoleHelpers:
             total["workers"] = 1 + len(snaps)
             return total
         return snapshot
+
+    def backplane(self) -> dict[str, object]:
+        """The Redis backplane's state and counters (the URL with its password hidden)."""
+        backplane = getattr(self._service, "backplane", None)
+        if backplane is None:
+            return {"state": "off"}
+        return backplane.snapshot()
 
     def workers(self) -> Any:
         """

@@ -220,6 +220,17 @@ class PushpinCollector(Collector):
         yield single("queue_depth", "Messages waiting in stream delivery queues, summed over connections", "gauge", depth)
         yield single("recoveries_total", "Re-syncs from the origin: Grip-Last retries, next-link recoveries, /recover/",
                      "counter", getattr(counters, "recoveries", 0))
+        backplane = getattr(self._service, "backplane", None)
+        if backplane is not None:
+            snap = backplane.snapshot()
+            yield labelled("backplane_state", "The Redis backplane's state: 1 for the current one (connecting, up, down)",
+                           "gauge", "state", [(state, 1 if snap["state"] == state else 0)
+                                              for state in ("connecting", "up", "down")])
+            yield labelled("backplane_items_total", "Items through the Redis backplane, by outcome", "counter",
+                           "outcome", [(key, snap[key]) for key in
+                                       ("published", "received", "received_remote", "local_only", "unconfirmed", "rejected")])
+            yield single("backplane_connects_total", "Times the Redis backplane connection came up", "counter",
+                         snap["connects"])
         sequencer = getattr(self._service, "sequencer", None)
         if sequencer is not None:
             yield single("sequencer_parked", "Published items waiting for their predecessor now", "gauge", sequencer.pending)

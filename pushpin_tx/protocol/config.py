@@ -185,6 +185,7 @@ class Settings:
     # our extension keys
     delivery_queue_max: int
     delivery_overflow: str
+    backplane: str  # "" (off) or redis://[user:password@]host[:port][/db], rediss:// for TLS
     # [console] (ours): the operator's manhole console, off unless ssh_endpoint is set
     console_ssh_endpoint: str | None
     console_authorized_keys: str | None
@@ -447,6 +448,7 @@ def _load(mode: _Strict, config_path: str | None, *, port: str | None,
                            or cfg.get_str("proxy", "prometheus_prefix", "")),
         delivery_queue_max=cfg.parse("handler", "delivery_queue_max", "1000", _positive_int),
         delivery_overflow=cfg.parse("handler", "delivery_overflow", "disconnect", _overflow),
+        backplane=cfg.parse("handler", "backplane", "", _backplane),
         console_ssh_endpoint=cfg.get_str("console", "ssh_endpoint", "").strip() or None,
         console_authorized_keys=_config_path(config_dir, cfg.get_str("console", "authorized_keys", "")),
         console_passwd=_config_path(config_dir, cfg.get_str("console", "passwd", "")),
@@ -733,6 +735,33 @@ class _CollectingLookup(_Lookup):
         except _KeyProblemError as e:
             self._mode.problem(e.problem)
             return parse(())
+
+
+def _backplane(value: str) -> str:
+    """
+    C{backplane}: empty (off) or C{redis://[user:password@]host[:port][/db]} (C{rediss://}:
+    TLS). Checked here so a typo stops start-up; the message never quotes the value (it may
+    hold a password). L{pushpin_tx.backplane.redis.parse_backplane_url} reads it.
+    """
+    value = value.strip()
+    if not value:
+        return ""
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ConfigError("expected redis://[user:password@]host[:port][/db] or rediss://...")
+    try:
+        parts.port
+    except ValueError:
+        raise ConfigError("invalid port") from None
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        raise ConfigError("the database (the URL's path) must be a number")
+    options = {name for name, _ in urllib.parse.parse_qsl(parts.query)}
+    if options - {"ca"}:
+        raise ConfigError("the only option is ca=FILE (rediss://...?ca=FILE)")
+    if options and parts.scheme != "rediss":
+        raise ConfigError("ca= is for rediss:// (TLS)")
+    return value
 
 
 def _base_vars(cfg: _Lookup, config_dir: str, instance_id: int | None = None) -> _Vars:

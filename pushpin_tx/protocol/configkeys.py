@@ -57,7 +57,7 @@ KNOWN: dict[str, frozenset[str]] = {
         "message_wait", "id_cache_ttl", "connection_subscription_max", "subscription_linger",
         "stats_subscription_ttl", "stats_report_interval", "stats_format",
         "prometheus_port", "prometheus_prefix",
-        "delivery_queue_max", "delivery_overflow",  # pushpin-tx extensions
+        "delivery_queue_max", "delivery_overflow", "backplane",  # pushpin-tx extensions
     }),
     # pushpin-tx's own section: the operator console (twisted.conch manhole)
     "console": frozenset({"ssh_endpoint", "authorized_keys", "passwd", "telnet_endpoint", "host_key", "allow_remote"}),

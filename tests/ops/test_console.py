@@ -570,3 +570,12 @@ def test_settings_can_be_checked_before_anything_is_built(key_files):
         check_console_settings(**{**ok, "authorized_keys": None})
     with pytest.raises(ConsoleConfigError, match="not loopback"):
         check_console_settings(**{**ok, "endpoint": "tcp:5564"})
+
+
+def test_backplane_shows_off_or_the_backplanes_state(fake):
+    """backplane() is {'state': 'off'} without a backplane, else the backplane's snapshot; help() names it."""
+    helpers = ConsoleHelpers(fake)
+    assert helpers.namespace()["backplane"]() == {"state": "off"}
+    fake.backplane = SimpleNamespace(snapshot=lambda: {"state": "down", "url": "redis://:***@10.0.0.5:6379/0"})
+    assert helpers.backplane() == {"state": "down", "url": "redis://:***@10.0.0.5:6379/0"}
+    assert "backplane()" in helpers.help()

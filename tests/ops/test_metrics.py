@@ -242,3 +242,18 @@ def test_websocket_sessions_count_in_queue_depth_and_minutes(fake, clock):
     got = families(scrape_text(fake, clock))
     assert got["pushpin_queue_depth"]["values"] == {(): 3}
     assert got["pushpin_connection_minute"]["values"] == {(): 1 + 3 + 1}
+
+
+def test_the_backplane_state_and_counters_are_exported(fake, clock):
+    """With a backplane: its state as a 0/1 gauge per state, its item outcomes and connects as counters."""
+    snap = {"state": "down", "published": 5, "received": 7, "received_remote": 3, "local_only": 2, "unconfirmed": 1,
+            "rejected": 0, "connects": 4}
+    fake.backplane = SimpleNamespace(snapshot=lambda: snap)
+    fams = families(scrape_text(fake, clock))
+    assert fams["pushpin_backplane_state"]["values"] == {
+        (("state", "connecting"),): 0, (("state", "down"),): 1, (("state", "up"),): 0}
+    items = fams["pushpin_backplane_items"]["values"]
+    assert items[(("outcome", "local_only"),)] == 2 and items[(("outcome", "received_remote"),)] == 3
+    assert fams["pushpin_backplane_connects"]["values"] == {(): 4}
+    del fake.backplane
+    assert "pushpin_backplane_state" not in families(scrape_text(fake, clock))

@@ -953,3 +953,27 @@ def test_maxconn_must_be_positive(tmp_path: Path) -> None:
     """client_maxconn=0 would never accept a client: it stops start-up instead."""
     with pytest.raises(ConfigError, match="client_maxconn"):
         load(tmp_path, "[runner]\nclient_maxconn=0\n")
+
+
+def test_backplane_is_off_by_default_and_read_as_given(tmp_path: Path) -> None:
+    """[handler] backplane: empty (off) unless set; a redis:// or rediss:// URL is kept as written."""
+    assert load(tmp_path, "").backplane == ""
+    url = "rediss://user:p%40ss@redis.example:6380/2"
+    assert load(tmp_path, f"[handler]\nbackplane= {url} \n").backplane == url
+
+
+@pytest.mark.parametrize("value, reason", [
+    ("http://:s3cret@host/0", "expected redis://"),
+    ("redis://:s3cret@host:99999/0", "invalid port"),
+    ("redis://:s3cret@host/zero", "must be a number"),
+    ("redis://", "expected redis://"),
+    ("redis://:s3cret@host/0?ca=/ca.pem", "ca= is for rediss://"),
+    ("rediss://:s3cret@host/0?verify=no", "the only option is ca=FILE"),
+])
+def test_a_bad_backplane_stops_start_up_without_quoting_it(tmp_path: Path, value: str, reason: str) -> None:
+    """A bad backplane URL names the key and the problem, never the value (it may hold a password)."""
+    path = write(tmp_path, MINIMAL + f"[handler]\nbackplane={value}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert "[handler] backplane" in str(caught.value) and reason in str(caught.value)
+    assert "s3cret" not in str(caught.value)
