@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
 from twisted.internet.testing import MemoryReactorClock
 
 from pushpin_tx.backplane.redis import RedisBackplane, encode_envelope
-from pushpin_tx.protocol.config import Settings, load_settings
+from pushpin_tx.protocol.config import load_settings
 from pushpin_tx.protocol.items import parse_item
 from tests.integration.harness import write_config
-
-pytestmark = pytest.mark.skipif(
-    "backplane" not in Settings.__dataclass_fields__,
-    reason="the [handler] backplane key is not wired yet: apply /tmp/patches/helper-F-1..4.diff",
-)
 
 
 def build(tmp_path, **overrides):

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import re
 
-import pytest
 import pytest_twisted
 
-from pushpin_tx.protocol.config import Settings
 
 from tests.backplane.cluster import publish, redis_command, start_instances, stop_instances, until, wait_subscribed
 from tests.backplane.redisproc import RedisServer
@@ -21,11 +19,6 @@ from tests.backplane.redisproc import RedisServer
 from .harness import ScriptedOrigin, raw_connect, start_origin
 from .test_reliable import FruitOrigin, received_items
 from .test_websockets import ws_connect
-
-pytestmark = pytest.mark.skipif(
-    "backplane" not in Settings.__dataclass_fields__,
-    reason="the [handler] backplane key is not wired yet: apply /tmp/patches/helper-F-1..4.diff",
-)
 
 
 def stream_chunks(raw: bytes) -> list[bytes]:
