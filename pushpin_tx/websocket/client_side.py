@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any, Callable, cast
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.util import hltype, hlval
 from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.protocols.policies import ProtocolWrapper
 
 from pushpin_tx._compat import LazyOptionsDump, compresses, is_disconnected
@@ -93,7 +95,7 @@ class ClientWebSocket(LazyOptionsDump, WebSocketServerProtocol):  # type: ignore
                 remote_reason = (self.remoteCloseReason or "").encode("utf-8")
                 bridge.client_closed(remote_code, remote_reason, True)
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         counted, self._counted = self._counted, None
         if counted is not None:
             counted.closed()
