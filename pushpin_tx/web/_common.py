@@ -28,14 +28,19 @@ __all__ = ["GRIP_BODY_LIMIT", "BytesProducer", "RequestInfo", "access_line", "er
 GRIP_BODY_LIMIT = 100000
 
 
-def error_response(request: Any, code: int, message: str, *, content_type: bool = True) -> None:
-    """Answer with one of Pushpin's plain-text errors (§4.5): the message plus a newline."""
+def error_response(request: Any, code: int, message: str, *, content_type: bool = True, extra: "list[tuple[bytes, bytes]] | None" = None) -> None:
+    """
+    Answer with one of Pushpin's plain-text errors (§4.5): the message plus a newline.
+    C{extra} headers follow C{Content-Type} (auto cross-origin's CORS headers).
+    """
     body = message.encode("utf-8") + b"\n"
     request.setResponseCode(code, http.RESPONSES.get(code, b"Unknown"))
     if content_type:
         request.responseHeaders.setRawHeaders(b"content-type", [b"text/plain"])
     else:
         request.defaultContentType = None  # (a plain twisted.web request would add text/html)
+    for name, value in extra or ():
+        request.responseHeaders.addRawHeader(name, value)
     request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(body)])
     request.write(body)
     request.finish()

@@ -209,7 +209,10 @@ _RELAY_DROP = (b"connection", b"keep-alive", b"content-encoding", b"transfer-enc
 
 
 def relay_start(co: CrossOrigin, code: int, reason: bytes, origin_headers: hdr.Headers) -> bytes:
-    """The start of a relayed JSON-P body (C{makeJsonpStart}): C{/**/cb(} and, extended, the head."""
+    """
+    The start of a relayed JSON-P body (C{makeJsonpStart}): C{/**/cb(} and, extended, the
+    head (C{origin_headers} as the origin sent them, its C{Content-Length} included).
+    """
     out = b"/**/" + (co.callback or b"") + b"("
     if co.extended:
         first: dict[str, str] = {}
@@ -305,9 +308,8 @@ class CrossOriginRequest:
             # a whole answer (a long-poll's): wrapped at finish
             object.__setattr__(self, "_held", [code, reason, list(headers), []])
             return
-        if co.callback is None:
-            headers = hdr.cors_headers(co.request_headers, headers)
-        self._request.send_head(code, reason, headers, length)
+        # a stream is never wrapped, JSON-P or not: it gets the CORS headers (observed on 1.36)
+        self._request.send_head(code, reason, hdr.cors_headers(co.request_headers, headers), length)
 
     def write_body(self, data: bytes) -> None:
         held = self._held

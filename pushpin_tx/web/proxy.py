@@ -11,6 +11,7 @@ twisted.web.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 from urllib.parse import urlsplit
@@ -409,7 +410,7 @@ class ProxyResource(Resource):
             info.target_label = None
             message = f"No route for host: {_hostname(info.host.decode('latin-1'))}"
             self._access(info, request, code=502, size=len(message) + 1)
-            error_response(request, 502, message)
+            error_response(request, 502, message, extra=_cors_extra(info))
             return None
         path = route.rewrite_path(info.path.decode("latin-1")).encode("latin-1")
         headers_for, body, handle_test, resend = self._forwarding(request, info, route, path)
@@ -452,7 +453,7 @@ class ProxyResource(Resource):
             info.target_label = None
             message = str(e)
             self._access(info, request, code=400, size=len(message) + 1)
-            error_response(request, 400, message)
+            error_response(request, 400, message, extra=hdr.cors_headers(co.request_headers, [(b"Content-Type", b"text/plain")])[1:])
             return False
         if jsonp is not None:
             co.callback = jsonp.callback
@@ -577,7 +578,17 @@ class ProxyResource(Resource):
         self._access(info, request, code=502, size=len(message) + 1)
         if is_disconnected(request):
             return
-        error_response(request, 502, message)
+        co = info.cross_origin
+        if co is not None and co.callback is not None:
+            # Pushpin's own error passes through the JSON-P wrapping like an origin's answer
+            body = message.encode("utf-8") + b"\n"
+            head = [(b"Content-Type", b"text/plain"), (b"Content-Length", b"%d" % len(body))]
+            headers, wrapped = cors.wrap_relay_whole(co, 502, b"Bad Gateway", head, body)
+            request.send_head(200, b"OK", headers, len(wrapped))
+            request.write_body(wrapped)
+            request.finish()
+            return
+        error_response(request, 502, message, extra=_cors_extra(info))
 
     def relay(self, request: "ClientRequest", info: RequestInfo, response: OriginResponse) -> None:
         """Send a non-GRIP origin response to the client as it comes."""
@@ -619,7 +630,11 @@ class ProxyResource(Resource):
             else:
                 self._access(info, request, code=None, size=None, accept="error")
 
-        response.deliver_body(_JsonpRelay(request, co, response, done))
+        headers = response.headers
+        if response.length is not None and hdr.get_header(headers, b"content-length") is None:
+            # the origin's own Content-Length shows in an extended answer (observed on 1.36)
+            headers = [*headers, (b"Content-Length", b"%d" % response.length)]
+        response.deliver_body(_JsonpRelay(request, co, dataclasses.replace(response, headers=headers), done))
 
     def _is_trusted(self, request: "ClientRequest") -> bool:
         key = self._settings.upstream_key
@@ -654,6 +669,14 @@ def _hostname(host: str) -> str:
         end = host.find("]")
         return host[1:end].lower() if end != -1 else host.lower()
     return host.rsplit(":", 1)[0].lower() if host.count(":") == 1 else host.lower()
+
+
+def _cors_extra(info: RequestInfo) -> hdr.Headers | None:
+    """The CORS headers one of the proxy's own plain-text errors gets (observed on 1.36), if any."""
+    co = info.cross_origin
+    if co is None or co.callback is not None:
+        return None
+    return hdr.cors_headers(co.request_headers, [(b"Content-Type", b"text/plain")])[1:]
 
 
 def _client_ip(request: Any) -> str:
