@@ -46,6 +46,9 @@ _REQUEST_HOP = frozenset(
     }
 )
 
+#: the prefix Pushpin marks original client headers with (route option orig_headers)
+_MARK = b"eb9bf0f5-"
+
 # Removed from an origin response before it is relayed (§4.2).
 _RESPONSE_HOP = frozenset(
     {b"connection", b"keep-alive", b"content-encoding", b"transfer-encoding", b"content-length"}
@@ -131,9 +134,17 @@ def request_headers_to_origin(
     route_headers: Sequence[tuple[str, str]] = (),
     orig_headers: bool = False,
     extra_remove: Iterable[bytes] = (),
+    orig_need_mark: Sequence[bytes] = (),
 ) -> Headers:
     """
     The header list the origin receives for a client request (§4.1 steps 4-8).
+
+    With the route's C{orig_headers}, an untrusted client's headers are copied at the end
+    with the C{eb9bf0f5-} mark, as Pushpin's C{manipulateRequestHeaders} does: a header the
+    client sent marked already is moved there as it is, and a name listed in C{[proxy]
+    orig_headers_need_mark} (C{orig_need_mark}) is copied only when the client marked it
+    itself. Without C{orig_headers}, marked client headers are dropped; a trusted client's
+    pass as they are.
 
     @param host: the Host value (the client's, unless C{as_host} / target C{host=}).
     @param grip_sig: the C{Grip-Sig} token, or C{None} for none (trusted client, C{no_grip}).
@@ -143,8 +154,11 @@ def request_headers_to_origin(
     out: Headers = [(b"Host", host)]
     has_accept = False
     client_xff: list[bytes] = []
+    marking = orig_headers and not trusted
     for name, value in client_headers:
         lower = name.lower()
+        if lower[:9] == _MARK and (marking or not orig_headers):
+            continue  # moved to the end below, or dropped
         if lower == b"x-forwarded-for":
             client_xff.append(value)  # rewritten below
             continue
@@ -157,9 +171,14 @@ def request_headers_to_origin(
         out.append((name, value))
     if not has_accept:
         out.append((b"Accept", b"*/*"))
-    if orig_headers:
+    if marking:
+        need_mark = {n.lower() for n in orig_need_mark}
         for name, value in client_headers:
-            out.append((b"eb9bf0f5-" + name, value))
+            lower = name.lower()
+            if lower[:9] == _MARK:
+                out.append((name, value))
+            elif lower not in need_mark:
+                out.append((b"eb9bf0f5-" + name, value))
     if grip_sig is not None:
         out.append((b"Grip-Sig", grip_sig))
     if grip_enabled and not trusted:

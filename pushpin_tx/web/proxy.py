@@ -215,6 +215,8 @@ class ProxyResource(Resource):
         # streams large request bodies from their temporary file, on our clock (not the
         # global reactor), so in-memory tests drive it too
         self._cooperator = Cooperator(scheduler=lambda work: clock.callLater(0, work))
+        #: [proxy] orig_headers_need_mark, as header names
+        self._need_mark = tuple(n.encode("latin-1") for n in getattr(settings, "orig_headers_need_mark", ()) or ())
 
     def set_routes(self, table: "RouteTable") -> None:
         """Swap in a reloaded routes table; requests in flight keep the route they had."""
@@ -569,6 +571,7 @@ class ProxyResource(Resource):
             route_headers=route.headers,
             orig_headers=route.orig_headers and bool(client_headers),
             extra_remove=(b"pushpin-route",) if settings.accept_pushpin_route else (),
+            orig_need_mark=self._need_mark,
         )
 
     def _fail(self, request: "ClientRequest", info: RequestInfo, detail: str) -> None:

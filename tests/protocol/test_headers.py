@@ -105,6 +105,37 @@ def test_orig_headers_copies_client_headers_marked():
     assert (b"eb9bf0f5-Grip-Hold", b"x") in out
 
 
+def test_orig_headers_already_marked_move_to_the_end():
+    """A client header marked already moves behind the others, with the marked copies, as it is (Pushpin's manipulateRequestHeaders)."""
+    out = rewrite([(b"eb9bf0f5-Cookie", b"c=1"), (b"X-A", b"1")], orig_headers=True)
+    names = [name for name, _ in out]
+    assert names.index(b"eb9bf0f5-Cookie") == names.index(b"X-A") + 2
+    assert out[names.index(b"eb9bf0f5-Cookie") + 1] == (b"eb9bf0f5-X-A", b"1")
+    assert [name for name, _ in out].count(b"eb9bf0f5-Cookie") == 1
+
+
+def test_orig_headers_need_mark():
+    """[proxy] orig_headers_need_mark: a listed name is copied only if the client marked it itself."""
+    client = [(b"Cookie", b"forged"), (b"eb9bf0f5-cookie", b"real"), (b"X-A", b"1")]
+    out = rewrite(client, orig_headers=True, orig_need_mark=(b"COOKIE",))
+    marked = [(k, v) for k, v in out if k.lower().startswith(b"eb9bf0f5-")]
+    assert marked == [(b"eb9bf0f5-cookie", b"real"), (b"eb9bf0f5-X-A", b"1")]
+    assert (b"Cookie", b"forged") in out
+
+
+def test_marked_headers_dropped_without_orig_headers():
+    """Without the route's orig_headers, a client's marked headers are dropped, trusted or not."""
+    for trusted in (False, True):
+        out = rewrite([(b"eb9bf0f5-X", b"1"), (b"X", b"2")], trusted=trusted)
+        assert (b"eb9bf0f5-X", b"1") not in out and (b"X", b"2") in out
+
+
+def test_trusted_client_marked_headers_pass_with_orig_headers():
+    """A trusted client is assumed to have marked its headers already: they pass, nothing more is added."""
+    out = rewrite([(b"eb9bf0f5-X", b"1"), (b"X", b"2")], trusted=True, orig_headers=True)
+    assert [(k, v) for k, v in out if k.startswith(b"eb9bf0f5-")] == [(b"eb9bf0f5-X", b"1")]
+
+
 def test_relayed_response_loses_hop_headers_only():
     """A relayed response keeps its headers, minus Connection/Keep-Alive/encodings/length."""
     origin = [(b"Content-Type", b"text/plain"), (b"Connection", b"close"), (b"Transfer-Encoding", b"chunked"), (b"X-A", b"1")]
