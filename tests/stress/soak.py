@@ -23,7 +23,7 @@ one process and one clock, so "before" and "after" are causal):
     whose control request was sent after that, until it is closed (a churned connection is
     excused what was published less than C{CLOSE_GRACE} seconds before it closed: it may
     not have read it yet);
-  - a long-poll is held from C{POLL_GRACE} seconds after each poll request is sent until its
+  - a long-poll is held from C{poll_grace} seconds after each poll request is sent until its
     response arrives; it must receive the publish sent within that window (one per poll; the
     publish interval per channel is many times the re-poll time);
   - received items must not repeat and must come in order.
@@ -49,12 +49,9 @@ from typing import Any, Callable
 from twisted.internet import defer, protocol, task
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
-from ..integration.harness import RunningProxy, poll_until, raw_request, start_proxy
+from ..integration.harness import RunningProxy, Waiter, _ProxyProcess, child_env, poll_until, proxy_argv, raw_request, write_config
 from .support import fd_count, rss_kb
 
-#: seconds after a poll request is sent before the poll counts as held (the proxy parses
-#: it, asks the test origin and subscribes it in well under this)
-POLL_GRACE = 0.5
 #: seconds a churned connection is excused for publishes that went out just before it closed
 CLOSE_GRACE = 1.0
 #: the kinds of connection, in the order of the mix
@@ -88,6 +85,9 @@ class SoakConfig:
     fd_tolerance: int = 32
     #: connections opened at once while setting up (the listen backlog is 50)
     open_batch: int = 50
+    #: seconds after a poll request is sent before the poll counts as held (the proxy parses
+    #: it, asks the test origin and subscribes it; on an idle machine in milliseconds)
+    poll_grace: float = 1.0
     #: "zmq" (one PUSH socket into the proxy's PULL: publishes arrive in order) or "http"
     #: (one control API request per publish, several in flight: on a loaded machine their
     #: connections are accepted out of order, so a channel's publishes can be reordered)
@@ -127,6 +127,8 @@ class SoakResult:
     failed_opens: int = 0
     errors_logged: int = 0
     warnings_logged: int = 0
+    #: lines the proxy logged in all
+    log_lines: int = 0
     error_lines: list[str] = field(default_factory=list)
     warning_lines: list[str] = field(default_factory=list)
     #: per kind: [expected, delivered]
@@ -190,7 +192,7 @@ class SoakResult:
             f" delivered {self.delivered}, lost {self.lost}, duplicates {self.duplicates}, out of order {self.out_of_order}",
             "  by kind: " + ", ".join(f"{k} expected {e} delivered {d}" for k, (e, d) in self.by_kind.items()),
             f"  publisher held back by the PUSH queue {self.held_back} times; churned {self.churned}; dropped by the proxy {self.dropped_by_proxy}; failed to open {self.failed_opens}",
-            f"  log: {self.errors_logged} errors, {self.warnings_logged} warnings",
+            f"  log: {self.log_lines} lines, {self.errors_logged} errors, {self.warnings_logged} warnings",
         ]
         lines += [f"    lost: {x}" for x in self.lost_examples[:10]]
         lines += [f"    error: {x}" for x in self.error_lines[:10]]
@@ -602,7 +604,7 @@ class _Soak:
             for start, stop in windows:
                 hits = sorted(
                     (seen.get((channel, seq), answered), seq) for seq, at, answered in sent
-                    if start + POLL_GRACE < seen.get((channel, seq), answered) < stop and answered < end
+                    if start + self.config.poll_grace < seen.get((channel, seq), answered) < stop and answered < end
                 )
                 out += [seq for _, seq in hits[:1]]
             return out
@@ -645,10 +647,64 @@ class _Soak:
         r.error_lines += self.failures[:10]
 
 
+class _LeanLog(_ProxyProcess):
+    """
+    The proxy's output, kept lean: a long soak logs a line per long-poll (hundreds of
+    thousands), and the harness's one growing string would cost the client process more than
+    the clients. Keeps the first lines (start-up, ports), every warning and error with the
+    lines after it (a traceback), and a short tail; counts the rest.
+    """
+
+    HEAD = 300
+    CONTEXT = 30
+
+    def __init__(self, waiter: Waiter) -> None:
+        super().__init__(waiter)
+        self._partial = ""
+        self._context = 0
+        self.lines = 0
+        self.tail: list[str] = []
+
+    def outReceived(self, data: bytes) -> None:
+        text = self._partial + data.decode("utf-8", "replace")
+        *complete, self._partial = text.split("\n")
+        kept = []
+        for line in complete:
+            self.lines += 1
+            if _ERRORS.search(line) or _WARNINGS.search(line):
+                self._context = self.CONTEXT
+                kept.append(line)
+            elif self.lines <= self.HEAD or self._context > 0:
+                self._context -= 1
+                kept.append(line)
+        self.tail = (self.tail + complete)[-200:]
+        if kept:
+            self.output += "\n".join(kept) + "\n"
+        self.waiter.check()
+
+    errReceived = outReceived
+
+
+async def _start_lean_proxy(reactor: Any, tmp_path: Path, routes: list[str]) -> RunningProxy:
+    """L{harness.start_proxy}, with the proxy's output kept by L{_LeanLog}."""
+    conf = write_config(tmp_path, routes)
+    waiter = Waiter()
+    proc = _LeanLog(waiter)
+    transport = reactor.spawnProcess(proc, sys.executable, proxy_argv("--config", str(conf)), env=child_env(), path=str(tmp_path))
+    running = RunningProxy(reactor, proc, transport, waiter, tmp_path)
+    try:
+        running.client_port = int((await running.wait_for_log(r"client listening on [^:]+:(\d+)")).group(1))
+        running.control_port = int((await running.wait_for_log(r"control API listening on [^:]+:(\d+)")).group(1))
+    except Exception:
+        await running.stop()
+        raise AssertionError("proxy did not start:\n" + running.output)
+    return running
+
+
 async def run_soak(reactor: Any, tmp_path: Path, config: SoakConfig, log: Callable[[str], None] = print) -> SoakResult:
     """Start the proxy (test routes), run the soak against it, stop it; the figures."""
     raise_fd_limit(config.connections * 2 + 1000)
-    proxy = await start_proxy(reactor, tmp_path, ["* test"])
+    proxy = await _start_lean_proxy(reactor, tmp_path, ["* test"])
     soak = _Soak(reactor, proxy, config, log)
     context = None
     try:
@@ -668,9 +724,8 @@ async def run_soak(reactor: Any, tmp_path: Path, config: SoakConfig, log: Callab
         soak.stopping = True
         for client in list(soak.live):
             client.transport.abortConnection()
-        output_before_stop = proxy.output
+        soak.result.log_lines = proxy.proc.lines
         await proxy.stop()
-        proxy.proc.output = output_before_stop  # judged already; keep the stop's own lines out
 
 
 def raise_fd_limit(wanted: int) -> int:
@@ -695,10 +750,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample-every", type=float, default=d.sample_every)
     p.add_argument("--per-channel", type=int, default=d.per_channel)
     p.add_argument("--publish-via", choices=("zmq", "http"), default=d.publish_via)
+    p.add_argument("--poll-grace", type=float, default=d.poll_grace, help="seconds before a sent poll counts as held")
     args = p.parse_args(argv)
     config = SoakConfig(
         connections=args.connections, seconds=args.seconds, warmup=args.warmup, rate=args.rate,
         churn=args.churn, sample_every=args.sample_every, per_channel=args.per_channel, publish_via=args.publish_via,
+        poll_grace=args.poll_grace,
     )
     soft = raise_fd_limit(config.connections * 2 + 1000)
     if soft < config.connections + 500:

@@ -93,3 +93,23 @@ def test_the_soak_judges_descriptors_on_their_floor_and_rss_on_its_range():
     assert any("floor rose by 60" in p for p in result([900, 1000, 1000, 1030, 1040, 1060, 1070], flat).problems())
     assert result([1000] * 7, [50000, 100000, 101000, 102000, 103000, 104000, 108000]).problems() == []
     assert any("RSS not flat" in p for p in result([1000] * 7, [50000, 100000, 101000, 102000, 104000, 106000, 109000]).problems())
+
+
+def test_the_soak_keeps_the_proxys_start_up_lines_and_every_warning_and_error_but_not_the_bulk():
+    """The lean log keeps the first lines, each warning and error with the traceback after it, and counts the rest."""
+    from .soak import _LeanLog
+    from ..integration.harness import Waiter
+
+    log = _LeanLog(Waiter())
+    log.HEAD, log.CONTEXT = 2, 2
+    lines = ["[INFO] client listening on 127.0.0.1:1", "[INFO] start 2"] + [f"[INFO] subscribe {i}" for i in range(1000)]
+    lines[500] = "[ERR] 2026-12-02 it broke"
+    lines[501] = "Traceback (most recent call last):"
+    lines[502] = '  File "x.py", line 1'
+    lines[800] = "[WARN] 2026-12-02 careful"
+    data = ("\n".join(lines) + "\n").encode()
+    for i in range(0, len(data), 777):  # lines split across reads
+        log.outReceived(data[i : i + 777])
+    assert log.lines == 1002
+    # the traceback's first line is an error line too: CONTEXT lines are kept after it
+    assert log.output.splitlines() == [lines[i] for i in (0, 1, 500, 501, 502, 503, 800, 801, 802)]
