@@ -144,6 +144,10 @@ class DeliveryQueue:
         """Count and report a message the owner did not offer because the queue is overflowed."""
         self._drop(channel, self._overflow_reason)
 
+    def refuse_closed(self, channel: str) -> None:
+        """Count and report a message that was still on its way when the connection closed."""
+        self._drop(channel, "connection closed")
+
     def reset_overflow(self) -> None:
         """The owner recovered what was dropped: take new messages again."""
         self.overflowed = False

@@ -325,6 +325,7 @@ class StreamHold(_Hold):
         self._keep_alive: IDelayedCall | None = None
         self._last_write = 0.0
         self._closing = False
+        self._ended_by_close = False  # a published close ended it: what follows is not for it
         # reliable streaming (§7): recovery state. One recovery at a time; each has a number,
         # and only the answer to the current one is written (never a page twice).
         self._recovering = False
@@ -390,6 +391,7 @@ class StreamHold(_Hold):
             self._recover(f"hint on {channel}")
             return
         if fmt.action == "close":
+            self._ended_by_close = True
             if len(self.queue):
                 self._closing = True  # end after what is already queued
             else:
@@ -680,6 +682,17 @@ class StreamHold(_Hold):
     def client_gone(self) -> None:
         self.queue.stopProducing()
         super().client_gone()
+
+    def pending_dropped(self, channel: str, count: int) -> None:
+        """
+        It left C{channel} with C{count} messages still waiting to be written to it
+        (L{pushpin_tx.core.pending}): each is a drop, as what its queue held, unless a
+        published close ended the stream (what follows a close is not for it).
+        """
+        if self._ended_by_close:
+            return
+        for _ in range(count):
+            self.queue.refuse_closed(channel)
 
     def resync(self) -> None:
         """C{/recover/}: fetch the next link now (streams without one have nothing to re-sync)."""

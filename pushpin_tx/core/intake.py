@@ -5,13 +5,20 @@ command socket all hand parsed items to one L{PublishIntake}, which counts them,
 through the id cache and the prev-id sequencer (when one is given, L{pushpin_tx.core.sequencing}),
 logs them in Pushpin's shape (C{publish channel=c1 receivers=1}) and fans them out through
 the router.
+
+With a clock, fan-out goes through a L{PendingWriter}: each subscriber's deliveries wait in
+its channel's backlog and are written a slice of connections per reactor turn, everything
+waiting for one connection in one write (L{pushpin_tx.core.pending}); L{backpressure} tells
+the inputs when that backlog is over its bound, so they hold publishers back.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from twisted.logger import Logger
+
+from pushpin_tx.core.pending import DEFAULT_LIMIT, DEFAULT_SLICE, Backpressure, PendingWriter
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
@@ -43,10 +50,15 @@ class PublishIntake:
     _log = Logger()
 
     def __init__(self, router: "ChannelRouter", counters: "Counters", stats: "StatsPublisher | None" = None,
-                 clock: "IReactorTime | None" = None) -> None:
+                 clock: "IReactorTime | None" = None, *, pending_limit: int = DEFAULT_LIMIT,
+                 slice_size: int = DEFAULT_SLICE) -> None:
         """
         @param clock: when given, items delivered in one reactor turn after the first are
-            gathered and fanned out together at the end of the turn (L{deliver}).
+            gathered and fanned out together at the end of the turn (L{deliver}), and
+            written through a L{PendingWriter}.
+        @param pending_limit: bytes of waiting deliveries past which publishers are held back
+            (0: no bound).
+        @param slice_size: connections written per reactor turn while deliveries wait.
         """
         self._router = router
         self._counters = counters
@@ -56,6 +68,12 @@ class PublishIntake:
         self._gathered: "list[Item] | None" = None
         #: the id cache + sequencer in front of the router (None: items go straight out)
         self.sequencer: "Sequencer | None" = None
+        #: the bound on waiting deliveries: inputs register producers / wait for relief here
+        self.backpressure = Backpressure(pending_limit)
+        #: per-connection coalescing of deliveries while busy (None without a clock)
+        self.pending: PendingWriter | None = (
+            PendingWriter(router, clock, slice_size=slice_size, backpressure=self.backpressure) if clock is not None else None
+        )
 
     def publish(self, items: Sequence["Item"], source: str) -> None:
         """
@@ -96,8 +114,14 @@ class PublishIntake:
         clock.callLater(0, self._end_of_turn)
 
     def flush(self) -> None:
-        """Fan out what this turn has gathered now (before a shutdown drains the holds)."""
+        """Fan out what this turn has gathered, and write everything waiting, now (before a recover or a shutdown)."""
         self._end_of_turn()
+        if self.pending is not None:
+            self.pending.flush()
+
+    def when_relieved(self, callback: "Callable[[], object]") -> None:
+        """Call C{callback} now, or once waiting deliveries are back under their bound (a held publish answer)."""
+        self.backpressure.when_relieved(callback)
 
     def _end_of_turn(self) -> None:
         gathered, self._gathered = self._gathered, None
@@ -117,7 +141,11 @@ class PublishIntake:
         # Per-transport receiver counts for the stats socket, taken before delivery (a
         # long-poll leaves its channel as it is answered). Only when someone listens.
         kinds = _kinds(router, channel) if stats is not None else None
-        receivers = router.publish(items[0]) if len(items) == 1 else router.publish_run(items)
+        pending = self.pending
+        if pending is not None:
+            receivers = pending.publish_run(items)
+        else:
+            receivers = router.publish(items[0]) if len(items) == 1 else router.publish_run(items)
         for item in items:
             if kinds:
                 for transport, attribute, kind in _TRANSPORTS:

@@ -156,6 +156,7 @@ class ChannelRouter:
     def __init__(self) -> None:
         self._channels: dict[str, dict[Subscriber, None]] = {}
         self._listeners: list[InterestListener] = []
+        self._unsubscribe_listeners: list[Callable[[str, Subscriber], None]] = []
         self.published = 0
         self.published_idle = 0
         self.deliveries = 0
@@ -167,6 +168,10 @@ class ChannelRouter:
     def remove_interest_listener(self, listener: InterestListener) -> None:
         self._listeners.remove(listener)
 
+    def add_unsubscribe_listener(self, listener: Callable[[str, "Subscriber"], None]) -> None:
+        """Call C{listener(channel, subscriber)} whenever a subscriber leaves a channel."""
+        self._unsubscribe_listeners.append(listener)
+
     def channels(self) -> Iterable[str]:
         """The channels with at least one subscriber."""
         return self._channels.keys()
@@ -174,6 +179,10 @@ class ChannelRouter:
     def subscribers(self, channel: str) -> tuple[Subscriber, ...]:
         """A snapshot of C{channel}'s subscribers."""
         return tuple(self._channels.get(channel, ()))
+
+    def subscriber_map(self, channel: str) -> "dict[Subscriber, None] | None":
+        """C{channel}'s subscribers, live (not a copy: take a snapshot before delivering)."""
+        return self._channels.get(channel)
 
     def subscriber_count(self, channel: str) -> int:
         subs = self._channels.get(channel)
@@ -200,6 +209,8 @@ class ChannelRouter:
         if subs is None or subscriber not in subs:
             return
         del subs[subscriber]
+        for listener in self._unsubscribe_listeners:
+            listener(channel, subscriber)
         if not subs:
             del self._channels[channel]
             for listener in self._listeners:

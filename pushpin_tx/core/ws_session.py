@@ -256,8 +256,8 @@ class WsSession:
         sub = self.channels.get(channel)
         if sub is None or sub.implicit:
             return  # implicit sub= channels cannot be removed (§8.3)
+        self._ctx.router.unsubscribe(channel, self)  # first: what was published before it is still written
         del self.channels[channel]
-        self._ctx.router.unsubscribe(channel, self)
         if self._ctx.stats is not None:
             self._ctx.stats.unsubscribed(channel, self.kind)
 
@@ -432,6 +432,11 @@ class WsSession:
         if self.on_end is not None:
             on_end, self.on_end = self.on_end, None
             on_end()
+
+    def pending_dropped(self, channel: str, count: int) -> None:
+        """It ended with C{count} messages on C{channel} still waiting to be written to it (L{pushpin_tx.core.pending}): each is a drop."""
+        for _ in range(count):
+            self._ctx.on_drop(self.conn_id, channel, "connection closed")
 
     def __repr__(self) -> str:
         return f"<WsSession {self.conn_id} channels={list(self.channels)}>"

@@ -17,6 +17,10 @@ consume that signal (pyzmq#199, libzmq#3641). So:
      starve everything else, and the continuation is scheduled here because no new edge
      will come for messages already queued.
 
+The reader is also a push producer for the publish backpressure: L{ZmqReader.pauseProducing}
+stops reading while the proxy's deliveries are behind their bound, and messages wait in the
+socket (a PUSH peer then blocks at the high-water mark), independently of L{ZmqReader.pause}.
+
 This is about a hundred lines written here rather than a dependency on txZMQ 1.0.0
 (dormant since 2021, and it drains without a bound and uses the global reactor).
 """
@@ -70,6 +74,7 @@ class ZmqReader:
         self._reading = False  # registered with the reactor
         self._started = False
         self._paused = False
+        self._held = False  # held back by the publish backpressure (pauseProducing)
         self._stopped = False
         self.batches = 0
         self.received = 0
@@ -94,7 +99,7 @@ class ZmqReader:
         if self._started:
             return
         self._started = True
-        if not self._paused:
+        if not self._paused and not self._held:
             self._add()
             self.poke()  # rule 1: the edge for queued messages is already gone
 
@@ -114,13 +119,38 @@ class ZmqReader:
         if not self._paused or self._stopped:
             return
         self._paused = False
-        if self._started:
+        if self._started and not self._held:
+            self._add()
+            self.poke()
+
+    @property
+    def held(self) -> bool:
+        """Held back by L{pauseProducing} (the proxy's deliveries are behind)."""
+        return self._held
+
+    def pauseProducing(self) -> None:
+        """
+        Backpressure (L{pushpin_tx.core.pending.Backpressure}): stop reading until
+        L{resumeProducing}, whatever L{pause}/L{resume} say meanwhile (both must allow reading).
+        """
+        if self._held or self._stopped:
+            return
+        self._held = True
+        self._remove()
+        self._cancel()
+
+    def resumeProducing(self) -> None:
+        """The deliveries caught up: read again (unless L{pause}d), beginning with what queued meanwhile."""
+        if not self._held or self._stopped:
+            return
+        self._held = False
+        if self._started and not self._paused:
             self._add()
             self.poke()
 
     def poke(self) -> None:
         """Re-check the socket on the next reactor turn (call after any send or (un)subscribe)."""
-        if self._stopped or self._paused or not self._started:
+        if self._stopped or self._paused or self._held or not self._started:
             return
         if self._again is None or not self._again.active():
             self._again = self._reactor.callLater(0, self._continue)
@@ -150,7 +180,7 @@ class ZmqReader:
 
     def doRead(self) -> None:
         """Deliver up to L{batch} queued messages; schedule a continuation if more may wait."""
-        if self._stopped or self._paused:
+        if self._stopped or self._paused or self._held:
             return
         sock = self._sock
         delivered = 0
@@ -171,7 +201,7 @@ class ZmqReader:
                 self._deliver(frames)
             except Exception:
                 self._log.failure("{name}: message handler failed; message dropped", name=self._name)
-            if self._stopped or self._paused:
+            if self._stopped or self._paused or self._held:
                 break
         else:
             self.poke()  # rule 4: the batch is spent, more may be queued and no edge will come
