@@ -659,6 +659,8 @@ class OriginPool:
         connecting.addCallbacks(connected, failed)
 
     def _hostname_endpoint(self, host: bytes, port: int) -> HostnameEndpoint:
+        if host.startswith(b"["):
+            host = host[1:-1]  # an IPv6 address, as the URI writes it
         return HostnameEndpoint(self._reactor, host, port, timeout=self._connect_timeout)
 
     def put(self, key: tuple[bytes, int], conn: _OriginConnection) -> None:

@@ -73,6 +73,8 @@ class Target:
             return "test"
         if self.kind in ("zhttp", "zhttpreq"):
             return f"{self.kind}/{self.spec}"
+        if ":" in self.host:
+            return f"[{self.host}]:{self.port}"  # an IPv6 address (1.41)
         return f"{self.host}:{self.port}"
 
 
@@ -94,6 +96,8 @@ class Route:
     path_rem: int = 0
     replace_beg: str | None = None
     debug: bool = False
+    #: route option log_level (Pushpin 1.41): the level of the route's own messages (3 debug)
+    log_level: int = 3
     aco: bool = False
     jsonp_mode: str = "extended"
     jsonp_cb: str = "callback"
@@ -313,6 +317,8 @@ def _parse_line(line: str, line_num: int) -> Route | None:
         path_rem=string_to_int(props.get("path_rem")) or 0,
         replace_beg=props.get("replace_beg") if props.has("replace_beg") else None,
         debug=props.has("debug"),
+        # QString::toInt: anything but an integer is 0
+        log_level=(string_to_int(props.get("log_level")) or 0) if props.has("log_level") else 3,
         aco=props.has("aco"),
         jsonp_mode=jsonp_mode,
         jsonp_cb=props.get("jsonp_cb") or "callback",  # Pushpin treats an empty one as "callback"
@@ -344,13 +350,19 @@ def _parse_target(value: str, props: _Props) -> Target:
         kind, spec = "zhttpreq", value[9:]
     else:
         kind = "http"
-        at = value.find(":")  # the first colon: an IPv6 literal cannot be written here (as in 1.36)
-        if at == -1:
+        if value.startswith("["):
+            # an IPv6 literal, [addr]:port (Pushpin 1.41)
+            at = value.find("]:")
+            host, port_at = (value[1:at], at + 2) if at >= 0 else ("", -1)
+        else:
+            at = value.find(":")
+            host, port_at = (value[:at], at + 1) if at >= 0 else ("", -1)
+        if port_at < 0:
             raise RouteLineError("target bad format")
-        parsed = string_to_int(value[at + 1 :])
+        parsed = string_to_int(value[port_at:])
         if parsed is None or not 1 <= parsed <= 65535:
             raise RouteLineError("target invalid port")
-        host, port = value[:at], parsed
+        port = parsed
     mode = string_to_int(props.get("ipc_file_mode"), base=8) if props.has("ipc_file_mode") else None
     return Target(
         kind=kind,

@@ -155,7 +155,11 @@ async def connect_origin(
     factory.setProtocolOptions(perMessageCompressionOffers=[], autoFragmentSize=0)
     factory.useragent = None
     endpoint: Any
-    if ssl:
+    if ":" in host:  # an IPv6 address (route target [addr]:port)
+        endpoint = endpoints.TCP6ClientEndpoint(reactor, host, port, timeout=10)
+        if ssl:
+            endpoint = endpoints.wrapClientTLS(context_factory(host, port), endpoint)  # type: ignore[misc]
+    elif ssl:
         endpoint = endpoints.SSL4ClientEndpoint(reactor, host, port, context_factory(host, port))  # type: ignore[misc]
     else:
         endpoint = endpoints.TCP4ClientEndpoint(reactor, host, port, timeout=10)

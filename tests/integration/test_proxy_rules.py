@@ -282,3 +282,47 @@ async def test_stream_hold_with_a_150000_byte_initial_body_is_relayed_whole_then
     finally:
         await proxy.stop()
         await origin_port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_ipv6_target(reactor, tmp_path, origin):
+    """A route target written [::1]:PORT (Pushpin 1.41) reaches an origin listening on IPv6 loopback; the access line names it so."""
+    port = await endpoints.TCP6ServerEndpoint(reactor, 0, interface="::1").listen(server.Site(origin))
+    proxy = await start_proxy(reactor, tmp_path, [f"* [::1]:{port.getHost().port}"])
+    try:
+        received = await _fetch(reactor, proxy, b"example.com", b"plain\n")
+        assert received.startswith(b"HTTP/1.1 200 OK\r\n") and received.endswith(b"\r\n\r\nplain\n")
+        await proxy.wait_for_log(rf"GET http://example.com/plain -> \[::1\]:{port.getHost().port} code=200 6")
+    finally:
+        assert await proxy.stop() == 0
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_orig_headers_need_mark(reactor, tmp_path, origin):
+    """With orig_headers, a name in orig_headers_need_mark reaches the origin marked only when the client marked it itself."""
+    port = await start_origin(reactor, origin)
+    proxy = await start_proxy(reactor, tmp_path, [f"*,orig_headers 127.0.0.1:{port.getHost().port}"], orig_headers_need_mark="Cookie")
+    try:
+        client = await raw_request(
+            reactor,
+            proxy.client_port,
+            b"GET /plain HTTP/1.1\r\nHost: example.com\r\nCookie: forged\r\nX-A: 1\r\n\r\n",
+            until=b"plain\n",
+        )
+        client.transport.loseConnection()
+        marked = [(k.lower(), v) for k, v in origin.requests[-1]["headers"] if k.lower().startswith(b"eb9bf0f5-")]
+        assert (b"eb9bf0f5-x-a", b"1") in marked
+        assert not [v for k, v in marked if k == b"eb9bf0f5-cookie"]
+        client = await raw_request(
+            reactor,
+            proxy.client_port,
+            b"GET /plain HTTP/1.1\r\nHost: example.com\r\nCookie: c\r\neb9bf0f5-Cookie: original\r\n\r\n",
+            until=b"plain\n",
+        )
+        client.transport.loseConnection()
+        marked = [(k.lower(), v) for k, v in origin.requests[-1]["headers"] if k.lower().startswith(b"eb9bf0f5-")]
+        assert [v for k, v in marked if k == b"eb9bf0f5-cookie"] == [b"original"]
+    finally:
+        assert await proxy.stop() == 0
+        await port.stopListening()

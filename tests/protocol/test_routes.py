@@ -139,7 +139,7 @@ OBSERVED_WARNINGS_1 = [
     "routes:7: empty prop name",
     "routes:8: target invalid port",
     "routes:10 skipping duplicate condition",
-    "routes:15: target invalid port",
+    # (1.36 also refused line 15, "[::1]:8000", with "target invalid port": 1.41 reads IPv6 targets)
     "routes:17: proto must be set to 'http' or 'ws'",
     "routes:18: ssl must be set to 'yes' or 'no'",
     "routes:19: path_beg cannot be empty",
@@ -182,11 +182,11 @@ OBSERVED_WARNINGS_2 = [
 
 
 @pytest.mark.parametrize("text, warnings, loaded", [
-    (OBSERVED_FILE_1, OBSERVED_WARNINGS_1, [2, 3, 9, 11, 12, 13, 14, 16, 24, 28]),
+    (OBSERVED_FILE_1, OBSERVED_WARNINGS_1, [2, 3, 9, 11, 12, 13, 14, 15, 16, 24, 28]),
     (OBSERVED_FILE_2, OBSERVED_WARNINGS_2, [1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 14, 15, 17, 18]),
 ])
 def test_observed_files(text: str, warnings: list[str], loaded: list[int]) -> None:
-    """A file gives the same warnings and loads the same lines as pushpin-proxy 1.36.0 did."""
+    """A file gives the same warnings and loads the same lines as pushpin-proxy 1.36.0 did (but for 1.41's IPv6 target)."""
     routes, got = parse_routes(text)
     assert got == warnings
     assert [r.line for r in routes] == loaded
@@ -351,13 +351,27 @@ def test_target_options(token: str, expected: Target) -> None:
     ("localhost:0x50", "target invalid port"),
     ("localhost:-80", "target invalid port"),
     ("localhost:99999999999", "target invalid port"),
-    ("[::1]:8000", "target invalid port"),  # observed: the first colon splits, so no IPv6 literals
+    ("[::1]8000", "target bad format"),  # 1.41: an IPv6 literal needs "]:" before its port
+    ("[::1]:0", "target invalid port"),
 ])
 def test_bad_targets(token: str, message: str) -> None:
     """A bad target skips the whole line with Pushpin's message."""
     routes, warnings = parse_routes("* ok:1 " + token)
     assert routes == []
     assert warnings == [f"routes:1: {message}"]
+
+
+def test_ipv6_target() -> None:
+    """An IPv6 target [addr]:port (Pushpin 1.41) parses to the bare address; its label has the brackets back."""
+    target = _one("* [::1]:8080,ssl").targets[0]
+    assert (target.host, target.port, target.ssl) == ("::1", 8080, True)
+    assert target.label() == "[::1]:8080"
+
+
+@pytest.mark.parametrize("line, level", [("*", 3), ("*,log_level=1", 1), ("*,log_level=x", 0), ("*,log_level=", 0)])
+def test_route_log_level(line: str, level: int) -> None:
+    """Route option log_level (1.41): the level of the route's own messages, default 3 (debug); a non-number is 0 (QString::toInt)."""
+    assert _one(line + " localhost:1").log_level == level
 
 
 def test_failover_targets_keep_their_order() -> None:
