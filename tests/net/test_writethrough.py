@@ -18,6 +18,21 @@ def test_non_tcp_transports_use_their_own_write():
     assert writer_for(transport) == transport.write
 
 
+def test_tls_connections_take_the_tls_write(tmp_path):
+    """An https connection's writes go through Twisted's TLS layer (encrypted), never straight to its socket."""
+    from twisted.internet.protocol import Factory, Protocol
+
+    from pushpin_tx.net.tls import IdentityStore, tls_factory
+
+    tls = tls_factory(Factory.forProtocol(Protocol), IdentityStore(str(tmp_path)), 443)
+    tls_protocol = tls.buildProtocol(None)
+    tcp_like = StringTransport()
+    tls_protocol.makeConnection(tcp_like)
+    inner = tls_protocol.wrappedProtocol
+    assert inner.transport is tls_protocol
+    assert writer_for(inner.transport) == tls_protocol.write
+
+
 @pytest_twisted.ensureDeferred
 async def test_direct_sends_and_a_stalled_reader_keep_every_byte_in_order(reactor):
     """Bytes written while the peer reads go out at once; a stalled peer gets the rest queued, in order."""
