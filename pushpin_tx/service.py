@@ -126,6 +126,7 @@ class Listener(service.Service):
             raise RuntimeError(f"{self._label}: listening on {self._description} did not complete at once")
         outcome = result[0]
         if isinstance(outcome, Failure):
+            assert outcome.value is not None
             raise listen_error(self._label, outcome.value, self._description) from None
         self.port = outcome
         host = outcome.getHost()

@@ -227,6 +227,7 @@ def _listener(reactor: Any, description: str, factory: Any, label: str) -> tuple
     return svc, recorder
 
 
+@implementer(portal.IRealm)  # as TerminalRealm is; said again for mypy-zope
 class _ConsoleRealm(manhole_ssh.TerminalRealm):
     """The manhole's SSH realm, logging who logs in."""
 
@@ -288,8 +289,9 @@ class ConsoleService(service.MultiService):
     def privilegedStartService(self) -> None:
         key = load_or_create_host_key(self.host_key_path)
         # Instance dicts: ConchFactory's class attributes are shared by every factory.
+        # (Twisted annotates these as bytes -> bytes; SSHFactory reads Key objects from them)
         self.ssh_factory.publicKeys = {key.sshType(): key.public()}
-        self.ssh_factory.privateKeys = {key.sshType(): key}
+        self.ssh_factory.privateKeys = {key.sshType(): key}  # type: ignore[dict-item]
         super().privilegedStartService()
 
 
@@ -381,13 +383,15 @@ def make_console_service(
         reactor = global_reactor
 
     realm = _ConsoleRealm()
-    realm.chainedProtocolFactory = _ManholeProtocol(namespace)
+    # any callable making a ServerProtocol will do (TerminalRealm calls it), not only the class
+    realm.chainedProtocolFactory = _ManholeProtocol(namespace)  # type: ignore[assignment]
     ssh_factory = manhole_ssh.ConchFactory(portal.Portal(realm, ssh_checkers))
     console = ConsoleService(ssh_factory, host_key_path)
     ssh_service, console._ssh = _listener(reactor, endpoint, ssh_factory, "console (ssh)")
     ssh_service.setServiceParent(console)
 
     if telnet_endpoint:
+        assert password_checker is not None  # check_console_settings: telnet needs a passwd file
         telnet_portal = portal.Portal(_TelnetRealm(namespace), [password_checker])
         telnet_factory = protocol.ServerFactory()
         telnet_factory.protocol = lambda: telnet.TelnetTransport(telnet.AuthenticatingTelnetProtocol, telnet_portal)

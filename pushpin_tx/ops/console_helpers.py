@@ -175,7 +175,7 @@ class ConsoleHelpers:
             return _HELP
         import pydoc
 
-        return Text(pydoc.render_doc(obj, renderer=pydoc.plaintext))
+        return Text(pydoc.render_doc(obj, renderer=pydoc.plaintext))  # type: ignore[attr-defined]  # not in typeshed
 
     def channels(self) -> dict[str, int]:
         """Channels with subscribers -> how many, sorted by channel name."""

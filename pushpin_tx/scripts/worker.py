@@ -21,7 +21,7 @@ import pickle
 import signal
 import struct
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from twisted.application import service
 from twisted.internet import stdio, task
@@ -58,7 +58,9 @@ class WorkerLink(service.Service):
     def startService(self) -> None:
         super().startService()
         if self._transport_factory is None:
-            stdio.StandardIO(self._protocol, stdin=TO_WORKER_FD, stdout=FROM_WORKER_FD, reactor=self._reactor)
+            # (mypy reads stdio.StandardIO as the Windows one, which has no stdin/stdout fds)
+            stdio.StandardIO(self._protocol, stdin=TO_WORKER_FD, stdout=FROM_WORKER_FD,  # type: ignore[call-arg]
+                             reactor=self._reactor)
         else:
             self._transport_factory(self._protocol)
         pushpin = self._service
@@ -200,14 +202,15 @@ def main() -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     _die_with_parent()
     from twisted.internet import reactor
-    from twisted.logger import globalLogBeginner
+    from twisted.logger import ILogObserver, globalLogBeginner
 
     from pushpin_tx.ops import logs
     from pushpin_tx.service import PushpinService
 
     loglevel, logfile, json_lines = init["log"]
     logs.configure(loglevel, logfile, json_lines)
-    globalLogBeginner.beginLoggingTo([tagged(logs.twistd_observer(), f"[worker {init['index']}] ")], redirectStandardIO=False)
+    observer = cast(ILogObserver, tagged(logs.twistd_observer(), f"[worker {init['index']}] "))  # a callable is one
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     pushpin = PushpinService(
         init["settings"],
         reactor,

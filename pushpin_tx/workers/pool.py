@@ -230,8 +230,14 @@ class _Worker(protocol.ProcessProtocol):
         self.last_heard = 0.0
         self._reader = MessageReader(lambda message: pool._received(self, message))
 
+    def _process(self) -> Any:
+        """The process transport (set from connectionMade on, which is before any other use)."""
+        transport = self.transport
+        assert transport is not None
+        return transport
+
     def connectionMade(self) -> None:
-        self.pid = self.transport.pid
+        self.pid = self._process().pid
         self.alive = self.writable = True
         self.started_at = self.last_heard = self.pool._reactor.seconds()
 
@@ -244,7 +250,7 @@ class _Worker(protocol.ProcessProtocol):
         if not (self.alive and self.writable):
             return
         try:
-            self.transport.writeToChild(TO_WORKER_FD, frame)
+            self._process().writeToChild(TO_WORKER_FD, frame)
         except Exception:  # the pipe went away between checks: the exit handling follows
             self.writable = False
 
@@ -265,7 +271,7 @@ class _Worker(protocol.ProcessProtocol):
 
     def kill(self) -> None:
         try:
-            self.transport.signalProcess("KILL")
+            self._process().signalProcess("KILL")
         except Exception:
             pass
 
@@ -376,7 +382,7 @@ class WorkerPool(service.Service):
                 worker.send(stop)
             else:
                 try:
-                    worker.transport.signalProcess("TERM")
+                    worker._process().signalProcess("TERM")
                 except Exception:
                     continue
             waits.append(worker.ended)

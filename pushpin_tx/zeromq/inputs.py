@@ -276,7 +276,7 @@ class ZmqInputService(service.Service):
         try:
             sock.bind(spec)
         except zmq.ZMQError as e:
-            raise ListenError(name, spec, reason(OSError(e.errno, zmq.strerror(e.errno))), verb="bind") from None
+            raise ListenError(name, spec, reason(OSError(e.errno, zmq.strerror(e.errno or 0))), verb="bind") from None
         endpoint = sock.getsockopt(zmq.LAST_ENDPOINT)
         bound = endpoint.decode("utf-8") if isinstance(endpoint, bytes) else str(endpoint)
         self._log.info("{name} bound to {endpoint}", name=name, endpoint=bound)

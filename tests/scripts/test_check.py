@@ -209,12 +209,12 @@ def test_route_lines_replace_the_routes_file(tmp_path: Path) -> None:
 def test_key_diagnostics_are_listed_with_their_lines(tmp_path: Path) -> None:
     """Not-applicable, not-implemented and unknown keys are listed with file and line."""
     path = write_config(tmp_path, (
-        "[runner]\nhttp_port=7999\nservices=condure\nclient_maxconn=10\n"
-        "[proxy]\nroutesfile=routes\nauto_cross_orign=true\n"))
+        "[runner]\nhttp_port=7999\nservices=condure\n"
+        "[proxy]\nmax_open_requests=10\nroutesfile=routes\nauto_cross_orign=true\n"))
     report = check(path)
     assert report.would_start
     assert report.not_applicable == [f"{path}:3: [runner] services"]
-    assert report.not_implemented == [f"{path}:4: [runner] client_maxconn"]
+    assert report.not_implemented == [f"{path}:5: [proxy] max_open_requests"]
     assert report.unknown == [f"{path}:7: [proxy] auto_cross_orign"]
     out = io.StringIO()
     format_report(report, out, strict=True)
