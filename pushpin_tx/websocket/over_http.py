@@ -9,6 +9,12 @@ are batched into the next one by Pushpin's rules (L{EventBatcher}: about 200,000
 OPEN and DISCONNECT alone, one event per request with C{one_event}).
 With C{Keep-Alive-Interval}, an idle connection still asks the origin every N seconds.
 Connection failures are retried with backoff (1 s, 2 s, 4 s, ... plus jitter, 5 tries).
+
+An origin may keep back part of what it was sent (Pushpin 1.41): its answer's
+C{Content-Bytes-Accepted: N} takes only the first N message bytes; the rest (a message cut
+where N ends, and those after it) is sent again at the front of the next request, which
+says how much it replays in C{Content-Bytes-Replayed} (L{split_accepted}). As in Pushpin,
+a replay alone does not start a request: new client data, a keep-alive or a close does.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ if TYPE_CHECKING:
     from pushpin_tx.protocol.routes import Target
     from pushpin_tx.core.ws_session import WsSession
 
-__all__ = ["WohLink", "EVENTS_TYPE", "open_headers"]
+__all__ = ["WohLink", "EVENTS_TYPE", "open_headers", "split_accepted", "accepted_bytes"]
 
 EVENTS_TYPE = b"application/websocket-events"
 MAX_RESPONSE = 1000000
@@ -60,6 +66,50 @@ def open_headers(base: hdr.Headers, *, conn_id: str, meta: dict[str, str], grip:
     for name, value in meta.items():
         out.append((b"Meta-" + name.encode("latin-1"), value.encode("utf-8")))
     return out
+
+
+_MESSAGE_TYPES = frozenset(_OPCODE_FOR)
+
+
+class NotAccepted(Exception):
+    """An origin's C{Content-Bytes-Accepted} is more than it was offered, or refuses a close."""
+
+
+def split_accepted(events: list[WsEvent], accepted: int) -> tuple[list[WsEvent], int]:
+    """
+    Pushpin's C{removeContentFromFrames} over a request's events: take C{accepted} message
+    bytes off the front; return the events left to replay (the first one cut where the
+    bytes end; an empty message at the cut counts as taken, as in Pushpin) and the bytes
+    taken. C{OPEN}/C{CLOSE}/C{DISCONNECT} are not messages and are not returned.
+    """
+    left = accepted
+    out: list[WsEvent] = []
+    taken = 0
+    messages = [e for e in events if e.type in _MESSAGE_TYPES]
+    for index, event in enumerate(messages):
+        size = min(left, len(event.content))
+        left -= size
+        taken += size
+        if size < len(event.content):
+            out.append(WsEvent(event.type, event.content[size:]))
+            out.extend(messages[index + 1 :])
+            break
+    return out, taken
+
+
+def accepted_bytes(value: bytes | None, offered: int) -> int:
+    """C{Content-Bytes-Accepted} as Pushpin reads it: absent, not a number or negative is everything."""
+    if value is None:
+        return offered
+    try:
+        number = int(value.strip())
+    except ValueError:
+        return offered
+    if number < 0:
+        return offered
+    if number > offered:
+        raise NotAccepted(f"Content-Bytes-Accepted {number} is more than the {offered} bytes offered")
+    return number
 
 
 def new_connection_id() -> str:
@@ -100,16 +150,26 @@ class WohLink:
         self._keep_alive: IDelayedCall | None = None
         self._retry: IDelayedCall | None = None
         self._closed = False  # no more events to send (CLOSE/DISCONNECT sent, or detached)
+        #: messages the origin kept back (Content-Bytes-Accepted), sent again first
+        self._replay: list[WsEvent] = []
+        self._replay_bytes = 0
 
     # requests ------------------------------------------------------------------------------
 
     def _request_headers(self, target: "Target") -> hdr.Headers:
         return open_headers(self._headers_for(target), conn_id=self.conn_id, meta=self._session.meta, grip=self._grip)
 
-    async def post(self, body: bytes) -> tuple["OriginResponse", bytes]:
+    async def post(self, body: bytes, replayed: int = 0) -> tuple["OriginResponse", bytes]:
         """One POST of events; returns the response and its body (at most 1,000,000 bytes)."""
+        headers_for = self._request_headers
+        if replayed > 0:
+            extra = [(b"Content-Bytes-Replayed", b"%d" % replayed)]
+
+            def headers_for(target: "Target") -> hdr.Headers:
+                return self._request_headers(target) + extra
+
         response = await self._origin.request(
-            self._targets, b"POST", self._path, self._request_headers, lambda: BytesProducer(body)
+            self._targets, b"POST", self._path, headers_for, lambda: BytesProducer(body)
         )
         data = await read_body(response, MAX_RESPONSE)
         return response, data
@@ -197,15 +257,17 @@ class WohLink:
             if self._closed:
                 self._cancel_timers()
             return
-        body = encode_events(self._pending.take_batch())  # empty for a keep-alive
+        batch = self._replay + self._pending.take_batch()  # empty for a keep-alive
+        replayed = self._replay_bytes
+        self._replay, self._replay_bytes = [], 0
         final = self._closed and not len(self._pending)
-        d = Deferred.fromCoroutine(self._send(body, final, attempt=0))
+        d = Deferred.fromCoroutine(self._send(batch, final, attempt=0, replayed=replayed))
         self._in_flight = d
         d.addErrback(lambda f: None if f.check(CancelledError) else self._log.failure("ws-over-http request failed", f))
 
-    async def _send(self, body: bytes, final: bool, attempt: int) -> None:
+    async def _send(self, batch: list[WsEvent], final: bool, attempt: int, replayed: int = 0) -> None:
         try:
-            response, data = await self.post(body)
+            response, data = await self.post(encode_events(batch), replayed)
         except (AllTargetsFailed, OriginError, BodyTooLarge) as e:
             self._in_flight = None
             if final:
@@ -217,7 +279,7 @@ class WohLink:
                 return
             delay = (2**attempt) + self._random()
             self._log.info("ws {conn}: origin request failed ({why}), retrying in {delay:.1f} s", conn=self.conn_id, why=e, delay=delay)
-            self._retry = self._clock.callLater(delay, self._retry_now, body, final, attempt + 1)
+            self._retry = self._clock.callLater(delay, self._retry_now, batch, final, attempt + 1, replayed)
             return
         self._in_flight = None
         if final:
@@ -229,6 +291,17 @@ class WohLink:
             self._closed = True
             self._session.origin_close(1011, "")
             return
+        offered = sum(len(e.content) for e in batch if e.type in _MESSAGE_TYPES)
+        try:
+            accepted = accepted_bytes(hdr.get_header(response.headers, b"content-bytes-accepted"), offered)
+        except NotAccepted as e:
+            self._log.warn("ws {conn}: {why}, closing", conn=self.conn_id, why=e)
+            self._closed = True
+            self._session.origin_close(1011, "")
+            return
+        if accepted < offered:
+            self._replay, taken = split_accepted(batch, accepted)
+            self._replay_bytes = offered - taken
         try:
             events = decode_events(data)
         except WsEventsError as e:
@@ -241,9 +314,9 @@ class WohLink:
         self._arm_keep_alive()
         self._pump()
 
-    def _retry_now(self, body: bytes, final: bool, attempt: int) -> None:
+    def _retry_now(self, batch: list[WsEvent], final: bool, attempt: int, replayed: int = 0) -> None:
         self._retry = None
-        d = Deferred.fromCoroutine(self._send(body, final, attempt))
+        d = Deferred.fromCoroutine(self._send(batch, final, attempt, replayed))
         self._in_flight = d
         d.addErrback(lambda f: self._log.failure("ws-over-http retry failed", f))
 

@@ -144,3 +144,55 @@ def test_origin_events_reach_the_client_and_close_ends_it(clock):
     clock.advance(0)
     assert client.frames == [b"\x81\x03yes"] and client.closed == (4001, "")
     session.end()
+
+
+def test_split_accepted_cuts_a_message_and_keeps_the_rest() -> None:
+    """Content-Bytes-Accepted: the first N message bytes are taken, a message is cut where they end, later ones wait."""
+    from pushpin_tx.protocol.wsevents import WsEvent
+    from pushpin_tx.websocket.over_http import split_accepted
+
+    events = [WsEvent("TEXT", b"abc"), WsEvent("BINARY", b"defg"), WsEvent("TEXT", b"h")]
+    assert split_accepted(events, 5) == ([WsEvent("BINARY", b"fg"), WsEvent("TEXT", b"h")], 5)
+    assert split_accepted(events, 3) == ([WsEvent("BINARY", b"defg"), WsEvent("TEXT", b"h")], 3)
+    assert split_accepted(events, 0) == (events, 0)
+    # an empty message where the accepted bytes end counts as taken (Pushpin's removeContentFromFrames)
+    assert split_accepted([WsEvent("TEXT", b""), WsEvent("TEXT", b"x")], 0) == ([WsEvent("TEXT", b"x")], 0)
+
+
+def test_accepted_bytes_reads_the_header_as_pushpin() -> None:
+    """Absent, not a number or negative means everything; more than offered is an error."""
+    import pytest
+
+    from pushpin_tx.websocket.over_http import NotAccepted, accepted_bytes
+
+    assert accepted_bytes(None, 7) == 7
+    assert accepted_bytes(b"x", 7) == 7
+    assert accepted_bytes(b"-1", 7) == 7
+    assert accepted_bytes(b" 2 ", 7) == 2
+    with pytest.raises(NotAccepted):
+        accepted_bytes(b"8", 7)
+
+
+def test_kept_back_bytes_replayed_with_the_next_request(clock):
+    """Bytes the origin kept back go first in the next request (only once there is new data), with Content-Bytes-Replayed."""
+    session, woh, origin, _ = link(clock)
+    session.client_message(OPCODE_TEXT, b"hello")
+    origin.answer(headers=[(b"Content-Bytes-Accepted", b"1")])
+    assert len(origin.posts) == 1  # a replay alone starts no request
+    session.client_message(OPCODE_TEXT, b"!")
+    headers = dict(origin.posts[1][0])
+    assert headers[b"Content-Bytes-Replayed"] == b"4"
+    assert [e.content for e in decode_events(origin.posts[1][1])] == [b"ello", b"!"]
+    origin.answer()
+    session.client_message(OPCODE_TEXT, b"z")
+    assert b"Content-Bytes-Replayed" not in dict(origin.posts[2][0])
+    origin.answer()
+    session.end()
+
+
+def test_accepting_more_than_offered_closes(clock):
+    """An origin accepting more bytes than it was sent is broken: the client is closed with 1011."""
+    session, woh, origin, client = link(clock)
+    session.client_message(OPCODE_TEXT, b"ab")
+    origin.answer(headers=[(b"Content-Bytes-Accepted", b"3")])
+    assert client.closed is not None and client.closed[0] == 1011
