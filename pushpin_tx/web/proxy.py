@@ -359,7 +359,9 @@ class ProxyResource(Resource):
             else:
                 route = routes.lookup(host, path.split(b"?", 1)[0].decode("latin-1"), proto=proto, ssl=secure)
         if request.upload is not None:
-            body_size = request.upload.length  # streamed as it arrives (clientsite)
+            # streamed as it arrives (clientsite); a chunked one is past GRIP's limit already
+            length = request.upload.length
+            body_size = length if isinstance(length, int) else GRIP_BODY_LIMIT + 1
         else:
             content = request.content
             assert content is not None  # (twisted.web sets it before rendering)

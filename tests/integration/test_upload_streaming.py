@@ -5,9 +5,12 @@ sending it, and a slow origin holds the client back instead of the proxy bufferi
 
 from __future__ import annotations
 
+import pytest
 import pytest_twisted
 from twisted.internet import protocol
 from twisted.internet.endpoints import TCP4ServerEndpoint
+
+from pushpin_tx.web.clientsite import ClientRequest
 
 from .harness import Waiter, raw_connect, start_proxy
 
@@ -117,4 +120,83 @@ async def test_a_stalled_origin_holds_the_upload_back_without_proxy_memory_growt
             conn.transport.loseConnection()
     finally:
         await proxy.stop()
+        await port.stopListening()
+
+
+class ChunkedOrigin(protocol.Protocol):
+    """Reads one chunked request, counting de-chunked body bytes as they come; answers at its last chunk."""
+
+    def __init__(self, shared):
+        self.shared = shared
+        self.buffer = b""
+        self.in_head = True
+
+    def dataReceived(self, data):
+        self.buffer += data
+        if self.in_head:
+            head, sep, rest = self.buffer.partition(b"\r\n\r\n")
+            if not sep:
+                return
+            self.shared["head"] = head
+            self.in_head = False
+            self.buffer = rest
+        while True:
+            size_line, sep, rest = self.buffer.partition(b"\r\n")
+            if not sep:
+                break
+            size = int(size_line.split(b";")[0], 16)
+            if len(rest) < size + 2:
+                break
+            self.shared["parts"].append(rest[:size])
+            self.shared["body"] += size
+            self.buffer = rest[size + 2 :]
+            if size == 0:
+                self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nuploaded\n")
+                break
+        self.shared["waiter"].check()
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+@pytest.mark.skipif(
+    not hasattr(ClientRequest, "_chunked"), reason="needs patch helper-H2-3 (web/clientsite.py: chunked uploads stream past 100,000 bytes)"
+)
+@pytest_twisted.ensureDeferred
+async def test_a_chunked_upload_streams_once_past_100000_bytes(reactor, tmp_path):
+    """A chunked upload of unknown length reaches the origin, chunked, as soon as it passes 100,000 bytes, while the client still sends."""
+    shared = {"waiter": Waiter(), "body": 0, "parts": []}
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(protocol.Factory.forProtocol(lambda: ChunkedOrigin(shared)))
+    proxy = await start_proxy(reactor, tmp_path, [f"* 127.0.0.1:{port.getHost().port}"])
+    try:
+        payload = bytes(range(256)) * 1024  # 262,144 bytes
+        client = await raw_connect(reactor, proxy.client_port)
+        client.transport.write(b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for start in range(0, 110000, 10000):
+            client.transport.write(_chunk(payload[start : start + 10000]))
+        # kept in memory up to 100,000 bytes, then streamed: the origin sees them before the end
+        await shared["waiter"].wait(reactor, lambda: shared["body"] >= 100000, what="body bytes at the origin mid-upload")
+        assert b"transfer-encoding: chunked" in shared["head"].lower()
+        client.transport.write(_chunk(payload[110000:]) + b"0\r\n\r\n")
+        await client.wait_for(reactor, b"uploaded\n")
+        assert b"".join(shared["parts"]) == payload
+    finally:
+        assert await proxy.stop() == 0
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_small_chunked_upload_is_kept_whole(reactor, tmp_path):
+    """A chunked upload that ends under 100,000 bytes is kept, so the origin gets it with a Content-Length."""
+    shared = {"conns": [], "waiter": Waiter(), "body": 0}
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(protocol.Factory.forProtocol(lambda: RawOrigin(shared)))
+    proxy = await start_proxy(reactor, tmp_path, [f"* 127.0.0.1:{port.getHost().port}"])
+    try:
+        client = await raw_connect(reactor, proxy.client_port)
+        client.transport.write(b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + _chunk(b"x" * 5000) + b"0\r\n\r\n")
+        await client.wait_for(reactor, b"uploaded\n")
+        assert shared["digest"] == b"x" * 5000
+    finally:
+        assert await proxy.stop() == 0
         await port.stopListening()
