@@ -31,10 +31,12 @@ from typing import Any, Callable
 from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from zope.interface import implementer
 
-__all__ = ["IdentityStore", "SniConnectionCreator", "tls_factory", "default_identity"]
+from pushpin_tx.net.writethrough import TurnCounter, writer_for
+
+__all__ = ["IdentityStore", "SniConnectionCreator", "WriteThroughTLS", "tls_factory", "default_identity"]
 
 #: OpenSSL names of the TLS 1.2 suites of Mozilla's intermediate profile (v5.7); TLS 1.3's are OpenSSL's defaults
 INTERMEDIATE_CIPHERS = (
@@ -162,6 +164,24 @@ class SniConnectionCreator:
         return SSL.Connection(self._context, None)
 
 
+class WriteThroughTLS(TLSMemoryBIOProtocol):
+    """
+    Twisted's TLS protocol, whose encrypted records reach the socket by the write-through
+    path of plain connections (L{writer_for}): a record goes out in one C{send} when nothing
+    is queued, instead of waiting in the TCP transport for the reactor's next pass (two
+    C{epoll_ctl} calls and a pass per delivery). The plaintext side is unchanged: what the
+    proxy writes to an https connection is encrypted by Twisted's TLS layer as before.
+    """
+
+    #: set on the class by L{tls_factory}'s subclass: the reactor turns of the site's writes
+    turns: TurnCounter | None = None
+
+    def makeConnection(self, transport: Any) -> None:
+        # the TCP transport's own write stays the fallback (captured by writer_for first)
+        transport.write = writer_for(transport, self.turns)
+        super().makeConnection(transport)
+
+
 def tls_factory(factory: Any, store: IdentityStore, port: int) -> TLSMemoryBIOFactory:
     """
     C{factory} behind TLS, with https port C{port}'s identities (its default is
@@ -175,5 +195,6 @@ def tls_factory(factory: Any, store: IdentityStore, port: int) -> TLSMemoryBIOFa
             " whose SNI name has no certificate of its own will fail the handshake",
             port=port, dir=store.directory, name=default)
     tls = TLSMemoryBIOFactory(SniConnectionCreator(store, default), False, factory)
+    tls.protocol = type("WriteThroughTLS", (WriteThroughTLS,), {"turns": getattr(factory, "turns", None)})
     tls.noisy = False
     return tls

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import pytest_twisted
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 from twisted.logger import LogLevel, capturedLogs  # type: ignore[attr-defined]
@@ -135,3 +136,54 @@ def test_tls_factory_wraps_the_site_and_warns_without_a_default(tmp_path: Path) 
         factory = tls_factory(site, IdentityStore(str(tmp_path)), 443)
     assert isinstance(factory, TLSMemoryBIOFactory) and factory.wrappedFactory is site
     assert any("default_443" in str(e.get("name")) and e["log_level"] == LogLevel.warn for e in events)
+
+
+@pytest_twisted.ensureDeferred
+async def test_records_go_straight_to_the_socket_and_arrive_in_order(reactor, ca, tmp_path):
+    """Over a real TLS connection, encrypted records take the write-through path and a stalled reader still gets every byte in order."""
+    from twisted.internet import protocol
+    from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, wrapClientTLS
+    from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+    from zope.interface import implementer
+
+    from tests.integration.harness import RawClient
+
+    certs = tmp_path / "certs"
+    ca.install(certs, "default_443", "default")
+    servers: list[protocol.Protocol] = []
+
+    class Server(protocol.Protocol):
+        def connectionMade(self) -> None:
+            servers.append(self)
+
+    @implementer(IOpenSSLClientConnectionCreator)
+    class AnyCert:
+        def clientConnectionForTLS(self, tls_protocol: object) -> SSL.Connection:
+            return SSL.Connection(SSL.Context(SSL.TLS_CLIENT_METHOD), None)
+
+    site = protocol.Factory.forProtocol(Server)
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+        tls_factory(site, IdentityStore(str(certs)), 443))
+    client = RawClient()
+    try:
+        endpoint = wrapClientTLS(AnyCert(), TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port))
+        await endpoint.connect(protocol.Factory.forProtocol(lambda: client))
+        await client.waiter.wait(reactor, lambda: servers, what="server side")
+        server = servers[0]
+        tcp_transport = server.transport.transport  # under the TLS layer
+        assert "write" in vars(tcp_transport)  # the write-through function, in place of Twisted's
+        server.transport.write(b"first,")
+        await client.wait_for(reactor, b"first,")
+        client.transport.pauseProducing()  # the reader stalls: records queue in the transport
+        blocks = [b"%08d" % n * 512 for n in range(1000)]  # ~4 MB
+        for block in blocks:
+            server.transport.write(block)
+        client.transport.resumeProducing()
+        await client.waiter.wait(reactor, lambda: len(client.received) == 6 + sum(map(len, blocks)), what="every byte")
+        assert client.received == b"first," + b"".join(blocks)
+    finally:
+        if client.transport is not None:
+            client.transport.loseConnection()
+        for server in servers:
+            server.transport.loseConnection()
+        await port.stopListening()
