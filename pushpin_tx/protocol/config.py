@@ -58,8 +58,7 @@ LIBDIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 # Keys we read but do not honour yet; reported when set to a non-default value. The lead
 # shrinks this set as features land.
 NOT_IMPLEMENTED_KEYS: frozenset[tuple[str, str]] = frozenset({
-    ("proxy", "sockjs_url"), ("proxy", "orig_headers_need_mark"),
-    ("proxy", "auto_cross_origin"), ("proxy", "max_open_requests"),
+    ("proxy", "sockjs_url"), ("proxy", "max_open_requests"),
 })
 
 _T = TypeVar("_T")

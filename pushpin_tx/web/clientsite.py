@@ -22,7 +22,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IBodyProducer
+from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
 from pushpin_tx._compat import channel_paused, is_disconnected, request_line
@@ -32,7 +32,9 @@ __all__ = ["ClientRequest", "ClientChannel", "ClientSite", "StreamingBody", "STR
 
 #: Request bodies announced larger than this go to the origin as they arrive. Pushpin cannot
 #: accept GRIP for them either (§4.1 step 9), so nothing is lost by not keeping them; smaller
-#: bodies are kept whole, for GRIP and retries.
+#: bodies are kept whole, for GRIP and retries. A chunked body (length unknown) is kept in
+#: memory while it is this size or less; the chunk that takes it past this starts streaming
+#: (what was kept goes first), so it never waits in a temporary file.
 STREAM_UPLOADS_OVER = 100000
 
 # twisted.web keeps request bodies shorter than this in memory (a BytesIO), longer ones in a
@@ -51,7 +53,8 @@ class StreamingBody:
     the origin connection cannot take more, the client's connection stops being read.
     """
 
-    def __init__(self, length: int, transport: Any) -> None:
+    def __init__(self, length: "int | object", transport: Any) -> None:
+        #: the announced length, or twisted.web's UNKNOWN_LENGTH for a chunked upload
         self.length = length
         self._transport = transport
         self._consumer: Any = None
@@ -104,6 +107,8 @@ class ClientRequest(server.Request):
     channel: "ClientChannel"
     _body_done = False
     _finish_pending = False
+    #: a chunked body, kept in memory until it is known to be small or found to be large
+    _chunked = False
     #: Every head is the origin's, a GRIP instruct's or one of Pushpin's own answers, each
     #: naming its Content-Type when it has one: twisted.web must not add C{text/html} to
     #: the others (observed on 1.36.0: an origin answer without one, and a JSON instruct
@@ -111,13 +116,18 @@ class ClientRequest(server.Request):
     defaultContentType = None
 
     def gotLength(self, length: int | None) -> None:
-        if length is not None and length < _IN_MEMORY_BELOW:
+        if length is None:
+            # chunked: kept here up to STREAM_UPLOADS_OVER (handleContentChunk decides)
+            self._chunked = True
+            self.content = BytesIO()
+            return
+        if length < _IN_MEMORY_BELOW:
             # what twisted.web picks for this length, without its per-request lookup of a
             # Site.getContentFile hook (ClientSite has none)
             self.content = BytesIO()
             return
         super().gotLength(length)
-        if length is not None and length > STREAM_UPLOADS_OVER:
+        if length > STREAM_UPLOADS_OVER:
             self._start_streaming(length)
 
     def process(self) -> None:
@@ -137,7 +147,7 @@ class ClientRequest(server.Request):
         except BaseException:
             self.processingFailed(Failure())
 
-    def _start_streaming(self, length: int) -> None:
+    def _start_streaming(self, length: "int | object") -> None:
         """Headers are in, a large body follows: start proxying now, as requestReceived would."""
         channel = self.channel
         self.upload = StreamingBody(length, channel.transport)
@@ -151,8 +161,19 @@ class ClientRequest(server.Request):
     def handleContentChunk(self, data: bytes) -> None:
         if self.upload is not None:
             self.upload.feed(data)
-        else:
-            super().handleContentChunk(data)
+            return
+        super().handleContentChunk(data)
+        if self._chunked:
+            content = self.content
+            assert content is not None
+            if content.tell() > STREAM_UPLOADS_OVER:
+                # too large to keep for GRIP: stream it from here on, what was kept first
+                self._chunked = False
+                kept = content.getvalue()  # type: ignore[attr-defined]
+                self.content = BytesIO()
+                self._start_streaming(UNKNOWN_LENGTH)
+                assert self.upload is not None
+                self.upload.feed(kept)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         if self.upload is None:
