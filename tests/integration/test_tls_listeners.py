@@ -260,3 +260,25 @@ async def test_https_port_with_two_workers(reactor, tmp_path, ca):
     finally:
         assert await proxy.stop() == 0
         await origin_port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_without_certificates_the_handshake_fails_quietly(reactor, tmp_path):
+    """No certificate at all: start-up warns naming default_<port>.crt, a client's handshake fails, no traceback is logged."""
+    proxy = await start_configured(reactor, tmp_path, ["* test"], runner={"https_ports": "127.0.0.1:0"})
+    try:
+        await proxy.wait_for_log(r"no default certificate for https port 0 \(.*runner/certs/default_0\.crt and \.key\)")
+        client = RawClient()
+        endpoint = wrapClientTLS(SniOnly("example.com"), TCP4ClientEndpoint(reactor, "127.0.0.1", proxy.https_port))
+        await endpoint.connect(protocol.Factory.forProtocol(lambda: client))
+        client.transport.write(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        await client.wait_closed(reactor)
+        assert client.received == b""
+        # a plain request after it is still served: the failed handshake harmed nothing
+        from .harness import raw_request
+
+        answer = await raw_request(reactor, proxy.client_port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert answer.received.startswith(b"HTTP/1.1 200 OK\r\n")
+    finally:
+        assert await proxy.stop() == 0
+    assert "Traceback" not in proxy.output and "Unhandled" not in proxy.output
