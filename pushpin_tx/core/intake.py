@@ -127,6 +127,8 @@ class PublishIntake:
         gathered, self._gathered = self._gathered, None
         if not gathered:
             return
+        if self.pending is not None:
+            self.pending.begin_turn()
         start = 0
         for i in range(1, len(gathered) + 1):  # runs of consecutive items on one channel
             if i == len(gathered) or gathered[i].channel != gathered[start].channel:

@@ -12,7 +12,8 @@ one send); then the writer yields to the reactor, which reads the next publishes
 A connection not yet written when a new publish comes simply has more to write when its
 turn comes: the busier the proxy, the more each send carries (bench/README.md has the
 figures). When nothing waits, a publish is written as soon as its turn's input is handled
-(the first slice is written at once, not on a timer): no delay is added at low load.
+(the first slice of connections is written at once, in the publish's own turn, without going
+through a backlog; only the rest waits for the next turns): no delay is added at low load.
 
 The rules kept, and where:
 
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
 __all__ = ["PendingWriter", "Backpressure", "DEFAULT_SLICE", "DEFAULT_LIMIT"]
 
 #: connections written per reactor turn while deliveries wait (bench/README.md: "Coalescing")
-DEFAULT_SLICE = 32
+DEFAULT_SLICE = 8
 #: bytes of waiting deliveries past which publishers are pushed back
 DEFAULT_LIMIT = 32 * 1024 * 1024
 #: what a publication costs in the backlog besides its content (objects, lists)
@@ -199,6 +200,7 @@ class PendingWriter:
         self._active: deque[_Backlog] = deque()  # backlogs with someone waiting, written in turn
         self._call: "IDelayedCall | None" = None
         self._writing = False
+        self._direct = 0  # connections written at once this turn (while nothing waited)
         self.pending_bytes = 0
         self.writes = 0
         self.joined = 0
@@ -229,10 +231,19 @@ class PendingWriter:
         waiting: dict[Any, int] = {}
         queue: list[tuple[Any, int]] = []
         for sub in targets:
-            if getattr(sub, "deliver_run", None) is None:
+            deliver_run = getattr(sub, "deliver_run", None)
+            if deliver_run is None:
                 try:
                     for publication in run:
                         sub.deliver(publication, channel)
+                except Exception:
+                    router._delivery_failed(sub, channel)
+                continue
+            if not self._active and self._direct < self.slice:
+                # nothing waits anywhere: written at once, up to a slice of connections this turn
+                self._direct += 1
+                try:
+                    deliver_run(run, channel)
                 except Exception:
                     router._delivery_failed(sub, channel)
                 continue
@@ -244,9 +255,13 @@ class PendingWriter:
                 waiting[sub] = number
                 queue.append((sub, number))
         router.deliveries += len(targets) * len(items)
-        if backlog is not None:
-            self._kick()
+        if backlog is not None and self._call is None and not self._writing:
+            self._call = self._clock.callLater(0, self._turn)  # this turn's slice is spent
         return len(targets)
+
+    def begin_turn(self) -> None:
+        """A new reactor turn's publishes are coming: a slice of connections may be written at once again."""
+        self._direct = 0
 
     def flush(self) -> None:
         """Write everything waiting now (before a recover or a shutdown)."""
@@ -271,11 +286,6 @@ class PendingWriter:
         self.pending_bytes += size
         self.backpressure.level(self.pending_bytes)
         return backlog
-
-    def _kick(self) -> None:
-        """Something was added: write a slice now if no write is already due this turn."""
-        if self._call is None and not self._writing:
-            self._turn()
 
     def _turn(self) -> None:
         self._call = None
