@@ -137,3 +137,43 @@ def test_a_run_after_the_session_ended_is_not_written(clock):
     s.end()
     s.deliver_run([Publication(ws_item("c", "a")), Publication(ws_item("c", "b"))], "c")
     assert client.frames == []
+
+
+def _one_turn(clock):
+    for call in [c for c in clock.getDelayedCalls() if c.getTime() <= clock.seconds()]:
+        if call.active():
+            clock.calls.remove(call)
+            call.called = 1
+            call.func(*call.args, **call.kw)
+
+
+def test_a_websocket_unsubscribed_while_its_messages_wait_still_gets_them(clock):
+    """Messages fanned out to a session still waiting for its turn are written when its origin unsubscribes it, not lost."""
+    ctx = hold_context(clock)
+    intake = PublishIntake(ctx.router, ctx.counters, clock=clock, slice_size=1)
+    first, first_client = open_session(ctx, ("c", ()))
+    s, client = open_session(ctx, ("c", ()))
+    intake.publish([ws_item("c", "a")], "http")
+    _one_turn(clock)  # one connection written; the other waits for the next turn
+    waiting = client if not client.frames else first_client
+    session = s if waiting is client else first
+    assert waiting.frames == []
+    session.origin_message(OPCODE_TEXT, b"c:" + json.dumps({"type": "unsubscribe", "channel": "c"}).encode())
+    assert waiting.frames == [text(b"a")]
+    clock.advance(0)
+    assert waiting.frames == [text(b"a")] and intake.pending.idle
+
+
+def test_a_websocket_that_ends_while_its_messages_wait_reports_them_as_drops(clock):
+    """A session that ends before its turn counts and logs each message that waited for it as a drop."""
+    drops = []
+    ctx = hold_context(clock, drops=drops)
+    intake = PublishIntake(ctx.router, ctx.counters, clock=clock, slice_size=1)
+    first, first_client = open_session(ctx, ("c", ()))
+    s, client = open_session(ctx, ("c", ()))
+    intake.publish([ws_item("c", "a"), ws_item("c", "b")], "http")
+    _one_turn(clock)
+    session = s if not client.frames else first
+    session.end()
+    clock.advance(0)
+    assert drops == [("w1", "c", "connection closed")] * 2 and intake.pending.idle

@@ -251,6 +251,43 @@ def test_pause_stops_reading_and_resume_picks_up_the_backlog():
     reader.stop()
 
 
+def test_backpressure_holds_reading_independently_of_pause():
+    """pauseProducing (deliveries behind) stops reading; reading resumes only when neither it nor pause() holds it."""
+    reactor, sock, got, reader = make([[b"1"]])
+    reader.start()
+    reader.pauseProducing()
+    assert reader.held and reader not in reactor.getReaders() and reactor.getDelayedCalls() == []
+    reader.doRead()
+    assert got == []
+    reader.pause()
+    reader.resumeProducing()  # still paused by its owner
+    assert reader not in reactor.getReaders() and reactor.getDelayedCalls() == []
+    reader.pauseProducing()
+    reader.resume()  # still held back
+    assert reader not in reactor.getReaders() and reactor.getDelayedCalls() == []
+    sock.messages.append([b"2"])
+    reader.resumeProducing()
+    assert reader in reactor.getReaders() and not reader.held
+    reactor.advance(0)
+    assert got == [[b"1"], [b"2"]]
+    reader.stop()
+
+
+def test_a_handler_that_raises_the_backpressure_stops_the_batch_at_once():
+    """When a delivery makes the proxy hold its inputs back, the rest of the batch stays in the socket."""
+    reactor = MemoryReactorClock()
+    sock = ScriptedSocket([[b"1"], [b"2"], [b"3"]])
+    got = []
+    reader = ZmqReader(reactor, sock, lambda f: (got.append(f), reader.pauseProducing()))  # type: ignore[arg-type]
+    reader.start()
+    reactor.advance(0)
+    assert got == [[b"1"]] and reactor.getDelayedCalls() == []
+    reader.resumeProducing()
+    reactor.advance(0)
+    assert got == [[b"1"], [b"2"]]
+    reader.stop()
+
+
 def test_deliver_may_pause_the_reader_mid_batch():
     """A handler that pauses the reader stops the current pass at once."""
     reactor = MemoryReactorClock()
