@@ -131,7 +131,7 @@ class SoakResult:
     log_lines: int = 0
     error_lines: list[str] = field(default_factory=list)
     warning_lines: list[str] = field(default_factory=list)
-    #: per kind: [expected, delivered]
+    #: per kind: [expected, delivered, lost]
     by_kind: dict[str, list[int]] = field(default_factory=dict)
     lost_examples: list[str] = field(default_factory=list)
 
@@ -190,7 +190,7 @@ class SoakResult:
         lines += [
             f"  published {self.published} ({self.published / max(c.seconds, 1):.1f}/s achieved; refused {self.publish_failures}); deliveries expected {self.expected},"
             f" delivered {self.delivered}, lost {self.lost}, duplicates {self.duplicates}, out of order {self.out_of_order}",
-            "  by kind: " + ", ".join(f"{k} expected {e} delivered {d}" for k, (e, d) in self.by_kind.items()),
+            "  by kind: " + ", ".join(f"{k} expected {e} delivered {d} lost {n}" for k, (e, d, n) in self.by_kind.items()),
             f"  publisher held back by the PUSH queue {self.held_back} times; churned {self.churned}; dropped by the proxy {self.dropped_by_proxy}; failed to open {self.failed_opens}",
             f"  log: {self.log_lines} lines, {self.errors_logged} errors, {self.warnings_logged} warnings",
         ]
@@ -627,13 +627,14 @@ class _Soak:
             expected = self.expected_for(client)
             r.expected += len(expected)
             got = client.seqs
-            tally = r.by_kind.setdefault(client.kind, [0, 0])
+            tally = r.by_kind.setdefault(client.kind, [0, 0, 0])
             tally[0] += len(expected)
             tally[1] += len(got)
             r.duplicates += len(got) - len(set(got))
             r.out_of_order += sum(1 for a, b in zip(got, got[1:]) if b < a)
         for client, want in self.missing():
             r.lost += len(want)
+            r.by_kind[client.kind][2] += len(want)
             if len(r.lost_examples) < 10:
                 r.lost_examples.append(
                     f"{client.kind} {client.channel} held {client.held_since and client.held_since - self.start:.1f}s"

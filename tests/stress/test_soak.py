@@ -74,7 +74,7 @@ def test_the_soak_judge_counts_lost_duplicated_and_reordered_messages():
     soak.judge()
     r: SoakResult = soak.result
     assert (r.lost, r.duplicates, r.out_of_order, r.errors_logged) == (2, 1, 1, 1)
-    assert r.by_kind["stream"] == [4 * 3 + 3 + 3, 3 + 5 + 4 + 3 + 3] and r.by_kind["poll"] == [2, 1]
+    assert r.by_kind["stream"] == [4 * 3 + 3 + 3, 3 + 5 + 4 + 3 + 3, 1] and r.by_kind["poll"] == [2, 1, 1]
     assert any("something broke" in line for line in r.error_lines)
 
 
