@@ -49,6 +49,9 @@ from pushpin_tx.core.sequencing import ChannelLinger, IdCache, LastIds, Sequence
 from pushpin_tx.core.stats import Counters, DropReporter
 from pushpin_tx.core.stats_feed import StatsPublisher
 from pushpin_tx.net.listening import ListenError, claim_port, listen_error, listen_reuseport, reason
+from pushpin_tx.net.local import listen_local
+from pushpin_tx.net.maxconn import ConnectionLimit, per_process
+from pushpin_tx.net.tls import IdentityStore, tls_factory
 from pushpin_tx.ops import logs
 from pushpin_tx.ops.console import make_console_service
 from pushpin_tx.ops.console_helpers import ConsoleHelpers
@@ -86,11 +89,14 @@ class Listener(service.Service):
     _log = Logger()
 
     def __init__(self, reactor: Any, description: str, factory: Any, label: str, *,
-                 reuse_port: tuple[str, int] | None = None, claim: bool = False) -> None:
+                 reuse_port: tuple[str, int] | None = None, claim: bool = False,
+                 bind: Callable[[], Any] | None = None) -> None:
         """
         @param reuse_port: (host, port) to bind with SO_REUSEPORT instead of C{description}
             (workers > 1: every process binds the client ports).
         @param claim: claim the port against other pushpin-tx instances (the main process).
+        @param bind: binds and returns the port itself, or raises L{ListenError} (a Unix
+            socket: C{description} is its path).
         """
         self._reactor = reactor
         self._description = description
@@ -100,10 +106,15 @@ class Listener(service.Service):
         self.reuse_port = reuse_port
         self.claim = claim
         self._claim: Any = None
+        self._bind = bind
 
     def privilegedStartService(self) -> None:
         """Bind, or raise a L{ListenError} naming this listener and its address."""
         super().privilegedStartService()
+        if self._bind is not None:
+            self.port = self._bind()
+            self._log.info("{label} listening on {path}", label=self._label, path=self._description)
+            return
         if self.reuse_port is not None:
             host, port = self.reuse_port
             try:
@@ -265,9 +276,15 @@ class PushpinService(service.MultiService):
         self.proxy = ProxyResource(settings, self.origin, self.signer_for, self.acceptor, self.counters, reactor,
                                    ids=ids, ws_gateway=self.websockets)
         self._link_client_side()
+        #: client_maxconn, this process's share (connmgr shares it among its threads alike)
+        self.connection_limit = ConnectionLimit(per_process(settings.client_maxconn, count))
+        self._identities = IdentityStore(settings.certs_dir) if settings.https_ports else None
+        tcp_ports = [(address, False) for address in settings.http_ports] + [(address, True) for address in settings.https_ports]
         self.client_listeners = [
-            self._client_listener(i, address, listen_on) for i, address in enumerate(settings.http_ports)
+            self._client_listener(i, address, tls, listen_on) for i, (address, tls) in enumerate(tcp_ports)
         ]
+        if not is_worker:  # a Unix socket has no SO_REUSEPORT: the main process serves it alone
+            self.client_listeners += [self._local_listener(local) for local in settings.local_ports]
         if not is_worker:  # the routes table of a worker is the main process's (see WorkerLink)
             self._build_publish_side()
         for child in self._start_order():
@@ -284,14 +301,33 @@ class PushpinService(service.MultiService):
         self.acceptor.link_headers = self.proxy.link_headers_for
         self.acceptor.relay = self.proxy.relay
 
-    def _client_listener(self, index: int, address: Any, listen_on: list[tuple[str, int]] | None) -> Listener:
-        """The listener of one C{http_ports} entry: SO_REUSEPORT when several processes serve it."""
-        site = ClientSite(self.proxy, header_limit=self.settings.client_buffer_size, reactor=self.reactor)
+    def _client_site(self) -> ClientSite:
+        return ClientSite(self.proxy, header_limit=self.settings.client_buffer_size, reactor=self.reactor,
+                          limit=self.connection_limit)
+
+    def _client_listener(self, index: int, address: Any, tls: bool, listen_on: list[tuple[str, int]] | None) -> Listener:
+        """
+        The listener of one C{http_ports} or (C{tls}) C{https_ports} entry: SO_REUSEPORT when
+        several processes serve it. An https port's default certificate is named after the
+        port as configured (C{default_<port>}), in every process.
+        """
+        site: Any = self._client_site()
+        label = "client"
+        if tls:
+            assert self._identities is not None
+            site, label = tls_factory(site, self._identities, address.port), "client (https)"
         if self.worker_index > 0:  # the address the main process bound (port 0 resolved)
-            return Listener(self.reactor, address.endpoint(), site, "client", reuse_port=(listen_on or [])[index])
+            return Listener(self.reactor, address.endpoint(), site, label, reuse_port=(listen_on or [])[index])
         if self.worker_count > 1:
-            return Listener(self.reactor, address.endpoint(), site, "client", reuse_port=(address.host, address.port), claim=True)
-        return Listener(self.reactor, address.endpoint(), site, "client")
+            return Listener(self.reactor, address.endpoint(), site, label, reuse_port=(address.host, address.port), claim=True)
+        return Listener(self.reactor, address.endpoint(), site, label)
+
+    def _local_listener(self, local: Any) -> Listener:
+        """The listener of one C{local_ports} entry (a Unix socket, its mode and owner applied)."""
+        site = self._client_site()
+        label = "client (local)"
+        return Listener(self.reactor, local.path, site, label, bind=lambda: listen_local(
+            self.reactor, local.path, site, mode=local.mode, user=local.user, group=local.group, label=label))
 
     def _build_publish_side(self) -> None:
         """
@@ -423,7 +459,9 @@ class PushpinService(service.MultiService):
         """The client ports as this process bound them (port 0 resolved), for the workers to bind too."""
         addresses = []
         for listener in self.client_listeners:
-            assert listener.reuse_port is not None and listener.port is not None
+            if listener.reuse_port is None:  # a Unix socket: the main process's alone
+                continue
+            assert listener.port is not None
             addresses.append((listener.reuse_port[0], listener.port.getHost().port))
         return addresses
 
@@ -520,6 +558,9 @@ class PushpinService(service.MultiService):
         self.stats.instance_id = f"pushpin-handler_{os.getpid()}"  # the pid after twistd's fork
         self._stopped = None
         service.Service.startService(self)
+        for listener in self.client_listeners:  # bound by now (privilegedStartService)
+            if listener.port is not None:
+                self.connection_limit.watch(listener.port)
         self._start_children(lambda child: child.startService(), bound_all=True)
         # Everything built so far (modules, config, routes, the service tree) lives as long as
         # the process: move it out of the collector's sight. Profiled on proxied GETs, full

@@ -79,7 +79,7 @@ class WebSocketGateway:
         self._counters = counters
         self._origin = origin
         self._stats = stats
-        self._factory = make_client_factory(reactor)
+        self._factory = make_client_factory(reactor, allow_compression=settings.allow_compression)
         #: live sessions by connection id
         self.connections: dict[str, WsSession] = {}
         self._ids = itertools.count(1) if ids is None else ids

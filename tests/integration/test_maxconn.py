@@ -1,8 +1,7 @@
 """
 client_maxconn end to end through the real C{twistd -n pushpin}, as Pushpin's connection
 manager keeps it: a client over the limit is not refused or closed; it connects, waits
-unanswered, and is served as soon as another connection closes. (Skipped until
-/tmp/patches/helper-H1-1.diff lands, as test_tls_listeners.)
+unanswered, and is served as soon as another connection closes.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ import pytest_twisted
 from twisted.internet import task
 
 from .harness import ScriptedOrigin, raw_connect, start_origin
-from .test_tls_listeners import pytestmark, start_configured  # noqa: F401  (the same skip)
+from .test_tls_listeners import start_configured
 
 #: how long a client over the limit is watched for an answer it must not get
 UNANSWERED_FOR = 1.0

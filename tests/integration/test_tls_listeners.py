@@ -4,9 +4,6 @@ test in C{<config dir>/runner/certs}, real TLS clients on real sockets. SNI pick
 certificate, unknown hosts and clients without SNI get C{default_<port>}; a plain GET, a
 stream, a long-poll and a WebSocket all work over TLS, and the origin is told the client's
 scheme was https; with two workers too.
-
-Runs only once /tmp/patches/helper-H1-1.diff (service.py builds the https, local and
-maxconn listeners) has landed.
 """
 
 from __future__ import annotations
@@ -29,12 +26,6 @@ from tests.net.certs import TestCA
 from .harness import RawClient, RunningProxy, ScriptedOrigin, Waiter, _ProxyProcess, child_env, proxy_argv, start_origin, write_config
 from .test_end_to_end import _publish
 from .test_websockets import Client, Echo
-
-pytestmark = pytest.mark.skipif(
-    "bind=" not in (Path(__file__).resolve().parents[2] / "pushpin_tx" / "service.py").read_text(),
-    reason="needs /tmp/patches/helper-H1-1.diff (service.py builds the https, local and maxconn listeners)",
-)
-
 
 # running the proxy with keys the harness does not place -------------------------------------
 

@@ -2,7 +2,7 @@
 local_ports end to end through the real C{twistd -n pushpin}: a client on the Unix socket
 is proxied like one on TCP; the socket file gets the configured mode (1.37's
 C{unix:/path?mode=}); a stale file left by a killed process does not stop start-up; the file
-is removed at stop. (Skipped until /tmp/patches/helper-H1-1.diff lands, as test_tls_listeners.)
+is removed at stop.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from twisted.internet import protocol
 from twisted.internet.endpoints import UNIXClientEndpoint
 
 from .harness import RawClient, ScriptedOrigin, start_origin
-from .test_tls_listeners import pytestmark, start_configured  # noqa: F401  (the same skip)
+from .test_tls_listeners import start_configured
 
 
 @pytest_twisted.ensureDeferred

@@ -2,16 +2,13 @@
 [runner] allow_compression end to end through the real C{twistd -n pushpin}, with a real
 third-party client (the C{websockets} package, which offers permessage-deflate by default):
 enabled, deflate is negotiated and messages arrive intact both ways, compressed on the wire,
-published ones included; off (Pushpin's default), the offer is declined. (Skipped until
-/tmp/patches/helper-H1-1.diff and helper-H1-2.diff land: the gateway passes the setting on.)
+published ones included; off (Pushpin's default), the offer is declined.
 """
 
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 
-import pytest
 import pytest_twisted
 from autobahn.twisted.websocket import WebSocketServerFactory
 from twisted.internet import threads
@@ -19,15 +16,9 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from websockets.sync.client import connect
 
 from .test_end_to_end import _publish
-from .test_tls_listeners import pytestmark as _needs_service_patch, start_configured
+from .test_tls_listeners import start_configured
 from .test_websockets import Echo
 
-_gateway = (Path(__file__).resolve().parents[2] / "pushpin_tx" / "websocket" / "gateway.py").read_text()
-pytestmark = [
-    _needs_service_patch,
-    pytest.mark.skipif("allow_compression=settings.allow_compression" not in _gateway,
-                       reason="needs /tmp/patches/helper-H1-2.diff (the gateway passes allow_compression on)"),
-]
 
 
 class CountingSocket(socket.socket):
