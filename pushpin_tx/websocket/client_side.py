@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 from twisted.protocols.policies import ProtocolWrapper
 
 from pushpin_tx._compat import LazyOptionsDump, compresses, is_disconnected
+from pushpin_tx.core.delivery import OVERFLOW_DRAIN_TIMEOUT
 from pushpin_tx.net.writethrough import TurnCounter, writer_for
 from pushpin_tx.core.ws_session import OPCODE_BINARY, OPCODE_PING, OPCODE_PONG, OPCODE_TEXT
 
@@ -247,6 +248,11 @@ def make_client_factory(reactor: Any, *, max_message_size: int = 1000000, allow_
         # the client's handshake is replayed into the protocol at once (L{upgrade}), so
         # autobahn's opening-handshake timer (5 s) would only ever be set and cancelled
         openHandshakeTimeout=0,
+        # a close the proxy sends (origin close, publish close, a slow reader's 1013) follows
+        # what was queued, which may still sit in the socket buffers: autobahn's 1 s wait for
+        # the client's reply would abort the connection (a reset, which discards what the
+        # client has not read yet, close frame included) before a slow client reads it all
+        closeHandshakeTimeout=OVERFLOW_DRAIN_TIMEOUT,
     )
     # autobahn sends "Server: AutobahnPython/..." in the handshake; Pushpin sends none
     factory.server = None

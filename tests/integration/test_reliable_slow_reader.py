@@ -170,3 +170,25 @@ async def test_slow_websocket_reader_gets_close_1013_after_what_was_queued(react
         await poll_until(reactor, lambda: sum(logged_drops(proxy.output, "queue full, closing").values()) == total - len(got), timeout=5, what="every drop logged")
     finally:
         await proxy.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_slow_websocket_reader_still_gets_the_close_after_a_long_pause(reactor, tmp_path):
+    """A reader that stays paused for seconds after its close frame was sent still reads everything queued, then close 1013."""
+    from twisted.internet.task import deferLater
+
+    proxy = await start_proxy(reactor, tmp_path, ["* test"], **SLOW)
+    try:
+        client = await stalled_ws_client(reactor, proxy.client_port, "/ws?channel=w")
+        await proxy.wait_for_log(r"subscribe ws \S+ channel=w")
+        client.transport.pauseProducing()
+        for batch in range(10):
+            items = [{"channel": "w", "formats": {"ws-message": {"content": f"item {n}\n{PAD}"}}} for n in range(batch * 20, batch * 20 + 20)]
+            await _publish(reactor, proxy.control_port, items)
+        await proxy.wait_for_log(r"slow reader, 5 messages queued on w")
+        await deferLater(reactor, 2.5, lambda: None)  # the slow reader's pause: longer than autobahn's 1 s close wait
+        client.transport.resumeProducing()
+        await client.wait(reactor, lambda: client.closed, "the close")
+        assert client.close_code == 1013
+    finally:
+        await proxy.stop()
