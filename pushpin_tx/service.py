@@ -268,11 +268,8 @@ class PushpinService(service.MultiService):
 
         # The client side, in every process.
         ids = connection_ids(worker_index, count, generation)
-        self.acceptor = Acceptor(settings, self.hold_context, self.counters, self.origin, stats=self.stats)
-        self.acceptor.last_ids = self.last_ids
-        self.websockets = WebSocketGateway(settings, reactor, self.hold_context, self.counters, self.origin, stats=self.stats)
-        # until WebSocketGateway takes its id sequence (patch /tmp/patches/helper-A2-1.diff)
-        self.websockets._ids = ids
+        self.acceptor = Acceptor(settings, self.hold_context, self.counters, self.origin, stats=self.stats, last_ids=self.last_ids)
+        self.websockets = WebSocketGateway(settings, reactor, self.hold_context, self.counters, self.origin, stats=self.stats, ids=ids)
         self.proxy = ProxyResource(settings, self.origin, self.signer_for, self.acceptor, self.counters, reactor,
                                    ids=ids, ws_gateway=self.websockets)
         self._link_client_side()

@@ -286,5 +286,4 @@ def test_the_service_passes_collaborators_in_and_touches_no_private_name_of_anot
             owner = node.value
             if not (isinstance(owner, ast.Name) and owner.id in ("self", "cls")):
                 wrong.append(ast.unparse(node))
-    # the one left: WebSocketGateway does not take its id sequence yet (/tmp/patches/helper-A2-1.diff)
-    assert wrong == ["self.websockets._ids"]
+    assert wrong == []
