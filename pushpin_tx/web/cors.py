@@ -15,7 +15,8 @@ C{/**/cb(BODY);} in basic mode, C{/**/cb({"code": ..., "reason": ..., "headers":
 A relayed answer is wrapped here (L{wrap_relay}), a held one (GRIP) by
 L{CrossOriginRequest}, which stands in front of the client request for the acceptor and
 its holds: a long-poll's answer is wrapped whole (the compact, key-sorted JSON Pushpin's
-handler writes), a stream only gets the CORS headers (Pushpin never wraps a stream).
+handler writes; an instruct answered at once, without a hold, the way the proxy wraps a
+relayed answer), a stream only gets the CORS headers (Pushpin never wraps a stream).
 """
 
 from __future__ import annotations
@@ -295,6 +296,13 @@ class CrossOriginRequest:
         object.__setattr__(self, "_request", request)
         object.__setattr__(self, "_co", co)
         object.__setattr__(self, "_held", None)  # [code, reason, headers, parts] while collecting
+        #: still inside the acceptor: an answer now is the instruct's own (no hold), which
+        #: Pushpin's proxy wraps (its spaced format); a hold's answer comes later (handler's)
+        object.__setattr__(self, "_accepting", True)
+
+    def accepted(self) -> None:
+        """The acceptor is done: any answer from now on is a hold's."""
+        object.__setattr__(self, "_accepting", False)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._request, name)
@@ -322,7 +330,12 @@ class CrossOriginRequest:
         held = self._held
         if held is not None:
             object.__setattr__(self, "_held", None)
-            code, reason, headers, wrapped = wrap_held(self._co, held[0], held[1], held[2], b"".join(held[3]))
+            body = b"".join(held[3])
+            if self._accepting:
+                headers, wrapped = wrap_relay_whole(self._co, held[0], held[1], held[2], body)
+                code, reason = 200, b"OK"
+            else:
+                code, reason, headers, wrapped = wrap_held(self._co, held[0], held[1], held[2], body)
             self._request.send_head(code, reason, headers, len(wrapped))
             self._request.write_body(wrapped)
         self._request.finish()

@@ -141,7 +141,10 @@ class _JsonpRelay(Protocol):
             request.write_body(cors.relay_start(self._co, r.code, r.reason, r.headers))
         if not getattr(self.transport, "complete", False):
             request.register_producer(self.transport)
-            request.notifyFinish().addErrback(lambda _: self.transport.stopProducing())  # type: ignore[union-attr]
+            request.notifyFinish().addErrback(self._client_gone)
+
+    def _client_gone(self, _: Failure) -> None:
+        self.transport.stopProducing()  # type: ignore[union-attr]
 
     def dataReceived(self, data: bytes) -> None:
         if self._whole:
@@ -264,10 +267,12 @@ class ProxyResource(Resource):
     def _answered(self, response: OriginResponse, request: "ClientRequest", info: RequestInfo) -> "Deferred[None] | None":
         info.target_label = response.target.label()
         if info.grip_enabled and is_grip_instruct(response.headers):
-            held: Any = request
-            if info.cross_origin is not None:
+            if info.cross_origin is None:
+                d = Deferred.fromCoroutine(self._acceptor.accept(request, info, response))
+            else:
                 held = cors.CrossOriginRequest(request, info.cross_origin)
-            d = Deferred.fromCoroutine(self._acceptor.accept(held, info, response))
+                d = Deferred.fromCoroutine(self._acceptor.accept(held, info, response))  # type: ignore[arg-type]
+                d.addBoth(_passing(held.accepted))
             gone = gone_link_of(response.headers, info.uri)
             if gone is not None:
                 d.addCallback(self._watch_gone, request, info, gone)
@@ -674,6 +679,16 @@ def _hostname(host: str) -> str:
         end = host.find("]")
         return host[1:end].lower() if end != -1 else host.lower()
     return host.rsplit(":", 1)[0].lower() if host.count(":") == 1 else host.lower()
+
+
+def _passing(call: Callable[[], None]) -> Callable[[Any], Any]:
+    """A callback that calls C{call} and passes the result (or failure) on."""
+
+    def through(result: Any) -> Any:
+        call()
+        return result
+
+    return through
 
 
 def _cors_extra(info: RequestInfo) -> hdr.Headers | None:

@@ -141,6 +141,7 @@ def test_cross_origin_request_wraps_a_long_poll() -> None:
     """A JSON-P long-poll's answer is held back until finish, then sent wrapped; other attributes are the request's."""
     sink = Sink()
     wrapper = CrossOriginRequest(sink, CrossOrigin([], callback=b"f", extended=False))
+    wrapper.accepted()  # the acceptor is done: this is the hold's answer
     wrapper.send_head(200, b"OK", [(b"Content-Type", b"text/plain")], 3)
     wrapper.write_body(b"hi\n")
     assert sink.calls == []
@@ -159,3 +160,15 @@ def test_cross_origin_request_stream_gets_cors() -> None:
     head = sink.calls[0]
     assert (b"Access-Control-Allow-Origin", b"http://o") in head[3]
     assert sink.calls[1] == ("body", b"x")
+
+
+def test_cross_origin_request_answer_during_accept_uses_the_proxy_format() -> None:
+    """An instruct answered while the acceptor still works (no hold) is wrapped as the proxy wraps a relayed answer."""
+    sink = Sink()
+    wrapper = CrossOriginRequest(sink, CrossOrigin([], callback=b"f"))
+    wrapper.send_head(203, b"Fine", [(b"Content-Type", b"text/plain")], 2)
+    wrapper.write_body(b"x\n")
+    wrapper.finish()
+    body = b'/**/f({"code": 203, "reason": "Fine", "headers": {"Content-Type":"text/plain"}, "body": "x\\n"});\n'
+    assert sink.calls[0] == ("head", 200, b"OK", [(b"Content-Type", b"application/javascript")], len(body))
+    assert sink.calls[1] == ("body", body)

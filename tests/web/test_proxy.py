@@ -871,3 +871,38 @@ def test_head_request_logs_zero_body_bytes(make_rig, origin):
     client = rig.request(b"HEAD /plain HTTP/1.1\r\nHost: example.com\r\n\r\n")
     assert client.received == b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\n"
     assert rig.access_lines() == [f"HEAD http://example.com/plain -> {A} code=200 0"]
+
+
+# auto cross-origin and gone links (in memory) ---------------------------------------------------
+
+
+def test_jsonp_instruct_answered_at_once_is_wrapped_as_the_proxy_wraps(make_rig):
+    """A GRIP answer without a hold, to a JSON-P request, is wrapped in the proxy's (spaced) format, as Pushpin 1.36 does."""
+    origin = Origin()
+    origin.handlers[b"/nohold"] = answer(b"nohold\n", PLAIN, (b"Grip-Status", b"203 Fine"))
+    rig = make_rig([f"*,aco {A}"], {A: origin})
+    client = rig.request(get(b"/nohold?callback=cb", b"example.com"))
+    rig.settle()
+    body = b'/**/cb({"code": 203, "reason": "Fine", "headers": {"Content-Type":"text/plain"}, "body": "nohold\\n"});\n'
+    assert client.received == b"HTTP/1.1 200 OK\r\nContent-Type: application/javascript\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    assert origin.last.uri == b"/nohold"
+
+
+def test_gone_link_posted_only_for_a_session_that_was_held(make_rig):
+    """Grip-Link rel=gone is POSTed when a held stream's client leaves, not for an instruct answered at once."""
+    origin = Origin()
+    gone = (b"Grip-Link", b"</bye>; rel=gone")
+    origin.handlers[b"/nohold"] = answer(b"x\n", PLAIN, (b"Grip-Status", b"200"), gone)
+    origin.handlers[b"/stream"] = answer(b"s\n", PLAIN, (b"Grip-Hold", b"stream"), (b"Grip-Channel", b"c"), gone)
+    origin.handlers[b"/bye"] = answer(b"", PLAIN)
+    rig = make_rig([f"* {A}"], {A: origin})
+    rig.request(get(b"/nohold", b"example.com"))
+    rig.settle()
+    assert [r.uri for r in origin.requests] == [b"/nohold"]
+    client = rig.request(get(b"/stream", b"example.com"))
+    rig.settle()
+    assert [r.uri for r in origin.requests] == [b"/nohold", b"/stream"]
+    client.disconnect()
+    rig.settle()
+    assert [(r.method, r.uri) for r in origin.requests][-1] == (b"POST", b"/bye")
+    assert origin.last.header(b"grip-sig") is not None
