@@ -94,6 +94,7 @@ class Backpressure:
         self.episodes = 0
         self._producers: list[Any] = []
         self._waiters: list[Callable[[], object]] = []
+        self._levels: dict[str, int] = {}
 
     @property
     def low_water(self) -> int:
@@ -121,22 +122,28 @@ class Backpressure:
         """How many callers L{when_relieved} holds."""
         return len(self._waiters)
 
-    def level(self, pending: int) -> None:
-        """The backlog is now C{pending} bytes."""
+    def level(self, pending: int, source: str = "deliveries") -> None:
+        """
+        C{source}'s backlog is now C{pending} bytes: the waiting deliveries, or (the main
+        process of C{workers = N}) the publishes its pipes hold for the slowest worker.
+        Congested while any source is over the limit, until every one is down to the low-water mark.
+        """
+        levels = self._levels
+        levels[source] = pending
         if self.congested:
-            if pending <= self.low_water:
+            if pending <= self.low_water and all(n <= self.low_water for n in levels.values()):
                 self._relieve(pending)
         elif self.limit > 0 and pending > self.limit:
             self.congested = True
             self.episodes += 1
-            self._log.info("deliveries behind by {kb} KB (limit {limit} KB): publishers held back",
-                           kb=pending // 1024, limit=self.limit // 1024)
+            self._log.info("{source} behind by {kb} KB (limit {limit} KB): publishers held back",
+                           source=source, kb=pending // 1024, limit=self.limit // 1024)
             for producer in tuple(self._producers):
                 producer.pauseProducing()
 
     def _relieve(self, pending: int) -> None:
         self.congested = False
-        self._log.info("deliveries caught up ({kb} KB waiting): publishers released", kb=pending // 1024)
+        self._log.info("caught up ({kb} KB waiting): publishers released", kb=pending // 1024)
         for producer in tuple(self._producers):
             producer.resumeProducing()
         waiters, self._waiters = self._waiters, []

@@ -232,3 +232,15 @@ def test_no_limit_means_no_backpressure():
     pressure = Backpressure(0)
     pressure.level(10**12)
     assert not pressure.congested
+
+
+def test_every_source_must_be_back_under_the_low_water_mark():
+    """With a second source (workers' pipes), publishers stay held until both are down to half the limit."""
+    pressure = Backpressure(100)
+    producer = RecordingProducer()
+    pressure.add_producer(producer)
+    pressure.level(150, "workers")
+    pressure.level(10)
+    assert pressure.congested and producer.events == ["pause"]
+    pressure.level(40, "workers")
+    assert not pressure.congested and producer.events == ["pause", "resume"]
