@@ -228,12 +228,12 @@ class ProxyResource(Resource):
         for route in table.routes:
             missing = []
             if route.sockjs:
-                missing.append("sockjs")
+                missing.append("sockjs (requests pass to the origin as plain HTTP)")
             if any(t.kind in ("zhttp", "zhttpreq") for t in route.targets):
                 missing.append("zhttp targets (answered 502)")
             if missing:
                 self._log.warn(
-                    "route {route} (line {line}) uses options not implemented yet: {missing}",
+                    "route {route} (line {line}) uses options pushpin-tx does not implement (README: Not implemented): {missing}",
                     route=route.id,
                     line=route.line,
                     missing=", ".join(missing),

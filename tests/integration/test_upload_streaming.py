@@ -5,12 +5,9 @@ sending it, and a slow origin holds the client back instead of the proxy bufferi
 
 from __future__ import annotations
 
-import pytest
 import pytest_twisted
 from twisted.internet import protocol
 from twisted.internet.endpoints import TCP4ServerEndpoint
-
-from pushpin_tx.web.clientsite import ClientRequest
 
 from .harness import Waiter, raw_connect, start_proxy
 
@@ -160,9 +157,6 @@ def _chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
-@pytest.mark.skipif(
-    not hasattr(ClientRequest, "_chunked"), reason="needs patch helper-H2-3 (web/clientsite.py: chunked uploads stream past 100,000 bytes)"
-)
 @pytest_twisted.ensureDeferred
 async def test_a_chunked_upload_streams_once_past_100000_bytes(reactor, tmp_path):
     """A chunked upload of unknown length reaches the origin, chunked, as soon as it passes 100,000 bytes, while the client still sends."""

@@ -906,3 +906,13 @@ def test_gone_link_posted_only_for_a_session_that_was_held(make_rig):
     rig.settle()
     assert [(r.method, r.uri) for r in origin.requests][-1] == (b"POST", b"/bye")
     assert origin.last.header(b"grip-sig") is not None
+
+
+def test_sockjs_and_zhttp_routes_are_named_in_one_line(make_rig, origin):
+    """A route using sockjs or a zhttp target is named at load in one warning line pointing to the README; aco is no longer listed."""
+    rig = make_rig([f"*,sockjs=/sockjs,aco {A} zhttp/tcp://127.0.0.1:9"], {A: origin})
+    assert rig.proxy.routes is not None
+    rig.proxy.set_routes(rig.proxy.routes)  # (loaded before the test's log observer was added)
+    lines = [line for line in rig.lines() if "does not implement" in line]
+    assert len(lines) == 1
+    assert "(README: Not implemented): sockjs (requests pass to the origin as plain HTTP), zhttp targets (answered 502)" in lines[0]
