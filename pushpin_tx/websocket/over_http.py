@@ -153,6 +153,8 @@ class WohLink:
         #: messages the origin kept back (Content-Bytes-Accepted), sent again first
         self._replay: list[WsEvent] = []
         self._replay_bytes = 0
+        #: a refresh asked for while a request was out: one more request once it is answered
+        self._refresh_queued = False
 
     # requests ------------------------------------------------------------------------------
 
@@ -242,6 +244,19 @@ class WohLink:
         self._pending = EventBatcher()
         self._cancel_timers()
 
+    def refresh(self) -> None:
+        """
+        Ask the origin now, even with nothing to send (Pushpin 1.38's refresh, for a publish
+        of C{ws-message} with C{"action": "refresh"}): at once when no request is out, else
+        once the one out is answered. Nothing once the connection is closing.
+        """
+        if self._closed:
+            return
+        if self._in_flight is not None or self._retry is not None:
+            self._refresh_queued = True
+            return
+        self._pump(keep_alive=True)
+
     def _queue(self, event: WsEvent) -> None:
         if self._closed:
             return
@@ -312,7 +327,8 @@ class WohLink:
         self.apply_response_headers(response)
         self._apply_events(events)
         self._arm_keep_alive()
-        self._pump()
+        refresh, self._refresh_queued = self._refresh_queued, False
+        self._pump(keep_alive=refresh and not self._closed)
 
     def _retry_now(self, batch: list[WsEvent], final: bool, attempt: int, replayed: int = 0) -> None:
         self._retry = None

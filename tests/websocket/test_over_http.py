@@ -196,3 +196,20 @@ def test_accepting_more_than_offered_closes(clock):
     session.client_message(OPCODE_TEXT, b"ab")
     origin.answer(headers=[(b"Content-Bytes-Accepted", b"3")])
     assert client.closed is not None and client.closed[0] == 1011
+
+
+def test_refresh_asks_the_origin_now_or_after_the_request_out(clock):
+    """refresh(): an empty request at once when idle; one more after the answer when a request is out; none once closed."""
+    session, woh, origin, _ = link(clock)
+    woh.refresh()
+    assert len(origin.posts) == 1 and origin.posts[0][1] == b""
+    woh.refresh()  # a request is out: queued
+    assert len(origin.posts) == 1
+    origin.answer()
+    assert len(origin.posts) == 2 and origin.posts[1][1] == b""
+    origin.answer()
+    assert len(origin.posts) == 2
+    session.end()
+    woh.detach()
+    woh.refresh()
+    assert len(origin.posts) == 2
