@@ -326,3 +326,40 @@ async def test_orig_headers_need_mark(reactor, tmp_path, origin):
     finally:
         assert await proxy.stop() == 0
         await port.stopListening()
+
+
+@pytest.mark.skipif(
+    not hasattr(__import__("pushpin_tx.web.accept", fromlist=["_"]), "_LOG_LEVELS"),
+    reason="needs patch helper-H2-2 (web/accept.py: the route's log_level for its too-many-subscriptions message)",
+)
+@pytest_twisted.ensureDeferred
+async def test_route_log_level_shows_the_routes_own_message(reactor, tmp_path, origin):
+    """Route option log_level=1 (Pushpin 1.41) shows the too-many-subscriptions message as a warning; the default route keeps it at debug."""
+    channels = b", ".join(b"c%d" % n for n in range(25))
+    origin.handlers[b"/many"] = lambda request: (request.setHeader(b"grip-hold", b"stream"), request.setHeader(b"grip-channel", channels), b"x\n")[2]
+    port = await start_origin(reactor, origin)
+    target = f"127.0.0.1:{port.getHost().port}"
+    proxy = await start_proxy(reactor, tmp_path, [f"loud.example,id=loud,log_level=1 {target}", f"* {target}"])
+    try:
+        for host in (b"quiet.example", b"loud.example"):
+            client = await raw_request(reactor, proxy.client_port, b"GET /many HTTP/1.1\r\nHost: %s\r\n\r\n" % host, until=b"x\n")
+            client.transport.loseConnection()
+        await proxy.wait_for_log(r"\[WARN\].*too many channels \(25\), keeping the first 20 route=loud")
+        assert len([line for line in proxy.output.splitlines() if "too many channels" in line]) == 1
+    finally:
+        assert await proxy.stop() == 0
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_services_with_pushpin_141_names(reactor, tmp_path, origin):
+    """[runner] services=connmgr,proxy,handler (the 1.40+ names) starts like the old names and proxies."""
+    port = await start_origin(reactor, origin)
+    proxy = await start_proxy(reactor, tmp_path, [f"* 127.0.0.1:{port.getHost().port}"], services="connmgr,proxy,handler")
+    try:
+        received = await _fetch(reactor, proxy, b"example.com", b"plain\n")
+        assert received.endswith(b"\r\n\r\nplain\n")
+        assert "[runner] services" in proxy.output  # named among the keys only Pushpin's own processes use
+    finally:
+        assert await proxy.stop() == 0
+        await port.stopListening()
