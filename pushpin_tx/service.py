@@ -565,7 +565,9 @@ class PushpinService(service.MultiService):
         # the whole p99; frozen, they cost nothing.
         gc.freeze()
         if self.owns_process:
-            self._stop_signals_once()
+            # once the reactor runs: it installs its signal handlers then (twistd starts the
+            # services before it runs the reactor; a worker, from callWhenRunning)
+            self.reactor.callWhenRunning(self._stop_signals_once)
         if self.owns_process and self.worker_index == 0 and hasattr(signal, "SIGHUP"):
             # signals are the main process's to handle; workers ignore SIGHUP (scripts.worker)
             self._previous_sighup = signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload))
@@ -610,7 +612,9 @@ class PushpinService(service.MultiService):
 
         for number in (signal.SIGTERM, signal.SIGINT):
             previous = signal.getsignal(number)
-            if callable(previous):  # the reactor's handler (not when run with installSignalHandlers=False)
+            # the reactor's handler; not Python's own KeyboardInterrupt (the reactor leaves
+            # that one in place only when it installs no handlers), nor SIG_DFL / SIG_IGN
+            if callable(previous) and previous is not signal.default_int_handler:
                 signal.signal(number, wrap(previous))
 
     def _start_children(self, start: Callable[[Any], None], *, bound_all: bool) -> None:

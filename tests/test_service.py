@@ -272,6 +272,35 @@ def test_sighup_is_handled_only_while_a_service_that_owns_the_process_runs(tmp_p
             pytest.fail("SIGHUP handler left installed after stop")
 
 
+def test_only_the_first_sigterm_reaches_the_reactors_handler_of_a_process_the_service_owns(tmp_path, log_lines):
+    """Once the reactor runs, a second SIGTERM while stopping is noted, not passed on (a second reactor.stop would raise)."""
+    calls: list[int] = []
+    previous_term = signal.signal(signal.SIGTERM, lambda number, frame: calls.append(number))  # as the reactor's
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)  # the reactor installed none for it
+    reactor = RecordingReactor()
+    owner = PushpinService(_settings(tmp_path), reactor, owns_process=True)
+    try:
+        owner.privilegedStartService()
+        owner.startService()
+        # twistd starts the services before the reactor runs and installs its handlers
+        assert signal.getsignal(signal.SIGTERM) is not None and reactor.whenRunningHooks
+        for hook, args, kwargs in reactor.whenRunningHooks:  # the reactor starts running
+            hook(*args, **kwargs)
+        assert calls == [] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        handler = signal.getsignal(signal.SIGTERM)
+        assert callable(handler)
+        handler(signal.SIGTERM, None)
+        handler(signal.SIGTERM, None)
+        reactor.advance(0)
+        assert calls == [signal.SIGTERM]
+        assert "received SIGTERM while stopping: the stop under way goes on" in log_lines
+        assert owner.stop_reactor() is False  # a worker's link asking now: the stop is under way
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGINT, previous_int)
+        _fired(owner.stopService())
+
+
 # --- wiring -----------------------------------------------------------------------------------
 
 

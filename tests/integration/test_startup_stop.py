@@ -14,6 +14,7 @@ import sys
 
 import pytest
 import pytest_twisted
+from twisted.internet.error import ProcessExitedAlready
 
 from .harness import DEADLINE, RunningProxy, Waiter, _ProxyProcess, child_env, poll_until, proxy_argv, write_config
 
@@ -57,8 +58,15 @@ async def test_sigterm_during_start_up_logs_no_traceback(reactor, tmp_path, mome
     started = re.search(r"worker 1 started \(pid (\d+)\)", proxy.output)
     if who == "main and worker" and started is not None:
         os.kill(int(started.group(1)), signal.SIGTERM)
-    if who == "main twice":
+    if who == "main twice":  # the second once the first is being handled (or the process is gone)
         transport.signalProcess("TERM")
+        ended = lambda: proc.exit_code is not None or proc.exit_signal is not None  # noqa: E731
+        await waiter.wait(reactor, lambda: "Received SIGTERM" in proc.output or ended(), DEADLINE, "the first SIGTERM handled")
+        if not ended():  # (before the reactor runs, the default action ends the process)
+            try:
+                transport.signalProcess("TERM")
+            except ProcessExitedAlready:
+                pass
     await proxy.stop()
     output = proxy.output
     assert "Traceback" not in output, output
