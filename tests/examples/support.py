@@ -135,3 +135,26 @@ class Stream:
 
     def close(self) -> None:
         self.sock.close()
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def sync_playwright():
+    """playwright's sync API, or a skip saying what is missing (CI installs both)."""
+    import os
+
+    import pytest
+
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is not installed (Debian's chromium package)")
+    try:
+        from playwright.sync_api import sync_playwright as start
+    except ImportError:
+        pytest.skip("playwright for Python is not installed (pip install playwright)")
+    return start
+
+
+def launch_chromium(p):
+    """Debian's Chromium, headless; no sandbox, as CI runs as root."""
+    return p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from .support import ROOT, RunningExample, request
-
-CHROMIUM = "/usr/bin/chromium"
+from .support import ROOT, RunningExample, launch_chromium, request, sync_playwright
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def chat():
+    """One chat example for the module: its tests use the room one after another."""
     example = RunningExample("chat")
     yield example
     assert example.stop() == 0
@@ -50,21 +49,10 @@ def test_two_websocket_clients_chat(chat):
     assert chat.output.count("[origin] POST /chat") >= 4
 
 
-def _playwright():
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is not installed (Debian's chromium package)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("playwright for Python is not installed")
-    return sync_playwright
-
-
 def test_chat_page_in_chromium(chat):
     """In headless Chromium, a message typed in Alice's window shows in both windows, then Bob answers."""
-    sync_playwright = _playwright()
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+    with sync_playwright()() as p:
+        browser = launch_chromium(p)
         try:
             page = browser.new_page(viewport={"width": 820, "height": 360})
             page.goto(chat.url + "/")
