@@ -1,0 +1,34 @@
+"""examples/history: a big history fetched from the origin in pages, one response to the client, then live records."""
+
+from __future__ import annotations
+
+import json
+
+from .support import RunningExample, Stream, request
+
+
+def test_history_in_pages_then_live():
+    """10,000 records arrive in order as one response body (five origin pages), then published records follow live."""
+    example = RunningExample("history")
+    try:
+        stream = Stream(example.port, "/stream")
+        try:
+            stream.read_until(b"\n10000 reading ")
+            example.wait_for(r"subscribe \S+ channel=records")
+            head = stream.received.partition(b"\r\n\r\n")[0].decode().lower()
+            assert head.startswith("http/1.1 200 ok") and "transfer-encoding: chunked" in head and "grip-" not in head
+            status, _, body = request(example.port, "POST", "/records", body=b"live one")
+            assert (status, json.loads(body)) == (200, {"id": 10001})
+            request(example.port, "POST", "/records", body=b"live two")
+            stream.read_until(b"10002 live two\n")
+            lines = stream.body().decode().splitlines()
+            assert [int(line.split()[0]) for line in lines] == list(range(1, 10003))
+            assert lines[:2] == ["1 reading 27.1", "2 reading 21.2"] and lines[-2:] == ["10001 live one", "10002 live two"]
+            assert len(stream.body()) > 150_000
+            # The origin served pages only: the first request, then one next link per page.
+            pages = [line.split()[2] for line in example.output.splitlines() if line.startswith("[origin] GET /stream")]
+            assert pages == ["/stream", "/stream?after=2000", "/stream?after=4000", "/stream?after=6000", "/stream?after=8000"]
+        finally:
+            stream.close()
+    finally:
+        assert example.stop() == 0
