@@ -20,6 +20,11 @@ from twisted.web._newclient import BadHeaders, BadResponseVersion, ParseError, R
 from twisted.web.client import HTTPConnectionPool, _HTTP11ClientFactory
 from twisted.web.http import _ChunkedTransferDecoder, _DataLoss
 
+try:  # the h2 package (twisted[http2]); without it https ports speak HTTP/1.1 only
+    from twisted.web._http2 import H2Connection as _H2Connection, H2Stream as _H2Stream
+except ImportError:  # pragma: no cover - h2 is an install requirement
+    _H2Connection = _H2Stream = None
+
 __all__ = [
     "QuietConnectionPool",
     "is_disconnected",
@@ -42,6 +47,11 @@ __all__ = [
     "DataLoss",
     "decint",
     "istoken",
+    # twisted.web's HTTP/2 server (web/h2.py)
+    "H2Connection",
+    "H2Stream",
+    "h2_available",
+    "h2_wake_sender",
 ]
 
 
@@ -157,6 +167,35 @@ def decint(value: bytes) -> int:
 def istoken(value: bytes) -> bool:
     """Whether C{value} is an HTTP token (RFC 9110), as twisted.web checks a method."""
     return _istoken(value)
+
+
+# twisted.web HTTP/2 server side ---------------------------------------------------------------
+
+#: twisted.web's HTTP/2 connection (C{twisted.web._http2.H2Connection}): what
+#: C{_GenericHTTPChannelProtocol} switches to when ALPN picks C{h2}; one L{H2Stream} per request,
+#: which is the request's C{channel} (its C{transport} is None)
+H2Connection: Any = _H2Connection
+
+#: twisted.web's HTTP/2 stream (C{twisted.web._http2.H2Stream})
+H2Stream: Any = _H2Stream
+
+
+def h2_available() -> bool:
+    """Whether twisted.web can serve HTTP/2 here (the C{h2} and C{priority} packages import)."""
+    return _H2Connection is not None
+
+
+def h2_wake_sender(connection: Any) -> None:
+    """
+    Restart the sending loop of twisted.web's L{H2Connection} if it stopped with every stream
+    blocked (its C{_sendingDeferred}, which it fires itself only when a stream is written to
+    or ended): the loop then looks again at which streams can send, e.g. after a WINDOW_UPDATE
+    put a stream with queued data back into its priority tree.
+    """
+    waiting = connection._sendingDeferred
+    if waiting is not None:
+        connection._sendingDeferred = None
+        waiting.callback(None)
 
 
 # autobahn ------------------------------------------------------------------------------------

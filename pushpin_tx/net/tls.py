@@ -17,6 +17,11 @@ connection manager finds them (C{src/connmgr/tls.rs} in Pushpin 1.37-1.41, condu
 Protocols and ciphers are Mozilla's "intermediate" profile, as connmgr's
 C{SslAcceptor::mozilla_intermediate}: TLS 1.2 and 1.3, forward-secret AEAD suites.
 
+ALPN: the protocols the wrapped factory lists in its C{alpn} attribute, in its order of
+preference (the client site: C{h2} then C{http/1.1}, or C{http/1.1} alone with
+C{[runner] http2=false}); a client offering none of them gets no ALPN answer and speaks
+HTTP/1.1, as it would to a server without ALPN.
+
 Twisted's TLS (C{TLSMemoryBIOFactory}, pyOpenSSL) does the rest; the connection creator
 below hands it an C{SSL.Connection} whose context switches to the SNI-chosen identity in
 OpenSSL's servername callback. Key material is read by OpenSSL from the files and never
@@ -26,7 +31,8 @@ passes through a log line: errors name the file and OpenSSL's reason only.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
+from weakref import WeakKeyDictionary
 
 from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
@@ -50,6 +56,21 @@ _NAME_MAX = 253
 
 _log = Logger()
 
+#: the ALPN protocols each server connection offers (set by its port's creator)
+_OFFERS: "WeakKeyDictionary[SSL.Connection, tuple[bytes, ...]]" = WeakKeyDictionary()
+
+#: what a listener offers when its factory does not say
+HTTP1_ONLY = (b"http/1.1",)
+
+
+def _select_alpn(connection: SSL.Connection, offered: list[bytes]) -> Any:
+    """OpenSSL's ALPN callback: the first of the port's protocols the client offers (the
+    server's preference, as connmgr's), or no ALPN answer when none is."""
+    for protocol in _OFFERS.get(connection, HTTP1_ONLY):
+        if protocol in offered:
+            return protocol
+    return SSL.NO_OVERLAPPING_PROTOCOLS
+
 
 def default_identity(port: int) -> str:
     """The name of an https port's default identity: C{default_<port>}, as Pushpin's runner passes it."""
@@ -62,6 +83,8 @@ def _base_context() -> SSL.Context:
     ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
     ctx.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE | SSL.OP_NO_RENEGOTIATION)
     ctx.set_cipher_list(INTERMEDIATE_CIPHERS)
+    # on every context: OpenSSL asks the one the servername callback switched to
+    ctx.set_alpn_select_callback(_select_alpn)
     return ctx
 
 
@@ -139,9 +162,10 @@ class SniConnectionCreator:
     in OpenSSL's servername callback (called for every ClientHello, with or without SNI).
     """
 
-    def __init__(self, store: IdentityStore, default: str) -> None:
+    def __init__(self, store: IdentityStore, default: str, alpn: Sequence[bytes] = HTTP1_ONLY) -> None:
         self._store = store
         self._default = default
+        self.alpn = tuple(alpn)
         self._context = _base_context()
         self._context.set_tlsext_servername_callback(self._pick)
 
@@ -161,7 +185,9 @@ class SniConnectionCreator:
 
     def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
         """A new server-side connection on this port's context (Twisted's connection creator interface)."""
-        return SSL.Connection(self._context, None)
+        connection = SSL.Connection(self._context, None)
+        _OFFERS[connection] = self.alpn
+        return connection
 
 
 class WriteThroughTLS(TLSMemoryBIOProtocol):
@@ -185,8 +211,9 @@ class WriteThroughTLS(TLSMemoryBIOProtocol):
 def tls_factory(factory: Any, store: IdentityStore, port: int) -> TLSMemoryBIOFactory:
     """
     C{factory} behind TLS, with https port C{port}'s identities (its default is
-    C{default_<port>}). A missing default identity is logged once here: clients without a
-    known SNI name will not complete a handshake.
+    C{default_<port>}), offering by ALPN what C{factory.alpn} lists (HTTP/1.1 when it has
+    none). A missing default identity is logged once here: clients without a known SNI name
+    will not complete a handshake.
     """
     default = default_identity(port)
     if store.by_name(default) is None:
@@ -194,7 +221,8 @@ def tls_factory(factory: Any, store: IdentityStore, port: int) -> TLSMemoryBIOFa
             "TLS: no default certificate for https port {port} ({dir}/{name}.crt and .key): clients"
             " whose SNI name has no certificate of its own will fail the handshake",
             port=port, dir=store.directory, name=default)
-    tls = TLSMemoryBIOFactory(SniConnectionCreator(store, default), False, factory)
+    alpn = getattr(factory, "alpn", HTTP1_ONLY)
+    tls = TLSMemoryBIOFactory(SniConnectionCreator(store, default, alpn), False, factory)
     tls.protocol = type("WriteThroughTLS", (WriteThroughTLS,), {"turns": getattr(factory, "turns", None)})
     tls.noisy = False
     return tls

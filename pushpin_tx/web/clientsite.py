@@ -6,6 +6,12 @@ L{ClientRequest} is a twisted.web C{Request} that also serves as the L{HttpSink}
 it writes a status line and headers once, then either body bytes (framed by twisted.web) or
 bytes the router already framed for every subscriber (written straight to the transport,
 so a published chunk is encoded once, not once per connection).
+
+On an https port whose ALPN picked C{h2}, the L{ClientChannel} hands the connection to
+L{pushpin_tx.web.h2} before reading anything; each request is then an HTTP/2 stream (the
+request's C{channel} is twisted.web's C{H2Stream}, its C{transport} None) and the same
+L{ClientRequest} serves it: C{chunked} stays 0 (HTTP/2 frames the body), so holds write
+bodies unframed; aborting or cutting a response short resets the stream, not the connection.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from zope.interface import implementer
 
 from pushpin_tx._compat import channel_paused, is_disconnected, request_line
 from pushpin_tx.net.writethrough import TurnCounter, writer_for
+from pushpin_tx.web.h2 import h2_available, take_over
 
 __all__ = ["ClientRequest", "ClientChannel", "ClientSite", "StreamingBody", "STREAM_UPLOADS_OVER"]
 
@@ -109,6 +116,8 @@ class ClientRequest(server.Request):
     _finish_pending = False
     #: a chunked body, kept in memory until it is known to be small or found to be large
     _chunked = False
+    #: over HTTP/2: the announced length of a body kept as a chunked one is (UNKNOWN_LENGTH: none)
+    _announced: "int | object" = UNKNOWN_LENGTH
     #: Every head is the origin's, a GRIP instruct's or one of Pushpin's own answers, each
     #: naming its Content-Type when it has one: twisted.web must not add C{text/html} to
     #: the others (observed on 1.36.0: an origin answer without one, and a JSON instruct
@@ -116,6 +125,14 @@ class ClientRequest(server.Request):
     defaultContentType = None
 
     def gotLength(self, length: int | None) -> None:
+        if not isinstance(self.channel, ClientChannel) and (length is None or length > STREAM_UPLOADS_OVER):
+            # An HTTP/2 stream tells its length while it is being made, before its connection
+            # knows it: nothing may answer yet. A large body is kept as a chunked one (in
+            # memory to STREAM_UPLOADS_OVER, streamed from the chunk that passes it).
+            self._chunked = True
+            self._announced = UNKNOWN_LENGTH if length is None else length
+            self.content = BytesIO()
+            return
         if length is None:
             # chunked: kept here up to STREAM_UPLOADS_OVER (handleContentChunk decides)
             self._chunked = True
@@ -150,8 +167,12 @@ class ClientRequest(server.Request):
     def _start_streaming(self, length: "int | object") -> None:
         """Headers are in, a large body follows: start proxying now, as requestReceived would."""
         channel = self.channel
-        self.upload = StreamingBody(length, channel.transport)
-        self.method, self.uri, self.clientproto = request_line(channel)
+        if isinstance(channel, ClientChannel):
+            self.upload = StreamingBody(length, channel.transport)
+            self.method, self.uri, self.clientproto = request_line(channel)
+        else:  # an HTTP/2 stream: it reads its request's DATA, and pauses reading them
+            self.upload = StreamingBody(length, channel)
+            self.method, self.uri, self.clientproto = channel.command, channel.path, b"HTTP/2"
         self.path = self.uri.split(b"?", 1)[0]
         self.args = {}
         self.client = channel.getPeer()
@@ -171,7 +192,7 @@ class ClientRequest(server.Request):
                 self._chunked = False
                 kept = content.getvalue()  # type: ignore[attr-defined]
                 self.content = BytesIO()
-                self._start_streaming(UNKNOWN_LENGTH)
+                self._start_streaming(self._announced)
                 assert self.upload is not None
                 self.upload.feed(kept)
 
@@ -198,6 +219,7 @@ class ClientRequest(server.Request):
     # HttpSink ------------------------------------------------------------------------------
 
     def send_head(self, code: int, reason: bytes, headers: list[tuple[bytes, bytes]], length: int | None) -> None:
+        # (over HTTP/2 the connection leaves out connection-specific headers: ClientH2Connection)
         self.setResponseCode(code, reason)
         raw = self.responseHeaders
         for name, value in headers:
@@ -212,7 +234,7 @@ class ClientRequest(server.Request):
     def write(self, data: bytes) -> None:
         super().write(data)
         channel = getattr(self, "channel", None)  # gone once the request is cleaned up
-        if channel is not None and channel._head is not None:
+        if channel is not None and getattr(channel, "_head", None) is not None:
             channel.flush_head()  # a head without a body write (HEAD, 204, empty body)
 
     def write_framed(self, data: bytes) -> None:
@@ -230,7 +252,7 @@ class ClientRequest(server.Request):
         if is_disconnected(self) or self.finished:
             return
         channel = self.channel
-        if channel is not None and channel._head is not None and not self.chunked:
+        if channel is not None and getattr(channel, "_head", None) is not None and not self.chunked:
             channel.flush_head()  # no last chunk will carry the head (see send_head)
         if self.upload is not None and not self._body_done:
             # twisted.web ends a request only once its body is in (the channel is still reading
@@ -242,13 +264,23 @@ class ClientRequest(server.Request):
     def abort(self) -> None:
         """Drop the connection at once, discarding anything not yet sent."""
         channel = self.channel
-        if channel is not None and channel.transport is not None:
+        if channel is None:
+            return
+        if not isinstance(channel, ClientChannel):
+            channel.abortConnection()  # an HTTP/2 stream: RST_STREAM, the connection's other streams go on
+            return
+        if channel.transport is not None:
             channel.flush_head()  # a head kept by send_head went out before, as it always did
             cast(ITCPTransport, channel.transport).abortConnection()
 
     def close(self) -> None:
         """Close the connection after what was written is sent: an unfinished body then shows
-        the client that it is short (missing bytes or missing last chunk)."""
+        the client that it is short (missing bytes or missing last chunk). An HTTP/2 stream
+        has no such ending (END_STREAM tells a complete one): it is reset, what it had queued
+        and not sent dropped with it."""
+        if self.channel is not None and not isinstance(self.channel, ClientChannel):
+            self.channel.abortConnection()
+            return
         if self.channel is not None and self.channel.transport is not None:
             self.channel.flush_head()
             self.channel.transport.loseConnection()
@@ -262,7 +294,7 @@ class ClientRequest(server.Request):
         if is_disconnected(self):
             return
         channel = self.channel
-        if channel is not None and channel._head is not None:
+        if channel is not None and getattr(channel, "_head", None) is not None:
             channel.flush_head()  # nothing followed the head (see send_head): it goes now
         self.registerProducer(producer, True)
         if channel_paused(self.channel):
@@ -293,6 +325,8 @@ class ClientChannel(http.HTTPChannel):
     _secure_of: Any = None
     #: the process's client connection count this connection holds a place in (None: not counted)
     _counted: Any = None
+    #: whether the first bytes must look at ALPN first (a TLS connection of a site with HTTP/2)
+    _alpn_pending = False
 
     def connectionMade(self) -> None:
         limit = getattr(self.site, "limit", None)  # the site is set by buildProtocol, before this
@@ -300,6 +334,18 @@ class ClientChannel(http.HTTPChannel):
             limit.opened()
             self._counted = limit
         super().connectionMade()
+        if type(self.transport) is not tcp.Server and getattr(self.site, "http2", False):
+            self._alpn_pending = True
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._alpn_pending:
+            # the handshake is done when the first bytes arrive (what twisted.web's
+            # HTTP/2-negotiating channel waits for too)
+            self._alpn_pending = False
+            if getattr(self.transport, "negotiatedProtocol", None) == b"h2":
+                take_over(self, data)
+                return
+        super().dataReceived(data)
 
     def hand_over_count(self) -> Any:
         """The connection count this connection holds a place in, now the protocol's taking the
@@ -420,20 +466,24 @@ class ClientSite(server.Site):
     """The client listener's site."""
 
     requestFactory = ClientRequest
-    # A plain HTTP/1.x channel, not twisted.web's HTTP/2-negotiating wrapper: Pushpin
-    # speaks HTTP/1.x only (§13), and the hold code writes HTTP/1.1 framing itself.
+    # A plain HTTP/1.x channel, not twisted.web's HTTP/2-negotiating wrapper (which would sit
+    # between the transport and every HTTP/1.x channel): a TLS connection that negotiated h2
+    # is handed over by the channel itself (ClientChannel.dataReceived, web/h2.py).
     protocol = ClientChannel  # type: ignore[assignment]  # (typed for twisted.web's own HTTP/2-negotiating wrapper)
 
-    def __init__(self, resource: Any, *, header_limit: int = 8192, limit: Any = None, **kw: Any) -> None:
+    def __init__(self, resource: Any, *, header_limit: int = 8192, limit: Any = None, http2: bool = True, **kw: Any) -> None:
         """
         @param limit: the process's L{pushpin_tx.net.maxconn.ConnectionLimit} (C{client_maxconn}),
             which every connection of this site counts in until it ends.
+        @param http2: whether its TLS connections offer C{h2} by ALPN (C{[runner] http2});
+            plain connections are HTTP/1.x whatever this says (no h2c).
         """
         # A proxy passes bodies on untouched: twisted.web must not parse form posts into
         # request.args (it would also answer a malformed multipart body 400 itself).
         super().__init__(resource, parsePOSTFormSubmission=False, **kw)
         self._header_limit = header_limit
         self.limit = limit
+        self.http2 = http2 and h2_available()
         self.noisy = False
         #: reactor turns, for coalescing several writes to one connection in one turn
         self.turns = TurnCounter(self.reactor)
@@ -442,6 +492,11 @@ class ClientSite(server.Site):
         channel = cast(ClientChannel, super().buildProtocol(addr))
         channel.totalHeadersSize = self._header_limit
         return channel
+
+    @property
+    def alpn(self) -> tuple[bytes, ...]:
+        """The ALPN protocols its TLS listeners offer, preferred first (read by L{pushpin_tx.net.tls})."""
+        return (b"h2", b"http/1.1") if self.http2 else (b"http/1.1",)
 
     def log(self, request: Any) -> None:
         """Access lines are written by the proxy resource in Pushpin's shape instead."""
