@@ -141,6 +141,9 @@ class Settings:
     client_maxconn: int
     #: permessage-deflate on client WebSockets (1.37)
     allow_compression: bool
+    #: HTTP/2 offered by ALPN on the https ports (pushpin-tx extension, default true; HTTP/1.1 is
+    #: always offered too, and plain ports are HTTP/1.x whatever this says)
+    http2: bool
     #: reactor processes serving clients (pushpin-tx extension; 1: everything in one process)
     workers: int
     # [proxy]
@@ -397,6 +400,7 @@ def _load(mode: _Strict, config_path: str | None, *, port: str | None,
         client_maxconn=cfg.parse("runner", "client_maxconn", "",
                                  lambda v: _positive_int(v) if v.strip() else 50000),
         allow_compression=cfg.get_bool("runner", "allow_compression"),
+        http2=cfg.parse("runner", "http2", "", lambda v: _bool(v) if v.strip() else True),
         workers=workers if workers is not None else mode.workers(cfg, path),
         routesfile=os.path.normpath(os.path.join(config_dir, routesfile)) if routesfile else "",
         debug=cfg.get_bool("proxy", "debug"),

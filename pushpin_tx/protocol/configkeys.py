@@ -27,6 +27,7 @@ KNOWN: dict[str, frozenset[str]] = {
         "services", "http_port", "https_ports", "local_ports", "rundir", "logdir", "log_level",
         "client_buffer_size", "client_maxconn", "allow_compression",
         "workers",  # pushpin-tx extension: reactor processes sharing the client ports
+        "http2",  # pushpin-tx extension: h2 by ALPN on https_ports (default true)
         "condure_bin", "mongrel2_bin", "m2sh_bin", "zurl_bin",
     }),
     "proxy": frozenset({

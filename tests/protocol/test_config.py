@@ -945,6 +945,23 @@ def test_maxconn_and_compression(tmp_path: Path, text: str, expected: tuple[int,
     assert (settings.client_maxconn, settings.allow_compression) == expected
 
 
+@pytest.mark.parametrize("text, expected", [
+    ("", True),
+    ("[runner]\nhttp2=\n", True),
+    ("[runner]\nhttp2=false\n", False),
+    ("[runner]\nhttp2=true\n", True),
+])
+def test_http2_defaults_on(tmp_path: Path, text: str, expected: bool) -> None:
+    """[runner] http2 (h2 by ALPN on https_ports) defaults to true, blank too; false turns it off."""
+    assert load(tmp_path, text).http2 is expected
+
+
+def test_http2_must_be_a_boolean(tmp_path: Path) -> None:
+    """http2=off is refused at start-up, as every boolean key other than true/false/1/0."""
+    with pytest.raises(ConfigError, match="http2"):
+        load(tmp_path, "[runner]\nhttp2=off\n")
+
+
 def test_maxconn_must_be_positive(tmp_path: Path) -> None:
     """client_maxconn=0 would never accept a client: it stops start-up instead."""
     with pytest.raises(ConfigError, match="client_maxconn"):
