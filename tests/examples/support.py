@@ -72,6 +72,9 @@ class RunningExample:
                 self.process.kill()
                 self.process.wait()
                 raise AssertionError(f"the example did not stop on Ctrl-C:\n{self.output}")
+            # Both stopped: the proxy logged its clean shutdown, then run.py its own last line.
+            self.wait_for(r"\[proxy\] .*Server Shut Down\.", 1)
+            self.wait_for(r"\] stopped\n", 1)
         return self.process.returncode
 
 
