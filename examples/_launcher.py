@@ -122,7 +122,10 @@ class Example:
         if (args.port, args.control_port) != (DEFAULT_PORT, DEFAULT_CONTROL_PORT):
             self._tmp = tempfile.TemporaryDirectory(prefix=f"pushpin-tx-{self.name}-")
             argv += ["--config", str(_proxy_config(Path(self._tmp.name), args.port, args.control_port))]
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # The repository's twisted/plugins (the pushpin plugin) is importable from any
+        # directory, also when the package is installed in editable mode.
+        root = str(Path(__file__).resolve().parents[1])
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
         print(f"[{self.name}] origin on 127.0.0.1:{origin_port}; starting: twistd -n pushpin --route '{route}'", flush=True)
         self.proxy = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True, bufsize=1)
         threading.Thread(target=self._read_proxy, daemon=True).start()

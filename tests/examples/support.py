@@ -23,9 +23,9 @@ DEADLINE = 20.0
 class RunningExample:
     """An example's C{run.py} in a child process; its output collected line by line."""
 
-    def __init__(self, name: str, *args: str) -> None:
+    def __init__(self, name: str, *args: str, cwd: Path = ROOT) -> None:
         argv = [sys.executable, str(ROOT / "examples" / name / "run.py"), "--port", "0", "--control-port", "0", *args]
-        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, cwd=str(ROOT))
+        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, cwd=str(cwd))
         self.lines: list[str] = []
         self._changed = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()

@@ -7,9 +7,10 @@ import json
 from .support import RunningExample, Stream, request
 
 
-def test_history_in_pages_then_live():
+def test_history_in_pages_then_live(tmp_path):
     """10,000 records arrive in order as one response body (five origin pages), then published records follow live."""
-    example = RunningExample("history")
+    # Started from another directory than the repository's: run.py finds the proxy's plugin itself.
+    example = RunningExample("history", cwd=tmp_path)
     try:
         stream = Stream(example.port, "/stream")
         try:
