@@ -4,7 +4,7 @@ The pushpin.conf keys Pushpin 1.36 knows, and which of them mean nothing to push
 
 Why a table: config.py reports keys a user set that Pushpin would not read (typos), and keys
 that only steer Pushpin's child processes (condure, zurl and the ZeroMQ wiring between
-pushpin-proxy and pushpin-handler) and so do not apply to a single process. The key lists come
+pushpin-proxy and pushpin-handler), which pushpin-tx does not have. The key lists come
 from the settings.value() calls in the 1.36 runner, proxy and handler (cross-checked against
 the strings in the installed 1.36.0 binaries), plus the keys in the shipped pushpin.conf and
 internal.conf, plus our own two extension keys.
