@@ -22,11 +22,13 @@ from __future__ import annotations
 import json
 import re
 import threading
+from pathlib import Path
 from urllib.parse import parse_qs
 
 from gripcontrol import GripPubControl, HttpStreamFormat
 from pubcontrol import Item
 
+PAGE = (Path(__file__).parent / "index.html").read_bytes()
 CHANNEL = "records"
 settings = {"control_uri": "http://127.0.0.1:5561", "page_size": 2000}
 _records: list[str] = []  # record id N is _records[N - 1]
@@ -45,6 +47,8 @@ def _line(record_id: int) -> str:
 
 def handler(request: dict) -> tuple[int, dict[str, str], bytes]:
     query = parse_qs(request["query"])
+    if request["method"] == "GET" and request["path"] == "/":
+        return 200, {"Content-Type": "text/html; charset=utf-8"}, PAGE
     if request["method"] == "GET" and request["path"] == "/stream":
         after = int(query.get("after", ["0"])[0])
         grip_last = request["headers"].get("grip-last")
@@ -53,7 +57,7 @@ def handler(request: dict) -> tuple[int, dict[str, str], bytes]:
         return page(after)
     if request["method"] == "POST" and request["path"] == "/records":
         return add(request["body"].decode("utf-8", "replace").strip())
-    return 404, {"Content-Type": "text/plain"}, b"GET /stream, POST /records\n"
+    return 404, {"Content-Type": "text/plain"}, b"GET /, GET /stream, POST /records\n"
 
 
 def page(after: int) -> tuple[int, dict[str, str], bytes]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .support import RunningExample, Stream, request
+from .support import RunningExample, Stream, launch_chromium, request, sync_playwright
 
 
 def test_history_in_pages_then_live(tmp_path):
@@ -31,5 +31,25 @@ def test_history_in_pages_then_live(tmp_path):
             assert pages == ["/stream", "/stream?after=2000", "/stream?after=4000", "/stream?after=6000", "/stream?after=8000"]
         finally:
             stream.close()
+    finally:
+        assert example.stop() == 0
+
+
+def test_page_in_chromium():
+    """In headless Chromium the page counts the 10,000 records of history, then shows a live record as it is published."""
+    example = RunningExample("history")
+    try:
+        with sync_playwright()() as p:
+            browser = launch_chromium(p)
+            try:
+                page = browser.new_page()
+                page.goto(example.url + "/")
+                page.wait_for_function("document.getElementById('count').textContent === 'records: 10000'", timeout=15000)
+                example.wait_for(r"subscribe \S+ channel=records")
+                request(example.port, "POST", "/records", body=b"reading 21.5")
+                page.wait_for_function("document.getElementById('count').textContent === 'records: 10001'", timeout=15000)
+                assert page.inner_text("#latest").splitlines()[-2:] == ["10000 reading 28.0", "10001 reading 21.5"]
+            finally:
+                browser.close()
     finally:
         assert example.stop() == 0
