@@ -15,6 +15,7 @@ from pushpin_tx.protocol.config import ConfigError, Settings, load_settings
 from pushpin_tx.ops.console import ConsoleConfigError, check_console_settings
 from pushpin_tx.ops.metrics import MetricsConfigError, check_metrics_settings
 from pushpin_tx.ops import logs
+from pushpin_tx.scripts import check
 from pushpin_tx.service import DRAIN_SECONDS, PushpinService
 
 # PushpinService and DRAIN_SECONDS are re-exported: the worker entry point and older tests
@@ -40,6 +41,8 @@ class Options(usage.Options):
         ["verbose", None, "Verbose output (log level 3)."],
         ["merge-output", "m", "Accepted for compatibility: pushpin-tx writes one log for all its processes."],
         ["log-json", None, "Write logs as JSON lines (time, level, message, namespace) for log shippers."],
+        ["check", None, "Check the config and routes, print every problem and exit without starting "
+                        "(status 0: it would start); the same as pushpin-tx-check."],
     ]
 
     def __init__(self) -> None:
@@ -52,6 +55,11 @@ class Options(usage.Options):
         self["route"].append(line)
 
     def postOptions(self) -> None:
+        if self["check"]:
+            # print the findings and exit before twistd builds anything (SystemExit passes
+            # through twistd's option parsing as the process's exit status)
+            raise SystemExit(check.run(self["config"], routes=self["route"] or None,
+                                       port=self["port"], instance_id=self["id"]))
         loglevel = 3 if self["verbose"] else self["loglevel"]
         try:
             self.settings = load_settings(

@@ -10,9 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
-from pushpin_tx.tap import Options
 
 from .harness import ROOT, child_env, proxy_argv
 
@@ -98,12 +96,6 @@ def test_check_command_usage_error_exits_2(tmp_path: Path) -> None:
     assert "usage: pushpin-tx-check" in result.stderr
 
 
-needs_check_flag = pytest.mark.skipif(
-    "check" not in {flag[0] for flag in Options.optFlags},
-    reason="twistd pushpin has no --check flag yet (patch /tmp/patches/helper-G-1.diff to tap.py)")
-
-
-@needs_check_flag
 def test_twistd_check_flag_passes_the_stock_config_without_starting(tmp_path: Path) -> None:
     """twistd -n pushpin --check exits 0 for the stock config and binds nothing."""
     result = run(proxy_argv("--check", "--config", str(STOCK)), tmp_path)
@@ -112,7 +104,6 @@ def test_twistd_check_flag_passes_the_stock_config_without_starting(tmp_path: Pa
     assert "listening" not in result.stdout + result.stderr
 
 
-@needs_check_flag
 def test_twistd_check_flag_fails_a_broken_config(tmp_path: Path) -> None:
     """twistd -n pushpin --check exits 1 with every message for a broken config."""
     conf = broken_config(tmp_path)
