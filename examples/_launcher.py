@@ -54,7 +54,11 @@ class _OriginHandler(http.server.BaseHTTPRequestHandler):
             "headers": {k.lower(): v for k, v in self.headers.items()},
             "body": self.rfile.read(length) if length else b"",
         }
-        status, headers, body = type(self).handler(request)
+        try:
+            status, headers, body = type(self).handler(request)
+        except Exception as e:  # an example's bug, or a publish the proxy refused: say so
+            print(f"[origin] {self.command} {self.path} failed: {e!r}", flush=True)
+            status, headers, body = 500, {"Content-Type": "text/plain"}, f"origin error: {e}\n".encode()
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
