@@ -25,6 +25,13 @@ general one, and that server's rules are what a client sees:
 The parser is a small state machine on a plain L{Protocol}: twisted.web's channel has its
 own, different answers (a bare C{400 Bad Request} with no headers, a silent close for a long
 header line) and accepts what Pushpin refuses (chunked bodies).
+
+Authentication (issue 18, pushpin-tx's; Pushpin has none): with a L{PublishAuth}, C{/publish/}
+and C{/recover/} need valid credentials (checked after the 406 and 404 rules, before 405),
+else C{401 Unauthorized} with a C{WWW-Authenticate} per accepted scheme, and nothing is
+published or recovered. C{GET /} stays open: it answers C{Pushpin API} and nothing else, a
+liveness probe. The log line of a refusal says why in fixed words, never with the
+credentials. A Basic check's bcrypt runs in a thread, so the answer may come a turn later.
 """
 
 from __future__ import annotations
@@ -33,11 +40,12 @@ import json
 import re
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
-from twisted.internet import protocol
+from twisted.internet import defer, protocol, threads
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 
 from pushpin_tx.protocol.items import PublishBodyError, parse_publish_body
+from pushpin_tx.protocol.publish_auth import BasicAttempt, PublishAuth, Verdict
 from pushpin_tx.protocol.qt.numbers import bytearray_to_int
 
 if TYPE_CHECKING:
@@ -139,6 +147,7 @@ class ControlProtocol(protocol.Protocol, TimeoutMixin):
         self._request: ControlRequest | None = None  # set once the headers are in
         self._length = 0
         self._done = False
+        self._lost = False
 
     def connectionMade(self) -> None:
         self.setTimeout(self._site.timeout)
@@ -190,7 +199,19 @@ class ControlProtocol(protocol.Protocol, TimeoutMixin):
             self._answer(request._replace(body=self._buf))
 
     def _answer(self, request: ControlRequest) -> None:
-        self._finish(self._site.resource.handle(request), request.http10)
+        answer = self._site.resource.handle(request)
+        if isinstance(answer, Answer):
+            self._finish(answer, request.http10)
+            return
+        self._done = True  # no more bytes are read while the credentials are checked
+        self.setTimeout(None)
+        answer.addCallback(self._finish_later, request.http10)
+        answer.addErrback(lambda f: self._log.failure("control: answering failed", f))
+
+    def _finish_later(self, answer: Answer, http10: bool) -> None:
+        if self._lost:
+            return  # the client left while its credentials were checked
+        self._finish(answer, http10)
 
     def _refuse(self, answer: Answer, http10: bool, why: str) -> None:
         peer = self.transport.getPeer()
@@ -211,6 +232,7 @@ class ControlProtocol(protocol.Protocol, TimeoutMixin):
     def connectionLost(self, reason: Any = None) -> None:
         self.setTimeout(None)
         self._done = True
+        self._lost = True
 
 
 class ControlSite(protocol.ServerFactory):
@@ -258,9 +280,18 @@ class ControlResource:
 
     _log = Logger()
 
-    def __init__(self, intake: "PublishIntake", recover: Callable[[], None] | None = None) -> None:
+    def __init__(self, intake: "PublishIntake", recover: Callable[[], None] | None = None, *,
+                 auth: PublishAuth | None = None,
+                 in_thread: Callable[[Callable[[], bool]], "defer.Deferred[bool]"] | None = None) -> None:
+        """
+        @param auth: the credentials C{/publish/} and C{/recover/} need (C{None}: none, as Pushpin).
+        @param in_thread: runs a blocking check (bcrypt) off the reactor thread; default
+            L{threads.deferToThread}.
+        """
         self._intake = intake
         self._recover = recover
+        self._auth = auth
+        self._in_thread = in_thread if in_thread is not None else threads.deferToThread
 
     def log_line(self, method: bytes, path: bytes, code: int, size: int, extra: str) -> None:
         self._log.info(
@@ -272,13 +303,36 @@ class ControlResource:
             extra=extra,
         )
 
-    def handle(self, request: ControlRequest) -> Answer:
-        """The answer to C{request}; publishes and recovers as a side effect; logs one line."""
-        answer, extra = self._route(request)
+    @property
+    def auth(self) -> PublishAuth | None:
+        """The credentials publishes need, or C{None}."""
+        return self._auth
+
+    def handle(self, request: ControlRequest) -> "Answer | defer.Deferred[Answer]":
+        """
+        The answer to C{request}; publishes and recovers as a side effect; logs one line.
+        A Deferred when Basic credentials must first be checked in a thread.
+        """
+        routed = self._route(request)
+        if isinstance(routed, BasicAttempt):
+            return self._after_check(request, routed)
+        answer, extra = routed
         self.log_line(request.method, request.uri, answer.code, len(answer.body), extra)
         return answer
 
-    def _route(self, request: ControlRequest) -> tuple[Answer, str]:
+    def _after_check(self, request: ControlRequest, attempt: BasicAttempt) -> "defer.Deferred[Answer]":
+        auth = self._auth
+        assert auth is not None
+
+        def checked(ok: bool) -> Answer:
+            answer, extra = self._authorized(request, auth.settle(attempt, ok))
+            self.log_line(request.method, request.uri, answer.code, len(answer.body), extra)
+            return answer
+
+        d = self._in_thread(attempt.verify)
+        return d.addCallback(checked)
+
+    def _route(self, request: ControlRequest) -> tuple[Answer, str] | BasicAttempt:
         # The raw URI (a query string included) with one trailing slash dropped, as Pushpin.
         path = request.uri
         if len(path) > 1 and path.endswith(b"/"):
@@ -290,6 +344,28 @@ class ControlResource:
             return _text(200, b"OK", "Pushpin API\n"), ""
         if path not in (b"/publish", b"/recover"):
             return _text(404, b"Not Found", "Not Found\n"), ""
+        if self._auth is None:
+            return self._authorized(request, None)
+        verdict = self._auth.check(request.values(b"authorization"))
+        if isinstance(verdict, BasicAttempt):
+            return verdict
+        return self._authorized(request, verdict)
+
+    def _authorized(self, request: ControlRequest, verdict: Verdict | None) -> tuple[Answer, str]:
+        """The answer once the credentials are judged (C{verdict} C{None}: none needed)."""
+        auth = f" auth={verdict.why}" if verdict is not None else ""
+        if verdict is not None and not verdict.ok:
+            assert self._auth is not None
+            challenges = [(b"WWW-Authenticate", value) for value in self._auth.challenges()]
+            return _text(401, b"Unauthorized", "Unauthorized.\n", challenges), auth
+        answer, extra = self._act(request)
+        return answer, extra + auth
+
+    def _act(self, request: ControlRequest) -> tuple[Answer, str]:
+        path = request.uri
+        if len(path) > 1 and path.endswith(b"/"):
+            path = path[:-1]
+        kind = negotiate(request.values(b"accept")) or "text"
         if request.method != b"POST":
             message = f"Method not allowed: {request.method.decode('latin-1')}.\n"
             return _text(405, b"Method Not Allowed", message, [(b"Allow", b"POST")]), ""
