@@ -28,6 +28,8 @@ from pushpin_tx._compat import (
     BadResponseVersion,
     ChunkedTransferDecoder,
     DataLoss,
+    H2Connection,
+    H2Stream,
     LazyOptionsDump,
     LazyPformat,
     ParseError,
@@ -39,6 +41,8 @@ from pushpin_tx._compat import (
     compresses,
     channel_paused,
     decint,
+    h2_available,
+    h2_wake_sender,
     is_disconnected,
     istoken,
     knows_write_buffer,
@@ -387,6 +391,34 @@ def test_autobahn_keeps_the_accepted_compression_in_per_message_compress() -> No
 
 
 # the rule itself -------------------------------------------------------------------------------
+
+
+# twisted.web HTTP/2 server side -------------------------------------------------------------
+
+
+def test_h2_names_are_twisted_webs_http2_server() -> None:
+    """H2Connection and H2Stream are twisted.web's HTTP/2 connection and stream (what its ALPN-negotiating channel builds), available with h2 installed."""
+    assert h2_available()
+    assert H2Connection.__module__ == "twisted.web._http2" and H2Stream.__module__ == "twisted.web._http2"
+    assert http._GenericHTTPChannelProtocol.dataReceived.__code__.co_names.count("H2Connection") == 1
+    for name in ("remainingOutboundWindow", "pauseProducing", "resumeProducing", "timeoutConnection", "writeHeaders", "connectionLost"):
+        assert callable(getattr(H2Connection, name)), name
+    for name in ("flowControlBlocked", "windowUpdated", "abortConnection", "command", "path"):
+        assert hasattr(H2Stream, name) or name in H2Stream.__init__.__code__.co_names, name
+
+
+def test_h2_wake_sender_restarts_a_stopped_sending_loop() -> None:
+    """With every stream blocked the sending loop waits on _sendingDeferred; h2_wake_sender fires it and the loop runs again (and waits again)."""
+    clock = MemoryReactorClock()
+    connection = H2Connection(clock)
+    connection.makeConnection(StringTransport())
+    clock.advance(0)  # the loop's first pass finds no stream and waits
+    waiting = connection._sendingDeferred
+    assert waiting is not None
+    h2_wake_sender(connection)
+    assert waiting.called and connection._sendingDeferred is not None and connection._sendingDeferred is not waiting
+    h2_wake_sender(H2Connection(clock))  # not waiting: nothing to do
+    connection.connectionLost(Failure(Exception("done")))
 
 
 def _private_imports(path: Any) -> list[str]:

@@ -221,8 +221,9 @@ def tls_factory(factory: Any, store: IdentityStore, port: int) -> TLSMemoryBIOFa
             "TLS: no default certificate for https port {port} ({dir}/{name}.crt and .key): clients"
             " whose SNI name has no certificate of its own will fail the handshake",
             port=port, dir=store.directory, name=default)
-    alpn = getattr(factory, "alpn", HTTP1_ONLY)
-    tls = TLSMemoryBIOFactory(SniConnectionCreator(store, default, alpn), False, factory)
+    creator = SniConnectionCreator(store, default, getattr(factory, "alpn", HTTP1_ONLY))
+    tls = TLSMemoryBIOFactory(creator, False, factory)
+    tls.creator = creator  # type: ignore[attr-defined]  # (the port's creator, for a look at what it offers)
     tls.protocol = type("WriteThroughTLS", (WriteThroughTLS,), {"turns": getattr(factory, "turns", None)})
     tls.noisy = False
     return tls

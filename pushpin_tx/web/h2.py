@@ -82,7 +82,7 @@ class ClientH2Connection(H2Connection):  # type: ignore[misc]  # (twisted.web's,
 
     def timeoutConnection(self) -> None:
         if self.streams:
-            self.resetTimeout()  # requests are open (held): not idle
+            self.setTimeout(self.timeOut)  # requests are open (held): not idle; the timer starts again
             return
         super().timeoutConnection()
 

@@ -187,3 +187,41 @@ async def test_records_go_straight_to_the_socket_and_arrive_in_order(reactor, ca
         for server in servers:
             server.transport.loseConnection()
         await port.stopListening()
+
+
+def _negotiated(ca: TestCA, tmp_path: Path, creator: SniConnectionCreator, offered: list[bytes], sni: bytes | None = b"example.com") -> bytes | None:
+    """The ALPN protocol a client offering C{offered} ends up with (None: no ALPN answer)."""
+    ca.install(tmp_path, "example.com", "example.com", "example.com")
+    ca.install(tmp_path, "default_443", "default cert", "localhost")
+    client = _client(ca, tmp_path, sni)
+    client.set_alpn_protos(offered)
+    _handshake(client, creator.serverConnectionForTLS(None))
+    return client.get_alpn_proto_negotiated() or None
+
+
+@pytest.mark.parametrize("sni", [b"example.com", None])
+def test_alpn_prefers_h2_then_http11(ca: TestCA, tmp_path: Path, sni: bytes | None) -> None:
+    """A port offering h2 and http/1.1 answers h2 to a client offering both (in either order), with or without SNI switching the identity."""
+    creator = SniConnectionCreator(IdentityStore(str(tmp_path)), "default_443", (b"h2", b"http/1.1"))
+    assert _negotiated(ca, tmp_path, creator, [b"http/1.1", b"h2"], sni) == b"h2"
+    assert _negotiated(ca, tmp_path, creator, [b"h2", b"http/1.1"], sni) == b"h2"
+    assert _negotiated(ca, tmp_path, creator, [b"http/1.1"], sni) == b"http/1.1"
+
+
+def test_alpn_http11_only_and_no_overlap(ca: TestCA, tmp_path: Path) -> None:
+    """A port without h2 (the default, or http2=false) answers http/1.1; a client offering nothing it speaks gets no ALPN answer, the handshake still completes."""
+    creator = SniConnectionCreator(IdentityStore(str(tmp_path)), "default_443")
+    assert _negotiated(ca, tmp_path, creator, [b"h2", b"http/1.1"]) == b"http/1.1"
+    assert _negotiated(ca, tmp_path, creator, [b"h2"]) is None
+    assert _negotiated(ca, tmp_path, creator, [b"spdy/3"]) is None
+
+
+def test_tls_factory_offers_what_the_site_lists(tmp_path: Path) -> None:
+    """tls_factory's connections offer the site's alpn attribute, HTTP/1.1 alone for a site without one."""
+    class H2Site(server.Site):
+        alpn = (b"h2", b"http/1.1")
+
+    store = IdentityStore(str(tmp_path))
+    with capturedLogs():
+        offers = [tls_factory(site, store, 443) for site in (H2Site(Resource()), server.Site(Resource()))]
+    assert [f.creator.alpn for f in offers] == [(b"h2", b"http/1.1"), (b"http/1.1",)]
