@@ -26,6 +26,10 @@ Inputs, as in Pushpin 1.36 (C{handlerengine.cpp}); warnings use its log texts:
     DEALER peers both work); the protocol is L{pushpin_tx.zeromq.command.CommandHandler}.
   - Stats (C{stats_spec}): a PUB socket lent to a L{StatsPublisher}.
 
+CURVE (C{push_in_curve_secret_key}, issue 18): with a L{CurveConfig}, the ZAP handler is
+bound first, then every bound socket is a CURVE server and only listed client keys get in
+(L{pushpin_tx.zeromq.curve}). A connected SUB socket stays plain, with a warning.
+
 C{message_rate}/C{message_hwm} are not applied here: in Pushpin they limit deliveries
 per route inside the handler, not inputs. L{ZmqReader.pause} is the hook for input
 flood control.
@@ -43,6 +47,7 @@ from twisted.logger import Logger
 from pushpin_tx.net.listening import ListenError, reason
 from pushpin_tx.protocol.items import ItemError, parse_zmq_item
 from pushpin_tx.zeromq.command import CommandHandler
+from pushpin_tx.zeromq.curve import CurveConfig, ZapHandler
 from pushpin_tx.zeromq.reader import ZmqReader
 
 if TYPE_CHECKING:
@@ -81,6 +86,7 @@ class ZmqInputService(service.Service):
     @param stats: a L{StatsPublisher} to lend the stats socket to (when C{stats_spec} is set).
     @param context: a context to borrow instead of owning one (tests with C{inproc://});
         a borrowed context is not terminated on stop.
+    @param curve: CURVE security for the bound sockets (C{None}: plain, as Pushpin).
     @ivar endpoints: the bound (or connected) endpoints by name: C{publish-pull},
         C{publish-sub} (a list), C{command}, C{stats}.
     """
@@ -91,8 +97,10 @@ class ZmqInputService(service.Service):
     def __init__(self, settings: "Settings", reactor: Any, intake: "PublishIntake", router: "ChannelRouter", *,
                  is_connected: Callable[[str], bool], recover: Callable[[], None],
                  refresh: Callable[..., Any], stats: "StatsPublisher | None" = None,
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None, curve: CurveConfig | None = None) -> None:
         self._settings = settings
+        self._curve = curve
+        self._zap: ZapHandler | None = None
         self._reactor = reactor
         self._intake = intake
         self._router = router
@@ -129,7 +137,7 @@ class ZmqInputService(service.Service):
             self._router.add_interest_listener(self)
             for channel in list(self._router.channels()):
                 self.channel_added(channel)
-        for reader in (self._pull, self._sub, self._command):
+        for reader in (self._zap.reader if self._zap else None, self._pull, self._sub, self._command):
             if reader is not None:
                 reader.start()
         if self._stats is not None and self._pub is not None:
@@ -229,12 +237,18 @@ class ZmqInputService(service.Service):
         settings = self._settings
         self._ctx = self._borrowed if self._borrowed is not None else zmq.Context()
         try:
+            if self._curve is not None:
+                self._zap = ZapHandler(self._reactor, self._ctx, self._curve, on_socket=self._sockets.append)
+                self._log.info("CURVE on for the ZeroMQ inputs: server public key {key}, {n} client keys allowed",
+                               key=self._curve.public_key.decode("ascii"), n=len(self._curve.clients))
             if settings.push_in_spec:
                 sock = self._socket(zmq.PULL, rcvhwm=INPUT_HWM)
                 self.endpoints["publish-pull"] = self._bind(sock, settings.push_in_spec, "publish-pull")
                 self._pull = ZmqReader(self._reactor, sock, self._on_pull, name="zmq-pull")
             if settings.push_in_sub_specs:
-                sock = self._socket(zmq.SUB, rcvhwm=INPUT_HWM)
+                sock = self._socket(zmq.SUB, rcvhwm=INPUT_HWM, secure=not settings.push_in_sub_connect)
+                if self._curve is not None and settings.push_in_sub_connect:
+                    self._log.warn("CURVE is not applied to the publish-sub socket: push_in_sub_connect connects it out")
                 self._sub = ZmqReader(self._reactor, sock, self._on_sub, name="zmq-sub")
                 uris = []
                 for spec in settings.push_in_sub_specs:
@@ -257,10 +271,12 @@ class ZmqInputService(service.Service):
             self._close()
             raise
 
-    def _socket(self, kind: int, *, rcvhwm: int | None = None, sndhwm: int | None = None) -> zmq.Socket:
+    def _socket(self, kind: int, *, rcvhwm: int | None = None, sndhwm: int | None = None, secure: bool = True) -> zmq.Socket:
         assert self._ctx is not None
         sock = self._ctx.socket(kind)
         sock.setsockopt(zmq.LINGER, 0)
+        if secure and self._curve is not None:
+            self._curve.secure(sock)
         if rcvhwm is not None:
             sock.setsockopt(zmq.RCVHWM, rcvhwm)
         if sndhwm is not None:
@@ -299,10 +315,11 @@ class ZmqInputService(service.Service):
         if self._stats is not None:
             self._stats.stop()
         self._sub_channels.clear()
-        for reader in (self._pull, self._sub, self._command):
+        for reader in (self._pull, self._sub, self._command, self._zap.reader if self._zap else None):
             if reader is not None:
                 reader.stop()  # removes the reader, cancels its re-check, closes with linger 0
         self._pull = self._sub = self._command = None
+        self._zap = None
         if self._pub is not None:
             self._pub.close(linger=0)
             self._pub = None
