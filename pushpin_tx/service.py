@@ -391,7 +391,8 @@ class PushpinService(service.MultiService):
         if self.zmq is None:
             self.zmq = self._zmq_inputs()
         if settings.prometheus_port:
-            self.metrics = make_metrics_service(self, port=settings.prometheus_port, prefix=settings.prometheus_prefix, reactor=reactor)
+            self.metrics = make_metrics_service(self, port=settings.prometheus_port, prefix=settings.prometheus_prefix,
+                                                reactor=reactor, passwd=settings.console_passwd)
         if settings.console_ssh_endpoint:
             self.console = make_console_service(
                 ConsoleHelpers(self).namespace(),
@@ -523,8 +524,10 @@ class PushpinService(service.MultiService):
         }
         if self.settings.prometheus_port:
             from pushpin_tx.ops.metrics import samples_of
+            from pushpin_tx.ops.status import process_status
 
             snap["metrics"] = samples_of(self)
+            snap["status"] = process_status(self)  # the status page's busiest channels and latest drops
         return snap
 
     def reload(self) -> None:

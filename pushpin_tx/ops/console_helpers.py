@@ -20,7 +20,7 @@ from typing import Any
 from pushpin_tx.protocol.items import ItemError, parse_item
 from pushpin_tx.workers.pool import merge_counters
 
-__all__ = ["ConnInfo", "ConsoleHelpers", "Text"]
+__all__ = ["ConnInfo", "ConsoleHelpers", "Text", "process_rows"]
 
 
 class Text(str):
@@ -101,6 +101,23 @@ def _find(service: Any, conn_id: str) -> Any:
         if hold is not None:
             return hold
     return None
+
+
+def process_rows(service: Any) -> list[dict[str, Any]]:
+    """
+    One row per process, this one (worker 0) first: pid, alive, held connections, channels,
+    deliveries, requests received and drops; workers' rows from their latest snapshots.
+    """
+    pool = getattr(service, "workers", None)
+    own = {
+        "worker": getattr(service, "worker_index", 0), "pid": os.getpid(), "alive": True,
+        "held": sum(len(t) for t in _connection_tables(service)),
+        "channels": len(service.router.channels()),
+        "deliveries": service.counters.deliveries,
+        "requests_received": service.counters.requests_received,
+        "drops": sum(service.counters.drops.values()),
+    }
+    return [own] + (pool.table() if pool is not None else [])
 
 
 def _request_of(hold: Any) -> Any:
@@ -276,17 +293,9 @@ class ConsoleHelpers:
         """
         s = self._service
         pool = getattr(s, "workers", None)
-        own = {
-            "worker": 0, "pid": os.getpid(), "alive": True,
-            "held": sum(len(t) for t in _connection_tables(s)),
-            "channels": len(s.router.channels()),
-            "deliveries": s.counters.deliveries,
-            "requests_received": s.counters.requests_received,
-            "drops": sum(s.counters.drops.values()),
-        }
 
         def table(_: object = None) -> Text:
-            rows = [own] + (pool.table() if pool is not None else [])
+            rows = process_rows(s)
             header = f"{'worker':>6} {'pid':>7} {'alive':<5} {'held':>7} {'channels':>8} {'deliveries':>11} {'requests':>9} {'drops':>6}"
             lines = [header]
             for r in rows:

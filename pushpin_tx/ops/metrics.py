@@ -27,6 +27,9 @@ C{recoveries_total}.
 The text is written by L{render} rather than C{prometheus_client.generate_latest}, which
 renames every counter to C{<name>_total} (the OpenMetrics rule): Pushpin's counters carry
 no suffix, and existing dashboards and alerts query those names.
+
+The same listener serves the live status page (C{/status}, C{/status/events}: see
+L{pushpin_tx.ops.status}); every other path answers the metrics.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from twisted.web.resource import Resource
 
 from pushpin_tx._compat import is_disconnected
 from pushpin_tx.net.listening import RecordingEndpoint
+from pushpin_tx.ops.status import OperatorResource, StatusFeed, build_status, listener_is_local
 
 __all__ = [
     "CONTENT_TYPE",
@@ -353,21 +357,32 @@ class _MetricsSite(server.Site):
 
 
 class MetricsService(service.MultiService):
-    """The metrics listener; C{port} is the bound port once started."""
+    """The metrics listener; C{port} is the bound port once started, C{feed} the status page's event feed."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, feed: StatusFeed | None = None) -> None:
         super().__init__()
         self.registry = registry
+        self.feed = feed
         self._endpoint: RecordingEndpoint | None = None
+
+    def stopService(self) -> Any:
+        if self.feed is not None:
+            self.feed.stop()  # open event streams end, so the listener's connections can close
+        return super().stopService()
 
     @property
     def port(self) -> Any:
         return self._endpoint.port if self._endpoint is not None else None
 
 
-def make_metrics_service(pushpin: Any, *, port: str, prefix: str = "", reactor: Any = None) -> MetricsService:
+def make_metrics_service(pushpin: Any, *, port: str, prefix: str = "", reactor: Any = None,
+                         passwd: str | None = None) -> MetricsService:
     """
-    Serve C{pushpin}'s metrics on C{port} (a C{prometheus_port} value, see L{metrics_endpoint}).
+    Serve C{pushpin}'s metrics on C{port} (a C{prometheus_port} value, see L{metrics_endpoint}),
+    and the status page beside them (L{pushpin_tx.ops.status}).
+
+    @param passwd: the console's passwd file: the status page's credentials when C{port}
+        is not on loopback (without it, the page answers 401 there).
 
     The port is bound in C{privilegedStartService}; a bind failure stops start-up.
     @raise MetricsConfigError: an unusable port value or prefix.
@@ -380,9 +395,18 @@ def make_metrics_service(pushpin: Any, *, port: str, prefix: str = "", reactor: 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(PushpinCollector(pushpin, prefix, reactor.seconds))
     pool = getattr(pushpin, "workers", None)
-    site = _MetricsSite(MetricsResource(registry, pool.refresh if pool is not None else None), reactor=reactor)
+    refresh = pool.refresh if pool is not None else None
+    status_collector = PushpinCollector(pushpin, "", reactor.seconds)
+    feed = StatusFeed(lambda: build_status(pushpin, status_collector, reactor.seconds), refresh, reactor)
+    local = listener_is_local(description)
+    if not local:
+        _log.info("status page: the metrics listener is not on loopback: /status needs the console's credentials"
+                  " ([console] passwd){missing}",
+                  missing="" if passwd else "; no passwd file is set, so it answers 401 to everyone")
+    root = OperatorResource(MetricsResource(registry, refresh), feed, local=local, passwd=passwd)
+    site = _MetricsSite(root, reactor=reactor)
     site.noisy = False
-    metrics = MetricsService(registry)
+    metrics = MetricsService(registry, feed)
     # strports.service binds in privilegedStartService and raises there on failure; the
     # wrapper records the port.
     listener = strports.service(description, site, reactor=reactor)
