@@ -170,8 +170,10 @@ def main() -> None:
              f"{r['deliveries_per_s']:,.0f}"]
             for name, r in ((f"HTTP/1.1: {args.streams} TLS connections", h1),
                             (f"HTTP/2: {args.streams} streams on {args.connections} connections", h2_))]
-    rows.append(["HTTP/2 / HTTP/1.1", f"{h2_['open_s'] / h1['open_s']:.2f}x", f"{h2_['rss_per_stream'] / h1['rss_per_stream']:.2f}x",
-                 f"{h2_['cpu_per_delivery_us'] / h1['cpu_per_delivery_us']:.2f}x", f"{h2_['deliveries_per_s'] / h1['deliveries_per_s']:.2f}x"])
+    def ratio(key: str) -> str:
+        return f"{h2_[key] / h1[key]:.2f}x" if h1[key] else "n/a"
+
+    rows.append(["HTTP/2 / HTTP/1.1", *(ratio(key) for key in ("open_s", "rss_per_stream", "cpu_per_delivery_us", "deliveries_per_s"))])
     common.print_table(
         f"SSE streams over HTTP/2 vs HTTP/1.1: {args.streams} streams x {args.messages} publishes of {args.size} B ({common.machine_note()})",
         ["clients", "open all", "proxy memory / stream", "proxy CPU / delivery", "deliveries/s"], rows)
