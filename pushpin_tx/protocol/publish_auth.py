@@ -41,9 +41,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 if TYPE_CHECKING:
-    from pushpin_tx.protocol.config import SigningKey
+    from pushpin_tx.protocol.config import Settings, SigningKey
 
-__all__ = ["BasicAttempt", "PublishAuth", "PublishAuthError", "Verdict", "load_htpasswd"]
+__all__ = ["BasicAttempt", "PublishAuth", "PublishAuthError", "Verdict", "load_htpasswd", "publish_auth_from_settings"]
 
 #: the realm named in C{WWW-Authenticate}
 REALM = "pushpin"
@@ -257,3 +257,26 @@ class PublishAuth:
     def _fingerprint(self, user: str, password: bytes, hashed: bytes) -> bytes:
         message = user.encode("utf-8") + b"\0" + hashed + b"\0" + password
         return hmac.new(self._salt, message, hashlib.sha256).digest()
+
+
+def publish_auth_from_settings(settings: "Settings", now: Callable[[], float]) -> PublishAuth | None:
+    """
+    The control API's credentials from C{[handler] push_in_http_auth_key},
+    C{push_in_http_auth_iss} and C{push_in_http_auth_basic}; C{None} when none is set.
+
+    @raise PublishAuthError: an issuer without a key, an unusable key or publishers file
+        (the message names the key, never its value).
+    """
+    key, iss, basic = settings.push_in_http_auth_key, settings.push_in_http_auth_iss, settings.push_in_http_auth_basic
+    if iss and key is None:
+        raise PublishAuthError("[handler] push_in_http_auth_iss needs push_in_http_auth_key")
+    if key is None and basic is None:
+        return None
+    try:
+        users = load_htpasswd(basic) if basic is not None else None
+    except PublishAuthError as e:
+        raise PublishAuthError(f"[handler] push_in_http_auth_basic: {e}") from None
+    try:
+        return PublishAuth(now=now, jwt_key=key, issuer=iss, users=users)
+    except PublishAuthError as e:
+        raise PublishAuthError(f"[handler] push_in_http_auth_key: {e}") from None

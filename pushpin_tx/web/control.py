@@ -36,6 +36,7 @@ credentials. A Basic check's bcrypt runs in a thread, so the answer may come a t
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
@@ -51,7 +52,8 @@ from pushpin_tx.protocol.qt.numbers import bytearray_to_int
 if TYPE_CHECKING:
     from pushpin_tx.core.intake import PublishIntake
 
-__all__ = ["ControlRequest", "ControlResource", "ControlSite", "ControlProtocol", "negotiate", "parse_head", "parse_content_length"]
+__all__ = ["ControlRequest", "ControlResource", "ControlSite", "ControlProtocol", "negotiate", "parse_head", "parse_content_length",
+           "reachable_from_elsewhere"]
 
 #: how long an idle control connection may stay open, in seconds (twisted.web's default;
 #: Pushpin has none)
@@ -387,3 +389,17 @@ class ControlResource:
             body = json.dumps({"message": message}, separators=(",", ":")).encode() + b"\n"
             return Answer(200, b"OK", [(b"Content-Type", b"application/json")], body)
         return _text(200, b"OK", message + "\n")
+
+
+def reachable_from_elsewhere(host: str) -> bool:
+    """
+    Whether a control API bound to C{host} (C{push_in_http_addr}; C{""}: every interface)
+    can be reached from other hosts: anything but a loopback address or C{localhost}.
+    """
+    host = host.strip().strip("[]")
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True  # "", "0.0.0.0"-like names, host names: assume reachable

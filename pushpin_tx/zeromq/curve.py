@@ -31,9 +31,10 @@ CURVE client), and start-up says so.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import zmq
 from twisted.logger import Logger
@@ -41,7 +42,11 @@ from zmq.utils import z85
 
 from pushpin_tx.zeromq.reader import ZmqReader
 
-__all__ = ["CurveConfig", "CurveError", "ZapHandler", "load_curve", "zap_reply", "ZAP_ENDPOINT", "ZAP_DOMAIN"]
+if TYPE_CHECKING:
+    from pushpin_tx.protocol.config import Settings
+
+__all__ = ["CurveConfig", "CurveError", "ZapHandler", "curve_from_settings", "exposed_specs", "load_curve", "zap_reply",
+           "ZAP_ENDPOINT", "ZAP_DOMAIN"]
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 #: the ZAP domain of every CURVE socket of ours
@@ -213,3 +218,42 @@ class ZapHandler:
         except zmq.ZMQError as e:
             self._log.warn("ZAP: reply dropped: {why}", why=e)
         self._reader.poke()
+
+
+def curve_from_settings(settings: "Settings") -> CurveConfig | None:
+    """
+    CURVE from C{[handler] push_in_curve_secret_key} and C{push_in_curve_clients}; C{None}
+    (plain ZeroMQ) when neither is set.
+
+    @raise CurveError: a clients file without a secret key, or see L{load_curve}.
+    """
+    secret, clients = settings.push_in_curve_secret_key, settings.push_in_curve_clients
+    if secret is None:
+        if clients is not None:
+            raise CurveError("[handler] push_in_curve_clients needs push_in_curve_secret_key")
+        return None
+    try:
+        return load_curve(secret, clients)
+    except CurveError as e:
+        raise CurveError(f"[handler] {e}") from None
+
+
+def exposed_specs(specs: "list[str] | tuple[str, ...]") -> list[str]:
+    """The C{tcp://} endpoints among C{specs} that other hosts can reach (not loopback)."""
+    out = []
+    for spec in specs:
+        if not spec.startswith("tcp://"):
+            continue  # ipc:// and inproc:// are local
+        host = spec[len("tcp://"):].rpartition(":")[0].strip("[]")
+        if not _loopback(host):
+            out.append(spec)
+    return out
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # "*", an interface name or a host name: assume reachable

@@ -282,3 +282,46 @@ def test_htpasswd_accepts_apache_2y_hashes(tmp_path):
     auth = _auth(users=load_htpasswd(str(path)))
     attempt = auth.check([b"Basic " + base64.b64encode(b"user:pass")])
     assert isinstance(attempt, BasicAttempt) and attempt.verify()
+
+
+def _settings(key=None, iss="", basic=None):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(push_in_http_auth_key=key, push_in_http_auth_iss=iss, push_in_http_auth_basic=basic)
+
+
+def test_auth_from_settings(tmp_path):
+    """No key and no publishers file: no auth (as Pushpin); a key, a file or both make the checks."""
+    from pushpin_tx.protocol.publish_auth import publish_auth_from_settings
+
+    assert publish_auth_from_settings(_settings(), time.time) is None
+    path = tmp_path / "publishers"
+    path.write_bytes(b"user:" + _hash(b"pass") + b"\n")
+    auth = publish_auth_from_settings(_settings(SigningKey("HS256", SECRET), "realm", str(path)), time.time)
+    assert auth is not None and auth.issuer == "realm" and repr(auth) == "PublishAuth(jwt+basic)"
+    assert len(auth.challenges()) == 2
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"iss": "realm"}, "push_in_http_auth_iss needs push_in_http_auth_key"),
+    ({"basic": "/nonexistent/publishers"}, "push_in_http_auth_basic: cannot read"),
+    ({"key": SigningKey("RS256", b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")},
+     "push_in_http_auth_key: the key file holds no PEM key"),
+])
+def test_auth_settings_errors_name_the_key(kw, message):
+    """Unusable auth settings are refused naming the key at fault."""
+    from pushpin_tx.protocol.publish_auth import publish_auth_from_settings
+
+    with pytest.raises(PublishAuthError, match=message):
+        publish_auth_from_settings(_settings(**kw), time.time)
+
+
+@pytest.mark.parametrize("host, reachable", [
+    ("127.0.0.1", False), ("127.0.0.2", False), ("::1", False), ("[::1]", False), ("localhost", False),
+    ("", True), ("0.0.0.0", True), ("::", True), ("192.0.2.7", True), ("pushpin.example", True),
+])
+def test_reachable_from_elsewhere(host, reachable):
+    """Only loopback addresses (and localhost) keep the control API to this host."""
+    from pushpin_tx.web.control import reachable_from_elsewhere
+
+    assert reachable_from_elsewhere(host) is reachable

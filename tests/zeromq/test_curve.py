@@ -202,3 +202,33 @@ def test_curve_needs_a_clients_file(tmp_path):
     with pytest.raises(CurveError, match="needs push_in_curve_clients"):
         load_curve(str(tmp_path / "secret"), None)
     assert CurveConfig.__slots__
+
+
+def test_curve_from_settings(tmp_path, keys):
+    """Neither key set: plain ZeroMQ; a clients file alone is an error; both load the configuration."""
+    from types import SimpleNamespace
+
+    from pushpin_tx.zeromq.curve import curve_from_settings
+
+    def settings(secret, clients):
+        return SimpleNamespace(push_in_curve_secret_key=secret, push_in_curve_clients=clients)
+
+    assert curve_from_settings(settings(None, None)) is None
+    with pytest.raises(CurveError, match=r"push_in_curve_clients needs push_in_curve_secret_key"):
+        curve_from_settings(settings(None, str(tmp_path / "clients")))
+    curve = curve_from_settings(settings(str(tmp_path / "server.key_secret"), str(tmp_path / "clients")))
+    assert curve is not None and curve.clients == keys[0].clients
+    with pytest.raises(CurveError, match=r"^\[handler\] cannot read"):
+        curve_from_settings(settings(str(tmp_path / "missing"), str(tmp_path / "clients")))
+
+
+@pytest.mark.parametrize("specs, exposed", [
+    (["tcp://127.0.0.1:5560", "tcp://localhost:1", "tcp://[::1]:2", "ipc:///run/x", "inproc://y"], []),
+    (["tcp://*:5560", "tcp://0.0.0.0:1", "tcp://eth0:2", "tcp://192.0.2.1:3"],
+     ["tcp://*:5560", "tcp://0.0.0.0:1", "tcp://eth0:2", "tcp://192.0.2.1:3"]),
+])
+def test_exposed_specs(specs, exposed):
+    """Only tcp:// endpoints off loopback count as reachable from other hosts."""
+    from pushpin_tx.zeromq.curve import exposed_specs
+
+    assert exposed_specs(specs) == exposed
