@@ -20,6 +20,15 @@ the URL are dropped (Pushpin would post to C{//publish/}); HTTP proxies from the
 environment are not used (Pushpin connects directly); a ZeroMQ spec nobody is listening on
 fails after C{--timeout} seconds instead of hanging; usage errors exit 2 (argparse).
 
+Authentication (pushpin-tx's control API and ZeroMQ inputs, issue 18; options Pushpin's tool
+lacks): C{--jwt-key KEY} signs each publish with a JWT in C{Authorization: Bearer} (C{KEY}: an
+HS256 secret, C{base64:...}, or C{file:PATH} of a PEM RS256/ES256 private key), C{--jwt-iss}
+naming the issuer, as C{gripcontrol}'s C{control_iss}/C{key} do; it works over http too (the
+token expires in an hour). C{-u user:pass} stays https-only, as in Pushpin. For a ZeroMQ spec,
+C{--curve-server-key} (the server's Z85 public key, or C{file:PATH}) makes the PUSH socket a
+CURVE client, with C{--curve-secret-key file:PATH} (a Z85 secret key or a C{zmq.auth}
+certificate) as its own key.
+
 Synchronous on purpose: a one-shot CLI needs no reactor (stdlib urllib, blocking pyzmq).
 """
 
@@ -30,6 +39,7 @@ import base64
 import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 from typing import Any, Sequence
@@ -170,7 +180,31 @@ def _os_message(e: OSError) -> str:
     return str(e)
 
 
-def publish_http(url: str, item: dict[str, Any], *, user: str | None = None, timeout: float = 10.0) -> None:
+def jwt_authorization(key: str, iss: str | None, now: float) -> str:
+    """The C{Authorization} value for C{--jwt-key}/C{--jwt-iss}: a Bearer JWT valid an hour."""
+    import jwt
+    from cryptography.hazmat.primitives import serialization
+
+    from pushpin_tx.protocol.config import ConfigError, parse_signing_key
+
+    try:
+        signing = parse_signing_key(key, os.getcwd())
+    except ConfigError as e:
+        raise PublishError(f"--jwt-key: {e}") from None
+    material: Any = signing.key
+    if signing.algorithm != "HS256":
+        try:
+            material = serialization.load_pem_private_key(signing.key, password=None)
+        except (ValueError, TypeError):
+            raise PublishError("--jwt-key: the key file holds a public key; signing needs the private key") from None
+    claims: dict[str, Any] = {"exp": int(now) + 3600}
+    if iss:
+        claims["iss"] = iss
+    return "Bearer " + jwt.encode(claims, material, algorithm=signing.algorithm)
+
+
+def publish_http(url: str, item: dict[str, Any], *, user: str | None = None, timeout: float = 10.0,
+                 authorization: str | None = None) -> None:
     """POST C{item} to the control API at C{url}; raises L{PublishError} unless it answers 200."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -183,6 +217,8 @@ def publish_http(url: str, item: dict[str, Any], *, user: str | None = None, tim
         if parts.scheme != "https":
             raise PublishError("Authentication requires https")
         headers["Authorization"] = "Basic " + base64.b64encode(user.encode("utf-8")).decode("ascii")
+    elif authorization is not None:
+        headers["Authorization"] = authorization
     request = urllib.request.Request(target, data=body.encode("utf-8"), headers=headers, method="POST")
     # No ProxyHandler: the control API is normally local, and Pushpin's tool ignores
     # http_proxy too; a proxy in the environment must not receive publishes.
@@ -202,9 +238,48 @@ def publish_http(url: str, item: dict[str, Any], *, user: str | None = None, tim
         raise PublishError(text.decode("utf-8", "replace").strip() or f"HTTP {status}")
 
 
-def publish_zmq(spec: str, item: dict[str, Any], *, timeout: float = 5.0) -> None:
-    """Send C{item} as one tnetstring frame on a PUSH socket connected to C{spec}."""
+def _curve_key(value: str, what: str, secret: bool) -> bytes:
+    """A Z85 key given inline or as C{file:PATH} (a bare key, or a zmq.auth certificate)."""
+    import zmq.auth
+
+    if value.startswith("file:"):
+        path = value[len("file:"):]
+        try:
+            public, private = zmq.auth.load_certificate(path)
+            key = private if secret else public
+        except (OSError, ValueError):
+            key = None
+        if key is None:
+            try:
+                with open(path, "rb") as f:
+                    lines = [ln.strip() for ln in f.read().splitlines() if ln.strip() and not ln.strip().startswith(b"#")]
+            except OSError as e:
+                raise PublishError(f"{what}: cannot read {path!r}: {e.strerror}") from None
+            key = lines[0] if len(lines) == 1 else None
+    elif secret:
+        raise PublishError(f"{what}: give the secret key as file:PATH, not on the command line")
+    else:
+        key = value.encode("ascii", "replace")
+    if key is None or len(key) != 40:
+        raise PublishError(f"{what}: expected a Z85 CURVE key (40 characters)")
+    return key
+
+
+def publish_zmq(spec: str, item: dict[str, Any], *, timeout: float = 5.0,
+                curve_server_key: str | None = None, curve_secret_key: str | None = None) -> None:
+    """Send C{item} as one tnetstring frame on a PUSH socket connected to C{spec} (CURVE if given)."""
     import zmq
+
+    curve = None
+    if curve_server_key is not None or curve_secret_key is not None:
+        if curve_server_key is None or curve_secret_key is None:
+            raise PublishError("CURVE needs both --curve-server-key and --curve-secret-key")
+        server = _curve_key(curve_server_key, "--curve-server-key", secret=False)
+        own_secret = _curve_key(curve_secret_key, "--curve-secret-key", secret=True)
+        try:
+            curve = (server, zmq.curve_public(own_secret), own_secret)
+        except zmq.ZMQError:
+            raise PublishError("--curve-secret-key: not a Z85 CURVE secret key") from None
 
     ctx = zmq.Context()
     try:
@@ -213,6 +288,8 @@ def publish_zmq(spec: str, item: dict[str, Any], *, timeout: float = 5.0) -> Non
             # IMMEDIATE: queue only on a completed connection, so "nobody there" shows as
             # not writable (and is reported) instead of a message parked forever.
             sock.setsockopt(zmq.IMMEDIATE, 1)
+            if curve is not None:
+                sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = curve
             sock.setsockopt(zmq.LINGER, int(timeout * 1000))
             sock.connect(spec)
             if not sock.poll(int(timeout * 1000), zmq.POLLOUT):
@@ -249,6 +326,13 @@ def _parser() -> argparse.ArgumentParser:
         help=f"GRIP URL or ZeroMQ PUSH spec [default: $GRIP_URL or {DEFAULT_SPEC}]",
     )
     p.add_argument("-u", "--user", default=None, metavar="user:pass", help="Authenticate using basic auth (https only)")
+    p.add_argument("--jwt-key", default=None, metavar="KEY",
+                   help="Sign with a JWT: an HS256 secret, base64:..., or file:PEM (RS256/ES256 private key)")
+    p.add_argument("--jwt-iss", default=None, metavar="ISS", help="The JWT's issuer (iss claim)")
+    p.add_argument("--curve-server-key", default=None, metavar="Z85|file:PATH",
+                   help="ZeroMQ spec: the server's CURVE public key")
+    p.add_argument("--curve-secret-key", default=None, metavar="file:PATH",
+                   help="ZeroMQ spec: this client's CURVE secret key (a Z85 key file or a zmq.auth certificate)")
     p.add_argument("--timeout", type=float, default=10.0, help="Seconds to wait for the server [default: 10]")
     p.add_argument("-V", "--version", action="version", version=f"pushpin-tx-publish {__version__}")
     return p
@@ -274,10 +358,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             no_seq=args.no_seq,
             eol=not args.no_eol,
         )
+        if args.jwt_iss is not None and args.jwt_key is None:
+            raise PublishError("--jwt-iss needs --jwt-key")
         if spec.startswith(("http:", "https:")):
-            publish_http(spec, item, user=args.user, timeout=args.timeout)
+            if args.curve_server_key is not None or args.curve_secret_key is not None:
+                raise PublishError("the --curve options are for a ZeroMQ spec")
+            authorization = jwt_authorization(args.jwt_key, args.jwt_iss, time.time()) if args.jwt_key is not None else None
+            publish_http(spec, item, user=args.user, timeout=args.timeout, authorization=authorization)
         else:
-            publish_zmq(spec, item, timeout=args.timeout)
+            if args.jwt_key is not None:
+                raise PublishError("--jwt-key is for an http(s) spec")
+            publish_zmq(spec, item, timeout=args.timeout, curve_server_key=args.curve_server_key,
+                        curve_secret_key=args.curve_secret_key)
     except PublishError as e:
         print(f"Error: {e}", file=sys.stderr)
         return 1

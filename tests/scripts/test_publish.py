@@ -183,3 +183,95 @@ def test_the_module_runs_as_a_command():
     assert version.returncode == 0 and version.stdout.startswith("pushpin-tx-publish ")
     usage = subprocess.run([sys.executable, "-m", "pushpin_tx.scripts.publish"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert usage.returncode != 0 and "channel" in usage.stderr
+
+
+@pytest.fixture
+def authed_control(reactor):
+    """The control API needing an HS256 JWT with iss "realm", with a recorder on "news"."""
+    import time as _time
+
+    from pushpin_tx.protocol.config import SigningKey
+    from pushpin_tx.protocol.publish_auth import PublishAuth
+
+    router = ChannelRouter()
+    recorder = Recorder()
+    router.subscribe("news", recorder)
+    auth = PublishAuth(now=_time.time, jwt_key=SigningKey("HS256", b"the publishers' secret, 32 bytes"), issuer="realm")
+    site = ControlSite(ControlResource(PublishIntake(router, Counters()), auth=auth), max_headers=10000, max_body=1000000,
+                       reactor=reactor)
+    port = pytest_twisted.blockon(TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site))
+    yield f"http://127.0.0.1:{port.getHost().port}", recorder
+    pytest_twisted.blockon(port.stopListening())
+
+
+@pytest_twisted.ensureDeferred
+async def test_jwt_options_sign_the_publish(authed_control, capsys):
+    """--jwt-key and --jwt-iss sign a JWT the control API accepts; without them the publish is refused with 401."""
+    url, recorder = authed_control
+    key = ["--jwt-key", "the publishers' secret, 32 bytes"]
+    assert await run_in_thread(["--spec", url, "news", "signed", *key, "--jwt-iss", "realm"]) == 0
+    assert capsys.readouterr().out == "Published\n"
+    assert [i.http_stream.content for i in recorder.items] == [b"signed\n"]
+    assert await run_in_thread(["--spec", url, "news", "unsigned"]) == 1
+    assert await run_in_thread(["--spec", url, "news", "other issuer", *key, "--jwt-iss", "elsewhere"]) == 1
+    assert capsys.readouterr().err == "Error: Unauthorized.\nError: Unauthorized.\n"
+    assert len(recorder.items) == 1
+
+
+def test_jwt_with_a_pem_key_file(tmp_path):
+    """--jwt-key file:PEM signs RS256 with the private key; a public key file is refused before sending."""
+    import jwt
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from pushpin_tx.scripts.publish import PublishError, jwt_authorization
+
+    private = rsa.generate_private_key(65537, 2048)
+    (tmp_path / "key.pem").write_bytes(private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (tmp_path / "pub.pem").write_bytes(private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    value = jwt_authorization(f"file:{tmp_path / 'key.pem'}", "realm", 1000.0)
+    assert value.startswith("Bearer ")
+    claims = jwt.decode(value[7:], private.public_key(), algorithms=["RS256"], options={"verify_exp": False})
+    assert claims == {"iss": "realm", "exp": 4600}
+    with pytest.raises(PublishError, match="holds a public key"):
+        jwt_authorization(f"file:{tmp_path / 'pub.pem'}", None, 1000.0)
+
+
+def test_curve_options_make_a_curve_client(tmp_path, capsys):
+    """--curve-server-key and --curve-secret-key make the PUSH socket a CURVE client of the server's key."""
+    import zmq.auth
+
+    server_public, server_secret = zmq.curve_keypair()
+    client_public_file, client_secret_file = zmq.auth.create_certificates(str(tmp_path), "client")
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    try:
+        pull.curve_server = True
+        pull.curve_secretkey = server_secret
+        port = pull.bind_to_random_port("tcp://127.0.0.1")
+        argv = ["--spec", f"tcp://127.0.0.1:{port}", "news", "secure",
+                "--curve-server-key", server_public.decode(), "--curve-secret-key", f"file:{client_secret_file}"]
+        assert main(argv) == 0
+        assert pull.poll(5000)
+        frame = pull.recv(zmq.NOBLOCK)
+    finally:
+        pull.close(0)
+        ctx.term()
+    assert parse_zmq_item(frame).http_stream.content == b"secure\n"
+    assert capsys.readouterr().out == "Published\n"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--spec", "tcp://127.0.0.1:1", "--curve-server-key", "x" * 40], "CURVE needs both --curve-server-key and --curve-secret-key"),
+    (["--spec", "tcp://127.0.0.1:1", "--curve-server-key", "x" * 40, "--curve-secret-key", "y" * 40],
+     "--curve-secret-key: give the secret key as file:PATH, not on the command line"),
+    (["--spec", "http://127.0.0.1:1", "--curve-server-key", "x" * 40], "the --curve options are for a ZeroMQ spec"),
+    (["--spec", "tcp://127.0.0.1:1", "--jwt-key", "k"], "--jwt-key is for an http(s) spec"),
+    (["--spec", "http://127.0.0.1:1", "--jwt-iss", "realm"], "--jwt-iss needs --jwt-key"),
+])
+def test_auth_option_mistakes_are_reported(capsys, args, message):
+    """Auth options that cannot apply are refused with a message and exit 1, before anything is sent."""
+    assert main([*args, "news", "x"]) == 1
+    assert capsys.readouterr().err == f"Error: {message}\n"
