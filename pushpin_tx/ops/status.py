@@ -104,7 +104,7 @@ def build_status(service: Any, collector: Any, now: Callable[[], float]) -> dict
     for part in parts:
         for name, n in part.get("channels", ()):
             channels[name] = channels.get(name, 0) + n
-    busiest = heapq.nlargest(BUSIEST, channels.items(), key=lambda kv: (kv[1], kv[0]))
+    busiest = sorted(channels.items(), key=lambda kv: (-kv[1], kv[0]))[:BUSIEST]  # most subscribers, then by name
     drops = sorted((d for part in parts for d in part.get("drops", ())), key=lambda d: d["t"])[-RECENT:]
     drops.reverse()
     return {
