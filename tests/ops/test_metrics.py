@@ -257,3 +257,30 @@ def test_the_backplane_state_and_counters_are_exported(fake, clock):
     assert fams["pushpin_backplane_connects"]["values"] == {(): 4}
     del fake.backplane
     assert "pushpin_backplane_state" not in families(scrape_text(fake, clock))
+
+
+def test_the_grafana_dashboard_queries_only_series_we_export(fake, clock):
+    """etc/grafana-dashboard.json asks only for metric names the collector writes, each with the prefix variable."""
+    import json
+    import pathlib
+    import re
+
+    path = pathlib.Path(__file__).resolve().parents[2] / "etc" / "grafana-dashboard.json"
+    dashboard = json.loads(path.read_text())
+    fake.backplane = SimpleNamespace(snapshot=lambda: {"state": "up", "published": 0, "received": 0, "received_remote": 0,
+                                                       "local_only": 0, "unconfirmed": 0, "rejected": 0, "connects": 1})
+    fake.sequencer = SimpleNamespace(pending=0, parked=0, released_by_timeout=0, duplicates_dropped=0,
+                                     duplicate_prev_id_dropped=0, parking_full_dropped=0)
+    exported = set(re.findall(r"^# TYPE (\w+) ", scrape_text(fake, clock, prefix=""), re.M))
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    assert exprs and all(panel["targets"] for panel in dashboard["panels"])
+    queried = {name for expr in exprs for name in re.findall(r"\$\{prefix\}(\w+)", expr)}
+    assert queried and queried <= exported, queried - exported
+    assert {"held_connections", "publishes_total", "deliveries_total", "drops_total", "connection_connected"} <= queried
+    # every metric name in a query carries the prefix variable: what is left is PromQL and our label names
+    words = {"sum", "max", "rate", "increase", "by", "kind", "input", "reason", "outcome", "state"}
+    for expr in exprs:
+        bare = re.sub(r"\$\{prefix\}\w+|\{[^}]*\}|\[[^\]]*\]", " ", expr)
+        assert set(re.findall(r"[A-Za-z_]\w*", bare)) <= words, expr
+    assert len({panel["id"] for panel in dashboard["panels"]}) == len(dashboard["panels"])
+    assert all(p["gridPos"]["x"] + p["gridPos"]["w"] <= 24 for p in dashboard["panels"])
