@@ -244,7 +244,11 @@ class OperatorResource(Resource):
         self._feed = feed
         self._local = local
         self._checker = _passwd_checker(passwd) if passwd else None
-        self._page = PAGE_PATH.read_bytes()
+        self._page: bytes | None = None
+        try:
+            self._page = PAGE_PATH.read_bytes()
+        except OSError as e:  # an installation without the package data: the metrics still serve
+            _log.error("status page: cannot read {path}: {why}", path=str(PAGE_PATH), why=e)
 
     def render(self, request: server.Request) -> Any:
         path = request.path.rstrip(b"/")
@@ -288,9 +292,12 @@ class OperatorResource(Resource):
             return defer.succeed(False)
         if not sep:
             return defer.succeed(False)
-        d = defer.maybeDeferred(self._checker.requestAvatarId, UsernamePassword(user, password))
-        d.addCallbacks(lambda _: True, lambda f: False if f.check(UnauthorizedLogin) else f)
-        return d
+        checked: defer.Deferred[Any] = defer.maybeDeferred(self._checker.requestAvatarId, UsernamePassword(user, password))
+
+        def refused(failure: Any) -> Any:
+            return False if failure.check(UnauthorizedLogin) else failure
+
+        return checked.addCallbacks(lambda _: True, refused)
 
     def _serve(self, request: server.Request, path: bytes) -> Any:
         request.setHeader(b"x-content-type-options", b"nosniff")
@@ -300,6 +307,10 @@ class OperatorResource(Resource):
                 return b""
             self._feed.add(request)
             return server.NOT_DONE_YET
+        if self._page is None:
+            request.setResponseCode(500)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"the status page is not installed (pushpin_tx/ops/status.html)\n"
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"cache-control", b"no-store")
         request.setHeader(b"x-frame-options", b"DENY")
