@@ -33,7 +33,7 @@ import os
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, NamedTuple
+from typing import TYPE_CHECKING, Callable, NamedTuple, Protocol
 
 import bcrypt
 import jwt
@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 if TYPE_CHECKING:
-    from pushpin_tx.protocol.config import Settings, SigningKey
+    from pushpin_tx.protocol.config import SigningKey
 
 __all__ = ["BasicAttempt", "PublishAuth", "PublishAuthError", "Verdict", "load_htpasswd", "publish_auth_from_settings"]
 
@@ -259,7 +259,18 @@ class PublishAuth:
         return hmac.new(self._salt, message, hashlib.sha256).digest()
 
 
-def publish_auth_from_settings(settings: "Settings", now: Callable[[], float]) -> PublishAuth | None:
+class AuthSettings(Protocol):
+    """The C{[handler]} keys L{publish_auth_from_settings} reads (a L{Settings} has them)."""
+
+    @property
+    def push_in_http_auth_key(self) -> "SigningKey | None": ...
+    @property
+    def push_in_http_auth_iss(self) -> str: ...
+    @property
+    def push_in_http_auth_basic(self) -> str | None: ...
+
+
+def publish_auth_from_settings(settings: AuthSettings, now: Callable[[], float]) -> PublishAuth | None:
     """
     The control API's credentials from C{[handler] push_in_http_auth_key},
     C{push_in_http_auth_iss} and C{push_in_http_auth_basic}; C{None} when none is set.

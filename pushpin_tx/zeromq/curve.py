@@ -34,16 +34,13 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable, Protocol
 
 import zmq
 from twisted.logger import Logger
 from zmq.utils import z85
 
 from pushpin_tx.zeromq.reader import ZmqReader
-
-if TYPE_CHECKING:
-    from pushpin_tx.protocol.config import Settings
 
 __all__ = ["CurveConfig", "CurveError", "ZapHandler", "curve_from_settings", "exposed_specs", "load_curve", "zap_reply",
            "ZAP_ENDPOINT", "ZAP_DOMAIN"]
@@ -220,7 +217,16 @@ class ZapHandler:
         self._reader.poke()
 
 
-def curve_from_settings(settings: "Settings") -> CurveConfig | None:
+class CurveSettings(Protocol):
+    """The C{[handler]} keys L{curve_from_settings} reads (a L{Settings} has them)."""
+
+    @property
+    def push_in_curve_secret_key(self) -> str | None: ...
+    @property
+    def push_in_curve_clients(self) -> str | None: ...
+
+
+def curve_from_settings(settings: CurveSettings) -> CurveConfig | None:
     """
     CURVE from C{[handler] push_in_curve_secret_key} and C{push_in_curve_clients}; C{None}
     (plain ZeroMQ) when neither is set.
