@@ -54,6 +54,9 @@ from .support import fd_count, rss_kb
 
 #: seconds a churned connection is excused for publishes that went out just before it closed
 CLOSE_GRACE = 1.0
+#: the drain after the steady state ends: it stops when nothing arrived for QUIET seconds
+QUIET = 10.0
+DRAIN_MAX = 180.0
 #: the kinds of connection, in the order of the mix
 KINDS = ("stream", "ws", "poll")
 _ERRORS = re.compile(r"\[ERR\]|\[CRITICAL\]|Traceback \(most recent call last\)|Unhandled (error|Error)")
@@ -127,6 +130,8 @@ class SoakResult:
     failed_opens: int = 0
     errors_logged: int = 0
     warnings_logged: int = 0
+    #: seconds the deliveries took to end after the last publish
+    drain_seconds: float = 0.0
     #: lines the proxy logged in all
     log_lines: int = 0
     error_lines: list[str] = field(default_factory=list)
@@ -191,7 +196,8 @@ class SoakResult:
             f"  published {self.published} ({self.published / max(c.seconds, 1):.1f}/s achieved; refused {self.publish_failures}); deliveries expected {self.expected},"
             f" delivered {self.delivered}, lost {self.lost}, duplicates {self.duplicates}, out of order {self.out_of_order}",
             "  by kind: " + ", ".join(f"{k} expected {e} delivered {d} lost {n}" for k, (e, d, n) in self.by_kind.items()),
-            f"  publisher held back by the PUSH queue {self.held_back} times; churned {self.churned}; dropped by the proxy {self.dropped_by_proxy}; failed to open {self.failed_opens}",
+            f"  deliveries ended {self.drain_seconds:.1f} s after the last publish;"
+            f" publisher held back by the PUSH queue {self.held_back} times; churned {self.churned}; dropped by the proxy {self.dropped_by_proxy}; failed to open {self.failed_opens}",
             f"  log: {self.log_lines} lines, {self.errors_logged} errors, {self.warnings_logged} warnings",
         ]
         lines += [f"    lost: {x}" for x in self.lost_examples[:10]]
@@ -579,10 +585,22 @@ class _Soak:
         if self.backlog:
             await poll_until(self.reactor, self.flush_push, timeout=30, what="the PUSH backlog sent")
         await defer.DeferredList(pending)
+        # A proxy that fell behind (a loaded machine) is still delivering: wait while
+        # deliveries keep coming, so that late is not counted as lost; stop once everything
+        # expected is in, or nothing arrived for QUIET seconds, or after DRAIN_MAX.
+        drain_start = self.now()
+        progress = {"n": self.delivered, "at": self.now()}
+
+        def drained() -> bool:
+            if self.delivered != progress["n"]:
+                progress["n"], progress["at"] = self.delivered, self.now()
+            return self.now() - progress["at"] > QUIET or not self.missing()
+
         try:
-            await poll_until(self.reactor, lambda: not self.missing(), timeout=20, what="every expected delivery", interval=0.2)
+            await poll_until(self.reactor, drained, timeout=DRAIN_MAX, what="the deliveries to end", interval=1.0)
         except AssertionError:
             pass
+        self.result.drain_seconds = self.now() - drain_start
         self.stopping = True
         self.judge()
         return self.result
