@@ -325,3 +325,37 @@ def test_reachable_from_elsewhere(host, reachable):
     from pushpin_tx.web.control import reachable_from_elsewhere
 
     assert reachable_from_elsewhere(host) is reachable
+
+
+def test_a_basic_check_runs_in_the_thread_hook_and_a_client_that_left_gets_nothing():
+    """The bcrypt check goes through in_thread; if the client left meanwhile, nothing is written, the publish still counts."""
+    from twisted.internet import defer
+    from twisted.internet.testing import StringTransport
+
+    router = ChannelRouter()
+    sub = Recorder()
+    router.subscribe("c", sub)
+    pending: list[tuple[defer.Deferred, object]] = []
+
+    def in_thread(fn):
+        d: defer.Deferred = defer.Deferred()
+        pending.append((d, fn))
+        return d
+
+    auth = _auth(users={"user": _hash(b"pass")})
+    resource = ControlResource(PublishIntake(router, Counters()), auth=auth, in_thread=in_thread)
+    site = ControlSite(resource, max_headers=10000, max_body=1000000, timeout=None)
+    transports = []
+    for _ in range(2):
+        proto = site.buildProtocol(None)
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        proto.dataReceived(_post(b"/publish/", b"Basic " + base64.b64encode(b"user:pass")))
+        transports.append((proto, transport))
+    assert len(pending) == 2 and transports[0][1].value() == b""  # nothing answered before the check
+    transports[0][0].connectionLost(None)
+    for d, fn in pending:
+        d.callback(fn())
+    assert transports[0][1].value() == b""
+    assert transports[1][1].value().endswith(b"\r\n\r\nPublished\n")
+    assert sub.got == [("c", b"hi\n"), ("c", b"hi\n")]
