@@ -49,8 +49,6 @@ __all__ = ["BasicAttempt", "PublishAuth", "PublishAuthError", "Verdict", "load_h
 REALM = "pushpin"
 #: successful Basic credentials remembered (by keyed hash), so bcrypt runs once per publisher
 _REMEMBER = 1024
-#: a bcrypt hash of a random password, checked for unknown users so they take as long
-_DUMMY_HASH = bcrypt.hashpw(os.urandom(16), bcrypt.gensalt(rounds=10))
 _BCRYPT = re.compile(rb"^\$2[abxy]?\$\d\d\$[./A-Za-z0-9]{53}$")
 _PY_BYTES_REPR = re.compile(rb"^b'([A-Za-z0-9+/=]*)'$")
 
@@ -252,7 +250,10 @@ class PublishAuth:
         hashed = self.users.get(user)
         if hashed is not None and self._fingerprint(user, password, hashed) in self._remembered:
             return Verdict(True, f"basic user={user}")
-        return BasicAttempt(user, password, hashed if hashed is not None else _DUMMY_HASH, hashed is not None)
+        # an unknown user is checked against a listed user's hash (and then refused whatever
+        # the outcome), so the answer takes as long and does not tell who exists
+        stand_in = next(iter(self.users.values()))
+        return BasicAttempt(user, password, hashed if hashed is not None else stand_in, hashed is not None)
 
     def _fingerprint(self, user: str, password: bytes, hashed: bytes) -> bytes:
         message = user.encode("utf-8") + b"\0" + hashed + b"\0" + password

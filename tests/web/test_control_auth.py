@@ -359,3 +359,11 @@ def test_a_basic_check_runs_in_the_thread_hook_and_a_client_that_left_gets_nothi
     assert transports[0][1].value() == b""
     assert transports[1][1].value().endswith(b"\r\n\r\nPublished\n")
     assert sub.got == [("c", b"hi\n"), ("c", b"hi\n")]
+
+
+def test_an_unknown_user_with_a_listed_password_is_refused():
+    """An unknown user is checked against a listed user's hash (same time) and refused even with that user's password."""
+    auth = _auth(users={"user": _hash(b"pass")})
+    attempt = auth.check([b"Basic " + base64.b64encode(b"intruder:pass")])
+    assert isinstance(attempt, BasicAttempt) and attempt.hashed == auth.users["user"]
+    assert attempt.verify() is False
