@@ -28,6 +28,7 @@ from pushpin_tx._compat import (
     BadResponseVersion,
     ChunkedTransferDecoder,
     DataLoss,
+    H2BurstConnection,
     H2Connection,
     H2Stream,
     LazyOptionsDump,
@@ -405,6 +406,20 @@ def test_h2_names_are_twisted_webs_http2_server() -> None:
         assert callable(getattr(H2Connection, name)), name
     for name in ("flowControlBlocked", "windowUpdated", "abortConnection", "command", "path"):
         assert hasattr(H2Stream, name) or name in H2Stream.__init__.__code__.co_names, name
+
+
+def test_h2_burst_loop_replaces_twisteds_with_the_same_state() -> None:
+    """The burst loop takes over twisted.web's _sendPrioritisedData, whose state (queues, sentinel, blocked transport, waiting deferred) it reads as twisted.web's does."""
+    import twisted.web._http2 as twisted_h2
+
+    assert issubclass(H2BurstConnection, H2Connection)
+    assert H2BurstConnection._sendPrioritisedData is not H2Connection._sendPrioritisedData
+    names = set(H2Connection._sendPrioritisedData.__code__.co_names)
+    assert {"_stillProducing", "_consumerBlocked", "_sendingDeferred", "_outboundStreamQueues", "_requestDone", "_reactor",
+            "_END_STREAM_SENTINEL", "priority", "local_flow_control_window", "flowControlBlocked"} <= names
+    assert twisted_h2._END_STREAM_SENTINEL is not None
+    for caller in ("writeDataToStream", "endRequest"):  # they restart a waiting loop through _sendingDeferred
+        assert "_sendingDeferred" in getattr(H2Connection, caller).__code__.co_names, caller
 
 
 def test_h2_wake_sender_restarts_a_stopped_sending_loop() -> None:

@@ -7,6 +7,11 @@ server (the C{h2} package), with a few changes for a proxy that holds requests:
  - each request is an C{H2Stream} whose request object is the site's L{ClientRequest}: holds,
    streams, SSE and proxied answers go through the same L{HttpSink} as over HTTP/1.1, the
    body unframed (HTTP/2 frames it);
+ - the sending loop sends up to 64 DATA frames per pass, in one write (twisted.web's sends
+   one per reactor turn: see C{_compat.H2BurstConnection}), taking the streams that have
+   something to send in turn (L{RoundRobin}) instead of by the client's priorities: the
+   priority tree walked every blocked stream to find the next one (with 100 streams held
+   and one written to, most of a delivery's time), and RFC 9113 deprecated that scheme;
  - a stream whose flow-control window is used up pauses its own producer (the hold's
    delivery queue) and no other: twisted.web does that per stream. Its sending loop, though,
    keeps picking a stream that has data queued and no window, and finds it again on the
@@ -32,36 +37,86 @@ from __future__ import annotations
 
 from typing import Any
 
-from priority import PriorityError  # type: ignore[import-untyped]
+from collections import deque
+
+import priority
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 
-from pushpin_tx._compat import H2Connection, h2_available, h2_wake_sender
+from pushpin_tx._compat import H2BurstConnection, h2_available, h2_wake_sender
 
-__all__ = ["ClientH2Connection", "take_over", "h2_available", "CONNECTION_SPECIFIC"]
+__all__ = ["ClientH2Connection", "RoundRobin", "take_over", "h2_available", "CONNECTION_SPECIFIC"]
 
 #: response headers HTTP/2 forbids (RFC 9113 §8.2.2); C{te} is allowed with the value "trailers" only
 CONNECTION_SPECIFIC = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"))
 
 
-class ClientH2Connection(H2Connection):  # type: ignore[misc]  # (twisted.web's, untyped)
+class RoundRobin:
+    """
+    In place of twisted.web's C{priority.PriorityTree}, with the calls it makes of it: the
+    streams that are not blocked, in turn, each found in constant time. Priorities sent by
+    the client are accepted and ignored. At most C{maximum_streams} are known (the tree's
+    limit, as PRIORITY frames can name streams never opened).
+    """
+
+    __slots__ = ("_known", "_active", "_ring", "_in_ring", "maximum_streams")
+
+    def __init__(self, maximum_streams: int = 1000) -> None:
+        self._known: set[int] = set()
+        self._active: set[int] = set()
+        self._ring: deque[int] = deque()
+        self._in_ring: set[int] = set()
+        self.maximum_streams = maximum_streams
+
+    def insert_stream(self, stream_id: int, depends_on: Any = None, weight: int = 16, exclusive: bool = False) -> None:
+        if stream_id in self._known:
+            raise priority.DuplicateStreamError(stream_id)
+        if len(self._known) >= self.maximum_streams:
+            raise priority.TooManyStreamsError(f"more than {self.maximum_streams} streams")
+        self._known.add(stream_id)
+        self.unblock(stream_id)  # a new stream is active, as in the tree
+
+    def reprioritize(self, stream_id: int, depends_on: Any = None, weight: int = 16, exclusive: bool = False) -> None:
+        if stream_id not in self._known:
+            raise priority.MissingStreamError(stream_id)
+
+    def remove_stream(self, stream_id: int) -> None:
+        self._known.discard(stream_id)
+        self._active.discard(stream_id)
+
+    def block(self, stream_id: int) -> None:
+        self._active.discard(stream_id)  # its place in the ring goes when the ring reaches it
+
+    def unblock(self, stream_id: int) -> None:
+        if stream_id in self._known and stream_id not in self._active:
+            self._active.add(stream_id)
+            if stream_id not in self._in_ring:
+                self._in_ring.add(stream_id)
+                self._ring.append(stream_id)
+
+    def __iter__(self) -> "RoundRobin":
+        return self
+
+    def __next__(self) -> int:
+        ring = self._ring
+        while ring:
+            stream_id = ring.popleft()
+            if stream_id in self._active:
+                ring.append(stream_id)
+                return stream_id
+            self._in_ring.discard(stream_id)
+        raise priority.DeadlockError("no stream can send")
+
+
+class ClientH2Connection(H2BurstConnection):  # type: ignore[misc]  # (twisted.web's, untyped)
     """twisted.web's HTTP/2 connection, as the module describes."""
 
     #: the process's client connection count this connection holds a place in (None: not counted)
     _counted: Any = None
 
-    def remainingOutboundWindow(self, streamID: int) -> int:
-        remaining: int = super().remainingOutboundWindow(streamID)
-        if remaining <= 0 and self.conn.local_flow_control_window(streamID) <= 0:
-            # Nothing can be sent on this stream until the client opens its window (or the
-            # connection's): out of the sending loop until then. A WINDOW_UPDATE puts a stream
-            # with data queued back (twisted.web's _handleWindowUpdate), as a write does once
-            # there is room.
-            try:
-                self.priority.block(streamID)
-            except PriorityError:
-                pass
-        return remaining
+    def __init__(self, reactor: Any = None) -> None:
+        super().__init__(reactor)
+        self.priority = RoundRobin()
 
     def dataReceived(self, data: bytes) -> None:
         super().dataReceived(data)

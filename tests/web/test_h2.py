@@ -21,7 +21,7 @@ from twisted.web.server import NOT_DONE_YET
 from pushpin_tx._compat import H2Connection
 from pushpin_tx.net.maxconn import ConnectionLimit
 from pushpin_tx.web.clientsite import ClientChannel, ClientRequest, ClientSite
-from pushpin_tx.web.h2 import ClientH2Connection
+from pushpin_tx.web.h2 import ClientH2Connection, RoundRobin
 
 
 class Producer:
@@ -262,3 +262,55 @@ def test_site_alpn_follows_its_http2_switch() -> None:
     """The site offers h2 then http/1.1 by default, http/1.1 alone with http2=False."""
     assert ClientSite(Holding(), reactor=Clock()).alpn == (b"h2", b"http/1.1")
     assert ClientSite(Holding(), reactor=Clock(), http2=False).alpn == (b"http/1.1",)
+
+
+class CountingTransport(StringTransport):
+    """A StringTransport that counts its writes."""
+
+    writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        super().write(data)
+
+
+def test_a_turn_sends_every_streams_frame_in_one_write() -> None:
+    """Ten streams written to in one turn go out in the next pass as ten DATA frames in one transport write (twisted.web: one frame per turn; a loop run at each write: one write each)."""
+    pair = Pair()
+    sids = [pair.get() for _ in range(10)]
+    pair.transport.__class__ = CountingTransport
+    for request in pair.resource.requests:
+        request.write_framed(b"event\n")
+    pair.turn()
+    assert pair.transport.writes == 1
+    pair.pump()
+    assert [pair.received(sid) for sid in sids] == [b"event\n"] * 10
+
+
+def test_round_robin_takes_unblocked_streams_in_turn() -> None:
+    """RoundRobin gives the unblocked streams in turn, skips blocked and removed ones, and raises DeadlockError when none can send."""
+    import priority
+
+    ring = RoundRobin(maximum_streams=4)
+    for sid in (1, 3, 5):
+        ring.insert_stream(sid)
+    assert [next(ring) for _ in range(4)] == [1, 3, 5, 1]
+    ring.block(3)
+    assert [next(ring) for _ in range(3)] == [5, 1, 5]
+    ring.unblock(3)
+    ring.unblock(3)  # twice: still one turn
+    assert sorted(next(ring) for _ in range(3)) == [1, 3, 5]
+    ring.remove_stream(1)
+    ring.block(5)
+    assert [next(ring) for _ in range(2)] == [3, 3]
+    ring.block(3)
+    with pytest.raises(priority.DeadlockError):
+        next(ring)
+    with pytest.raises(priority.DuplicateStreamError):
+        ring.insert_stream(3)
+    with pytest.raises(priority.MissingStreamError):
+        ring.reprioritize(9)
+    ring.insert_stream(7)
+    ring.insert_stream(9)  # four known: 3, 5, 7, 9
+    with pytest.raises(priority.TooManyStreamsError):
+        ring.insert_stream(11)
