@@ -11,6 +11,10 @@ channel. One event a second, built from the same collector the metrics are (so, 
 workers, summed over every process, fresh from each worker: the feed asks the workers
 for their figures before each event, as a scrape does).
 
+The busiest channels are summed from each process's own top L{BUSIEST} (a channel just
+outside one worker's top is undercounted there: the list is for spotting, the metrics
+are the exact figures).
+
 The feed is one timer for all its clients, running only while someone watches; a client
 that stops reading (more than L{MAX_BUFFERED} bytes unsent) is dropped.
 
@@ -71,8 +75,8 @@ def process_status(service: Any) -> dict[str, Any]:
     and its latest drops (sent up in a worker's snapshot, read directly in the main process).
     """
     router = service.router
-    counts = ((router.subscriber_count(c), c) for c in router.channels())
-    busiest = [[c, n] for n, c in heapq.nlargest(BUSIEST, counts)]
+    counts = ((-router.subscriber_count(c), c) for c in router.channels())
+    busiest = [[c, -n] for n, c in heapq.nsmallest(BUSIEST, counts)]  # most subscribers, then by name
     recent = list(getattr(getattr(service, "drops", None), "recent", ()))[-RECENT:]
     worker = getattr(service, "worker_index", 0)
     return {
