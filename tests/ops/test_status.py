@@ -371,3 +371,22 @@ def test_a_metrics_service_off_loopback_says_the_page_needs_credentials(reactor,
     assert len(said) == 2 and all("/status needs the console's credentials" in line for line in said)
     assert "answers 401 to everyone" in said[0] and "answers 401" not in said[1]
     assert not any("correct horse" in line for line in lines)
+
+
+def test_busiest_channels_with_equal_counts_go_by_name(fake, clock):
+    """Channels with as many subscribers as each other are listed by name."""
+    for name in ("zeta", "alpha", "mid"):
+        fake.hold("stream", name, name)
+    assert process_status(fake)["channels"] == [["alpha", 1], ["mid", 1], ["zeta", 1]]
+    assert status_of(fake, clock)["channels"] == [["alpha", 1], ["mid", 1], ["zeta", 1]]
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_page_only_answers_get_and_head(reactor, fake, site_for):
+    """A POST to /status is refused with 405 and an Allow header; it is not taken for a metrics scrape."""
+    port, _ = site_for(fake)
+    client = RawClient()
+    await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(protocol.Factory.forProtocol(lambda: client))
+    client.transport.write(b"POST /status HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    await client.closed.addTimeout(DEADLINE, reactor)
+    assert client.received.startswith(b"HTTP/1.1 405 ") and b"\r\nAllow: GET, HEAD\r\n" in client.received
