@@ -61,13 +61,15 @@ from pushpin_tx.origin.client import OriginClient
 from pushpin_tx.origin.http11 import OriginPool
 from pushpin_tx.origin.tlspolicy import InsecurePolicy
 from pushpin_tx.protocol.config import Settings, parse_signing_key
+from pushpin_tx.protocol.publish_auth import publish_auth_from_settings
 from pushpin_tx.protocol.signing import GripSigner
 from pushpin_tx.web.accept import Acceptor
 from pushpin_tx.web.clientsite import ClientSite
-from pushpin_tx.web.control import ControlResource, ControlSite
+from pushpin_tx.web.control import ControlResource, ControlSite, reachable_from_elsewhere
 from pushpin_tx.web.proxy import ProxyResource
 from pushpin_tx.websocket.gateway import WebSocketGateway
 from pushpin_tx.workers.pool import SharedInterest, SharedLastIds, WorkerPool
+from pushpin_tx.zeromq.curve import curve_from_settings, exposed_specs
 from pushpin_tx.zeromq.inputs import ZmqInputService
 
 __all__ = ["PushpinService", "Listener", "StartupError", "connection_ids", "DRAIN_SECONDS"]
@@ -375,7 +377,9 @@ class PushpinService(service.MultiService):
         self.intake.sequencer = self.sequencer
         self.channel_linger = ChannelLinger(reactor, self.sequencer, settings.subscription_linger)
         interest.add_interest_listener(self.channel_linger)
-        self.control = ControlResource(self.intake, recover=self.recover)
+        # tap.Options.postOptions has loaded these once already: errors are usage errors there
+        self.control = ControlResource(self.intake, recover=self.recover,
+                                       auth=publish_auth_from_settings(settings, reactor.seconds))
         if settings.push_in_http_port >= 0:  # -1: no control API (Pushpin's code default)
             self.control_listener = Listener(
                 reactor,
@@ -417,6 +421,7 @@ class PushpinService(service.MultiService):
             # HTTP holds have nothing to refresh; an unknown connection id is "item-not-found".
             refresh=lambda cid=None, channel=None: False if cid is not None else None,
             stats=self.stats,
+            curve=curve_from_settings(self.settings),
         )
 
     def _worker_pool(self, zmq_inputs: ZmqInputService) -> WorkerPool:
@@ -657,6 +662,26 @@ class PushpinService(service.MultiService):
             self._log.warn("config keys not implemented yet, ignored: {keys}", keys=", ".join(settings.not_implemented))
         if settings.unknown:
             self._log.warn("unknown config keys, ignored: {keys}", keys=", ".join(settings.unknown))
+        if (settings.push_in_http_port >= 0 and reachable_from_elsewhere(settings.push_in_http_addr)
+                and settings.push_in_http_auth_key is None and settings.push_in_http_auth_basic is None):
+            self._log.warn(
+                "SECURITY: the control API listens on {addr}, reachable from other hosts, with no credentials:"
+                " anyone who can connect can publish. Bind push_in_http_addr to 127.0.0.1 or set"
+                " [handler] push_in_http_auth_key / push_in_http_auth_basic",
+                addr=settings.push_in_http_addr or "every interface",
+            )
+        if settings.push_in_curve_secret_key is None:
+            bound = [settings.push_in_spec, settings.command_spec, settings.stats_spec]
+            if not settings.push_in_sub_connect:
+                bound += list(settings.push_in_sub_specs)
+            exposed = exposed_specs([spec for spec in bound if spec])
+            if exposed:
+                self._log.warn(
+                    "SECURITY: ZeroMQ inputs bound off loopback without CURVE ({specs}): anyone who can connect"
+                    " can publish. Bind them to 127.0.0.1 or set [handler] push_in_curve_secret_key and"
+                    " push_in_curve_clients",
+                    specs=", ".join(exposed),
+                )
         if settings.message_rate > 0 or settings.message_hwm > 0:
             self._log.warn(
                 "[handler] message_rate={rate} / message_hwm={hwm} are not applied: every publish is delivered"

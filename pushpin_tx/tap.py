@@ -7,11 +7,14 @@ which hands the parsed settings and the reactor to L{pushpin_tx.service.PushpinS
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from twisted.python import usage
 
 from pushpin_tx.protocol.config import ConfigError, Settings, load_settings
+from pushpin_tx.protocol.publish_auth import PublishAuthError, publish_auth_from_settings
+from pushpin_tx.zeromq.curve import CurveError, curve_from_settings
 from pushpin_tx.ops.console import ConsoleConfigError, check_console_settings
 from pushpin_tx.ops.metrics import MetricsConfigError, check_metrics_settings
 from pushpin_tx.ops import logs
@@ -73,6 +76,10 @@ class Options(usage.Options):
             settings = self.settings
             if settings.prometheus_port:
                 check_metrics_settings(settings.prometheus_port, settings.prometheus_prefix)
+            # the control API's credentials and the inputs' CURVE keys: read once here, so a bad
+            # key file stops start-up with a usage error (the service reads them again)
+            publish_auth_from_settings(settings, time.time)
+            curve_from_settings(settings)
             if settings.console_ssh_endpoint:
                 check_console_settings(
                     endpoint=settings.console_ssh_endpoint,
@@ -81,7 +88,7 @@ class Options(usage.Options):
                     telnet_endpoint=settings.console_telnet_endpoint,
                     allow_remote=settings.console_allow_remote,
                 )
-        except (ConfigError, MetricsConfigError, ConsoleConfigError) as e:
+        except (ConfigError, MetricsConfigError, ConsoleConfigError, PublishAuthError, CurveError) as e:
             raise usage.UsageError(str(e))
         parent = getattr(self, "parent", None)
         if parent is not None and not parent.get("logger"):

@@ -170,6 +170,16 @@ class Settings:
     push_in_http_port: int  # -1: control API off (key absent, Pushpin's code default)
     push_in_max_headers_size: int
     push_in_max_body_size: int
+    #: control API credentials (pushpin-tx extension, issue 18; all off by default): the JWT
+    #: verification key (HS256 secret, or file: a PEM key, RS256/ES256), the issuer a token
+    #: must name ("" any), and the htpasswd-style file of Basic users (user:bcrypt-hash lines)
+    push_in_http_auth_key: SigningKey | None
+    push_in_http_auth_iss: str
+    push_in_http_auth_basic: str | None
+    #: CURVE on the ZeroMQ inputs (pushpin-tx extension): the server secret key file and
+    #: the allowed client public keys file (one Z85 key a line); None: plain ZeroMQ
+    push_in_curve_secret_key: str | None
+    push_in_curve_clients: str | None
     stats_spec: str
     command_spec: str
     message_rate: int
@@ -432,6 +442,15 @@ def _load(mode: _Strict, config_path: str | None, *, port: str | None,
             "handler", ("push_in_max_headers_size", "push_in_http_max_headers_size"), 10000),
         push_in_max_body_size=cfg.get_int_first(
             "handler", ("push_in_max_body_size", "push_in_http_max_body_size"), 1000000),
+        push_in_http_auth_key=cfg.parse("handler", "push_in_http_auth_key", "",
+                                        lambda v: parse_signing_key(v, config_dir) if v else None),
+        push_in_http_auth_iss=cfg.get_str("handler", "push_in_http_auth_iss", ""),
+        push_in_http_auth_basic=cfg.parse("handler", "push_in_http_auth_basic", "",
+                                          lambda v: _file_value(v, config_dir)),
+        push_in_curve_secret_key=cfg.parse("handler", "push_in_curve_secret_key", "",
+                                           lambda v: _file_value(v, config_dir)),
+        push_in_curve_clients=cfg.parse("handler", "push_in_curve_clients", "",
+                                        lambda v: _file_value(v, config_dir)),
         stats_spec=cfg.get_str("handler", "stats_spec", ""),
         command_spec=cfg.get_str("handler", "command_spec", ""),
         message_rate=cfg.get_int("handler", "message_rate", -1),
@@ -463,6 +482,16 @@ def _load(mode: _Strict, config_path: str | None, *, port: str | None,
         not_implemented=diagnostics[1],
         unknown=diagnostics[2],
     )
+
+
+def _file_value(value: str, config_dir: str) -> str | None:
+    """A C{file:PATH} value (relative to the config's directory); None when empty."""
+    value = value.strip()
+    if not value:
+        return None
+    if not value.startswith("file:") or not value[len("file:"):].strip():
+        raise ConfigError("expected file:PATH")
+    return os.path.join(config_dir, value[len("file:"):].strip())
 
 
 def _config_path(config_dir: str, value: str) -> str | None:

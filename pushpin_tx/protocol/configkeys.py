@@ -59,6 +59,8 @@ KNOWN: dict[str, frozenset[str]] = {
         "stats_subscription_ttl", "stats_report_interval", "stats_format",
         "prometheus_port", "prometheus_prefix",
         "delivery_queue_max", "delivery_overflow", "backplane",  # pushpin-tx extensions
+        "push_in_http_auth_key", "push_in_http_auth_iss", "push_in_http_auth_basic",  # (issue 18)
+        "push_in_curve_secret_key", "push_in_curve_clients",
     }),
     # pushpin-tx's own section: the operator console (twisted.conch manhole)
     "console": frozenset({"ssh_endpoint", "authorized_keys", "passwd", "telnet_endpoint", "host_key", "allow_remote"}),
