@@ -15,7 +15,7 @@ DATA frames, the bytes unframed). The HTTP/2 client is the h2 package on blockin
 sockets, acknowledging every DATA frame as a reading client does; the HTTP/1.1 one is
 bench/tls_cost.py's. The load runs in this process, on the other CPU from the proxy's.
 
-Usage: python bench/h2_streams.py [--streams 1000] [--connections 10] [--messages 50] [--size 100] [--batch 25]
+Usage: python bench/h2_streams.py [--streams 1000] [--connections 10] [--messages 200] [--size 100] [--batch 25]
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--connections", type=int, default=10, help="HTTP/2 connections the streams share")
-    parser.add_argument("--messages", type=int, default=50)
+    parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--size", type=int, default=100, help="bytes per published message")
     parser.add_argument("--batch", type=int, default=25, help="items per POST /publish/")
     args = parser.parse_args()
