@@ -26,7 +26,7 @@ try:  # the h2 package (twisted[http2]); without it https ports speak HTTP/1.1 o
     import priority as _priority
     from twisted.web._http2 import _END_STREAM_SENTINEL, H2Connection as _H2Connection, H2Stream as _H2Stream
 except ImportError:  # pragma: no cover - h2 is an install requirement
-    _H2Connection = _H2Stream = None
+    _H2Connection = _H2Stream = None  # type: ignore[misc,assignment]
 
 __all__ = [
     "QuietConnectionPool",
@@ -222,8 +222,9 @@ class _BurstSending:
             except _priority.DeadlockError:
                 self._write_burst(frames)
                 assert self._sendingDeferred is None
-                self._sendingDeferred = Deferred()
-                self._sendingDeferred.addCallback(self._next_pass)
+                waiting: Deferred[Any] = Deferred()
+                waiting.addCallback(self._next_pass)
+                self._sendingDeferred = waiting
                 return
             if self._consumerBlocked is not None:  # wait behind the transport
                 self._write_burst(frames)

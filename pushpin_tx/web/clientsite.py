@@ -190,7 +190,7 @@ class ClientRequest(server.Request):
             if content.tell() > STREAM_UPLOADS_OVER:
                 # too large to keep for GRIP: stream it from here on, what was kept first
                 self._chunked = False
-                kept = content.getvalue()  # type: ignore[attr-defined]
+                kept = content.getvalue()
                 self.content = BytesIO()
                 self._start_streaming(self._announced)
                 assert self.upload is not None
@@ -303,6 +303,29 @@ class ClientRequest(server.Request):
     def unregister_producer(self) -> None:
         if self.producer is not None and not is_disconnected(self):
             self.unregisterProducer()
+
+
+def _parse_error_text(channel: "ClientChannel") -> str:
+    """What Pushpin 1.40's connmgr says about the request C{channel} could not parse."""
+    if channel._receivedHeaderSize > channel.totalHeadersSize:
+        return f"Request header size exceeded limit of {channel.totalHeadersSize} bytes."
+    if channel._in_request_line:
+        parts = channel._line.split(b" ")
+        if len(parts) == 3 and parts[0] and parts[1] and parts[2] not in (b"HTTP/1.0", b"HTTP/1.1"):
+            return "Failed to parse request: invalid HTTP version"
+        return "Failed to parse request: invalid token"
+    if channel._receivedHeaderCount > channel.maxHeaders:
+        return "Failed to parse request: too many headers"
+    # twisted.web parses a header line once the next one is in: the one at fault is kept here
+    line = getattr(channel, "_HTTPChannel__header", b"") or channel._line
+    name, colon, value = line.partition(b":")
+    if colon and name and not any(c in name for c in b" \t") and any(c in value for c in b"\x00\r\n"):
+        return "Failed to parse request: invalid header value"
+    if channel._transferDecoder is not None:
+        return "Failed to parse request: invalid chunk size"
+    if colon and name.strip().lower() == b"content-length":
+        return "Failed to parse request: invalid content length"
+    return "Failed to parse request: invalid header name"
 
 
 class ClientChannel(http.HTTPChannel):
@@ -424,6 +447,37 @@ class ClientChannel(http.HTTPChannel):
             site = getattr(self, "site", None)
             send = self._send = writer_for(transport, getattr(site, "turns", None))
         send(data)
+
+    # malformed requests ----------------------------------------------------------------------
+
+    #: the line being parsed, and whether it is a request line (for a 400 answer's reason)
+    _line = b""
+    _in_request_line = False
+
+    def lineReceived(self, line: bytes) -> None:
+        self._line = line
+        self._in_request_line = bool(getattr(self, "_HTTPChannel__first_line", 0))
+        super().lineReceived(line)
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        """
+        A request that cannot be parsed gets Pushpin 1.40's answer (connmgr's
+        C{send_error_response}): C{400} in HTTP/1.0 (no version was read), C{text/plain},
+        C{Failed to parse request: <httparse's reason>} or the header-size message; then the
+        connection closes. twisted.web (and Pushpin before 1.40) sent a bare C{400} or none.
+        """
+        self._send_parse_error(_parse_error_text(self))
+
+    def _send_parse_error(self, text: str) -> None:
+        body = text.encode("utf-8") + b"\n"
+        transport = self.transport
+        if transport is None:
+            return
+        self.flush_head()
+        transport.write(
+            b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        transport.loseConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._send = None

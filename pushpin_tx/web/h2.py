@@ -108,7 +108,7 @@ class RoundRobin:
         raise priority.DeadlockError("no stream can send")
 
 
-class ClientH2Connection(H2BurstConnection):  # type: ignore[misc]  # (twisted.web's, untyped)
+class ClientH2Connection(H2BurstConnection):  # (twisted.web's, untyped)
     """twisted.web's HTTP/2 connection, as the module describes."""
 
     #: the process's client connection count this connection holds a place in (None: not counted)
