@@ -10,7 +10,7 @@ each stream's WINDOW_UPDATEs.
 
 from __future__ import annotations
 
-import json
+import hashlib
 from pathlib import Path
 
 import h2.config
@@ -44,15 +44,30 @@ class H2Client(protocol.Protocol):
         self.conn.increment_flow_control_window(1 << 24)  # the connection's window: only streams' stay small
         self.transport.write(self.conn.data_to_send())
 
-    def request(self, path: bytes, *, hold: bool = False, method: bytes = b"GET") -> int:
+    def request(self, path: bytes, *, hold: bool = False, method: bytes = b"GET", body: bytes | None = None,
+                length: bool = True) -> int:
+        """Open a stream; a C{body} is sent as far as the stream's window allows, the rest as it opens (C{length}: with Content-Length)."""
         sid = self.conn.get_next_available_stream_id()
-        self.conn.send_headers(sid, [(b":method", method), (b":path", path), (b":scheme", b"https"),
-                                     (b":authority", b"example.com")], end_stream=True)
-        self.streams[sid] = {"headers": None, "data": bytearray(), "ended": False, "reset": False}
+        headers = [(b":method", method), (b":path", path), (b":scheme", b"https"), (b":authority", b"example.com")]
+        if body is not None and length:
+            headers.append((b"content-length", b"%d" % len(body)))
+        self.conn.send_headers(sid, headers, end_stream=body is None)
+        self.streams[sid] = {"headers": None, "data": bytearray(), "ended": False, "reset": False, "upload": body}
         if hold:
             self.held[sid] = 0
+        self._send_uploads()
         self.transport.write(self.conn.data_to_send())
         return sid
+
+    def _send_uploads(self) -> None:
+        for sid, stream in self.streams.items():
+            body = stream.get("upload")
+            while body:
+                room = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size)
+                if room <= 0:
+                    break
+                self.conn.send_data(sid, body[:room], end_stream=len(body) <= room)
+                body = stream["upload"] = body[room:]
 
     def release(self, sid: int) -> None:
         """Acknowledge what stream C{sid} received, and from now on all it receives."""
@@ -76,6 +91,7 @@ class H2Client(protocol.Protocol):
                 self.streams[sid]["ended"] = True
             elif isinstance(event, h2.events.StreamReset):
                 self.streams[sid]["reset"] = True
+        self._send_uploads()  # a WINDOW_UPDATE lets more of an upload go
         out = self.conn.data_to_send()
         if out:
             self.transport.write(out)
@@ -109,6 +125,10 @@ def ca() -> TestCA:
     return TestCA()
 
 
+def _digest(body: bytes) -> bytes:
+    return b"got %d %s\n" % (len(body), hashlib.sha256(body).hexdigest().encode())
+
+
 def _origin() -> ScriptedOrigin:
     origin = ScriptedOrigin()
 
@@ -135,6 +155,7 @@ def _origin() -> ScriptedOrigin:
 
     origin.handlers[b"/next1"] = first
     origin.handlers[b"/next2"] = lambda req: b"page two\n"
+    origin.handlers[b"/upload"] = lambda req: _digest(origin.requests[-1]["body"])
     return origin
 
 
@@ -235,6 +256,25 @@ async def test_a_stream_with_its_window_shut_stalls_alone(reactor, tmp_path, ca)
         expected = b"slow open\n" + b"".join(chunks)
         await client.waiter.wait(reactor, lambda: len(client.streams[slow]["data"]) >= len(expected), what=f"the rest ({len(client.streams[slow]['data'])} of {len(expected)}, owed {client.held})")
         assert bytes(client.streams[slow]["data"]) == expected
+        client.transport.loseConnection()
+    finally:
+        assert await proxy.stop() == 0
+        await origin_port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_uploads_over_h2_small_large_and_without_length(reactor, tmp_path, ca):
+    """POSTs over h2 reach the origin whole: a small body, a 300 KB one (streamed, past the stream's window), and one without Content-Length."""
+    origin_port, proxy = await _start(reactor, tmp_path, ca)
+    try:
+        client = await h2_connect(reactor, proxy.https_port, ca)
+        bodies = [b"small", bytes(range(256)) * 1200, b"u" * 150000]
+        sids = [client.request(b"/upload", method=b"POST", body=bodies[0]),
+                client.request(b"/upload", method=b"POST", body=bodies[1]),
+                client.request(b"/upload", method=b"POST", body=bodies[2], length=False)]
+        for sid, body in zip(sids, bodies):
+            await client.wait_end(reactor, sid)
+            assert bytes(client.streams[sid]["data"]) == _digest(body)
         client.transport.loseConnection()
     finally:
         assert await proxy.stop() == 0
