@@ -7,15 +7,20 @@ inputs; the console and metrics read it, nothing in the hot path does more than 
 L{DropReporter} is the single place a dropped message is reported: it always counts, and
 logs with the connection id and channel, at most once a second per connection so that a
 flood of drops cannot flood the log (the count in the next line says how many there were).
+It also keeps the last L{RECENT_DROPS} drops (time, connection, channel, reason) for the
+status page's "most recent drops" (L{pushpin_tx.ops.status}).
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-__all__ = ["Counters", "DropReporter"]
+__all__ = ["Counters", "DropReporter", "RECENT_DROPS"]
+
+#: how many of the latest drops L{DropReporter.recent} keeps
+RECENT_DROPS = 50
 
 
 class Counters:
@@ -85,11 +90,14 @@ class DropReporter:
         # conn_id -> [time of its last line, drops since then, last channel, last reason]
         self._pending: dict[str, list] = {}
         self._flush_call: IDelayedCall | None = None
+        #: the latest drops, oldest first: (clock time, conn_id, channel, reason)
+        self.recent: deque[tuple[float, str, str, str]] = deque(maxlen=RECENT_DROPS)
 
     def __call__(self, conn_id: str, channel: str, reason: str) -> None:
         """Report one dropped message for C{conn_id} on C{channel}."""
         self._counters.drops[reason] += 1
         now = self._clock.seconds()
+        self.recent.append((now, conn_id, channel, reason))
         entry = self._pending.get(conn_id)
         if entry is not None and now - entry[0] < self._interval:
             entry[1] += 1

@@ -319,6 +319,12 @@ class WsSession:
             sub.filters, sub_meta=self.meta, publish_meta=publication.item.meta, subscribed_channels=self.channels
         ):
             return
+        if fmt.action == "refresh":
+            # Pushpin 1.38: a WebSocket-over-HTTP origin is asked now (a plain WebSocket: nothing)
+            refresh = getattr(self.origin, "refresh", None)
+            if refresh is not None:
+                refresh()
+            return
         if fmt.action == "close":
             code = fmt.close_code if fmt.close_code is not None and 1000 <= fmt.close_code <= 4999 else None
             self._flush_then(lambda: self.client.close(code, fmt.close_reason or "") if self.client is not None else None)

@@ -15,8 +15,9 @@ publishers see that reason verbatim. L{ItemError} carries it. Observed on 1.36.0
     order http-response, http-stream, ws-message, then meta, size, no-seq); in a JSON object
     Pushpin walks C{meta} and C{headers} in sorted key order (a C{QVariantMap}), so the first
     reported bad meta key, and the order of published headers, follow that sort;
-  - an unknown C{action} (including C{"refresh"} and C{""}) gives an I{empty} reason, so the
-    control API answers C{Invalid format: } with nothing after it;
+  - an unknown C{action} (including C{""}) gives an I{empty} reason, so the control API
+    answers C{Invalid format: } with nothing after it; C{"refresh"} (Pushpin 1.38) is known
+    on C{ws-message} only here (1.41 parses it on every format; on HTTP holds it does nothing);
   - numbers are converted the way Qt's C{QVariant::toInt} does it: doubles round half up,
     numeric strings parse (anything else is 0), booleans are 0/1, and the result wraps to 32
     bits. So C{"code": "abc"} is code 0, C{"code": 999.5} is 1000 (invalid), C{"code":
@@ -138,6 +139,8 @@ _ITEM = "publish item object"
 _FORMAT_KEYS = ("http-response", "http-stream", "ws-message")
 _ACTIONS = frozenset({"send", "hint", "close"})
 _WS_TYPES = frozenset({"text", "binary", "ping", "pong"})
+#: ws-message only: "refresh" asks a WebSocket-over-HTTP origin for a request now (1.38)
+_WS_ACTIONS = frozenset({"refresh"})
 
 
 class _Reader:
@@ -290,14 +293,14 @@ def _parse_item(raw: object, channel: str | None, r: _Reader) -> Item:
     )
 
 
-def _format(raw: object, pn: str, r: _Reader) -> tuple[dict[str, Any], str]:
+def _format(raw: object, pn: str, r: _Reader, actions: frozenset[str] = frozenset()) -> tuple[dict[str, Any], str]:
     obj = r.obj(raw)
     if obj is None:
         raise ItemError(f"{pn} is not an object")
     action = r.string(obj, pn, "action")
     if action is None:
         action = "send"
-    elif action not in _ACTIONS:
+    elif action not in _ACTIONS and action not in actions:
         # Pushpin fails here without setting a message: the reason is empty.
         raise ItemError("")
     return obj, action
@@ -402,7 +405,7 @@ def _http_stream(raw: object, r: _Reader) -> HttpStreamFormat:
 
 def _ws_message(raw: object, r: _Reader) -> WsMessageFormat:
     pn = "'ws-message'"
-    obj, action = _format(raw, pn, r)
+    obj, action = _format(raw, pn, r, _WS_ACTIONS)
     if action == "close":
         code = r.int_field(obj, pn, "code")
         if code is not None and code < 0:

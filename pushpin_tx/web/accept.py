@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 from pushpin_tx._compat import is_disconnected
 from pushpin_tx.protocol.grip import InstructError, is_grip_instruct, parse_instruct
@@ -47,6 +47,10 @@ MAX_RETRIES = 5
 #: Next-link fetches: tries, and the first backoff delay (doubling, plus up to 1 s of jitter).
 LINK_TRIES = 5
 LINK_BACKOFF = 1.0
+
+
+#: Pushpin's log levels 0-3 (error, warning, info, debug) as twisted.logger's
+_LOG_LEVELS = (LogLevel.error, LogLevel.warn, LogLevel.info, LogLevel.debug)
 
 
 def grip_last_headers(last_ids: dict[str, str]) -> list[tuple[bytes, bytes]]:
@@ -180,11 +184,15 @@ class Acceptor:
                     names.add(name)
         limit = self._settings.connection_subscription_max
         if len(channels) > limit:
-            self._log.warn(
-                "{conn}: too many channels ({n}), keeping the first {limit}",
+            # Pushpin 1.41 logs this at the route's log_level (default 3, debug; 1.36 warned)
+            level = _LOG_LEVELS[min(max(info.route.log_level, 0), 3)] if info.route is not None else LogLevel.debug
+            self._log.emit(
+                level,
+                "{conn}: too many channels ({n}), keeping the first {limit}{route}",
                 conn=info.conn_id,
                 n=len(channels),
                 limit=limit,
+                route=f" route={info.route.id}" if info.route is not None and info.route.explicit_id else "",
             )
             channels = channels[:limit]
         if tuple(channels) != instruct.channels:

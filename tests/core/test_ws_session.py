@@ -252,3 +252,17 @@ def test_slow_reader_that_never_reads_is_dropped_after_the_drain_timeout(clock):
     clock.advance(OVERFLOW_DRAIN_TIMEOUT)
     assert client.dropped and client.closed is None
     s.client_closed(None, b"", False)
+
+
+def test_a_refresh_publish_asks_a_websocket_over_http_origin(clock):
+    """ws-message "action": "refresh" (Pushpin 1.38) calls the origin link's refresh; a link without one is left alone."""
+    ctx, s, client, origin = session(clock)
+    refreshed: list = []
+    origin.refresh = lambda: refreshed.append(True)
+    control(s, type="subscribe", channel="room")
+    ctx.router.publish(parse_item({"channel": "room", "formats": {"ws-message": {"action": "refresh"}}}))
+    assert refreshed == [True] and client.frames == []
+    del origin.refresh
+    ctx.router.publish(parse_item({"channel": "room", "formats": {"ws-message": {"action": "refresh"}}}))
+    assert refreshed == [True] and client.frames == []
+    s.end()

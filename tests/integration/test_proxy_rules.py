@@ -328,10 +328,6 @@ async def test_orig_headers_need_mark(reactor, tmp_path, origin):
         await port.stopListening()
 
 
-@pytest.mark.skipif(
-    not hasattr(__import__("pushpin_tx.web.accept", fromlist=["_"]), "_LOG_LEVELS"),
-    reason="needs patch helper-H2-2 (web/accept.py: the route's log_level for its too-many-subscriptions message)",
-)
 @pytest_twisted.ensureDeferred
 async def test_route_log_level_shows_the_routes_own_message(reactor, tmp_path, origin):
     """Route option log_level=1 (Pushpin 1.41) shows the too-many-subscriptions message as a warning; the default route keeps it at debug."""

@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pushpin_tx.core import stats as core_stats
 
 from .harness import child_env, proxy_argv, write_config
 
@@ -290,10 +289,7 @@ def test_the_page_matches_metrics_under_a_publish_load(tmp_path):
                 assert {k: v for k, v in on_page(page).items() if k != "seq"} == at_rest
                 assert at_rest["total-deliveries"] == delivered and at_rest["total-publishes"] == load.requests + 2
                 cells = page.eval_on_selector_all("#drops tr:first-child td", "cs => cs.map(c => c.textContent)")
-                if hasattr(core_stats, "RECENT_DROPS"):  # DropReporter keeps the latest drops (patch helper-M-1)
-                    assert cells[1:] == ["0", "channel quiet", "quiet", "duplicate-id (id dup-1)"]
-                else:  # a DropReporter without them: the page says it has none, and still counts the drop
-                    assert cells == ["no drops"]
+                assert cells[1:] == ["0", "channel quiet", "quiet", "duplicate-id (id dup-1)"]
                 page.screenshot(path=str(tmp_path / "status-page.png"))
                 if os.environ.get(SCREENSHOT_ENV):
                     page.screenshot(path=os.environ[SCREENSHOT_ENV])

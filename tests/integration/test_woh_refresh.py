@@ -6,11 +6,9 @@ once, with nothing from the client in it.
 
 from __future__ import annotations
 
-import pytest
 import pytest_twisted
 from gripcontrol import WebSocketEvent, decode_websocket_events, encode_websocket_events, websocket_control_message
 
-from pushpin_tx.protocol import items
 
 from .harness import ScriptedOrigin, Waiter, start_origin, start_proxy
 from .test_end_to_end import _publish
@@ -37,9 +35,6 @@ class RefreshOrigin:
         return b""
 
 
-@pytest.mark.skipif(
-    "refresh" not in getattr(items, "_WS_ACTIONS", ()), reason="needs patch helper-H2-6 (protocol/items.py, core/ws_session.py)"
-)
 @pytest_twisted.ensureDeferred
 async def test_a_refresh_publish_makes_the_origin_asked(reactor, tmp_path):
     """After the refresh publish, the origin gets one more request, empty, without the client sending anything."""

@@ -334,7 +334,8 @@ JSON_ERRORS: list[tuple[Any, str]] = [
     ({"channel": "a", "ws-message": {}, "http-stream": {}}, "'http-stream' does not contain 'content' or 'content-bin'"),
     # actions: an unknown one has an empty reason
     (fmt("http-stream", action="bogus"), ""),
-    (fmt("http-stream", action="refresh"), ""),
+    (fmt("http-stream", action="refresh"), ""),  # refresh is a ws-message action only
+    (fmt("http-response", action="refresh"), ""),
     (fmt("http-stream", action=""), ""),
     (fmt("http-response", action="bogus"), ""),
     (fmt("ws-message", action="bogus"), ""),

@@ -87,3 +87,21 @@ def test_unheld_answer_carries_the_reason_in_debug_mode(tmp_path):
     rig.settle()
     body = client.received.partition(b"\r\n\r\n")[2]
     assert body == b"initial\n\n\nchannel 'pn' specifies prev-id, but no next link found\n"
+
+
+@pytest.mark.parametrize("option, level", [("", "debug"), (",log_level=1", "warn"), (",log_level=2", "info"), (",log_level=0", "error")])
+def test_too_many_channels_logged_at_the_routes_log_level(tmp_path, option, level):
+    """Route option log_level (Pushpin 1.41) sets the level of the too-many-subscriptions message; debug by default."""
+    origin = Origin()
+    channels = b", ".join(b"c%d" % n for n in range(25))
+    origin.handlers[b"/many"] = answer(b"x\n", (b"Content-Type", b"text/plain"), (b"Grip-Hold", b"stream"), (b"Grip-Channel", channels))
+    rig = build_rig(tmp_path, [f"*{option} 127.0.0.1:8001"], {"127.0.0.1:8001": origin})
+    events: list = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        rig.request(b"GET /many HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        rig.settle()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    found = [e for e in events if "too many channels" in e.get("log_format", "")]
+    assert len(found) == 1 and found[0]["log_level"].name == level

@@ -162,3 +162,25 @@ def test_each_connection_holds_a_place_in_the_connection_count_until_it_ends() -
     for channel in channels:
         channel.connectionLost(Failure(ConnectionDone()))
     assert count.count == 0
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"GARBAGE\r\n\r\n", "Failed to parse request: invalid token"),
+        (b"GET / HTTP/9.9\r\nHost: x\r\n\r\n", "Failed to parse request: invalid HTTP version"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nBad header\r\n\r\n", "Failed to parse request: invalid header name"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: x\r\n\r\n", "Failed to parse request: invalid content length"),
+        (b"GET / HTTP/1.1\r\n" + b"X-A: " + b"1" * 100 + b"\r\n" * 1 + (b"X-B: " + b"2" * 100 + b"\r\n") * 90 + b"\r\n", "Request header size exceeded limit of 8192 bytes."),
+    ],
+)
+def test_a_malformed_request_gets_pushpin_140s_text_answer(data: bytes, reason: str) -> None:
+    """A request that cannot be parsed is answered as Pushpin 1.40's connmgr does: an HTTP/1.0 400 with the reason as text, then the close."""
+    site = ClientSite(Held(lambda r: None), reactor=MemoryReactorClock())
+    channel = site.buildProtocol(None)
+    transport = CountingTransport()
+    channel.makeConnection(transport)
+    channel.dataReceived(data)
+    body = reason.encode() + b"\n"
+    assert transport.value() == b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    assert transport.disconnecting
