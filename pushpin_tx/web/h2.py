@@ -27,7 +27,8 @@ server (the C{h2} package), with a few changes for a proxy that holds requests:
  - connection-specific response headers (RFC 9113 §8.2.2: Connection, Keep-Alive,
    Proxy-Connection, Transfer-Encoding, Upgrade, TE other than "trailers") are left out:
    h2 refuses to send them, and they mean nothing on a multiplexed connection;
- - the connection counts in C{client_maxconn} as one connection, whatever its streams.
+ - the connection counts in C{client_maxconn} as one connection, whatever its streams, and
+   C{client_buffer_size} is its SETTINGS_MAX_HEADER_LIST_SIZE (h2 enforces it).
 
 WebSockets over HTTP/2 (RFC 8441) are not offered: a client that wants a WebSocket connects
 with HTTP/1.1 (ALPN offers both).
@@ -173,6 +174,13 @@ def take_over(channel: Any, data: bytes) -> ClientH2Connection:
     connection.timeOut = channel.timeOut
     connection.callLater = channel.callLater
     connection._counted = channel.hand_over_count()
+    # the request-header limit (client_buffer_size), announced in the server's SETTINGS and
+    # enforced by h2's HPACK decoder (a larger header list ends the connection, as twisted.web
+    # ends an HTTP/1.1 connection whose headers pass it)
+    limit = getattr(channel, "totalHeadersSize", None)
+    if limit:
+        connection.conn.local_settings.max_header_list_size = limit
+        connection.conn.decoder.max_header_list_size = limit
     # the HTTP/1.x channel leaves: its idle timeout, its place as the transport's producer
     channel.setTimeout(None)
     transport.unregisterProducer()

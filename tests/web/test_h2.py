@@ -237,6 +237,7 @@ def test_a_channel_hands_an_h2_connection_over_with_its_count() -> None:
     channel.dataReceived(client.data_to_send())
     server = transport.protocol
     assert isinstance(server, ClientH2Connection) and transport.producer is server
+    assert server.conn.decoder.max_header_list_size == 8192  # the site's header limit, enforced by HPACK
     assert limit.count == 1
     events = client.receive_data(transport.value())
     assert any(isinstance(e, h2.events.RemoteSettingsChanged) for e in events)  # the server's preface
@@ -314,3 +315,26 @@ def test_round_robin_takes_unblocked_streams_in_turn() -> None:
     ring.insert_stream(9)  # four known: 3, 5, 7, 9
     with pytest.raises(priority.TooManyStreamsError):
         ring.insert_stream(11)
+
+
+def test_headers_past_the_limit_end_the_connection() -> None:
+    """A request whose header list passes the site's limit (client_buffer_size) ends the HTTP/2 connection; a smaller one is served."""
+    clock = Clock()
+    site = ClientSite(Holding(), reactor=clock, header_limit=1024)
+    transport = StringTransport()
+    transport.negotiatedProtocol = b"h2"  # type: ignore[attr-defined]
+    channel = site.buildProtocol(None)
+    channel.makeConnection(transport)
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+    client.initiate_connection()
+    channel.dataReceived(client.data_to_send())
+    server = transport.protocol
+    client.receive_data(transport.value())
+    server.dataReceived(client.data_to_send())  # the client's SETTINGS ACK
+    base = [(b":method", b"GET"), (b":path", b"/"), (b":scheme", b"https"), (b":authority", b"x")]
+    client.send_headers(1, base + [(b"x-small", b"s" * 100)], end_stream=True)
+    server.dataReceived(client.data_to_send())
+    assert len(site.resource.requests) == 1
+    client.send_headers(3, base + [(b"x-large", b"l" * 2000)], end_stream=True)
+    server.dataReceived(client.data_to_send())
+    assert len(site.resource.requests) == 1 and transport.disconnecting
