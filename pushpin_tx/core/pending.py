@@ -381,7 +381,7 @@ class PendingWriter:
             # still connected (a WebSocket unsubscribed by its origin): what was published
             # to it while it listened is written now, as it would have been at once
             try:
-                sub.deliver_run(backlog.from_start(start), channel)
+                sub.deliver_run(backlog.from_start(start), channel)  # type: ignore[attr-defined]
             except Exception:
                 self._router._delivery_failed(sub, channel)
             return

@@ -209,8 +209,8 @@ class ChannelRouter:
         if subs is None or subscriber not in subs:
             return
         del subs[subscriber]
-        for listener in self._unsubscribe_listeners:
-            listener(channel, subscriber)
+        for left in self._unsubscribe_listeners:
+            left(channel, subscriber)
         if not subs:
             del self._channels[channel]
             for listener in self._listeners:

@@ -134,7 +134,8 @@ class CommandHandler:
                 self._recover()
                 value = None
             elif method == "refresh":
-                value = self._do_refresh(args)
+                self._do_refresh(args)
+                value = None
             elif method == "publish":
                 items = self._parse_publish(args)
                 value = None

@@ -69,7 +69,7 @@ class ZmqReader:
         self._deliver = deliver
         self._name = name
         self.batch = batch
-        self._fd: int = sock.getsockopt(zmq.FD)
+        self._fd: int = int(sock.getsockopt(zmq.FD))
         self._again: IDelayedCall | None = None
         self._reading = False  # registered with the reactor
         self._started = False
@@ -186,7 +186,7 @@ class ZmqReader:
         delivered = 0
         for _ in range(self.batch):
             try:
-                if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                if not int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
                     break  # rule 2: drained; the next edge will tell us about more
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
