@@ -302,7 +302,7 @@ class PushpinService(service.MultiService):
 
     def _client_site(self) -> ClientSite:
         return ClientSite(self.proxy, header_limit=self.settings.client_buffer_size, reactor=self.reactor,
-                          limit=self.connection_limit)
+                          limit=self.connection_limit, http2=self.settings.http2)
 
     def _client_listener(self, index: int, address: Any, tls: bool, listen_on: list[tuple[str, int]] | None) -> Listener:
         """

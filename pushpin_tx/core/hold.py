@@ -438,12 +438,12 @@ class StreamHold(_Hold):
             or queue.paused
             or channel in self._expect
             or self.channels[channel].filters
-            or not self._sink.chunked
         ):
             for publication in publications:
                 self.deliver(publication, channel)
             return
-        data, count, rest = plain_part(publications, _plain_chunk)
+        # chunks joined for HTTP/1.1; the contents joined for an unframed body (HTTP/1.0, HTTP/2)
+        data, count, rest = plain_part(publications, _plain_chunk if self._sink.chunked else _plain_content)
         if count:
             if self.queue.offer_run(data, count, channel):
                 self._ctx.counters.delivered(count)
@@ -715,3 +715,13 @@ def _plain_chunk(publication: "Publication") -> Any:
     if fmt.action != "send" or fmt.content_filters is not None:
         return PER_ITEM
     return publication.stream_chunk if fmt.content else None
+
+
+def _plain_content(publication: "Publication") -> Any:
+    """As L{_plain_chunk}, for an unframed body (HTTP/1.0, an HTTP/2 stream): the content itself."""
+    fmt = publication.item.http_stream
+    if fmt is None:
+        return None
+    if fmt.action != "send" or fmt.content_filters is not None:
+        return PER_ITEM
+    return publication.stream_content if fmt.content else None
