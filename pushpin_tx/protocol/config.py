@@ -197,6 +197,7 @@ class Settings:
     # our extension keys
     delivery_queue_max: int
     delivery_overflow: str
+    delivery_pending_max: int  # bytes of deliveries waiting to be written before publishers are held back (0: no bound)
     backplane: str  # "" (off) or redis://[user:password@]host[:port][/db], rediss:// for TLS
     # [console] (ours): the operator's manhole console, off unless ssh_endpoint is set
     console_ssh_endpoint: str | None
@@ -470,6 +471,7 @@ def _load(mode: _Strict, config_path: str | None, *, port: str | None,
                            or cfg.get_str("proxy", "prometheus_prefix", "")),
         delivery_queue_max=cfg.parse("handler", "delivery_queue_max", "1000", _positive_int),
         delivery_overflow=cfg.parse("handler", "delivery_overflow", "disconnect", _overflow),
+        delivery_pending_max=cfg.parse("handler", "delivery_pending_max", "33554432", _non_negative_int),
         backplane=cfg.parse("handler", "backplane", "", _backplane),
         console_ssh_endpoint=cfg.get_str("console", "ssh_endpoint", "").strip() or None,
         console_authorized_keys=_config_path(config_dir, cfg.get_str("console", "authorized_keys", "")),
@@ -867,6 +869,13 @@ def _positive_int(value: str) -> int:
     number = _int(value)
     if number < 1:
         raise ConfigError(f"invalid value {value!r} (must be >= 1)")
+    return number
+
+
+def _non_negative_int(value: str) -> int:
+    number = _int(value)
+    if number < 0:
+        raise ConfigError(f"invalid value {value!r} (must be >= 0)")
     return number
 
 

@@ -58,7 +58,7 @@ KNOWN: dict[str, frozenset[str]] = {
         "message_wait", "id_cache_ttl", "connection_subscription_max", "subscription_linger",
         "stats_subscription_ttl", "stats_report_interval", "stats_format",
         "prometheus_port", "prometheus_prefix",
-        "delivery_queue_max", "delivery_overflow", "backplane",  # pushpin-tx extensions
+        "delivery_queue_max", "delivery_overflow", "delivery_pending_max", "backplane",  # pushpin-tx extensions
         "push_in_http_auth_key", "push_in_http_auth_iss", "push_in_http_auth_basic",  # (issue 18)
         "push_in_curve_secret_key", "push_in_curve_clients",
     }),

@@ -202,17 +202,22 @@ class ControlProtocol(protocol.Protocol, TimeoutMixin):
 
     def _answer(self, request: ControlRequest) -> None:
         answer = self._site.resource.handle(request)
+        self._done = True  # no more bytes are read while the credentials are checked or the answer is held
         if isinstance(answer, Answer):
-            self._finish(answer, request.http10)
+            self._finish_held(answer, request.http10)
             return
-        self._done = True  # no more bytes are read while the credentials are checked
         self.setTimeout(None)
-        answer.addCallback(self._finish_later, request.http10)
+        answer.addCallback(self._finish_held, request.http10)
         answer.addErrback(lambda f: self._log.failure("control: answering failed", f))
+
+    def _finish_held(self, answer: Answer, http10: bool) -> None:
+        # Backpressure: while the proxy's waiting deliveries are over their bound, the answer
+        # (a publish's included) is held until they are back under the low-water mark.
+        self._site.resource.when_relieved(lambda: self._finish_later(answer, http10))
 
     def _finish_later(self, answer: Answer, http10: bool) -> None:
         if self._lost:
-            return  # the client left while its credentials were checked
+            return  # the client left while its credentials were checked or its answer was held
         self._finish(answer, http10)
 
     def _refuse(self, answer: Answer, http10: bool, why: str) -> None:
@@ -294,6 +299,14 @@ class ControlResource:
         self._recover = recover
         self._auth = auth
         self._in_thread = in_thread if in_thread is not None else threads.deferToThread
+
+    def when_relieved(self, callback: Callable[[], object]) -> None:
+        """Call C{callback} now, or once the intake's waiting deliveries are back under their bound."""
+        when = getattr(self._intake, "when_relieved", None)
+        if when is None:
+            callback()
+        else:
+            when(callback)
 
     def log_line(self, method: bytes, path: bytes, code: int, size: int, extra: str) -> None:
         self._log.info(

@@ -32,7 +32,10 @@ bound first, then every bound socket is a CURVE server and only listed client ke
 
 C{message_rate}/C{message_hwm} are not applied here: in Pushpin they limit deliveries
 per route inside the handler, not inputs. L{ZmqReader.pause} is the hook for input
-flood control.
+flood control. The PULL reader is a producer of the intake's backpressure: while the
+proxy's waiting deliveries are over their bound it is not read, and a PUSH peer blocks at
+the high-water mark (nothing is dropped). The SUB input keeps being read: a PUB peer drops
+at its high-water mark, so pausing would lose messages where nobody counts them.
 """
 
 from __future__ import annotations
@@ -245,6 +248,10 @@ class ZmqInputService(service.Service):
                 sock = self._socket(zmq.PULL, rcvhwm=INPUT_HWM)
                 self.endpoints["publish-pull"] = self._bind(sock, settings.push_in_spec, "publish-pull")
                 self._pull = ZmqReader(self._reactor, sock, self._on_pull, name="zmq-pull")
+                # not read while deliveries are behind their bound: a PUSH peer then blocks
+                backpressure = getattr(self._intake, "backpressure", None)
+                if backpressure is not None:
+                    backpressure.add_producer(self._pull)
             if settings.push_in_sub_specs:
                 sock = self._socket(zmq.SUB, rcvhwm=INPUT_HWM, secure=not settings.push_in_sub_connect)
                 if self._curve is not None and settings.push_in_sub_connect:
@@ -315,6 +322,9 @@ class ZmqInputService(service.Service):
         if self._stats is not None:
             self._stats.stop()
         self._sub_channels.clear()
+        backpressure = getattr(self._intake, "backpressure", None)
+        if self._pull is not None and backpressure is not None:
+            backpressure.remove_producer(self._pull)
         for reader in (self._pull, self._sub, self._command, self._zap.reader if self._zap else None):
             if reader is not None:
                 reader.stop()  # removes the reader, cancels its re-check, closes with linger 0

@@ -291,3 +291,41 @@ async def test_an_idle_connection_is_closed_after_the_timeout(reactor):
         assert client.received == b""
     finally:
         await port.stopListening()
+
+
+def _held_publish(clock):
+    from twisted.internet.testing import StringTransport
+
+    intake = PublishIntake(ChannelRouter(), Counters())
+    intake.backpressure.limit = 100
+    intake.backpressure.level(101)  # deliveries behind their bound
+    site = ControlSite(ControlResource(intake), max_headers=10000, max_body=1000000, reactor=clock)
+    proto = site.buildProtocol(None)
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    items = {"items": [{"channel": "a", "formats": {"http-stream": {"content": "x"}}}]}
+    proto.dataReceived(post(b"/publish/", json.dumps(items).encode()))
+    return intake, proto, transport
+
+
+def test_a_publish_answer_is_held_while_deliveries_are_behind_their_bound():
+    """Over the bound the publish is taken but its 200 is written only once deliveries are back to the low-water mark."""
+    clock = task.Clock()
+    intake, proto, transport = _held_publish(clock)
+    assert transport.value() == b"" and intake.backpressure.waiting == 1
+    intake.backpressure.level(60)
+    assert transport.value() == b""
+    intake.backpressure.level(50)
+    assert transport.value() == answer(b"HTTP/1.1 200 OK", b"Published\n") and transport.disconnecting
+    proto.connectionLost(None)
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_publisher_that_leaves_while_its_answer_is_held_gets_nothing():
+    """A held answer whose client has gone is not written when deliveries catch up."""
+    clock = task.Clock()
+    intake, proto, transport = _held_publish(clock)
+    proto.connectionLost(None)
+    intake.backpressure.level(0)
+    assert transport.value() == b""
+    assert clock.getDelayedCalls() == []
