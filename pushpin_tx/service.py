@@ -29,7 +29,7 @@ import gc
 import itertools
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.application import service
@@ -53,14 +53,15 @@ from pushpin_tx.net.local import listen_local
 from pushpin_tx.net.maxconn import ConnectionLimit, per_process
 from pushpin_tx.net.tls import IdentityStore, tls_factory
 from pushpin_tx.ops import logs
-from pushpin_tx.ops.console import make_console_service
+from pushpin_tx.ops.console import ConsoleService, make_console_service
 from pushpin_tx.ops.console_helpers import ConsoleHelpers
-from pushpin_tx.ops.metrics import make_metrics_service
+from pushpin_tx.ops.metrics import MetricsService, make_metrics_service
 from pushpin_tx.ops.routes_watch import RoutesFileService
 from pushpin_tx.origin.client import OriginClient
 from pushpin_tx.origin.http11 import OriginPool
 from pushpin_tx.origin.tlspolicy import InsecurePolicy
 from pushpin_tx.protocol.config import Settings, parse_signing_key
+from pushpin_tx.protocol.items import Item
 from pushpin_tx.protocol.publish_auth import publish_auth_from_settings
 from pushpin_tx.protocol.signing import GripSigner
 from pushpin_tx.web.accept import Acceptor
@@ -254,8 +255,8 @@ class PushpinService(service.MultiService):
         self.zmq: ZmqInputService | None = None
         #: the Redis backplane (main process, when C{[handler] backplane} is set)
         self.backplane: RedisBackplane | None = None
-        self.metrics: Any = None
-        self.console: Any = None
+        self.metrics: MetricsService | None = None
+        self.console: ConsoleService | None = None
         self.intake = PublishIntake(self.router, self.counters, stats=self.stats, clock=reactor)
         # The channels' last ids. A worker applies the main process's as sent (it sequences
         # nothing itself); with workers, the main process's table tells them every change.
@@ -399,7 +400,7 @@ class PushpinService(service.MultiService):
                                                 reactor=reactor, passwd=settings.console_passwd)
         if settings.console_ssh_endpoint:
             self.console = make_console_service(
-                ConsoleHelpers(self).namespace(),
+                ConsoleHelpers(self, objects={"service": self, "acceptor": self.acceptor, "intake": self.intake}).namespace(),
                 endpoint=settings.console_ssh_endpoint,
                 authorized_keys=settings.console_authorized_keys,
                 passwd=settings.console_passwd,
@@ -429,7 +430,7 @@ class PushpinService(service.MultiService):
         settings = self.settings
         count = self.worker_count
         return WorkerPool(
-            self, count, self.reactor,
+            count, self.reactor,
             listen=self._bound_client_addresses,
             interest=self._interest,
             init=lambda index: {
@@ -508,6 +509,14 @@ class PushpinService(service.MultiService):
         self.intake.flush()  # publishes before the recover reach the holds before it, as they came
         for hold in list(self.acceptor.connections.values()):
             hold.resync()
+
+    def connection_tables(self) -> list[dict[str, Any]]:
+        """This process's live connections, id -> hold: HTTP holds, then WebSocket sessions."""
+        return [self.acceptor.connections, self.websockets.connections]
+
+    def publish(self, items: Sequence[Item], source: str) -> None:
+        """The console's publish: through the intake, as the control API's."""
+        self.intake.publish(items, source)
 
     def is_connected(self, conn_id: str) -> bool:
         """C{conncheck}: whether a client connection id is live in any process."""

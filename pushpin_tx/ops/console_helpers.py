@@ -4,8 +4,8 @@ The console's helper functions: the questions an operator asks a running proxy f
 (which channels have listeners, who is held, how deep are their queues, what was dropped)
 and a few levers (publish, drop a connection, reload routes).
 
-L{ConsoleHelpers} only needs an object shaped like L{pushpin_tx.service.PushpinService}, so it is
-unit-tested without SSH; L{pushpin_tx.ops.console} puts its L{ConsoleHelpers.namespace} behind
+L{ConsoleHelpers} reads a process through its L{pushpin_tx.ops.view.OpsView}, so it is
+unit-tested without SSH over any object of that shape; L{pushpin_tx.ops.console} puts its L{ConsoleHelpers.namespace} behind
 the SSH manhole. Results are plain values (dicts, a frozen L{ConnInfo}) or L{Text} tables
 that the prompt prints as tables.
 """
@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pushpin_tx.ops.view import OpsView
 from pushpin_tx.protocol.items import ItemError, parse_item
 from pushpin_tx.workers.pool import merge_counters
 
@@ -86,36 +88,27 @@ Ctrl-D on an empty line ends your session; the proxy keeps running."""
 )
 
 
-def _connection_tables(service: Any) -> list[dict[str, Any]]:
-    """Every table of live connections: HTTP holds, and WebSocket sessions when there are any."""
-    tables = [service.acceptor.connections]
-    websockets = getattr(service, "websockets", None)
-    if websockets is not None:
-        tables.append(websockets.connections)
-    return tables
-
-
-def _find(service: Any, conn_id: str) -> Any:
-    for table in _connection_tables(service):
+def _find(view: OpsView, conn_id: str) -> Any:
+    for table in view.connection_tables():
         hold = table.get(conn_id)
         if hold is not None:
             return hold
     return None
 
 
-def process_rows(service: Any) -> list[dict[str, Any]]:
+def process_rows(view: OpsView) -> list[dict[str, Any]]:
     """
     One row per process, this one (worker 0) first: pid, alive, held connections, channels,
     deliveries, requests received and drops; workers' rows from their latest snapshots.
     """
-    pool = getattr(service, "workers", None)
+    pool = view.workers
     own = {
-        "worker": getattr(service, "worker_index", 0), "pid": os.getpid(), "alive": True,
-        "held": sum(len(t) for t in _connection_tables(service)),
-        "channels": len(service.router.channels()),
-        "deliveries": service.counters.deliveries,
-        "requests_received": service.counters.requests_received,
-        "drops": sum(service.counters.drops.values()),
+        "worker": view.worker_index, "pid": os.getpid(), "alive": True,
+        "held": sum(len(t) for t in view.connection_tables()),
+        "channels": len(list(view.router.channels())),
+        "deliveries": view.counters.deliveries,
+        "requests_received": view.counters.requests_received,
+        "drops": sum(view.counters.drops.values()),
     }
     return [own] + (pool.table() if pool is not None else [])
 
@@ -156,18 +149,21 @@ def _conn_sort_key(conn_id: str) -> tuple[int, str]:
 
 class ConsoleHelpers:
     """
-    The console's helper functions, over a L{pushpin_tx.service.PushpinService}-like object.
+    The console's helper functions, over a process's L{OpsView}.
 
-    @param service: provides C{router}, C{counters}, C{acceptor.connections}, C{intake},
-        C{reload()} and C{reactor.seconds()}; and C{websockets.connections} if it has one.
+    @param view: what the helpers read (router, counters, connections, workers, backplane)
+        and the two levers they pull (C{publish}, C{reload}).
+    @param objects: more live objects put in the console's namespace as they are, by name
+        (the service gives its own: C{service}, C{acceptor}, C{intake}).
     """
 
-    def __init__(self, service: Any) -> None:
-        self._service = service
+    def __init__(self, view: OpsView, objects: Mapping[str, object] | None = None) -> None:
+        self._view = view
+        self._objects = dict(objects or {})
 
     def namespace(self) -> dict[str, Any]:
         """The console's globals: the helpers plus the live objects they read."""
-        s = self._service
+        v = self._view
         return {
             "help": self.help,
             "channels": self.channels,
@@ -179,11 +175,9 @@ class ConsoleHelpers:
             "stats": self.stats,
             "workers": self.workers,
             "backplane": self.backplane,
-            "service": s,
-            "router": s.router,
-            "counters": s.counters,
-            "acceptor": s.acceptor,
-            "intake": s.intake,
+            "router": v.router,
+            "counters": v.counters,
+            **self._objects,
         }
 
     def help(self, obj: object = None) -> Text:
@@ -196,13 +190,13 @@ class ConsoleHelpers:
 
     def channels(self) -> dict[str, int]:
         """Channels with subscribers -> how many, sorted by channel name."""
-        router = self._service.router
+        router = self._view.router
         return {name: router.subscriber_count(name) for name in sorted(router.channels())}
 
     def conn(self, conn_id: str | int) -> ConnInfo:
         """One held connection; C{KeyError} if there is none with that id."""
         key = str(conn_id)
-        hold = _find(self._service, key)
+        hold = _find(self._view, key)
         if hold is None:
             raise KeyError(f"no held connection with id {key!r}")
         return self._info(key, hold)
@@ -210,7 +204,7 @@ class ConsoleHelpers:
     def conns(self, limit: int | None = 100) -> Text:
         """One line per held connection, oldest id first; at most C{limit} lines (None: all)."""
         connections: dict[str, Any] = {}
-        for table in _connection_tables(self._service):
+        for table in self._view.connection_tables():
             connections.update(table)
         ids = sorted(connections, key=_conn_sort_key)
         shown = ids if limit is None else ids[:limit]
@@ -238,13 +232,13 @@ class ConsoleHelpers:
             item = parse_item({"channel": channel, "formats": formats})
         except ItemError as e:
             raise ValueError(f"invalid item: {e}") from None
-        listeners = self._service.router.subscriber_count(channel)
-        self._service.intake.publish([item], "console")
+        listeners = self._view.router.subscriber_count(channel)
+        self._view.publish([item], "console")
         return listeners
 
     def close(self, conn_id: str | int) -> bool:
         """Drop a held connection at once (whatever it had queued is dropped and counted)."""
-        hold = _find(self._service, str(conn_id))
+        hold = _find(self._view, str(conn_id))
         if hold is None:
             return False
         request = _request_of(hold)
@@ -257,17 +251,17 @@ class ConsoleHelpers:
 
     def reload(self) -> None:
         """Re-read the routes file, as SIGHUP does."""
-        self._service.reload()
+        self._view.reload()
 
     def stats(self) -> dict[str, object]:
         """A snapshot of the process counters, plus the router's publish tallies."""
-        s = self._service
+        s = self._view
         snapshot = dict(s.counters.snapshot())
-        snapshot["held_connections"] = sum(len(t) for t in _connection_tables(s))
-        snapshot["channels"] = len(s.router.channels())
+        snapshot["held_connections"] = sum(len(t) for t in s.connection_tables())
+        snapshot["channels"] = len(list(s.router.channels()))
         snapshot["router_published"] = s.router.published
         snapshot["router_published_idle"] = s.router.published_idle
-        pool = getattr(s, "workers", None)
+        pool = s.workers
         if pool is not None:
             snaps = pool.snapshots()
             total = merge_counters([snapshot, pool.retired_counters] + [dict(w["counters"], held_connections=w["held"],
@@ -281,7 +275,7 @@ class ConsoleHelpers:
 
     def backplane(self) -> dict[str, object]:
         """The Redis backplane's state and counters (the URL with its password hidden)."""
-        backplane = getattr(self._service, "backplane", None)
+        backplane = self._view.backplane
         if backplane is None:
             return {"state": "off"}
         return backplane.snapshot()
@@ -291,8 +285,8 @@ class ConsoleHelpers:
         One line per process (0 is this one, the main process): figures fresh from each
         worker. Returns a Deferred with workers > 1 (the console prints it when it fires).
         """
-        s = self._service
-        pool = getattr(s, "workers", None)
+        s = self._view
+        pool = s.workers
 
         def table(_: object = None) -> Text:
             rows = process_rows(s)
@@ -321,5 +315,5 @@ class ConsoleHelpers:
             queue_depth=len(queue) if queue is not None else None,
             dropped=queue.dropped if queue is not None else None,
             delivered=queue.delivered if queue is not None else None,
-            age=round(self._service.reactor.seconds() - hold.started_at, 3),
+            age=round(self._view.reactor.seconds() - hold.started_at, 3),
         )

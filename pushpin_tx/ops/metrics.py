@@ -48,6 +48,7 @@ from twisted.web.resource import Resource
 from pushpin_tx._compat import is_disconnected
 from pushpin_tx.net.listening import RecordingEndpoint
 from pushpin_tx.ops.status import OperatorResource, StatusFeed, build_status, listener_is_local
+from pushpin_tx.ops.view import OpsView
 
 __all__ = [
     "CONTENT_TYPE",
@@ -117,17 +118,16 @@ def _quote(text: str) -> str:
 
 class PushpinCollector(Collector):
     """
-    Reads a L{pushpin_tx.service.PushpinService}-like object at scrape time.
+    Reads a process's L{OpsView} at scrape time.
 
-    @param service: provides C{counters}, C{router}, C{acceptor.connections} and, when it
-        has WebSocket sessions, C{websockets.connections}.
+    @param view: the process's counters, router, connections, workers, backplane and sequencer.
     @param prefix: C{prometheus_prefix}, put before every name.
     @param now: the clock holds' C{started_at} is measured on (the reactor's C{seconds}).
     """
 
-    def __init__(self, service: Any, prefix: str, now: Callable[[], float]) -> None:
+    def __init__(self, view: OpsView, prefix: str, now: Callable[[], float]) -> None:
         _check_prefix(prefix)
-        self._service = service
+        self._view = view
         self._prefix = prefix
         self._now = now
 
@@ -139,7 +139,7 @@ class PushpinCollector(Collector):
         This process's metrics, plus (workers > 1) every worker's latest samples added in,
         except C{subscribed_channels}, which counts the channels subscribed in any process.
         """
-        pool = getattr(self._service, "workers", None)
+        pool = self._view.workers
         if pool is None:
             yield from self._collect_own()
             return
@@ -156,13 +156,10 @@ class PushpinCollector(Collector):
             yield metric
 
     def _collect_own(self) -> Iterator[Metric]:
-        s = self._service
-        counters = s.counters
-        router = s.router
-        tables = [s.acceptor.connections]
-        websockets = getattr(s, "websockets", None)
-        if websockets is not None:
-            tables.append(websockets.connections)
+        view = self._view
+        counters = view.counters
+        router = view.router
+        tables = view.connection_tables()
         now = self._now()
 
         open_minutes = 0
@@ -190,7 +187,7 @@ class PushpinCollector(Collector):
         yield single("request_received", "Number of requests received", "counter", counters.requests_received)
         yield single("connection_connected", "Number of concurrent connections", "gauge", sum(held.values()))
         # Minutes of ended connections are added up when they end (Counters), open ones here.
-        closed_minutes = getattr(counters, "connection_minutes_closed", 0)
+        closed_minutes = counters.connection_minutes_closed
         yield single(
             "connection_minute", "Number of minutes clients have been connected", "counter", closed_minutes + open_minutes
         )
@@ -223,8 +220,8 @@ class PushpinCollector(Collector):
                        counters.drops.items())
         yield single("queue_depth", "Messages waiting in stream delivery queues, summed over connections", "gauge", depth)
         yield single("recoveries_total", "Re-syncs from the origin: Grip-Last retries, next-link recoveries, /recover/",
-                     "counter", getattr(counters, "recoveries", 0))
-        backplane = getattr(self._service, "backplane", None)
+                     "counter", counters.recoveries)
+        backplane = view.backplane
         if backplane is not None:
             snap = backplane.snapshot()
             yield labelled("backplane_state", "The Redis backplane's state: 1 for the current one (connecting, up, down)",
@@ -235,7 +232,7 @@ class PushpinCollector(Collector):
                                        ("published", "received", "received_remote", "local_only", "unconfirmed", "rejected")])
             yield single("backplane_connects_total", "Times the Redis backplane connection came up", "counter",
                          snap["connects"])
-        sequencer = getattr(self._service, "sequencer", None)
+        sequencer = view.sequencer
         if sequencer is not None:
             yield single("sequencer_parked", "Published items waiting for their predecessor now", "gauge", sequencer.pending)
             yield labelled(
@@ -253,13 +250,13 @@ class PushpinCollector(Collector):
             )
 
 
-def samples_of(service: Any) -> dict[str, tuple[str, dict[tuple[tuple[str, str], ...], float]]]:
+def samples_of(view: OpsView) -> dict[str, tuple[str, dict[tuple[tuple[str, str], ...], float]]]:
     """
     A worker's metrics as plain data for the main process: unprefixed name -> (type,
     labels -> value) (see L{PushpinCollector.collect}).
     """
     out: dict[str, tuple[str, dict[tuple[tuple[str, str], ...], float]]] = {}
-    for metric in PushpinCollector(service, "", service.reactor.seconds)._collect_own():
+    for metric in PushpinCollector(view, "", view.reactor.seconds)._collect_own():
         out[metric.name] = (metric.type, {tuple(sorted(sample.labels.items())): sample.value for sample in metric.samples})
     return out
 
@@ -375,7 +372,7 @@ class MetricsService(service.MultiService):
         return self._endpoint.port if self._endpoint is not None else None
 
 
-def make_metrics_service(pushpin: Any, *, port: str, prefix: str = "", reactor: Any = None,
+def make_metrics_service(pushpin: OpsView, *, port: str, prefix: str = "", reactor: Any = None,
                          passwd: str | None = None) -> MetricsService:
     """
     Serve C{pushpin}'s metrics on C{port} (a C{prometheus_port} value, see L{metrics_endpoint}),
@@ -394,7 +391,7 @@ def make_metrics_service(pushpin: Any, *, port: str, prefix: str = "", reactor: 
     description = metrics_endpoint(port)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(PushpinCollector(pushpin, prefix, reactor.seconds))
-    pool = getattr(pushpin, "workers", None)
+    pool = pushpin.workers
     refresh = pool.refresh if pool is not None else None
     status_collector = PushpinCollector(pushpin, "", reactor.seconds)
     feed = StatusFeed(lambda: build_status(pushpin, status_collector, reactor.seconds), refresh, reactor)

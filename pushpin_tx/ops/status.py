@@ -32,6 +32,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+from prometheus_client.registry import Collector
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
@@ -43,6 +44,7 @@ from twisted.web.resource import Resource
 from pushpin_tx._compat import buffered_bytes, is_disconnected, knows_write_buffer
 from pushpin_tx.ops.console import _passwd_checker, is_local_endpoint
 from pushpin_tx.ops.console_helpers import process_rows
+from pushpin_tx.ops.view import OpsView
 
 __all__ = [
     "BUSIEST",
@@ -69,16 +71,16 @@ _log = Logger()
 # --- what one process contributes ------------------------------------------------------------
 
 
-def process_status(service: Any) -> dict[str, Any]:
+def process_status(view: OpsView) -> dict[str, Any]:
     """
     This process's part of the page that the metrics do not carry: its busiest channels
     and its latest drops (sent up in a worker's snapshot, read directly in the main process).
     """
-    router = service.router
+    router = view.router
     counts = ((-router.subscriber_count(c), c) for c in router.channels())
     busiest = [[c, -n] for n, c in heapq.nsmallest(BUSIEST, counts)]  # most subscribers, then by name
-    recent = list(getattr(getattr(service, "drops", None), "recent", ()))[-RECENT:]
-    worker = getattr(service, "worker_index", 0)
+    recent = list(view.drops.recent)[-RECENT:]
+    worker = view.worker_index
     return {
         "channels": busiest,
         "drops": [{"t": t, "worker": worker, "conn": conn, "channel": channel, "reason": reason}
@@ -86,7 +88,7 @@ def process_status(service: Any) -> dict[str, Any]:
     }
 
 
-def build_status(service: Any, collector: Any, now: Callable[[], float]) -> dict[str, Any]:
+def build_status(view: OpsView, collector: Collector, now: Callable[[], float]) -> dict[str, Any]:
     """
     The page's figures: the metrics (every process, as a scrape sums them) plus the busiest
     channels, each process's load and the latest drops.
@@ -100,8 +102,8 @@ def build_status(service: Any, collector: Any, now: Callable[[], float]) -> dict
     def one(name: str) -> float:
         return sum(values.get(name, {}).values())
 
-    parts = [process_status(service)]
-    pool = getattr(service, "workers", None)
+    parts = [process_status(view)]
+    pool = view.workers
     if pool is not None:
         parts += [snap.get("status", {}) for snap in pool.snapshots()]
     channels: dict[str, int] = {}
@@ -126,7 +128,7 @@ def build_status(service: Any, collector: Any, now: Callable[[], float]) -> dict
         "subscriptions": one("subscriptions"),
         "queue_depth": one("queue_depth"),
         "channels": [[name, n] for name, n in busiest],
-        "workers": process_rows(service),
+        "workers": process_rows(view),
         "recent_drops": drops,
     }
 

@@ -287,7 +287,6 @@ class WorkerPool(service.Service):
     """
     Spawns and watches the worker processes; forwards what they must see.
 
-    @param parent_service: the main process's L{pushpin_tx.service.PushpinService}.
     @param count: the C{workers} setting; this process is worker 0, so C{count - 1} are spawned.
     @param listen: the client addresses the workers bind too, after this process bound them
         (so port 0 became a real port).
@@ -295,13 +294,12 @@ class WorkerPool(service.Service):
 
     _log = Logger()
 
-    def __init__(self, parent_service: Any, count: int, reactor: Any, *,
+    def __init__(self, count: int, reactor: Any, *,
                  listen: Callable[[], list[tuple[str, int]]],
                  interest: SharedInterest,
                  init: Callable[[int], dict[str, Any]],
                  argv: list[str] | None = None,
                  stats_send: Callable[[bytes], None] | None = None) -> None:
-        self._service = parent_service
         self.count = count
         self._reactor = reactor
         self._listen = listen

@@ -66,6 +66,19 @@ class FakeService:
         self.acceptor = SimpleNamespace(connections={})
         self.intake = PublishIntake(self.router, self.counters)
         self.reloads = 0
+        self.worker_index = 0
+        self.workers = None
+        self.backplane = None
+        self.sequencer = None
+
+    def connection_tables(self):
+        """The OpsView's connections: HTTP holds, and WebSocket sessions when a test adds some."""
+        websockets = getattr(self, "websockets", None)
+        return [self.acceptor.connections] + ([websockets.connections] if websockets is not None else [])
+
+    def publish(self, items, source) -> None:
+        """The OpsView's publish lever: through the intake."""
+        self.intake.publish(items, source)
 
     def reload(self) -> None:
         self.reloads += 1

@@ -47,6 +47,15 @@ class FakeService:
         self.counters = self.ctx.counters
         self.router = self.ctx.router
         self.acceptor = SimpleNamespace(connections={})
+        self.worker_index = 0
+        self.workers = None
+        self.backplane = None
+        self.sequencer = None
+
+    def connection_tables(self):
+        """The OpsView's connections: HTTP holds, and WebSocket sessions when a test adds some."""
+        websockets = getattr(self, "websockets", None)
+        return [self.acceptor.connections] + ([websockets.connections] if websockets is not None else [])
 
     def hold(self, kind: str, conn_id: str, *channels: str):
         headers = [(b"Grip-Hold", kind.encode()), (b"Grip-Channel", ", ".join(channels).encode())]
@@ -255,7 +264,7 @@ def test_the_backplane_state_and_counters_are_exported(fake, clock):
     items = fams["pushpin_backplane_items"]["values"]
     assert items[(("outcome", "local_only"),)] == 2 and items[(("outcome", "received_remote"),)] == 3
     assert fams["pushpin_backplane_connects"]["values"] == {(): 4}
-    del fake.backplane
+    fake.backplane = None  # no backplane configured
     assert "pushpin_backplane_state" not in families(scrape_text(fake, clock))
 
 

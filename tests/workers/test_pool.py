@@ -153,7 +153,7 @@ def _pool(count=3):
     reactor = _ProcessReactor()
     router = _Router()
     interest = SharedInterest(router)
-    pool = WorkerPool(object(), count, reactor, listen=lambda: [("127.0.0.1", 7999)], interest=interest,
+    pool = WorkerPool(count, reactor, listen=lambda: [("127.0.0.1", 7999)], interest=interest,
                       init=lambda index: {"index": index})
     pool.startService()
     return pool, reactor, interest
