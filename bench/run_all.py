@@ -199,6 +199,24 @@ SCENARIOS: tuple[Scenario, ...] = (
              (Figure("opened/s", "rate", _rate, ">=", 2, "≥ 2x", client_bound=True),
               Figure("CPU/WebSocket", "cpu_per_conn", common.fmt_us),
               Figure("CPU growth to 15k held", "growth", _times, "<=", 1.1, "≤ 1.1x", absolute=True))),
+    Scenario("scaleout_redis", "scale-out: one publisher, 3 instances x 1,000 streams via Redis vs 1 x 3,000 (50 msg/s)",
+             (Run("scaleout.py", ("--pace", "50", "--only", "one,redis"),
+                  ("--pace", "50", "--only", "one,redis", "--connections", "500", "--messages", "100"), 420,
+                  pushpin_tx_only=True),),
+             (Figure("deliveries/s", "rate", _rate, client_bound=True),
+              Figure("CPU/delivery", "cpu_per_delivery", common.fmt_us, "<=", 2, "≤ 2x"),
+              Figure("p99 latency", "p99", common.fmt_us, client_bound=True),
+              Figure("lost", "lost", _count, "==", 0, "0 (pushpin-tx)", absolute=True)),
+             candidate=(0, "redis"), baseline=(0, "one"), candidate_label="3 x N, Redis", baseline_label="1 x 3N"),
+    Scenario("scaleout_zmq", "scale-out: one publisher, 3 instances x 1,000 streams via a ZMQ broker vs 1 x 3,000 (50 msg/s)",
+             (Run("scaleout.py", ("--pace", "50", "--only", "one,zmq"),
+                  ("--pace", "50", "--only", "one,zmq", "--connections", "500", "--messages", "100"), 420,
+                  pushpin_tx_only=True),),
+             (Figure("deliveries/s", "rate", _rate, client_bound=True),
+              Figure("CPU/delivery", "cpu_per_delivery", common.fmt_us, "<=", 2, "≤ 2x"),
+              Figure("p99 latency", "p99", common.fmt_us, client_bound=True),
+              Figure("lost", "lost", _count, "==", 0, "0 (pushpin-tx)", absolute=True)),
+             candidate=(0, "zmq"), baseline=(0, "one"), candidate_label="3 x N, ZMQ broker", baseline_label="1 x 3N"),
     Scenario("workers", "worker scaling: HTTP-stream burst, proxy unpinned, pushpin-tx 2 workers vs 1",
              tuple(Run("fanout.py", ("--unpinned", "--workers", n, *_WORKERS_FULL),
                        ("--unpinned", "--workers", n, *_WORKERS_QUICK), 240, pushpin_tx_only=True) for n in ("2", "1")),
@@ -218,6 +236,8 @@ SCENARIOS: tuple[Scenario, ...] = (
 
 BY_NAME = {s.name: s for s in SCENARIOS}
 LABEL = {"pushpin-tx": "pushpin-tx", "pushpin": "Pushpin"}
+#: result keys that are pushpin-tx runs (scaleout.py names its layouts: one instance, via Redis, via ZMQ)
+OURS = {"pushpin-tx", "one", "redis", "zmq"}
 
 
 # --- running ------------------------------------------------------------------------------------
@@ -304,9 +324,12 @@ def load_share(result: dict[str, Any]) -> tuple[float | None, float | None]:
     if "load_wall" in result:  # fanout
         load = result["load_cpu"] / result["load_wall"] if result["load_wall"] else None
         proxy = result["proxy_cpu"] / result["burst_wall"] if result["burst_wall"] else None
-    else:  # proxy_get
+    elif "wall" in result:  # proxy_get
         load = result["load_cpu"] / result["wall"] if result["wall"] else None
         proxy = result["server_cpu"] / result["sample_wall"] if result["sample_wall"] else None
+    else:  # scaleout: the load's CPU over the run's seconds; the instances' is not one core's
+        load = result["load_cpu"] / result["seconds"] if result.get("seconds") else None
+        proxy = None
     return load, proxy
 
 
@@ -370,14 +393,14 @@ def summarize(chosen: list[Scenario], outcomes: dict[str, list[Outcome]]) -> tup
                 problems = problems_of(r)
                 if problems:
                     check_parts.append(f"{name} FAIL: " + "; ".join(p.splitlines()[0] for p in problems[:3]))
-                    if target == "pushpin-tx":
+                    if target in OURS:
                         ok = False
                 else:
                     check_parts.append(f"{name} ok")
             if not out.data["results"]:
                 check_parts.append(f"run {i + 1}{tag}: no target ran (log {out.log})")
                 ok = False
-            elif "pushpin-tx" not in out.data["results"]:
+            elif not OURS & set(out.data["results"]):
                 check_parts.append(f"run {i + 1}{tag}: pushpin-tx did not run (log {out.log})")
                 ok = False
         check_name = "errors" if sc.name == "proxy_get" else "exactly once, in order"
