@@ -577,9 +577,9 @@ class PushpinService(service.MultiService):
                 self.connection_limit.watch(listener.port)
         self._start_children(lambda child: child.startService(), bound_all=True)
         # Everything built so far (modules, config, routes, the service tree) lives as long as
-        # the process: move it out of the collector's sight. Profiled on proxied GETs, full
-        # collections walked ~66,000 start-up objects for ~37 ms each, ~30 us per request and
-        # the whole p99; frozen, they cost nothing.
+        # the process: move it out of the collector's sight. Otherwise every full collection
+        # walks all of them again, a pause that lands on whichever request triggered it and
+        # makes the tail latency (bench/README.md); frozen, they cost nothing.
         gc.freeze()
         if self.owns_process:
             # once the reactor runs: it installs its signal handlers then (twistd starts the

@@ -15,8 +15,8 @@ is not a plain TCP connection, always take the normal path.
 Within one reactor turn only the first write to a connection goes straight out: when several
 publishes are handled in the same turn (a ZMQ batch, a multi-item publish), later writes to
 that connection join the transport's buffer and leave together in one C{send} at the end of
-the turn, which is what Twisted's own buffering gives a burst (measured: 2.4 us per delivery
-for a 200-publish ZMQ burst to 1,000 streams, against 5.7 us when every write was sent alone).
+the turn, which is what Twisted's own buffering gives a burst: a burst's writes to one
+connection cost one C{send}, not one each (bench/README.md has the figures).
 
 Hand-written because no library offers it: it reads the write buffer of Twisted's
 C{FileDescriptor} to know it is empty (L{pushpin_tx._compat.write_buffer_empty}, tested

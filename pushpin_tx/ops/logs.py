@@ -81,8 +81,9 @@ class PushpinLogObserver:
         @param flush_later: C{flush_later(f)} arranges for C{f} to be called soon (at the
             end of the reactor turn) and says whether it will be; without it, or when it
             says no, every line is flushed as it is written. Flushing once per turn instead
-            of once per line saves a C{write} call per access line (about 4 % of a proxied
-            GET); the lines still reach the stream at the end of the turn that logged them.
+            of once per line saves a C{write} call per access line, a visible share of a
+            proxied GET (bench/README.md); the lines still reach the stream at the end of the
+            turn that logged them.
         """
         self._stream = stream
         self._path = path

@@ -4,10 +4,10 @@ A lean HTTP/1.1 client for plain-HTTP origins: persistent connections kept per o
 request in flight per connection, the response head handed over as soon as it is parsed and
 the body streamed to a protocol that can pause the origin.
 
-Why by hand rather than through twisted.web's C{Agent}: profiling a proxied GET showed the
-Agent costing about 60 % of pushpin-tx's CPU per request (URI parsing, an endpoint and IDNA
-per request, a Headers round trip each way, a stateful-dispatcher parser, three Deferred
-layers, and a buffered write that costs two C{epoll_ctl} calls). This client keeps the
+Why by hand rather than through twisted.web's C{Agent}: the Agent was most of pushpin-tx's
+CPU per proxied request (bench/README.md): URI parsing, an endpoint and IDNA per request, a
+Headers round trip each way, a stateful-dispatcher parser, three Deferred layers, and a
+buffered write that costs two C{epoll_ctl} calls. This client keeps the
 Agent's observable behaviour, which the rest of pushpin-tx (and its tests) were built on:
 
   - the request: C{METHOD path HTTP/1.1}, the headers grouped by name in first-appearance

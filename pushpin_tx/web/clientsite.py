@@ -150,8 +150,8 @@ class ClientRequest(server.Request):
     def process(self) -> None:
         """
         twisted.web's C{Request.process} without what a proxy never uses: the C{Server} and
-        C{Date} headers (§14: Pushpin adds neither, and formatting the date cost about 1 %
-        of a proxied GET) and the unquoted C{postpath} list (the proxy resource is a leaf).
+        C{Date} headers (§14: Pushpin adds neither, and formatting the date is work on
+        every response) and the unquoted C{postpath} list (the proxy resource is a leaf).
         """
         if self.path == b"*" or not self.channel.site.resource.isLeaf:
             super().process()
