@@ -316,3 +316,16 @@ def test_the_service_passes_collaborators_in_and_touches_no_private_name_of_anot
             if not (isinstance(owner, ast.Name) and owner.id in ("self", "cls")):
                 wrong.append(ast.unparse(node))
     assert wrong == []
+
+
+def test_the_service_provides_every_member_of_the_view_operations_code_reads():
+    """A built service has each OpsView member, so ops code handed the service finds what mypy let it read."""
+    from pushpin_tx.ops.view import OpsView
+
+    members = [name for name in vars(OpsView) if not name.startswith("_")]
+    assert {"counters", "router", "workers", "connection_tables", "publish", "reload"} <= set(members)
+    for settings in (load_settings(None), load_settings(None, workers=2)):
+        pushpin = PushpinService(settings, MemoryReactorClock())
+        assert [name for name in members if not hasattr(pushpin, name)] == []
+        assert pushpin.connection_tables() == [pushpin.acceptor.connections, pushpin.websockets.connections]
+
