@@ -21,7 +21,7 @@ import pickle
 import signal
 import struct
 import sys
-from typing import Any, Callable, cast
+from typing import TYPE_CHECKING, Any, Callable, Protocol, cast
 
 from twisted.application import service
 from twisted.internet import stdio, task
@@ -29,10 +29,61 @@ from twisted.logger import Logger
 
 from pushpin_tx.workers.pool import FROM_WORKER_FD, TO_WORKER_FD, MessageReader, encode
 
-__all__ = ["WorkerLink", "main"]
+if TYPE_CHECKING:
+    from pushpin_tx.core.intake import PublishIntake
+    from pushpin_tx.core.router import ChannelRouter
+    from pushpin_tx.core.sequencing import LastIds
+    from pushpin_tx.core.stats_feed import StatsPublisher
+    from pushpin_tx.web.proxy import ProxyResource
+
+__all__ = ["WorkerLink", "WorkerSide", "main"]
 
 #: how often a worker sends its snapshot unasked
 SNAPSHOT_INTERVAL = 1.0
+
+
+class WorkerSide(Protocol):
+    """
+    What L{WorkerLink} reads and drives of the worker's service
+    (L{pushpin_tx.service.PushpinService} provides it): the router's interest, the stats
+    to forward, the snapshot to send, and where the main process's batches are applied.
+    """
+
+    @property
+    def router(self) -> ChannelRouter:
+        """The worker's channel router (its interest goes up to the main process)."""
+
+    @property
+    def stats(self) -> StatsPublisher:
+        """The worker's stats packets (sent up when C{stats_forwarded})."""
+
+    @property
+    def stats_forwarded(self) -> bool:
+        """The main process has a stats socket: this worker's packets go there."""
+
+    @property
+    def last_ids(self) -> LastIds:
+        """The channels' last ids, as the main process sends them."""
+
+    @property
+    def intake(self) -> PublishIntake:
+        """Where the main process's items are delivered."""
+
+    @property
+    def proxy(self) -> ProxyResource:
+        """The proxy resource, given the main process's routes table."""
+
+    def snapshot(self) -> dict[str, Any]:
+        """This process's figures for the main process."""
+
+    def resync_held(self) -> None:
+        """Make every held HTTP session re-sync (the main process's recover)."""
+
+    def reload(self) -> None:
+        """SIGHUP, forwarded by the main process."""
+
+    def stop_reactor(self) -> bool:
+        """End the process, once; whether this call began the stop."""
 
 
 class WorkerLink(service.Service):
@@ -40,14 +91,14 @@ class WorkerLink(service.Service):
     The worker's end of the pipes: applies the main process's batches to this process's
     service, reports its channel interest, stats packets and snapshots.
 
-    @param service: this worker's L{pushpin_tx.service.PushpinService}.
+    @param pushpin: this worker's service, as a L{WorkerSide}.
     @param transport_factory: makes the pipe transport for a protocol (C{StandardIO} on the
         pipe fds; tests pass a fake).
     """
 
     _log = Logger()
 
-    def __init__(self, pushpin: Any, reactor: Any, transport_factory: Any = None) -> None:
+    def __init__(self, pushpin: WorkerSide, reactor: Any, transport_factory: Any = None) -> None:
         self._service = pushpin
         self._reactor = reactor
         self._transport_factory = transport_factory
