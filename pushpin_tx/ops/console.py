@@ -271,12 +271,17 @@ class ConsoleService(service.MultiService):
     @ivar telnet_port: the bound telnet port, if telnet is on.
     """
 
-    def __init__(self, ssh_factory: manhole_ssh.ConchFactory, host_key_path: str) -> None:
+    def __init__(self, ssh_factory: manhole_ssh.ConchFactory, host_key_path: str, *,
+                 ssh: RecordingEndpoint | None = None, telnet: RecordingEndpoint | None = None) -> None:
+        """
+        @param ssh: the SSH listener's endpoint, which records the port it binds.
+        @param telnet: the telnet listener's, if telnet is on.
+        """
         super().__init__()
         self.ssh_factory = ssh_factory
         self.host_key_path = host_key_path
-        self._ssh: RecordingEndpoint | None = None
-        self._telnet: RecordingEndpoint | None = None
+        self._ssh = ssh
+        self._telnet = telnet
 
     @property
     def ssh_port(self) -> Any:
@@ -386,15 +391,16 @@ def make_console_service(
     # any callable making a ServerProtocol will do (TerminalRealm calls it), not only the class
     realm.chainedProtocolFactory = _ManholeProtocol(namespace)  # type: ignore[assignment]
     ssh_factory = manhole_ssh.ConchFactory(portal.Portal(realm, ssh_checkers))
-    console = ConsoleService(ssh_factory, host_key_path)
-    ssh_service, console._ssh = _listener(reactor, endpoint, ssh_factory, "console (ssh)")
-    ssh_service.setServiceParent(console)
+    listeners = [_listener(reactor, endpoint, ssh_factory, "console (ssh)")]
 
     if telnet_endpoint:
         assert password_checker is not None  # check_console_settings: telnet needs a passwd file
         telnet_portal = portal.Portal(_TelnetRealm(namespace), [password_checker])
         telnet_factory = protocol.ServerFactory()
         telnet_factory.protocol = lambda: telnet.TelnetTransport(telnet.AuthenticatingTelnetProtocol, telnet_portal)
-        telnet_service, console._telnet = _listener(reactor, telnet_endpoint, telnet_factory, "console (telnet)")
-        telnet_service.setServiceParent(console)
+        listeners.append(_listener(reactor, telnet_endpoint, telnet_factory, "console (telnet)"))
+    console = ConsoleService(ssh_factory, host_key_path, ssh=listeners[0][1],
+                             telnet=listeners[1][1] if len(listeners) > 1 else None)
+    for listener, _ in listeners:  # SSH first, then telnet
+        listener.setServiceParent(console)
     return console

@@ -356,11 +356,13 @@ class _MetricsSite(server.Site):
 class MetricsService(service.MultiService):
     """The metrics listener; C{port} is the bound port once started, C{feed} the status page's event feed."""
 
-    def __init__(self, registry: CollectorRegistry, feed: StatusFeed | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry, feed: StatusFeed | None = None, *,
+                 endpoint: RecordingEndpoint | None = None) -> None:
+        """@param endpoint: the listener's endpoint, which records the port it binds."""
         super().__init__()
         self.registry = registry
         self.feed = feed
-        self._endpoint: RecordingEndpoint | None = None
+        self._endpoint = endpoint
 
     def stopService(self) -> Any:
         if self.feed is not None:
@@ -403,10 +405,10 @@ def make_metrics_service(pushpin: OpsView, *, port: str, prefix: str = "", react
     root = OperatorResource(MetricsResource(registry, refresh), feed, local=local, passwd=passwd)
     site = _MetricsSite(root, reactor=reactor)
     site.noisy = False
-    metrics = MetricsService(registry, feed)
     # strports.service binds in privilegedStartService and raises there on failure; the
     # wrapper records the port.
     listener = strports.service(description, site, reactor=reactor)
-    metrics._endpoint = listener.endpoint = RecordingEndpoint(listener.endpoint, "prometheus metrics", description)
+    recorder = listener.endpoint = RecordingEndpoint(listener.endpoint, "prometheus metrics", description)
+    metrics = MetricsService(registry, feed, endpoint=recorder)
     listener.setServiceParent(metrics)
     return metrics
