@@ -3,7 +3,7 @@
 C{Grip-Sig}: the JWT that tells an origin Pushpin is in front of it, and the check that
 makes an upstream proxy "trusted" (reference §2 sig_iss/sig_key/upstream_key, §4.1 step 7).
 
-Tokens are made with pyjwt. Signing costs tens of microseconds, so a token is reused for a
+Tokens are made with pyjwt. Signing is too slow to do per request, so a token is reused for a
 minute (its claims are only C{iss} and an C{exp} an hour ahead, as Pushpin's). Verification
 always names the one algorithm the configured key is for: a token cannot pick its own.
 """

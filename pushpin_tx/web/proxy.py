@@ -398,8 +398,8 @@ class ProxyResource(Resource):
         The steps of §4.1 for one request, in Pushpin's order: its own answers first
         (C{Pushpin-Check}, no route, a bad rewritten path), then the WebSocket gateway or
         the origin. Built from callbacks rather than as a coroutine: every proxied request
-        takes this path, and a coroutine's machinery cost about a tenth of a proxied GET's
-        CPU. C{None} when the request is answered already; else a Deferred that fires once
+        takes this path, and a coroutine's machinery is a large share of a proxied GET's CPU
+        (bench/README.md). C{None} when the request is answered already; else a Deferred that fires once
         the answer is under way (cancelled if the client goes first).
         """
         route = info.route
