@@ -115,7 +115,9 @@ class _Hold:
         self._sink = sink
         self.instruct = instruct
         self.conn_id = conn_id
-        self.channels: dict[str, "Channel"] = {c.name: c for c in instruct.channels}
+        self.channels: dict[str, "Channel"] = {c.name: c for c in instruct.channels if not c.prefix}
+        #: prefix (wildcard) subscriptions, by prefix: items of every channel starting with it
+        self.prefix_channels: dict[str, "Channel"] = {c.name: c for c in instruct.channels if c.prefix}
         #: reliable delivery (§7): each channel's position, the prev-id its next item must carry;
         #: it moves on with every item that follows on, delivered or withheld by a filter
         self._expect: dict[str, str] = {c.name: c.prev_id for c in instruct.channels if c.prev_id is not None}
@@ -139,6 +141,8 @@ class _Hold:
             router.subscribe(name, self)
             if stats is not None:
                 stats.subscribed(name, self.kind)
+        for name in self.prefix_channels:
+            router.subscribe_prefix(name, self)
 
     def _release(self) -> None:
         """Unsubscribe from everything; idempotent."""
@@ -151,7 +155,23 @@ class _Hold:
             router.unsubscribe(name, self)
             if stats is not None:
                 stats.unsubscribed(name, self.kind)
+        for name in self.prefix_channels:
+            router.unsubscribe_prefix(name, self)
         self._cancel_timers()
+
+    def _subscription(self, channel: str) -> "Channel | None":
+        """
+        The subscription a publish to C{channel} came through: the exact one, else the longest
+        prefix subscription the name starts with (C{None} once it is gone).
+        """
+        exact = self.channels.get(channel)
+        if exact is not None or not self.prefix_channels:
+            return exact
+        best = None
+        for name, sub in self.prefix_channels.items():
+            if channel.startswith(name) and (best is None or len(name) > len(best.name)):
+                best = sub
+        return best
 
     def _cancel_timers(self) -> None:
         pass
@@ -161,7 +181,10 @@ class _Hold:
         raise NotImplementedError
 
     def _passes(self, publication: "Publication", channel: str) -> bool:
-        filters = self.channels[channel].filters
+        sub = self._subscription(channel)
+        if sub is None:
+            return False
+        filters = sub.filters
         if not filters:
             return True
         return should_deliver(
@@ -207,7 +230,8 @@ class _Hold:
         self._release()
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.conn_id} channels={list(self.channels)}>"
+        prefixes = f" prefixes={list(self.prefix_channels)}" if self.prefix_channels else ""
+        return f"<{type(self).__name__} {self.conn_id} channels={list(self.channels)}{prefixes}>"
 
 
 class ResponseHold(_Hold):
@@ -268,7 +292,8 @@ class ResponseHold(_Hold):
                 self._ctx.counters.recoveries += 1
                 self.retry(self._prev_ids())
             return
-        own_filters = content_filters_of(self.channels[channel].filters)
+        own = self._subscription(channel)
+        own_filters = content_filters_of(own.filters) if own is not None else ()
         if fmt.content_filters is not None and tuple(fmt.content_filters) != own_filters:
             self._fail("content filter mismatch", channel)
             return
@@ -398,6 +423,9 @@ class StreamHold(_Hold):
                 self._close()
             return
         filters = self._content_filters.get(channel)
+        if self.prefix_channels and channel not in self.channels:
+            own = self._subscription(channel)
+            filters = content_filters_of(own.filters) if own is not None and own.filters else None
         if fmt.content_filters is not None and tuple(fmt.content_filters) != (filters or ()):
             self._log.warn("stream {conn} on {channel}: content filter mismatch, closing", conn=self.conn_id, channel=channel)
             self._close()
@@ -437,6 +465,7 @@ class StreamHold(_Hold):
             or len(queue)
             or queue.paused
             or channel in self._expect
+            or channel not in self.channels
             or self.channels[channel].filters
         ):
             for publication in publications:
@@ -652,7 +681,15 @@ class StreamHold(_Hold):
         router = self._ctx.router
         stats = self._ctx.stats
         if instruct.hold == "stream":
-            new = {c.name: c for c in instruct.channels}
+            new = {c.name: c for c in instruct.channels if not c.prefix}
+            new_prefixes = {c.name: c for c in instruct.channels if c.prefix}
+            for name in list(self.prefix_channels):
+                if name not in new_prefixes:
+                    router.unsubscribe_prefix(name, self)
+            for name in new_prefixes:
+                if name not in self.prefix_channels:
+                    router.subscribe_prefix(name, self)
+            self.prefix_channels = new_prefixes
             for name in list(self.channels):
                 if name not in new:
                     router.unsubscribe(name, self)

@@ -39,7 +39,7 @@ _TRANSPORTS = (("http-response", "http_response", "response"), ("http-stream", "
 
 def _kinds(router: "ChannelRouter", channel: str) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for sub in router.subscribers(channel):
+    for sub in tuple(router.targets(channel) or ()):
         kind = getattr(sub, "kind", "")
         counts[kind] = counts.get(kind, 0) + 1
     return counts

@@ -226,7 +226,7 @@ class PendingWriter:
         """
         router = self._router
         channel = items[0].channel
-        subs = router.subscriber_map(channel)
+        subs = router.targets(channel)
         if not subs:
             router.published_idle += len(items)
             return 0

@@ -9,6 +9,15 @@ there are, so fan-out hands the very same bytes object to every connection.
 
 Interest listeners (the ZeroMQ SUB input) hear when a channel gains its first subscriber
 and loses its last one.
+
+Prefix (wildcard) subscriptions (L{ChannelRouter.subscribe_prefix}) take every channel whose
+name starts with the prefix. They live in a dict of their own, keyed by the prefix, with a
+count of prefixes per length: a publish looks up the channel name cut at each such length
+(at most the name's length lookups, whatever the number of subscriptions), and only while
+some prefix subscription exists, so exact-channel delivery pays one truth test. Interest
+listeners are not told about prefixes: a prefix subscriber hears what is published to this
+process (HTTP and ZeroMQ PULL/ROUTER publishes), not what a SUB socket or backplane would
+have to be asked for.
 """
 
 from __future__ import annotations
@@ -155,6 +164,9 @@ class ChannelRouter:
 
     def __init__(self) -> None:
         self._channels: dict[str, dict[Subscriber, None]] = {}
+        #: prefix subscriptions: prefix -> subscribers, and how many prefixes have each length
+        self._prefixes: dict[str, dict[Subscriber, None]] = {}
+        self._prefix_lengths: dict[int, int] = {}
         self._listeners: list[InterestListener] = []
         self._unsubscribe_listeners: list[Callable[[str, Subscriber], None]] = []
         self.published = 0
@@ -185,8 +197,73 @@ class ChannelRouter:
         return self._channels.get(channel)
 
     def subscriber_count(self, channel: str) -> int:
+        """How many subscribers C{channel} has by its exact name (prefix subscriptions not counted)."""
         subs = self._channels.get(channel)
         return len(subs) if subs else 0
+
+    def has_subscribers(self, channel: str) -> bool:
+        """Whether a publish to C{channel} would reach anyone, by its exact name or by a prefix."""
+        return bool(self.targets(channel))
+
+    def prefixes(self) -> Iterable[str]:
+        """The prefixes with at least one prefix subscriber."""
+        return self._prefixes.keys()
+
+    def targets(self, channel: str) -> "dict[Subscriber, None] | None":
+        """
+        Everyone a publish to C{channel} reaches, each once: its exact subscribers, then those
+        of every prefix of the name. Live when there is no prefix subscription (take a snapshot
+        before delivering), else a new dict.
+        """
+        subs = self._channels.get(channel)
+        if self._prefixes:
+            return self._with_prefixes(channel, subs)
+        return subs
+
+    def _with_prefixes(self, channel: str, subs: "dict[Subscriber, None] | None") -> "dict[Subscriber, None] | None":
+        prefixes = self._prefixes
+        size = len(channel)
+        merged: dict[Subscriber, None] | None = None
+        for length in self._prefix_lengths:
+            if length > size:
+                continue
+            found = prefixes.get(channel[:length])
+            if found:
+                if merged is None:
+                    merged = dict(subs) if subs else {}
+                merged.update(found)
+        return subs if merged is None else merged
+
+    def subscribe_prefix(self, prefix: str, subscriber: Subscriber) -> bool:
+        """
+        Add C{subscriber} to every channel whose name starts with C{prefix} (a non-empty
+        string), now and later. It is handed each item once, with the published channel's name.
+
+        @return: C{True} if the prefix had no subscriber before.
+        """
+        if not prefix:
+            raise ValueError("a channel prefix must not be empty")
+        subs = self._prefixes.get(prefix)
+        if subs is None:
+            self._prefixes[prefix] = {subscriber: None}
+            self._prefix_lengths[len(prefix)] = self._prefix_lengths.get(len(prefix), 0) + 1
+            return True
+        subs[subscriber] = None
+        return False
+
+    def unsubscribe_prefix(self, prefix: str, subscriber: Subscriber) -> None:
+        """Remove C{subscriber}'s prefix subscription; unknown pairs are ignored."""
+        subs = self._prefixes.get(prefix)
+        if subs is None or subscriber not in subs:
+            return
+        del subs[subscriber]
+        if not subs:
+            del self._prefixes[prefix]
+            left = self._prefix_lengths[len(prefix)] - 1
+            if left:
+                self._prefix_lengths[len(prefix)] = left
+            else:
+                del self._prefix_lengths[len(prefix)]
 
     def subscribe(self, channel: str, subscriber: Subscriber) -> bool:
         """
@@ -224,6 +301,8 @@ class ChannelRouter:
         """
         channel = item.channel
         subs = self._channels.get(channel)
+        if self._prefixes:
+            subs = self._with_prefixes(channel, subs)
         if not subs:
             self.published_idle += 1
             return 0
@@ -249,6 +328,8 @@ class ChannelRouter:
         """
         channel = items[0].channel
         subs = self._channels.get(channel)
+        if self._prefixes:
+            subs = self._with_prefixes(channel, subs)
         if not subs:
             self.published_idle += len(items)
             return 0

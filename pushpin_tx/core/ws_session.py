@@ -114,6 +114,8 @@ class WsSession:
         self.meta: dict[str, str] = dict(meta or {})
         self.session_id: str | None = None
         self.channels: dict[str, _Sub] = {}
+        #: prefix (wildcard) subscriptions, by prefix
+        self.prefixes: dict[str, _Sub] = {}
         self.client: ClientLink | None = None
         self.origin: OriginLink | None = None
         self.queue: DeliveryQueue | None = None
@@ -218,9 +220,15 @@ class WsSession:
             self._log.info("{conn}: ignoring control message: {why}", conn=self.conn_id, why=e)
             return
         if isinstance(message, Subscribe):
-            self._subscribe(self.prefix + message.channel, message.filters)
+            if message.prefix:
+                self._subscribe_prefix(self.prefix + message.channel, message.filters)
+            else:
+                self._subscribe(self.prefix + message.channel, message.filters)
         elif isinstance(message, Unsubscribe):
-            self._unsubscribe(self.prefix + message.channel)
+            if message.prefix:
+                self._unsubscribe_prefix(self.prefix + message.channel)
+            else:
+                self._unsubscribe(self.prefix + message.channel)
         elif isinstance(message, Detach):
             self.detached = True
             if self.origin is not None:
@@ -242,7 +250,7 @@ class WsSession:
     def _subscribe(self, channel: str, filters: tuple[str, ...], implicit: bool = False) -> None:
         if channel in self.channels:
             return
-        if len(self.channels) >= self._ctx.subscription_max:
+        if len(self.channels) + len(self.prefixes) >= self._ctx.subscription_max:
             self._log.warn("{conn}: subscription limit reached, not subscribing to {channel}", conn=self.conn_id, channel=channel)
             return
         self.channels[channel] = _Sub(tuple(filters), content_filters_of(filters), implicit)
@@ -251,6 +259,33 @@ class WsSession:
             self._ctx.stats.subscribed(channel, self.kind)
         # preformatted, as the access lines are: the log observer writes it without formatting
         emit_info(self._log, "{line}", line=f"subscribe ws {self.conn_id} channel={channel}")
+
+    def _subscribe_prefix(self, prefix: str, filters: tuple[str, ...]) -> None:
+        """A C{subscribe} with C{"prefix": true}: every channel starting with C{prefix}; counts toward the limit."""
+        if prefix in self.prefixes:
+            return
+        if len(self.channels) + len(self.prefixes) >= self._ctx.subscription_max:
+            self._log.warn("{conn}: subscription limit reached, not subscribing to prefix {prefix}", conn=self.conn_id, prefix=prefix)
+            return
+        self.prefixes[prefix] = _Sub(tuple(filters), content_filters_of(filters), False)
+        self._ctx.router.subscribe_prefix(prefix, self)
+        emit_info(self._log, "{line}", line=f"subscribe ws {self.conn_id} channel-prefix={prefix}")
+
+    def _unsubscribe_prefix(self, prefix: str) -> None:
+        if self.prefixes.pop(prefix, None) is not None:
+            self._ctx.router.unsubscribe_prefix(prefix, self)
+
+    def _subscription(self, channel: str) -> "_Sub | None":
+        """The subscription a publish to C{channel} came through: exact, else the longest matching prefix."""
+        exact = self.channels.get(channel)
+        if exact is not None or not self.prefixes:
+            return exact
+        best: _Sub | None = None
+        size = -1
+        for name, sub in self.prefixes.items():
+            if len(name) > size and channel.startswith(name):
+                best, size = sub, len(name)
+        return best
 
     def _unsubscribe(self, channel: str) -> None:
         sub = self.channels.get(channel)
@@ -314,7 +349,9 @@ class WsSession:
             return
         sub = self.channels.get(channel)
         if sub is None:
-            return
+            sub = self._subscription(channel)
+            if sub is None:
+                return
         if sub.filters and not should_deliver(
             sub.filters, sub_meta=self.meta, publish_meta=publication.item.meta, subscribed_channels=self.channels
         ):
@@ -359,7 +396,7 @@ class WsSession:
         item by item, from that item on, so the outcome is the same as one publish at a time.
         """
         queue = self.queue
-        sub = self.channels.get(channel)
+        sub = self.channels.get(channel) or self._subscription(channel)
         if self.done or queue is None or sub is None or sub.filters or sub.content_filters or len(queue) or queue.paused or queue.overflowed:
             for publication in publications:
                 self.deliver(publication, channel)
@@ -430,6 +467,8 @@ class WsSession:
             router.unsubscribe(channel, self)
             if stats is not None:
                 stats.unsubscribed(channel, self.kind)
+        for prefix in self.prefixes:
+            router.unsubscribe_prefix(prefix, self)
         for call in (self._keep_alive_call, self._delayed_call, self._drain_timer, self._drain_call):
             self._cancel(call)
         self._keep_alive_call = self._delayed_call = self._drain_timer = self._drain_call = None

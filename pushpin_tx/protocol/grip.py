@@ -90,11 +90,16 @@ class InstructError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Channel:
-    """A channel to subscribe: its full name (route prefix included), prev-id and filters."""
+    """
+    A channel to subscribe: its full name (route prefix included), prev-id and filters. With
+    C{prefix} set (C{Grip-Channel: news.; prefix}) C{name} is a channel-name prefix: the hold
+    takes every channel whose name starts with it. A prefix channel has no prev-id.
+    """
 
     name: str
     prev_id: str | None
     filters: tuple[str, ...]
+    prefix: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +222,8 @@ class _Draft:
     headers: Headers | None = None
     hold: str | None = None
     channels: list[tuple[str, str | None, list[str]]] | None = None
+    #: C{Grip-Channel: <prefix>; prefix} subscriptions: (prefix, filters)
+    prefix_channels: list[tuple[str, list[str]]] | None = None
     timeout: int | None = None
     ka_mode: str | None = None
     ka_data: bytes = b""
@@ -229,6 +236,8 @@ class _Draft:
     def finish(self, request_uri: str, prefix: str) -> Instruct:
         """Apply defaults and clamps, check cross-field rules, build the frozen value."""
         channels = tuple(Channel(prefix + name, prev, tuple(f)) for name, prev, f in self.channels or ())
+        if self.prefix_channels:
+            channels += tuple(Channel(prefix + name, None, tuple(f), True) for name, f in self.prefix_channels)
         next_link = None
         if self.link is not None:
             next_link = NextLink(_absolute_uri(request_uri, self.link), self.link_timeout)
@@ -290,6 +299,16 @@ def _parse_headers(draft: _Draft, headers: Headers) -> None:
     for params in qp.all_as_params(headers, b"grip-channel") if b"grip-channel" in present else ():
         prev_id = qp.param(params, b"prev-id")
         filters = [_text(value) for key, value in params[1:] if key == b"filter"]
+        if any(key.lower() == b"prefix" for key, _ in params[1:]):
+            # a parameter, not a character of the name: no real channel name can collide with it
+            if not params[0][0]:
+                raise InstructError("Grip-Channel with 'prefix' must name a non-empty prefix")
+            if prev_id is not None:
+                raise InstructError("Grip-Channel with 'prefix' cannot have a prev-id")
+            if draft.prefix_channels is None:
+                draft.prefix_channels = []
+            draft.prefix_channels.append((_text(params[0][0]), filters))
+            continue
         draft.channels.append((_text(params[0][0]), None if prev_id is None else _text(prev_id), filters))
 
     timeout = qp.first(headers, b"grip-timeout") if b"grip-timeout" in present else None

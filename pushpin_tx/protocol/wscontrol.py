@@ -96,17 +96,23 @@ class WsControlError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Subscribe:
-    """Subscribe the connection to C{channel} (the route's channel prefix not yet applied)."""
+    """
+    Subscribe the connection to C{channel} (the route's channel prefix not yet applied). With
+    C{prefix} (C{"prefix": true} in the message) C{channel} is a channel-name prefix: every
+    channel whose name starts with it.
+    """
 
     channel: str
     filters: tuple[str, ...] = ()
+    prefix: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Unsubscribe:
-    """Unsubscribe the connection from C{channel} (prefix not yet applied)."""
+    """Unsubscribe the connection from C{channel} (prefix not yet applied); a prefix subscription with C{prefix}."""
 
     channel: str
+    prefix: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,9 +192,10 @@ def parse_control_message(payload: bytes) -> ControlMessage:
         channel = _get_str(doc, "channel", required=True)
         if not channel:
             raise WsControlError(f"{_OBJ} contains 'channel' with invalid value")
+        prefix = _get_bool(doc, "prefix")
         if kind == "unsubscribe":
-            return Unsubscribe(channel)
-        return Subscribe(channel, _get_filters(doc))
+            return Unsubscribe(channel, prefix)
+        return Subscribe(channel, _get_filters(doc), prefix)
     if kind == "detach":
         return Detach()
     if kind == "session":
@@ -213,6 +220,16 @@ def _get_str(doc: dict[str, Any], key: str, *, required: bool = False) -> str | 
         return None
     value = doc[key]
     if not isinstance(value, str):
+        raise WsControlError(f"{_OBJ} contains '{key}' with wrong type")
+    return value
+
+
+def _get_bool(doc: dict[str, Any], key: str) -> bool:
+    """An optional boolean member: False when absent, an error when not C{true} or C{false}."""
+    if key not in doc:
+        return False
+    value = doc[key]
+    if not isinstance(value, bool):
         raise WsControlError(f"{_OBJ} contains '{key}' with wrong type")
     return value
 

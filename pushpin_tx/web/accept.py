@@ -172,7 +172,7 @@ class Acceptor:
 
     def _limit_channels(self, instruct: "Instruct", info: "RequestInfo", response: "OriginResponse") -> "Instruct":
         channels = list(instruct.channels)
-        names = {c.name for c in channels}
+        names = {c.name for c in channels if not c.prefix}
         prefix = info.route.prefix if info.route is not None else ""
         if instruct.hold is not None:
             from pushpin_tx.protocol.grip import Channel
@@ -273,6 +273,10 @@ class Acceptor:
             uri, retry = _uri_of(request), " retry" if previous else ""
             for channel in hold.channels:
                 emit_info(log, "{text}", text=f"subscribe {uri} channel={channel}{retry}")
+        if hold.prefix_channels:
+            uri, retry = _uri_of(request), " retry" if previous else ""
+            for channel in hold.prefix_channels:
+                emit_info(self._log, "{text}", text=f"subscribe {uri} channel-prefix={channel}{retry}")
         if previous is not None:
             counters.held[previous.kind] -= 1
             return
