@@ -943,3 +943,25 @@ def test_fuzz_json_bytes_raise_only_instruct_error(body: bytes) -> None:
         _check_invariants(parse([JSON_CT], body))
     except InstructError:
         pass
+
+
+# -- prefix (wildcard) channels: Grip-Channel: <prefix>; prefix -----------------------------------
+
+
+def test_a_prefix_parameter_makes_a_prefix_channel_with_the_route_prefix_applied():
+    """C{Grip-Channel: news.; prefix; filter=skip-self} is a prefix subscription, route prefix prepended; a plain channel stays exact."""
+    got = parse([(b"Grip-Hold", b"stream"), (b"Grip-Channel", b"news.; prefix; filter=skip-self"), (b"Grip-Channel", b"news.")], prefix="app-")
+    assert got.channels == (Channel("app-news.", None, ()), Channel("app-news.", None, ("skip-self",), True))
+
+
+def test_a_star_in_a_name_is_an_ordinary_channel_name():
+    """Without the parameter nothing is a wildcard: C{news.*} is the channel called C{news.*}, as in Pushpin."""
+    got = parse([(b"Grip-Hold", b"stream"), (b"Grip-Channel", b"news.*")])
+    assert got.channels == (Channel("news.*", None, ()),)
+
+
+@pytest.mark.parametrize("value, why", [(b"; prefix", "non-empty prefix"), (b"news.; prefix; prev-id=3", "cannot have a prev-id")])
+def test_an_empty_prefix_or_a_prefix_with_prev_id_is_refused(value, why):
+    """An empty prefix (every channel) and a prefix with a prev-id (no single sequence to follow) are invalid instructions."""
+    with pytest.raises(InstructError, match=why):
+        parse([(b"Grip-Hold", b"stream"), (b"Grip-Channel", value)])

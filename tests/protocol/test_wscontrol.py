@@ -386,3 +386,16 @@ def test_grip_extension_variants(values: list[bytes], expected: tuple[bool, byte
 def test_split_grip_text(payload: bytes, prefix: bytes, binary: bool, expected: tuple[str, bytes]) -> None:
     """Origin messages are control (text C{c:}), prefixed messages (prefix stripped) or dropped."""
     assert split_grip_text(payload, prefix, binary=binary) == expected
+
+
+def test_subscribe_and_unsubscribe_take_a_prefix_flag():
+    """C{"prefix": true} marks a prefix subscription (and its unsubscribe); absent means an exact channel."""
+    assert parse({"type": "subscribe", "channel": "news.", "prefix": True, "filters": ["skip-self"]}) == Subscribe("news.", ("skip-self",), True)
+    assert parse({"type": "unsubscribe", "channel": "news.", "prefix": True}) == Unsubscribe("news.", True)
+    assert parse({"type": "subscribe", "channel": "news.*"}) == Subscribe("news.*", (), False)
+
+
+def test_a_non_boolean_prefix_is_refused():
+    """C{"prefix": "yes"} is a wrong type, with Pushpin's wording for one."""
+    with pytest.raises(WsControlError, match="contains 'prefix' with wrong type"):
+        parse({"type": "subscribe", "channel": "news.", "prefix": "yes"})
