@@ -257,7 +257,8 @@ class PushpinService(service.MultiService):
         self.backplane: RedisBackplane | None = None
         self.metrics: MetricsService | None = None
         self.console: ConsoleService | None = None
-        self.intake = PublishIntake(self.router, self.counters, stats=self.stats, clock=reactor)
+        self.intake = PublishIntake(self.router, self.counters, stats=self.stats, clock=reactor,
+                                    pending_limit=settings.delivery_pending_max)
         # The channels' last ids. A worker applies the main process's as sent (it sequences
         # nothing itself); with workers, the main process's table tells them every change.
         self._interest: Any = self.router
@@ -443,6 +444,7 @@ class PushpinService(service.MultiService):
                 "last_ids": self.last_ids.items(),
             },
             stats_send=zmq_inputs.send_stats,
+            backpressure=self.intake.backpressure,
         )
 
     def _start_order(self) -> list[Any]:

@@ -115,6 +115,12 @@ class WorkerLink(service.Service):
         else:
             self._transport_factory(self._protocol)
         pushpin = self._service
+        # while this worker's deliveries are behind their bound, the pipe from the main process
+        # is not read: the main process sees its backlog grow and holds its publishers back
+        transport = self._protocol.transport
+        backpressure = getattr(pushpin.intake, "backpressure", None)
+        if backpressure is not None and hasattr(transport, "pauseProducing"):
+            backpressure.add_producer(transport)
         pushpin.router.add_interest_listener(self)
         for channel in list(pushpin.router.channels()):
             self.channel_added(channel)

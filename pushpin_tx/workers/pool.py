@@ -299,7 +299,8 @@ class WorkerPool(service.Service):
                  interest: SharedInterest,
                  init: Callable[[int], dict[str, Any]],
                  argv: list[str] | None = None,
-                 stats_send: Callable[[bytes], None] | None = None) -> None:
+                 stats_send: Callable[[bytes], None] | None = None,
+                 backpressure: Any = None) -> None:
         self.count = count
         self._reactor = reactor
         self._listen = listen
@@ -323,6 +324,11 @@ class WorkerPool(service.Service):
         self.retired_metrics: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
         #: the same for the console's counters
         self.retired_counters: dict[str, Any] = {}
+        #: the intake's backpressure (L{pushpin_tx.core.pending.Backpressure}): the slowest
+        #: worker's pipe backlog is one of its sources, so publishers are held back before a
+        #: worker that cannot keep up reaches MAX_BACKLOG
+        self.backpressure: Any = backpressure
+        self._backlog_check: Any = None
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -365,6 +371,11 @@ class WorkerPool(service.Service):
         if self._heartbeat is not None and self._heartbeat.running:
             self._heartbeat.stop()
         self._flush()
+        if self._backlog_check is not None and self._backlog_check.active():
+            self._backlog_check.cancel()
+        self._backlog_check = None
+        if self.backpressure is not None:
+            self.backpressure.level(0, "workers")  # nothing held back for workers that are stopping
         for timer in self._timers:
             if timer.active():
                 timer.cancel()
@@ -465,6 +476,18 @@ class WorkerPool(service.Service):
                     " reconnect to the others)", index=worker.index, pid=worker.pid, mb=worker.backlog() // 2**20)
                 worker.alive = False  # nothing more is sent to it; processEnded restarts it
                 worker.kill()
+        self._check_backlog()
+
+    def _check_backlog(self) -> None:
+        """Report the slowest worker's pipe backlog to the backpressure; while it holds publishers back, look again every 10 ms."""
+        self._backlog_check = None
+        pressure = self.backpressure
+        if pressure is None:
+            return
+        behind = max((w.backlog() for w in self.workers.values() if w.alive), default=0)
+        pressure.level(behind, "workers")
+        if pressure.congested and behind > 0 and not self._stopping:
+            self._backlog_check = self._reactor.callLater(0.01, self._check_backlog)
 
     def refresh(self) -> defer.Deferred[None]:
         """Ask every worker for a fresh snapshot; fires when all answered (or after a timeout)."""

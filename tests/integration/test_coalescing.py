@@ -9,22 +9,15 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import pytest_twisted
 import zmq
 
-from pushpin_tx.protocol.config import Settings
 
 from tests.stress.support import open_stream
 
 from .harness import poll_until, raw_request, start_proxy
 
 STREAMS = 40
-needs_bound = pytest.mark.skipif(
-    "delivery_pending_max" not in getattr(Settings, "__annotations__", {}),
-    reason="the delivery_pending_max key is not in protocol/config.py yet (patch /tmp/patches/helper-I-3.diff)",
-)
-
 
 def _body(items: list) -> bytes:
     return json.dumps({"items": items}).encode()
@@ -64,7 +57,6 @@ async def test_a_burst_of_publishes_reaches_every_stream_once_and_in_order(react
         await proxy.stop()
 
 
-@needs_bound
 @pytest_twisted.ensureDeferred
 async def test_over_the_bound_a_zeromq_flood_is_held_back_and_then_released_with_nothing_lost(reactor, tmp_path):
     """With a small delivery_pending_max, a PUSH flood pauses the PULL input (logged), resumes it, and every stream gets every message in order."""

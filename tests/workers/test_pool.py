@@ -149,12 +149,12 @@ class _ProcessReactor(task.Clock):
         return transport
 
 
-def _pool(count=3):
+def _pool(count=3, backpressure=None):
     reactor = _ProcessReactor()
     router = _Router()
     interest = SharedInterest(router)
     pool = WorkerPool(count, reactor, listen=lambda: [("127.0.0.1", 7999)], interest=interest,
-                      init=lambda index: {"index": index})
+                      init=lambda index: {"index": index}, backpressure=backpressure)
     pool.startService()
     return pool, reactor, interest
 
@@ -649,3 +649,29 @@ def test_a_recover_after_publishes_in_the_same_turn_delivers_them_first():
     pushpin.router.unsubscribe("c", hold)
     reactor.advance(0)
     link.stopService()
+
+
+def test_a_worker_behind_on_its_pipe_holds_the_publishers_back_until_it_catches_up():
+    """The slowest worker's pipe backlog over the delivery bound holds publishers back (well before MAX_BACKLOG), and releases them once it has read."""
+    from pushpin_tx.core.pending import Backpressure
+
+    pressure = Backpressure(1000)
+    pool, reactor, _ = _pool(2, backpressure=pressure)
+    answers = []
+    worker = pool.workers[1]
+
+    class Pipe:  # the write-buffer fields of a Twisted FileDescriptor (_compat.buffered_bytes)
+        dataBuffer, offset, _tempDataBuffer, _tempDataLen = b"", 0, [b"x" * 5000], 5000
+
+    pipe = worker.transport.pipes = {3: Pipe()}
+    pool.forward(("item", "x"))
+    reactor.advance(0)
+    assert pressure.congested and worker.alive
+    pressure.when_relieved(lambda: answers.append("answered"))
+    reactor.advance(0.01)
+    assert answers == []  # still behind: looked at again
+    pipe[3]._tempDataBuffer, pipe[3]._tempDataLen = [], 0
+    reactor.advance(0.01)
+    assert answers == ["answered"] and not pressure.congested
+    assert reactor.getDelayedCalls() == [] or all(c.getTime() > reactor.seconds() + 0.5 for c in reactor.getDelayedCalls())
+    pool.stopService()
