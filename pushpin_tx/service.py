@@ -272,11 +272,16 @@ class PushpinService(service.MultiService):
 
         # The client side, in every process.
         ids = connection_ids(worker_index, count, generation)
-        self.acceptor = Acceptor(settings, self.hold_context, self.counters, self.origin, stats=self.stats, last_ids=self.last_ids)
+        # The one loop between the client-side parts: the proxy hands GRIP answers to the
+        # acceptor, and the acceptor calls back into the proxy (signing next-link requests,
+        # relaying a non-GRIP answer), so the acceptor's two reach the proxy when called.
+        self.acceptor = Acceptor(settings, self.hold_context, self.counters, self.origin,
+                                 lambda info, netloc: self.proxy.link_headers_for(info, netloc),
+                                 stats=self.stats, last_ids=self.last_ids,
+                                 relay=lambda request, info, response: self.proxy.relay(request, info, response))
         self.websockets = WebSocketGateway(settings, reactor, self.hold_context, self.counters, self.origin, stats=self.stats, ids=ids)
         self.proxy = ProxyResource(settings, self.origin, self.signer_for, self.acceptor, self.counters, reactor,
                                    ids=ids, ws_gateway=self.websockets)
-        self._link_client_side()
         #: client_maxconn, this process's share (connmgr shares it among its threads alike)
         self.connection_limit = ConnectionLimit(per_process(settings.client_maxconn, count))
         self._identities = IdentityStore(settings.certs_dir) if settings.https_ports else None
@@ -292,15 +297,6 @@ class PushpinService(service.MultiService):
             child.setServiceParent(self)
 
     # --- building ----------------------------------------------------------------------------
-
-    def _link_client_side(self) -> None:
-        """
-        The one loop between the client-side parts: the proxy hands GRIP answers to the
-        acceptor, and the acceptor calls back into the proxy (relaying a non-GRIP answer,
-        signing next-link requests), so the acceptor is given the proxy's two once both exist.
-        """
-        self.acceptor.link_headers = self.proxy.link_headers_for
-        self.acceptor.relay = self.proxy.relay
 
     def _client_site(self) -> ClientSite:
         return ClientSite(self.proxy, header_limit=self.settings.client_buffer_size, reactor=self.reactor,

@@ -73,8 +73,12 @@ class Acceptor:
         stats: "StatsPublisher | None" = None,
         *,
         last_ids: Any = None,
+        relay: Callable[..., None] | None = None,
     ) -> None:
-        """@param last_ids: the channels' last delivered ids, checked against prev-ids."""
+        """
+        @param last_ids: the channels' last delivered ids, checked against prev-ids.
+        @param relay: relays a non-GRIP origin answer (the proxy resource's C{relay}).
+        """
         self._settings = settings
         self._ctx = ctx
         self._counters = counters
@@ -86,8 +90,8 @@ class Acceptor:
         self.link_headers = headers_for_link
         self._stats = stats
         self.last_ids = last_ids
-        #: relays a non-GRIP origin answer (set by the proxy resource)
-        self.relay: Callable[..., None] | None = None
+        #: relays a non-GRIP origin answer
+        self.relay = relay
         self._random = random.random
 
     async def accept(self, request: "ClientRequest", info: "RequestInfo", response: "OriginResponse", retries: int = 0) -> None:
