@@ -32,6 +32,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
 from pushpin_tx._compat import channel_paused, is_disconnected, request_line
+from pushpin_tx.net import gcpolicy
 from pushpin_tx.net.writethrough import TurnCounter, writer_for
 from pushpin_tx.web.h2 import h2_available, take_over
 
@@ -484,6 +485,7 @@ class ClientChannel(http.HTTPChannel):
         limit, self._counted = self._counted, None
         if limit is not None:
             limit.closed()
+        gcpolicy.closed()
         super().connectionLost(reason)
 
 
@@ -545,6 +547,7 @@ class ClientSite(server.Site):
     def buildProtocol(self, addr: Any) -> ClientChannel:  # type: ignore[override]  # (as for protocol above)
         channel = cast(ClientChannel, super().buildProtocol(addr))
         channel.totalHeadersSize = self._header_limit
+        gcpolicy.opened()
         return channel
 
     @property
