@@ -10,9 +10,42 @@ decimal byte length of DATA, a colon, DATA, then one tag byte saying what DATA i
     ~  null (empty)     }  dict: key/value pairs, keys are byte strings
     ]  list
 
-This codec is written by hand because the PyPI C{tnetstring} package is unmaintained (last
-release 2011, Python 2 era) and C-only; the format is small enough that a pure, fully
-tested implementation is cheaper than a fragile dependency.
+Why by hand (measured for issue 18 on 2026-12-02): the old C{tnetstring} package is Python 2
+era (2011); C{tnetstring3} 0.4.0 is maintained (a C extension, wheels for CPython 3.10-3.14)
+and much faster, but it does not keep Pushpin's rules nor this module's promise:
+
+  - hostile bytes escape as other exceptions, past the C{except TnetstringError} of the ZMQ
+    inputs and the command socket: C{OverflowError} for a non-ASCII byte among an integer's
+    digits (C{2:} then bytes D9 A1 then C{#}; 118 of 300,000 random and mutated frames in
+    a differential fuzz against this module), C{TypeError} for a list decoded as a dict key, C{RecursionError}
+    past its depth limit (512);
+  - it accepts what Pushpin refuses: dict keys that are not byte strings (an integer key
+    comes back as C{{1: b'x'}}), hex floats (C{4:-0x0^}), C{+1#}, trailing bytes after C{loads};
+    and it encodes int dict keys;
+  - it refuses what pushpin-tx writes: C{str} (stats packets and command replies have str
+    keys and values), tuples, C{bytearray}/C{memoryview}.
+
+Run against our tests (tests/protocol/test_tnetstring.py) it fails 10 of 55. Behind an
+adapter (a Python walk on encode for str, tuples and key types; on decode, catching the four
+exception types above and refusing trailing bytes; C{_adapted} in the bench) it passes all
+55, but still reads the wider language above, and a C parser whose fuzzing already turned
+up an unexpected exception is a worse bet on hostile ZMQ input than this one (a memory fault
+there would not be catchable at all). The adapter also costs back half the encode gain.
+Speed, C{bench/tnetstring_speed.py}, best of 7, microseconds per operation:
+
+    =================================== ========== =============== ===================
+    operation                           this       tnetstring3 raw tnetstring3 adapted
+    =================================== ========== =============== ===================
+    decode publish item (414 B, pop)    19.0       1.08            1.13
+    encode publish item                 14.4       1.21            7.24
+    decode command request (39 B, pop)  3.08       0.25            0.29
+    encode stats report (str keys)      9.73       refused         5.27
+    encode command reply (str keys)     5.05       refused         2.74
+    =================================== ========== =============== ===================
+
+None of these is on the proxied-request path (bench C{proxy_get}); the publish decode is the
+one that could show, once per published item. Should a profile ever put it in sight, the lead
+is a faster decode here, or C{tnetstring3} behind a validating walk that keeps the rules above.
 
 Decoded byte strings stay C{bytes} (tnetstrings carry no text type); L{dumps} encodes a
 C{str} as its UTF-8 bytes. L{loads} and L{pop} raise only L{TnetstringError}, whatever the
