@@ -12,10 +12,21 @@ A client that falls so far behind that its queue overflows (policy C{disconnect}
 default) gets no further message: once it has read what is queued it gets a close frame,
 code L{CLOSE_SLOW_READER} (1013, "Try Again Later") with a reason, so that it reconnects
 knowing it missed messages. Every message dropped meanwhile is counted and logged.
+
+Reliable mode (WebSocket-over-HTTP only): a C{subscribe} control message with a C{prev-id}
+makes the channel sequenced for this connection. Each published C{ws-message} with an id
+must follow the channel's position (its C{prev-id} the last id delivered); a duplicate id
+is dropped; a gap, or a client too slow to take the next item (its queue at the limit),
+makes the session ask the origin for what is missing (L{OriginLink} C{recover}, a request
+with C{Grip-Last}) and hold what is published meanwhile. The origin's answer carries the
+missing messages and a C{subscribe} with the new C{prev-id}; then what was held and follows
+on goes out, and the rest (which the answer covered) is dropped. If the origin cannot be
+reached the client is closed (1011): it never sees a gap or a message twice.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
@@ -82,6 +93,14 @@ class OriginLink(Protocol):
     def detach(self) -> None: ...
 
 
+#: reliable mode: items held while a recovery is out, past which one more recovery follows
+HELD_MAX = 1000
+#: reliable mode: ids remembered per channel to drop duplicates
+SEEN_MAX = 64
+#: the close code a reliable client gets when its origin cannot fill a gap (1011, internal error)
+CLOSE_RECOVERY_FAILED = 1011
+
+
 @dataclass
 class _Sub:
     filters: tuple[str, ...]
@@ -132,6 +151,15 @@ class WsSession:
         self._drain_call: IDelayedCall | None = None
         #: called once when the session ends (the gateway's bookkeeping)
         self.on_end: Callable[[], None] | None = None
+        #: reliable mode: each sequenced channel's position (the last id delivered) and recent ids
+        self._expect: dict[str, str] = {}
+        self._seen: dict[str, deque[str]] = {}
+        self._recovering = False
+        self._held: list[tuple[Publication, str]] = []
+        self._again = False  # something was missed while recovering: recover once more
+        self._behind = False  # a slow reader: items were left for a recovery once it reads
+        self._catch_up_call: IDelayedCall | None = None
+        self.recoveries = 0
 
     # wiring -------------------------------------------------------------------------------
 
@@ -155,6 +183,8 @@ class WsSession:
     def _write(self, frame: bytes) -> None:
         if self.client is not None:
             self.client.write_frame(frame)
+        if self._behind and self._catch_up_call is None:
+            self._catch_up_call = self._ctx.clock.callLater(0, self._catch_up)
 
     def _send(self, opcode: int, payload: bytes, channel: str = "") -> None:
         if self.queue is None or self.done:
@@ -220,6 +250,8 @@ class WsSession:
             self._log.info("{conn}: ignoring control message: {why}", conn=self.conn_id, why=e)
             return
         if isinstance(message, Subscribe):
+            if message.prev_id is not None and not message.prefix:
+                self._sequence(self.prefix + message.channel, message.prev_id)
             if message.prefix:
                 self._subscribe_prefix(self.prefix + message.channel, message.filters)
             else:
@@ -293,6 +325,8 @@ class WsSession:
             return  # implicit sub= channels cannot be removed (§8.3)
         self._ctx.router.unsubscribe(channel, self)  # first: what was published before it is still written
         del self.channels[channel]
+        self._expect.pop(channel, None)
+        self._seen.pop(channel, None)
         if self._ctx.stats is not None:
             self._ctx.stats.unsubscribed(channel, self.kind)
 
@@ -352,6 +386,8 @@ class WsSession:
             sub = self._subscription(channel)
             if sub is None:
                 return
+        if self._expect and channel in self._expect and not self._admit(publication, channel):
+            return
         if sub.filters and not should_deliver(
             sub.filters, sub_meta=self.meta, publish_meta=publication.item.meta, subscribed_channels=self.channels
         ):
@@ -397,7 +433,7 @@ class WsSession:
         """
         queue = self.queue
         sub = self.channels.get(channel) or self._subscription(channel)
-        if self.done or queue is None or sub is None or sub.filters or sub.content_filters or len(queue) or queue.paused or queue.overflowed:
+        if self.done or queue is None or sub is None or channel in self._expect or sub.filters or sub.content_filters or len(queue) or queue.paused or queue.overflowed:
             for publication in publications:
                 self.deliver(publication, channel)
             return
@@ -454,6 +490,98 @@ class WsSession:
         if call is not None and call.active():
             call.cancel()
 
+    # reliable mode ------------------------------------------------------------------------
+
+    def _sequence(self, channel: str, prev_id: str) -> None:
+        """
+        A C{subscribe} with C{prev-id}: the channel is sequenced from C{prev_id} on (a
+        recovery's answer moves the position this way too). Only an origin that can be asked
+        again (WebSocket-over-HTTP) gets reliable mode; for another the C{prev-id} is ignored.
+        """
+        if getattr(self.origin, "recover", None) is None:
+            self._log.info("ws {conn}: prev-id on {channel} ignored: reliable mode needs a WebSocket-over-HTTP origin", conn=self.conn_id, channel=channel)
+            return
+        self._expect[channel] = prev_id
+        self._seen.setdefault(channel, deque(maxlen=SEEN_MAX))
+
+    def _admit(self, publication: Publication, channel: str) -> bool:
+        """Reliable mode: whether C{publication} goes out now (the position moves on to its id) or waits, is dropped or is recovered."""
+        item = publication.item
+        if self._recovering:
+            if len(self._held) < HELD_MAX:
+                self._held.append((publication, channel))
+            else:
+                self._again = True
+            return False
+        seen = self._seen[channel]
+        if item.id is not None and (item.id == self._expect[channel] or item.id in seen):
+            self._ctx.on_drop(self.conn_id, channel, f"duplicate id {item.id}")
+            return False
+        queue = self.queue
+        if self._behind or (queue is not None and len(queue) >= self._ctx.queue_limit):
+            # the client is too slow: what it cannot take now (gaps included) is asked for once it has read
+            self._behind = True
+            return False
+        if item.prev_id is not None and item.prev_id != self._expect[channel]:
+            self._log.info("ws {conn}: gap on {channel} (expected prev-id {expected}, got {got}), recovering",
+                           conn=self.conn_id, channel=channel, expected=self._expect[channel], got=item.prev_id)
+            self._recover((publication, channel))
+            return False
+        if item.id is not None:
+            self._expect[channel] = item.id
+            seen.append(item.id)
+        return True
+
+    def _catch_up(self) -> None:
+        """A slow reader has read something: once its queue is empty, recover what it was not given."""
+        self._catch_up_call = None
+        if self.done or not self._behind or (self.queue is not None and len(self.queue)):
+            return
+        self._behind = False
+        if not self._recovering:
+            self._recover(None)
+        else:
+            self._again = True
+
+    def _recover(self, first: "tuple[Publication, str] | None") -> None:
+        """Ask the origin for everything after each sequenced channel's position; hold what is published meanwhile."""
+        self._recovering = True
+        self._held = [first] if first is not None else []
+        self._again = False
+        self.recoveries += 1
+        self._ctx.counters.recoveries += 1
+        prefix = self.prefix
+        last = {name[len(prefix):] if prefix and name.startswith(prefix) else name: id for name, id in self._expect.items()}
+        recover = getattr(self.origin, "recover")
+        d = recover(last)
+        d.addCallbacks(self._recovered, self._recovery_failed)
+
+    def _recovered(self, _: object) -> None:
+        """The origin's answer has been applied (its messages queued, positions moved on): deliver what was held and follows on."""
+        if self.done:
+            return
+        self._recovering = False
+        held, self._held = self._held, []
+        for publication, channel in held:
+            item = publication.item
+            expected = self._expect.get(channel)
+            if self._recovering or expected is None or item.prev_id is None or item.prev_id == expected:
+                self.deliver(publication, channel)  # while a new recovery is out, this holds it again
+            elif item.id is not None and item.id not in self._seen.get(channel, ()):
+                self._ctx.on_drop(self.conn_id, channel, f"superseded by recovery (id {item.id})")
+        if self._again and not self._recovering and not self.done:
+            self._recover(None)
+
+    def _recovery_failed(self, failure: Any) -> None:
+        """The origin could not be asked: close the client rather than leave it with a gap."""
+        self._recovering = False
+        self._held = []
+        if self.done:
+            return
+        self._log.warn("ws {conn}: recovery from the origin failed ({why}), closing", conn=self.conn_id, why=failure.getErrorMessage())
+        if self.client is not None:
+            self.client.close(CLOSE_RECOVERY_FAILED, "reliable delivery: could not recover missed messages")
+
     # ending ------------------------------------------------------------------------------
 
     def end(self) -> None:
@@ -469,9 +597,10 @@ class WsSession:
                 stats.unsubscribed(channel, self.kind)
         for prefix in self.prefixes:
             router.unsubscribe_prefix(prefix, self)
-        for call in (self._keep_alive_call, self._delayed_call, self._drain_timer, self._drain_call):
+        for call in (self._keep_alive_call, self._delayed_call, self._drain_timer, self._drain_call, self._catch_up_call):
             self._cancel(call)
-        self._keep_alive_call = self._delayed_call = self._drain_timer = self._drain_call = None
+        self._keep_alive_call = self._delayed_call = self._drain_timer = self._drain_call = self._catch_up_call = None
+        self._held = []
         if self.queue is not None:
             self.queue.stopProducing()
         if self.on_end is not None:

@@ -105,6 +105,8 @@ class Subscribe:
     channel: str
     filters: tuple[str, ...] = ()
     prefix: bool = False
+    #: C{"prev-id"}: reliable mode for this channel (WebSocket-over-HTTP), starting after this id
+    prev_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +197,11 @@ def parse_control_message(payload: bytes) -> ControlMessage:
         prefix = _get_bool(doc, "prefix")
         if kind == "unsubscribe":
             return Unsubscribe(channel, prefix)
-        return Subscribe(channel, _get_filters(doc), prefix)
+        filters = _get_filters(doc)
+        prev_id = _get_str(doc, "prev-id")
+        if prev_id is not None and prefix:
+            raise WsControlError(f"{_OBJ} contains 'prev-id' with 'prefix'")
+        return Subscribe(channel, filters, prefix, prev_id)
     if kind == "detach":
         return Detach()
     if kind == "session":

@@ -15,6 +15,13 @@ C{Content-Bytes-Accepted: N} takes only the first N message bytes; the rest (a m
 where N ends, and those after it) is sent again at the front of the next request, which
 says how much it replays in C{Content-Bytes-Replayed} (L{split_accepted}). As in Pushpin,
 a replay alone does not start a request: new client data, a keep-alive or a close does.
+
+Reliable mode (L{WohLink.recover}): when the session finds a gap in a sequenced channel it
+asks the origin for what is missing in a request of its own, with no events and one
+C{Grip-Last: <channel>; last-id=<id>} header per sequenced channel (as an HTTP stream's
+recovery does). The answer is applied like any other: its messages go to the client, and a
+C{subscribe} with a C{prev-id} moves the channel's position on. Failures are retried like
+the other requests (5 tries with backoff).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from pushpin_tx.protocol import headers as hdr
@@ -194,6 +202,39 @@ class WohLink:
             except ValueError:
                 seconds = 0
             self._keep_alive_interval = max(seconds, MIN_KEEP_ALIVE) if seconds > 0 else None
+
+    def recover(self, last_ids: dict[str, str]) -> "Deferred[None]":
+        """
+        Reliable mode: ask the origin for what came after C{last_ids} ({channel: last id},
+        the route prefix left off); fires once the answer's events are applied, fails when
+        the origin could not be asked (after the retries) or answered with no events.
+        """
+        extra = [(b"Grip-Last", b"%s; last-id=%s" % (name.encode(), id.encode())) for name, id in sorted(last_ids.items())]
+        return Deferred.fromCoroutine(self._recover(extra))
+
+    async def _recover(self, extra: hdr.Headers) -> None:
+        def headers_for(target: "Target") -> hdr.Headers:
+            return self._request_headers(target) + extra
+
+        attempt = 0
+        while True:
+            try:
+                response = await self._origin.request(self._targets, b"POST", self._path, headers_for, lambda: BytesProducer(b""))
+                data = await read_body(response, MAX_RESPONSE)
+                break
+            except (AllTargetsFailed, OriginError, BodyTooLarge) as e:
+                attempt += 1
+                if attempt >= RETRIES or self._closed:
+                    raise
+                delay = (2 ** (attempt - 1)) + self._random()
+                self._log.info("ws {conn}: recovery request failed ({why}), retrying in {delay:.1f} s", conn=self.conn_id, why=e, delay=delay)
+                await deferLater(self._clock, delay, lambda: None)
+        content_type = (hdr.get_header(response.headers, b"content-type") or b"").split(b";")[0].strip().lower()
+        if response.code != 200 or content_type != EVENTS_TYPE:
+            raise OriginError(f"recovery answered {response.code} {content_type.decode('latin-1')}")
+        events = decode_events(data)
+        self.apply_response_headers(response)
+        self._apply_events(events)
 
     def start(self, events: list[WsEvent]) -> None:
         """The client is connected: act on the events that came with the OPEN answer (after its OPEN)."""

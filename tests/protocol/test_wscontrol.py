@@ -399,3 +399,10 @@ def test_a_non_boolean_prefix_is_refused():
     """C{"prefix": "yes"} is a wrong type, with Pushpin's wording for one."""
     with pytest.raises(WsControlError, match="contains 'prefix' with wrong type"):
         parse({"type": "subscribe", "channel": "news.", "prefix": "yes"})
+
+
+def test_subscribe_takes_a_prev_id_for_reliable_mode():
+    """C{"prev-id"} on a subscribe asks for reliable mode from that id; with C{"prefix"} it is refused."""
+    assert parse({"type": "subscribe", "channel": "feed", "prev-id": "7"}) == Subscribe("feed", (), False, "7")
+    with pytest.raises(WsControlError, match="'prev-id' with 'prefix'"):
+        parse({"type": "subscribe", "channel": "feed.", "prefix": True, "prev-id": "7"})
