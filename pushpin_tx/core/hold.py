@@ -181,9 +181,11 @@ class _Hold:
         raise NotImplementedError
 
     def _passes(self, publication: "Publication", channel: str) -> bool:
-        sub = self._subscription(channel)
+        sub = self.channels.get(channel)
         if sub is None:
-            return False
+            sub = self._subscription(channel)
+            if sub is None:
+                return False
         filters = sub.filters
         if not filters:
             return True
@@ -465,8 +467,8 @@ class StreamHold(_Hold):
             or len(queue)
             or queue.paused
             or channel in self._expect
-            or channel not in self.channels
-            or self.channels[channel].filters
+            or (own := self.channels.get(channel)) is None
+            or own.filters
         ):
             for publication in publications:
                 self.deliver(publication, channel)
