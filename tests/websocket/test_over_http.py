@@ -213,3 +213,35 @@ def test_refresh_asks_the_origin_now_or_after_the_request_out(clock):
     woh.detach()
     woh.refresh()
     assert len(origin.posts) == 2
+
+
+def test_a_recovery_posts_no_events_with_grip_last_and_applies_the_answer(clock):
+    """recover() sends an empty POST with one Grip-Last per channel; the answer's messages reach the client and the Deferred fires."""
+    from pushpin_tx.protocol.wsevents import WsEvent, encode_events
+
+    session, woh, origin, client = link(clock)
+    done = []
+    woh.recover({"b": "7", "a": "3"}).addCallback(done.append)
+    headers, body, _ = origin.posts[-1]
+    assert body == b""
+    assert [v for k, v in headers if k == b"Grip-Last"] == [b"a; last-id=3", b"b; last-id=7"]
+    origin.answer(encode_events([WsEvent("TEXT", b"item 4")]))
+    assert done == [None] and client.frames == [b"\x81\x06item 4"]
+
+
+def test_a_recovery_is_retried_then_fails(clock):
+    """A recovery the origin cannot take is retried after 1, 2, 4, 8 s; after 5 tries its Deferred fails; a non-events answer fails at once."""
+    session, woh, origin, client = link(clock)
+    failed = []
+    woh.recover({"a": "3"}).addErrback(failed.append)
+    for attempt in range(4):
+        origin.fail()
+        assert not failed
+        clock.advance(2**attempt)
+        assert len(origin.posts) == attempt + 2
+    origin.fail()
+    assert len(failed) == 1 and failed[0].check(AllTargetsFailed)
+    woh.recover({"a": "3"}).addErrback(failed.append)
+    _, _, d = origin.posts[-1]
+    d.callback(buffered_response(200, b"OK", [(b"Content-Type", b"text/plain")], b"no", origin.target))
+    assert len(failed) == 2 and clock.getDelayedCalls() == []
