@@ -10,7 +10,13 @@ opening divided by the number opened, and the opening rate. Background load proc
 the idle connections between levels (one per level, so that the level grows by adding, not
 by reopening). Nothing is published: this measures accepting, routing, holding and
 subscribing, and whether that grows with what is held (garbage collection over tracked
-objects, per-connection tables).
+objects, per-connection tables). The CPU window runs C{--tail} seconds past the probe's last
+opening, so that work the opening leaves for shortly after counts too; the "idle CPU" column
+is the proxy's CPU share over the C{--settle} second before the probe.
+
+Each load process connects from a loopback source address of its own (fanout_load's
+C{source}): from 127.0.0.1 alone, connect() ran short of ephemeral ports past ~14,000 held and
+its search for one set the pace (10x the load's CPU at 15,000; Pushpin's rate fell as much).
 
 The default top level is 15,000, not the 20,000 of issue 14: this machine's hard limit on open
 files (C{ulimit -Hn}) is 20,000 per process, and the proxy holds every level's connections
@@ -39,9 +45,13 @@ from fanout import LOAD, warm_up  # noqa: E402
 LABEL = {"pushpin-tx": "pushpin-tx", "pushpin": "Pushpin 1.36"}
 
 
-def _load(proxy: proxies.Proxy, prefix: str, count: int, mode: str) -> common.Child:
-    """A load process holding C{count} idle connections on channels C{<prefix><i>}, once it says ready."""
-    cfg = {"port": proxy.client_port, "control_port": proxy.control_port, "push_spec": proxy.push_in_spec,
+def _load(proxy: proxies.Proxy, prefix: str, count: int, mode: str, source: str | None = None) -> common.Child:
+    """
+    A load process holding C{count} idle connections on channels C{<prefix><i>}, once it says
+    ready; from the loopback address C{source} when given (fanout_load's C{source}: each load
+    process its own, so that no one runs short of ephemeral ports).
+    """
+    cfg = {"source": source, "port": proxy.client_port, "control_port": proxy.control_port, "push_spec": proxy.push_in_spec,
            "channel": prefix, "many_channels": True, "sync": False, "batch": 100, "pace": None, "connections": count,
            "messages": 0, "input": "http", "publish_concurrency": 1, "connect_window": 50, "idle_timeout": 5.0,
            "mode": mode}
@@ -63,16 +73,21 @@ def run_target(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         have = 0
         for n, level in enumerate(sorted(args.levels)):
             if level > have:
-                bg = _load(proxy, f"h{n}_", level - have, args.mode)
+                bg = _load(proxy, f"h{n}_", level - have, args.mode, f"127.0.{n + 1}.1")
                 held.append(bg)
                 ready = bg.read(timeout=max(120.0, (level - have) / 100))
                 if ready["opened"] != level - have:
                     problems.append(f"level {level}: only {ready['opened']} of {level - have} held: {ready['errors']}")
                 have = level
+            idle0 = proxy.cpu()
             time.sleep(args.settle)
             cpu0 = proxy.cpu()
-            probe = _load(proxy, f"p{n}_", args.probe, args.mode)
+            idle = (cpu0 - idle0) / args.settle  # its CPU with this many held and nothing new (the settle)
+            probe = _load(proxy, f"p{n}_", args.probe, args.mode, f"127.1.{n + 1}.1")
             ready = probe.read(timeout=300)
+            # and what the opening leaves to do shortly after (pushpin-tx's freeze of the new
+            # connections a second later, net/gcpolicy.py): part of their set-up cost too
+            time.sleep(args.tail)
             cpu1 = proxy.cpu()
             load_cpu = common.tree_cpu(probe.pid)  # its whole life: start-up included, so an upper bound
             probe.stop()
@@ -81,7 +96,8 @@ def run_target(kind: str, args: argparse.Namespace) -> dict[str, Any]:
             opened = max(1, ready["opened"])
             levels.append({"held": level, "cpu_per_conn": (cpu1 - cpu0) / opened,
                            "rate": ready["opened"] / ready["connect_s"] if ready["connect_s"] else 0.0,
-                           "proxy_cpu": cpu1 - cpu0, "wall": ready["connect_s"], "load_cpu": load_cpu})
+                           "proxy_cpu": cpu1 - cpu0, "wall": ready["connect_s"], "load_cpu": load_cpu,
+                           "idle_cpu": idle})
         if not proxy.alive():
             problems.append(f"{kind} exited during the run:\n{proxy.log_tail()}")
     finally:
@@ -102,10 +118,11 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> int:
     rows = []
     for kind, r in results.items():
         for lv in r["levels"]:
-            rows.append([LABEL[kind], f"{lv['held']:,}", common.fmt_us(lv["cpu_per_conn"]), f"{lv['rate']:,.0f}"])
+            rows.append([LABEL[kind], f"{lv['held']:,}", common.fmt_us(lv["cpu_per_conn"]), f"{lv['rate']:,.0f}",
+                         f"{100 * lv['idle_cpu']:.1f}%"])
     noun = "WebSocket" if args.mode == "ws" else "stream"
     common.print_table(f"Set-up cost of a held {noun} (proxy CPU over opening {args.probe:,} more / opened)",
-                       ["target", "already held", f"CPU per {noun}", "opened/s"], rows)
+                       ["target", "already held", f"CPU per {noun}", "opened/s", "idle CPU"], rows)
     growth = [[LABEL[k], f"{r['growth']:.2f}x" if r["growth"] else "-"] for k, r in results.items()]
     common.print_table(f"Growth: CPU per {noun} at {max(args.levels):,} held / at {min(args.levels):,} held",
                        ["target", "growth"], growth)
@@ -125,6 +142,8 @@ def main() -> int:
                         type=lambda s: [int(x) for x in s.split(",") if x.strip()])
     parser.add_argument("--probe", type=int, default=1000, help="connections opened at each level")
     parser.add_argument("--settle", type=float, default=1.0, help="seconds between a level and its probe")
+    parser.add_argument("--tail", type=float, default=1.5,
+                        help="seconds after the probe opened that still count in its CPU")
     parser.add_argument("--targets", default="pushpin-tx,pushpin")
     parser.add_argument("--loglevel", type=int, default=2)
     common.add_proxy_options(parser)

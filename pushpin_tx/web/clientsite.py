@@ -349,6 +349,8 @@ class ClientChannel(http.HTTPChannel):
     _secure_of: Any = None
     #: the process's client connection count this connection holds a place in (None: not counted)
     _counted: Any = None
+    #: the garbage-collection epoch it opened in (net/gcpolicy.py: whether it is frozen yet)
+    gc_epoch = 0
     #: whether the first bytes must look at ALPN first (a TLS connection of a site with HTTP/2)
     _alpn_pending = False
 
@@ -485,7 +487,7 @@ class ClientChannel(http.HTTPChannel):
         limit, self._counted = self._counted, None
         if limit is not None:
             limit.closed()
-        gcpolicy.closed()
+        gcpolicy.closed(self.gc_epoch)
         super().connectionLost(reason)
 
 
@@ -547,7 +549,7 @@ class ClientSite(server.Site):
     def buildProtocol(self, addr: Any) -> ClientChannel:  # type: ignore[override]  # (as for protocol above)
         channel = cast(ClientChannel, super().buildProtocol(addr))
         channel.totalHeadersSize = self._header_limit
-        gcpolicy.opened()
+        channel.gc_epoch = gcpolicy.opened()
         return channel
 
     @property

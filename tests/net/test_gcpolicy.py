@@ -33,49 +33,65 @@ class SettledFreezeTests(unittest.TestCase):
         self.policy = SettledFreeze(self.clock, interval=1.0, min_new=3, min_closed=4, closed_ratio=0.5,
                                     max_freezes=2, collector=self.gc)
 
+    def open(self, n: int) -> list[int]:
+        """Open C{n} connections; their epochs."""
+        return [self.policy.opened() for _ in range(n)]
+
     def test_fewer_than_min_new_opened_never_freezes(self) -> None:
         """Two connections opened (min_new 3): nothing is scheduled, nothing frozen."""
-        self.policy.opened()
-        self.policy.opened()
+        self.open(2)
         self.clock.advance(5)
         self.assertEqual(self.gc.calls, [])
 
     def test_freeze_once_an_interval_after_enough_opened(self) -> None:
         """min_new connections opened: one young collection and freeze, an interval later, not before."""
-        for _ in range(5):
-            self.policy.opened()
+        self.assertEqual(self.open(5), [0] * 5)
         self.clock.advance(0.9)
         self.assertEqual(self.gc.calls, [])
         self.clock.advance(0.1)
         self.assertEqual(self.gc.calls, ["collect", "freeze"])
-        self.assertEqual(self.policy.new, 0)
+        self.assertEqual((self.policy.epoch, self.policy.open_at_freeze), (1, 5))
         self.clock.advance(5)
         self.assertEqual(self.gc.calls, ["collect", "freeze"])
+        self.assertEqual(self.policy.opened(), 1)
 
-    def test_enough_closes_run_a_full_collection(self) -> None:
-        """Closes past max(min_closed, half the open ones): unfreeze, collect, freeze."""
-        for _ in range(4):
-            self.policy.opened()
+    def test_connections_that_come_and_go_never_freeze(self) -> None:
+        """Short connections closed before the interval: the open count did not grow, no freeze."""
+        for epoch in self.open(5):
+            self.policy.closed(epoch)
+        self.clock.advance(5)
+        self.assertEqual(self.gc.calls, [])
+        self.assertEqual(self.policy.closes, 0)
+
+    def test_enough_frozen_closes_run_a_full_collection(self) -> None:
+        """Closes of frozen connections past max(min_closed, half the open ones): unfreeze, collect, freeze."""
+        epochs = self.open(4)
         self.clock.advance(1)
         self.gc.calls.clear()
-        for _ in range(4):
-            self.policy.closed()
+        for epoch in epochs:
+            self.policy.closed(epoch)
         self.clock.advance(1)
         self.assertEqual(self.gc.calls, ["unfreeze", "collect", "freeze"])
         self.assertEqual((self.policy.closes, self.policy.full, self.policy.open), (0, 1, 0))
 
+    def test_closes_of_unfrozen_connections_do_not_count(self) -> None:
+        """A connection opened since the last freeze closing is no frozen garbage: not counted."""
+        self.open(4)
+        self.clock.advance(1)
+        late = self.policy.opened()
+        self.policy.closed(late)
+        self.assertEqual(self.policy.closes, 0)
+
     def test_max_freezes_run_a_full_collection(self) -> None:
         """After max_freezes freezes, the next due one is a full collection."""
         for _ in range(3):
-            for _ in range(3):
-                self.policy.opened()
+            self.open(3)
             self.clock.advance(1)
         self.assertEqual(self.gc.calls, ["collect", "freeze"] * 2 + ["unfreeze", "collect", "freeze"])
 
     def test_stop_cancels_the_pending_run(self) -> None:
         """stop() cancels a scheduled freeze."""
-        for _ in range(3):
-            self.policy.opened()
+        self.open(3)
         self.policy.stop()
         self.clock.advance(5)
         self.assertEqual(self.gc.calls, [])
@@ -90,15 +106,15 @@ class ModuleTests(unittest.TestCase):
     def test_hooks_do_nothing_before_install(self) -> None:
         """opened()/closed() before install() are no-ops."""
         gcpolicy._current = None
-        gcpolicy.opened()
-        gcpolicy.closed()
+        self.assertEqual(gcpolicy.opened(), 0)
+        gcpolicy.closed(0)
         self.assertIsNone(gcpolicy.current())
 
     def test_install_counts_connections(self) -> None:
         """After install(), the module hooks reach the installed policy."""
         policy = gcpolicy.install(Clock(), min_new=10)
         gcpolicy.opened()
-        gcpolicy.opened()
-        gcpolicy.closed()
+        epoch = gcpolicy.opened()
+        gcpolicy.closed(epoch - 1)  # as if opened before a freeze
         self.assertIs(gcpolicy.current(), policy)
-        self.assertEqual((policy.open, policy.new, policy.closes), (1, 2, 1))
+        self.assertEqual((policy.open, policy.closes), (1, 1))
