@@ -64,6 +64,10 @@ class Stream:
 # --- opening the streams (asyncio) ---------------------------------------------------------------
 
 
+#: Linux's IP_BIND_ADDRESS_NO_PORT (not in the socket module): bind the address, pick the port at connect
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+
 async def open_streams(cfg: dict[str, Any], errors: list[str]) -> list[Stream]:
     """Open C{connections} streams, C{connect_window} at a time; each returned once C{[stream opened]} arrived."""
     loop = asyncio.get_running_loop()
@@ -84,6 +88,12 @@ async def open_streams(cfg: dict[str, Any], errors: list[str]) -> list[Stream]:
             sock = socket.socket()
             sock.setblocking(False)
             try:
+                if cfg.get("source"):
+                    # a loopback source address of its own (127.0.0.0/8): the ephemeral ports of
+                    # 127.0.0.1 -> the proxy run short past ~14,000 (connect() searches them,
+                    # even ones first), and that search, not the proxy, set the pace
+                    sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+                    sock.bind((cfg["source"], 0))
                 await loop.sock_connect(sock, ("127.0.0.1", cfg["port"]))
                 await loop.sock_sendall(sock, request(i))
                 data = b""

@@ -25,7 +25,6 @@ logged and never keeps the others running:
 
 from __future__ import annotations
 
-import gc
 import itertools
 import os
 import signal
@@ -48,6 +47,7 @@ from pushpin_tx.core.router import ChannelRouter
 from pushpin_tx.core.sequencing import ChannelLinger, IdCache, LastIds, Sequencer
 from pushpin_tx.core.stats import Counters, DropReporter
 from pushpin_tx.core.stats_feed import StatsPublisher
+from pushpin_tx.net import gcpolicy
 from pushpin_tx.net.listening import ListenError, claim_port, listen_error, listen_reuseport, reason
 from pushpin_tx.net.local import listen_local
 from pushpin_tx.net.maxconn import ConnectionLimit, per_process
@@ -369,7 +369,7 @@ class PushpinService(service.MultiService):
             sequenced,
             wait=settings.message_wait / 1000.0,
             on_drop=lambda item, reason: self.drops(f"channel {item.channel}", item.channel, f"{reason} (id {item.id})"),
-            has_listeners=(lambda channel: self.router.subscriber_count(channel) > 0) if count == 1 else interest.has,
+            has_listeners=self.router.has_subscribers if count == 1 else interest.has,
             id_cache=IdCache(settings.id_cache_ttl) if settings.id_cache_ttl > 0 else None,
         )
         self.intake.sequencer = self.sequencer
@@ -577,8 +577,10 @@ class PushpinService(service.MultiService):
         # Everything built so far (modules, config, routes, the service tree) lives as long as
         # the process: move it out of the collector's sight. Otherwise every full collection
         # walks all of them again, a pause that lands on whichever request triggered it and
-        # makes the tail latency (bench/README.md); frozen, they cost nothing.
-        gc.freeze()
+        # makes the tail latency (bench/README.md); frozen, they cost nothing. Then connections
+        # held are frozen too once they have opened (net/gcpolicy.py): full collections would
+        # otherwise walk every held connection, and the cost of opening one would grow with them.
+        gcpolicy.install(self.reactor)
         if self.owns_process:
             # once the reactor runs: it installs its signal handlers then (twistd starts the
             # services before it runs the reactor; a worker, from callWhenRunning)
