@@ -322,7 +322,7 @@ class LazyOptionsDump:
     For an autobahn C{WebSocketProtocol} subclass: autobahn's private C{_connectionMade}
     logs the protocol's options at debug level on every connection, pretty-printing them
     with its module's global C{pformat} first, whether or not debug lines are written (a
-    fifth of opening a WebSocket in a profile). For that call the global is L{LazyPformat},
+    large share of opening a WebSocket: bench/README.md). For that call the global is L{LazyPformat},
     which formats only if the line is rendered (the same text then); restored at once
     (the reactor is single-threaded).
     """

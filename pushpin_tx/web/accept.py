@@ -272,7 +272,7 @@ class Acceptor:
         counters.held[hold.kind] += 1
         if hold.channels:
             log = self._log
-            # one preformatted field: half the formatting cost of three ("{line}", which the log
+            # one preformatted field, formatted once where three would be formatted three times ("{line}", which the log
             # observer writes unformatted, is what in-process tests pick access lines out by)
             uri, retry = _uri_of(request), " retry" if previous else ""
             for channel in hold.channels:
