@@ -59,6 +59,7 @@ LIBDIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 # shrinks this set as features land.
 NOT_IMPLEMENTED_KEYS: frozenset[tuple[str, str]] = frozenset({
     ("proxy", "sockjs_url"), ("proxy", "max_open_requests"),
+    ("handler", "update_on_first_subscription"),
 })
 
 _T = TypeVar("_T")

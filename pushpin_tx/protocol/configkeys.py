@@ -51,7 +51,7 @@ KNOWN: dict[str, frozenset[str]] = {
         "proxy_ws_control_in_spec", "proxy_ws_control_out_spec",
         "proxy_stats_spec", "proxy_command_spec", "state_spec", "share_all", "ipc_file_mode",
         "push_in_spec", "push_in_sub_specs", "push_in_sub_spec", "push_in_sub_connect",
-        "push_in_http_addr", "push_in_http_port",
+        "push_in_http_addr", "push_in_http_port", "update_on_first_subscription",
         "push_in_max_headers_size", "push_in_max_body_size",
         "push_in_http_max_headers_size", "push_in_http_max_body_size",  # the shipped names
         "stats_spec", "command_spec", "message_rate", "message_hwm", "message_block_size",
@@ -106,6 +106,8 @@ def is_inert(section: str, key: str, value: IniValue) -> bool:
             return not items or single in ("false", "0")
         case ("runner", "client_maxconn"):
             return not items or _is_int(single, 50000)
+        case ("handler", "update_on_first_subscription"):  # 1.41; off is what we do
+            return single in ("false", "0")
         case ("proxy", "max_open_requests"):
             return not items or _is_int(single, -1)
         case _:
