@@ -14,13 +14,11 @@ idle C{surplus_timeout} (10 s) seconds.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import pytest
 import pytest_twisted
 
-from pushpin_tx.origin.http11 import OriginPool
 
 from ..integration.harness import ScriptedOrigin, poll_until, raw_connect, start_origin, start_proxy
 from .support import assert_alive, assert_clean_log, fd_count, gather, metrics_port, poll_scrape, publish, rss_kb, scaled, scrape
@@ -42,7 +40,6 @@ SETTLE = 30.0
 #: and is not compared. A leak of 2 KiB per stream would add 1 MiB a round, 5 MiB here.
 RSS_TOLERANCE_KB = 5 * 1024
 
-_POOL_TRIMS = "surplus_timeout" in inspect.signature(OriginPool).parameters
 
 
 class DescriptorsLeft(AssertionError):
@@ -57,12 +54,6 @@ def _hold(request: Any) -> bytes:
 
 
 @pytest.mark.stress
-@pytest.mark.xfail(
-    not _POOL_TRIMS,
-    raises=DescriptorsLeft,
-    strict=True,
-    reason="the origin pool keeps a burst's idle connections for 240 s (fix: /tmp/patches/helper-D2-1.diff)",
-)
 @pytest_twisted.ensureDeferred
 async def test_descriptors_return_to_baseline_and_rss_does_not_ratchet_after_rounds_of_churn(reactor, tmp_path):
     """Rounds of 500 origin-held streams, each served a publish and then reset by its client: every stream gets
