@@ -7,60 +7,32 @@ from __future__ import annotations
 
 import http.client
 import json
-import re
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
+
+from tests.watched import WatchedProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE = 20.0
 
 
-class RunningExample:
+class RunningExample(WatchedProcess):
     """An example's C{run.py} in a child process; its output collected line by line."""
+
+    label = "the example's"
 
     def __init__(self, name: str, *args: str, cwd: Path = ROOT) -> None:
         argv = [sys.executable, str(ROOT / "examples" / name / "run.py"), "--port", "0", "--control-port", "0", *args]
-        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, cwd=str(cwd))
-        self.lines: list[str] = []
-        self._changed = threading.Condition()
-        threading.Thread(target=self._read, daemon=True).start()
+        super().__init__(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                          cwd=str(cwd)), DEADLINE)
         match = self.wait_for(r"ready: open (http://127\.0\.0\.1:(\d+))/ \(control API (\S+)\)", 30)
         self.url = match.group(1)
         self.port = int(match.group(2))
         self.control_uri = match.group(3)
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            with self._changed:
-                self.lines.append(line)
-                self._changed.notify_all()
-        with self._changed:
-            self.lines.append("")  # EOF marker
-            self._changed.notify_all()
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def wait_for(self, pattern: str, timeout: float = DEADLINE) -> re.Match:
-        """The first match of C{pattern} in the output, waiting for it up to C{timeout} s."""
-        rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                match = rx.search(self.output)
-                if match:
-                    return match
-                left = deadline - time.monotonic()
-                if left <= 0 or (self.lines and self.lines[-1] == ""):
-                    raise AssertionError(f"no {pattern!r} in the example's output:\n{self.output}")
-                self._changed.wait(left)
 
     def stop(self) -> int:
         """Ctrl-C, as a user stops it; the exit status."""

@@ -11,16 +11,16 @@ import base64
 import http.client
 import json
 import os
-import re
 import socket
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+
+from tests.watched import WatchedProcess
 
 from .harness import child_env, proxy_argv, write_config
 
@@ -30,42 +30,15 @@ CHROMIUM = "/usr/bin/chromium"
 SCREENSHOT_ENV = "PUSHPIN_TX_STATUS_SCREENSHOT"
 
 
-class Proxy:
+class Proxy(WatchedProcess):
     """C{twistd -n pushpin} in a child process; its output read line by line."""
 
+    label = "the proxy's"
+
     def __init__(self, conf: Path, cwd: Path) -> None:
-        self.process = subprocess.Popen(proxy_argv("--config", str(conf)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        text=True, bufsize=1, cwd=str(cwd), env=child_env())
-        self.lines: list[str] = []
-        self._changed = threading.Condition()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            with self._changed:
-                self.lines.append(line)
-                self._changed.notify_all()
-        with self._changed:
-            self.lines.append("")
-            self._changed.notify_all()
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def wait_for(self, pattern: str, timeout: float = DEADLINE) -> re.Match:
-        rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                match = rx.search(self.output)
-                if match:
-                    return match
-                left = deadline - time.monotonic()
-                if left <= 0 or (self.lines and self.lines[-1] == ""):
-                    raise AssertionError(f"no {pattern!r} in the proxy's output:\n{self.output}")
-                self._changed.wait(left)
+        super().__init__(subprocess.Popen(proxy_argv("--config", str(conf)), stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, text=True, bufsize=1, cwd=str(cwd), env=child_env()),
+                         DEADLINE)
 
     def stop(self) -> None:
         if self.process.poll() is None:
