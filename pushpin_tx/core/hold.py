@@ -264,10 +264,25 @@ class ResponseHold(_Hold):
         """Server stopping: answer now with the origin's timeout response."""
         self._timed_out()
 
-    def resync(self) -> None:
-        """C{/recover/}: ask the origin again, with Grip-Last for every channel with a prev-id."""
+    def update_key(self) -> str | None:
+        """
+        What Pushpin groups this hold's low-priority update under (its next link, none for a
+        long-poll; L{pushpin_tx.core.first_subscription.UpdateLimiter}), or C{None} when
+        there is nothing to update: a long-poll always re-asks, while it can.
+        """
+        if self.done or self.retry is None:
+            return None
+        link = self.instruct.next_link
+        return link.uri if link is not None else ""
+
+    def resync(self, why: str = "recover requested") -> None:
+        """
+        C{/recover/}, and the update after a first subscription: ask the origin again with the
+        original request, with Grip-Last for every channel with a prev-id.
+        """
         if self.done or self.retry is None:
             return
+        self._log.debug("{conn}: {why}, retrying to origin", conn=self.conn_id, why=why)
         self._release()
         self._ctx.counters.recoveries += 1
         self.retry(self._prev_ids())
@@ -733,10 +748,24 @@ class StreamHold(_Hold):
         for _ in range(count):
             self.queue.refuse_closed(channel)
 
-    def resync(self) -> None:
-        """C{/recover/}: fetch the next link now (streams without one have nothing to re-sync)."""
+    def update_key(self) -> str | None:
+        """
+        What Pushpin groups this stream's low-priority update under: its next link; C{None}
+        without one (Pushpin: "can't update without valid link").
+        """
+        link = self.instruct.next_link
+        if self.done or link is None or self.fetch_next is None:
+            return None
+        return link.uri
+
+    def resync(self, why: str = "recover requested") -> None:
+        """
+        C{/recover/}, and the update after a first subscription: fetch the next link now
+        (streams without one have nothing to re-sync). A recovery in progress already fetches
+        from the current position, and a slow reader recovers once it has drained.
+        """
         if not self.done and not self._recovering and self._overflow is None and self.instruct.next_link is not None:
-            self._recover("recover requested")  # (a slow reader recovers once it has drained)
+            self._recover(why)
 
     def shut_down(self) -> None:
         """Server stopping: end the stream cleanly after what is queued (the last chunk)."""

@@ -8,7 +8,9 @@ L{Publication}, which frames each format's bytes at most once however many subsc
 there are, so fan-out hands the very same bytes object to every connection.
 
 Interest listeners (the ZeroMQ SUB input) hear when a channel gains its first subscriber
-and loses its last one.
+and loses its last one; emptied listeners (L{ChannelRouter.add_emptied_listener}) hear which
+subscriber was the last to leave (Pushpin lingers a channel's subscription only when that
+was a long-poll: L{pushpin_tx.core.first_subscription}).
 
 Prefix (wildcard) subscriptions (L{ChannelRouter.subscribe_prefix}) take every channel whose
 name starts with the prefix. They live in a dict of their own, keyed by the prefix, with a
@@ -169,6 +171,7 @@ class ChannelRouter:
         self._prefix_lengths: dict[int, int] = {}
         self._listeners: list[InterestListener] = []
         self._unsubscribe_listeners: list[Callable[[str, Subscriber], None]] = []
+        self._emptied_listeners: list[Callable[[str, Subscriber], None]] = []
         self.published = 0
         self.published_idle = 0
         self.deliveries = 0
@@ -183,6 +186,14 @@ class ChannelRouter:
     def add_unsubscribe_listener(self, listener: Callable[[str, "Subscriber"], None]) -> None:
         """Call C{listener(channel, subscriber)} whenever a subscriber leaves a channel."""
         self._unsubscribe_listeners.append(listener)
+
+    def add_emptied_listener(self, listener: Callable[[str, "Subscriber"], None]) -> None:
+        """
+        Call C{listener(channel, subscriber)} when C{subscriber} was the last to leave
+        C{channel}, before the interest listeners hear C{channel_removed} (nothing is called
+        on the unsubscribes that leave others behind).
+        """
+        self._emptied_listeners.append(listener)
 
     def channels(self) -> Iterable[str]:
         """The channels with at least one subscriber."""
@@ -290,6 +301,11 @@ class ChannelRouter:
             left(channel, subscriber)
         if not subs:
             del self._channels[channel]
+            for emptied in self._emptied_listeners:
+                try:
+                    emptied(channel, subscriber)
+                except Exception:
+                    self._log.failure("emptied listener failed for channel {channel}", channel=channel)
             for listener in self._listeners:
                 self._call_listener(listener.channel_removed, channel)
 

@@ -59,7 +59,6 @@ LIBDIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 # shrinks this set as features land.
 NOT_IMPLEMENTED_KEYS: frozenset[tuple[str, str]] = frozenset({
     ("proxy", "sockjs_url"), ("proxy", "max_open_requests"),
-    ("handler", "update_on_first_subscription"),
 })
 
 _T = TypeVar("_T")
@@ -190,6 +189,9 @@ class Settings:
     id_cache_ttl: int
     connection_subscription_max: int
     subscription_linger: int
+    #: Pushpin 1.41's key (1.36 always does it): a second after a channel's first subscriber,
+    #: re-ask its long-polls and recover its streams (pushpin_tx.core.first_subscription)
+    update_on_first_subscription: bool
     stats_subscription_ttl: int
     stats_report_interval: int
     stats_format: str
@@ -462,6 +464,8 @@ def _load(mode: _Strict, config_path: str | None, *, port: str | None,
         id_cache_ttl=cfg.get_int("handler", "id_cache_ttl", 0),
         connection_subscription_max=cfg.get_int("handler", "connection_subscription_max", 20),
         subscription_linger=cfg.get_int("handler", "subscription_linger", 60),
+        # QVariant::toBool with Pushpin's default true: absent is true, an empty value false
+        update_on_first_subscription=cfg.parse("handler", "update_on_first_subscription", "true", _bool),
         stats_subscription_ttl=cfg.get_int("handler", "stats_subscription_ttl", 60),
         stats_report_interval=cfg.get_int("handler", "stats_report_interval", 10),
         stats_format=cfg.parse("handler", "stats_format", "", _stats_format),

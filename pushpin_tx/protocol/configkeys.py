@@ -106,8 +106,6 @@ def is_inert(section: str, key: str, value: IniValue) -> bool:
             return not items or single in ("false", "0")
         case ("runner", "client_maxconn"):
             return not items or _is_int(single, 50000)
-        case ("handler", "update_on_first_subscription"):  # 1.41; off is what we do
-            return single in ("false", "0")
         case ("proxy", "max_open_requests"):
             return not items or _is_int(single, -1)
         case _:

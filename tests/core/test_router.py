@@ -106,3 +106,35 @@ def test_interest_listeners_hear_first_subscriber_and_last_unsubscribe():
     router.unsubscribe("c", b)  # unknown pair: ignored
     assert interest.events == [("added", "c"), ("removed", "c")]
     assert list(router.channels()) == []
+
+
+def test_emptied_listeners_hear_who_left_last_before_the_interest_listeners():
+    """Only the unsubscribe that empties a channel is reported, with its subscriber, before channel_removed."""
+    router = ChannelRouter()
+    interest = Interest()
+    router.add_interest_listener(interest)
+    router.add_emptied_listener(lambda channel, sub: interest.events.append(("emptied", channel, sub.name)))
+    a, b = Recorder("a", []), Recorder("b", [])
+    router.subscribe("news", a)
+    router.subscribe("news", b)
+    router.unsubscribe("news", a)
+    router.unsubscribe("news", a)  # not subscribed any more: nothing
+    router.unsubscribe("news", b)
+    assert interest.events == [("added", "news"), ("emptied", "news", "b"), ("removed", "news")]
+
+
+def test_a_failing_emptied_listener_is_logged_and_the_others_still_hear(no_logged_failures):
+    """An emptied listener that raises does not keep the interest listeners from hearing the channel go."""
+    router = ChannelRouter()
+    interest = Interest()
+    router.add_interest_listener(interest)
+
+    def broken(channel, sub):
+        raise RuntimeError("boom")
+
+    router.add_emptied_listener(broken)
+    router.subscribe("news", Recorder("a", []))
+    router.unsubscribe("news", router.subscribers("news")[0])
+    assert interest.events == [("added", "news"), ("removed", "news")]
+    assert [f.value.args for f in no_logged_failures] == [("boom",)]
+    no_logged_failures.clear()

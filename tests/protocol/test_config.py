@@ -708,8 +708,7 @@ stats_spec=ipc://y
 
 def test_not_implemented_keys_constant() -> None:
     """The not-implemented list starts as the agreed set, editable in one place."""
-    assert NOT_IMPLEMENTED_KEYS == {("proxy", "sockjs_url"), ("proxy", "max_open_requests"),
-                                    ("handler", "update_on_first_subscription")}
+    assert NOT_IMPLEMENTED_KEYS == {("proxy", "sockjs_url"), ("proxy", "max_open_requests")}
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -723,8 +722,8 @@ def test_not_implemented_keys_constant() -> None:
     ("[proxy]\nauto_cross_origin=true\n", ()),  # implemented (helper-H2)
     ("[proxy]\nmax_open_requests=10\n", ("[proxy] max_open_requests",)),
     ("[proxy]\nmax_open_requests=-1\n", ()),
-    # Pushpin 1.41's key (its default is true): not applied here, so named unless turned off
-    ("[handler]\nupdate_on_first_subscription=true\n", ("[handler] update_on_first_subscription",)),
+    # Pushpin 1.41's key is implemented (pushpin_tx.core.first_subscription): never named
+    ("[handler]\nupdate_on_first_subscription=true\n", ()),
     ("[handler]\nupdate_on_first_subscription=false\n", ()),
     ("", ()),
 ])
@@ -732,6 +731,27 @@ def test_not_implemented_reported_only_when_set(tmp_path: Path, text: str,
                                                 expected: tuple[str, ...]) -> None:
     """A not-implemented key is reported only when it is set to a non-default value."""
     assert load(tmp_path, text).not_implemented == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("", True),  # Pushpin 1.41's default (1.36 always does it)
+    ("[handler]\nupdate_on_first_subscription=true\n", True),
+    ("[handler]\nupdate_on_first_subscription=1\n", True),
+    ("[handler]\nupdate_on_first_subscription=false\n", False),
+    ("[handler]\nupdate_on_first_subscription=FALSE\n", False),
+    ("[handler]\nupdate_on_first_subscription=0\n", False),
+    # set but empty: QSettings gives Pushpin the empty string, which QVariant::toBool reads as false
+    ("[handler]\nupdate_on_first_subscription=\n", False),
+])
+def test_update_on_first_subscription(tmp_path: Path, text: str, expected: bool) -> None:
+    """update_on_first_subscription reads as Pushpin 1.41 reads it: true unless set to a false value."""
+    assert load(tmp_path, text).update_on_first_subscription is expected
+
+
+def test_update_on_first_subscription_refuses_a_non_boolean(tmp_path: Path) -> None:
+    """A value that is neither true nor false stops start-up naming the key (Pushpin would take it as true)."""
+    with pytest.raises(ConfigError, match=r"\[handler\] update_on_first_subscription: invalid boolean 'yes'"):
+        load(tmp_path, "[handler]\nupdate_on_first_subscription=yes\n")
 
 
 def test_not_implemented_follows_the_constant(tmp_path: Path,

@@ -1,0 +1,277 @@
+# -*- test-case-name: tests.core.test_first_subscription -*-
+"""
+C{[handler] update_on_first_subscription} (Pushpin 1.41, default C{true}; Pushpin 1.36 always
+does it): a second after a channel gets its first subscriber, every long-poll and stream held
+on it asks the origin again, in case something was published before the subscription took
+effect (with a ZeroMQ SUB input or the Redis backplane, subscribing reaches the publisher
+only some time later; in-process it is at once, but Pushpin's origins see the re-ask anyway).
+
+Pushpin's rules (src/handler/handlerengine.cpp C{addSub}, C{removeSub}, C{class Subscription},
+C{sub_subscribed}, C{updateSessions}; src/handler/httpsession.cpp C{update(Priority)},
+C{doUpdate}; src/handler/ratelimiter.cpp), each applied where noted:
+
+ 1. A channel's subscription starts with its first subscriber and starts a single-shot timer
+    of C{SUBSCRIBED_DELAY} (1,000 ms). A subscriber joining a channel already subscribed
+    starts nothing (L{FirstSubscriptionUpdates.channel_added}).
+ 2. The subscription ends when the last subscriber leaves, which cancels the timer: at once
+    when that was a stream or a WebSocket, C{subscription_linger} seconds later when it was a
+    long-poll (a client that long-polls again meanwhile finds its channel still subscribed,
+    and a second long-poll is not re-asked; L{FirstSubscriptionUpdates._emptied}).
+ 3. When the timer fires, every response hold and every stream hold on the channel (by its
+    exact name) is updated at low priority; WebSocket sessions are not touched
+    (L{FirstSubscriptionUpdates._subscribed}). Off (C{false}): nothing of this is built
+    (L{first_subscription_updates}).
+ 4. Updating a long-poll re-sends the client's original request to the origin, with
+    C{Grip-Last} for each channel with a prev-id; updating a stream fetches its next link
+    with C{Grip-Last}; a stream without a next link has nothing to update. These are the
+    holds' own C{resync} paths, the ones C{/recover/} uses.
+ 5. Low priority means through the update limiter (L{UpdateLimiter}): updates are grouped
+    into actions by next link (all long-polls share one key), at most
+    C{UPDATES_PER_ACTION_MAX} (100) holds per action, and actions run at 10 a second, the
+    first 100 ms after the limiter was idle (C{setBatchWaitEnabled}); a hold waiting for its
+    action is not queued twice, and one that ended meanwhile is skipped (an action left
+    empty takes no turn).
+
+One instance per process, on that process's router: with C{workers}, each process counts its
+own first subscriptions (see the README).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from typing import TYPE_CHECKING, Callable
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from pushpin_tx.core.hold import ResponseHold, StreamHold
+
+if TYPE_CHECKING:
+    from pushpin_tx.core.router import ChannelRouter, Subscriber
+
+__all__ = ["FirstSubscriptionUpdates", "UpdateLimiter", "first_subscription_updates", "update_hold", "SUBSCRIBED_DELAY", "UPDATE_RATE",
+           "UPDATES_PER_ACTION_MAX"]
+
+#: seconds from a channel's first subscription to the update of its holds (handlerengine.cpp)
+SUBSCRIBED_DELAY = 1.0
+#: the update limiter's actions per second (handlerengine.cpp: C{updateLimiter->setRate(10)})
+UPDATE_RATE = 10
+#: holds per update action (httpsession.cpp)
+UPDATES_PER_ACTION_MAX = 100
+
+_Hold = ResponseHold | StreamHold
+
+
+class UpdateLimiter:
+    """
+    Pushpin's update limiter: low-priority hold updates grouped into actions by key and run
+    at C{rate} actions a second (rule 5 of the module docstring).
+
+    @param execute: called with each hold of an action when the action runs (not for a hold
+        that ended meanwhile).
+    """
+
+    _log = Logger()
+
+    def __init__(self, clock: IReactorTime, execute: Callable[[_Hold], None], *,
+                 rate: int = UPDATE_RATE, per_action: int = UPDATES_PER_ACTION_MAX) -> None:
+        self._clock = clock
+        self._execute = execute
+        # ratelimiter.cpp: below 40 a second, one action each 1000/rate ms
+        self._interval = (1000 // rate) / 1000.0
+        self._per_action = per_action
+        #: key -> its actions, oldest first; each action a list of holds
+        self._buckets: OrderedDict[str, deque[list[_Hold]]] = OrderedDict()
+        #: every hold waiting in an action
+        self._queued: dict[_Hold, None] = {}
+        self._call: IDelayedCall | None = None
+        #: actions run, and holds updated through them
+        self.actions = 0
+        self.updated = 0
+
+    def __len__(self) -> int:
+        """How many holds are waiting for their update."""
+        return len(self._queued)
+
+    def add(self, key: str, hold: _Hold) -> None:
+        """Queue C{hold}'s update under C{key} (once: a hold already waiting stays where it is)."""
+        if hold in self._queued:
+            return
+        self._queued[hold] = None
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = deque()
+        if not bucket or len(bucket[-1]) >= self._per_action:
+            bucket.append([])
+        bucket[-1].append(hold)
+        if self._call is None:
+            # idle: collect for one interval before the first action (batch wait)
+            self._call = self._clock.callLater(self._interval, self._tick)
+
+    def _tick(self) -> None:
+        """Run one action (an empty one takes no turn); keep ticking until a tick finds nothing."""
+        self._call = None
+        buckets = self._buckets
+        ran = False
+        while buckets and not ran:
+            key, bucket = next(iter(buckets.items()))
+            action = bucket.popleft()
+            if bucket:
+                buckets.move_to_end(key)  # round robin between keys
+            else:
+                del buckets[key]
+            live = []
+            for hold in action:
+                del self._queued[hold]
+                if not hold.done:
+                    live.append(hold)
+            if not live:
+                continue
+            ran = True
+            self.actions += 1
+            for hold in live:
+                self.updated += 1
+                try:
+                    self._execute(hold)
+                except Exception:
+                    self._log.failure("update of {hold!r} failed", hold=hold)
+        if ran:
+            # as Pushpin's timer: one more interval, then it stops if nothing came
+            self._call = self._clock.callLater(self._interval, self._tick)
+
+    def stop(self) -> None:
+        """Cancel the timer and forget every queued update (the service is stopping)."""
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        self._buckets.clear()
+        self._queued.clear()
+
+
+class FirstSubscriptionUpdates:
+    """
+    Pushpin's handler subscriptions (C{cs.subs}) and their first-subscription timers, on one
+    router (rules 1-4 of the module docstring). Listens to the router itself: construct it and
+    it is live; L{stop} cancels every timer.
+
+    @param linger: C{subscription_linger}, seconds a channel whose last subscriber was a
+        long-poll stays subscribed.
+    """
+
+    _log = Logger()
+
+    def __init__(self, clock: IReactorTime, router: "ChannelRouter", limiter: UpdateLimiter, *,
+                 delay: float = SUBSCRIBED_DELAY, linger: float = 60.0) -> None:
+        self._clock = clock
+        self._router = router
+        self._limiter = limiter
+        self._delay = delay
+        self._linger = linger
+        #: subscribed channels -> their pending timer (None once it fired)
+        self._subs: dict[str, IDelayedCall | None] = {}
+        #: subscribed channels with no subscriber left, and when they end (oldest first)
+        self._lingering: OrderedDict[str, float] = OrderedDict()
+        self._sweep: IDelayedCall | None = None
+        self._stopped = False
+        #: timers fired, and holds queued for an update by them
+        self.fired = 0
+        self.queued = 0
+        router.add_interest_listener(self)
+        router.add_emptied_listener(self._emptied)
+        for channel in list(router.channels()):
+            self.channel_added(channel)
+
+    def subscribed(self, channel: str) -> bool:
+        """Whether C{channel} is subscribed in Pushpin's sense (held, or lingering)."""
+        return channel in self._subs
+
+    # the router's interest listener ------------------------------------------------------------
+
+    def channel_added(self, channel: str) -> None:
+        """A first subscriber: a new subscription and its timer, unless the channel still lingers."""
+        if self._stopped:
+            return
+        if channel in self._subs:
+            self._lingering.pop(channel, None)
+            return
+        self._subs[channel] = self._clock.callLater(self._delay, self._subscribed, channel)
+
+    def channel_removed(self, channel: str) -> None:
+        """(Handled in L{_emptied}, which knows who left last.)"""
+
+    def _emptied(self, channel: str, last: "Subscriber") -> None:
+        if channel not in self._subs:
+            return
+        if isinstance(last, ResponseHold) and self._linger > 0:
+            self._lingering[channel] = self._clock.seconds() + self._linger
+            self._lingering.move_to_end(channel)
+            if self._sweep is None:
+                self._sweep = self._clock.callLater(self._linger, self._expire)
+            return
+        self._end(channel)
+
+    def _end(self, channel: str) -> None:
+        """Pushpin's C{removeSub}: the subscription and its timer go."""
+        self._lingering.pop(channel, None)
+        timer = self._subs.pop(channel, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _expire(self) -> None:
+        self._sweep = None
+        now = self._clock.seconds()
+        lingering = self._lingering
+        while lingering:
+            channel, due = next(iter(lingering.items()))
+            if due > now:
+                self._sweep = self._clock.callLater(due - now, self._expire)
+                return
+            self._end(channel)
+
+    # the timer -------------------------------------------------------------------------------------
+
+    def _subscribed(self, channel: str) -> None:
+        """C{sub_subscribed}: update every long-poll and stream held on C{channel}."""
+        self._subs[channel] = None
+        self.fired += 1
+        limiter = self._limiter
+        queued = 0
+        for sub in self._router.subscribers(channel):
+            if isinstance(sub, (ResponseHold, StreamHold)):
+                key = sub.update_key()
+                if key is not None:
+                    limiter.add(key, sub)
+                    queued += 1
+        self.queued += queued
+        if queued:
+            self._log.debug("first subscription to {channel}: updating {n} holds", channel=channel, n=queued)
+
+    def stop(self) -> None:
+        """Cancel every timer (the service is stopping); the router's listeners stay, inert."""
+        self._stopped = True
+        for timer in self._subs.values():
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._subs.clear()
+        self._lingering.clear()
+        if self._sweep is not None and self._sweep.active():
+            self._sweep.cancel()
+        self._sweep = None
+        self._limiter.stop()
+
+
+def first_subscription_updates(clock: IReactorTime, router: "ChannelRouter", *, enabled: bool,
+                               linger: float) -> FirstSubscriptionUpdates | None:
+    """
+    The updates of one process's router as C{[handler] update_on_first_subscription} says:
+    none when it is C{false} (Pushpin's C{sub_subscribed} then does nothing), else live,
+    with their own update limiter.
+    """
+    if not enabled:
+        return None
+    return FirstSubscriptionUpdates(clock, router, UpdateLimiter(clock, update_hold), linger=linger)
+
+
+def update_hold(hold: _Hold) -> None:
+    """What an update action does to one hold: its C{resync}, as C{/recover/} does."""
+    hold.resync("first subscription to its channel")
