@@ -9,7 +9,9 @@ C{filters}, WebSocket C{filters}). Two kinds exist:
   - delivery filters decide whether a publish reaches the subscriber at all
     (C{skip-self}, C{skip-users}, C{require-sub}): L{should_deliver};
   - content filters rewrite the content (C{build-id}, C{var-subst}): L{apply_content_filters}.
-    C{build-id} also rewrites proxied content (the initial stream body, next-link bodies).
+    C{build-id} also rewrites proxied content, the origin's bodies relayed to a client
+    (Pushpin's C{ResponseContent} target, C{ProxyContent} in 1.36): L{response_filters_of}
+    and L{filter_response_body}.
 
 Pushpin decides delivery over all the filters first and only then runs the content filters,
 in the order the subscription lists them. Unknown filter names are ignored. Pure code.
@@ -17,7 +19,7 @@ in the order the subscription lists them. Unknown filter names are ignored. Pure
 
 from __future__ import annotations
 
-from typing import Callable, Collection, Mapping, Sequence
+from typing import Callable, Collection, Iterable, Mapping, Sequence
 
 from pushpin_tx.protocol.qt.strings import from_utf8
 
@@ -28,6 +30,9 @@ __all__ = [
     "should_deliver",
     "content_filters_of",
     "apply_content_filters",
+    "RESPONSE_CONTENT_FILTERS",
+    "response_filters_of",
+    "filter_response_body",
     "render_id",
 ]
 
@@ -36,6 +41,10 @@ SUPPORTED_FILTERS = frozenset({"skip-self", "skip-users", "require-sub", "build-
 #: The filters that transform content, in Pushpin's own listing order (C{Filter::names()}).
 #: Pushpin runs them in the order each subscription lists them, not in this order.
 CONTENT_FILTERS = ("build-id", "var-subst")
+
+#: The filters that also rewrite proxied content (C{Filter::targets} gives them
+#: C{ResponseContent}): only C{build-id}; C{var-subst} rewrites published content alone.
+RESPONSE_CONTENT_FILTERS = ("build-id",)
 
 
 class FilterError(Exception):
@@ -101,6 +110,31 @@ def apply_content_filters(
         except _FormatError as e:
             raise FilterError(f"{name}: {e}") from None
     return content
+
+
+def response_filters_of(channel_filters: Iterable[Sequence[str]]) -> tuple[str, ...]:
+    """
+    The filters to run over a proxied body, given each channel's filter list: the
+    response-content ones of every channel, each once, in the order first met (Pushpin's
+    C{allFilters} in C{HttpSession}, C{AcceptWorker}).
+    """
+    found: list[str] = []
+    for filters in channel_filters:
+        for name in filters:
+            if name in RESPONSE_CONTENT_FILTERS and name not in found:
+                found.append(name)
+    return tuple(found)
+
+
+def filter_response_body(filters: Sequence[str], body: bytes, *, sub_meta: Mapping[str, str]) -> bytes:
+    """
+    Run L{response_filters_of}'s C{filters} over a proxied C{body} (an initial response, a
+    next-link page). Pushpin's filter context there carries the subscription meta and no
+    prev-ids, so C{build-id}'s C{%I} must name its id (C{%(id)I}). An empty body is still
+    filtered: C{build-id} without sub meta C{id_format} fails on it too, as Pushpin's
+    C{FilterStack} does at C{finalize}. Raises L{FilterError}.
+    """
+    return apply_content_filters(filters, body, sub_meta=sub_meta, prev_ids={})
 
 
 def render_id(id_format: str, prev_ids: Mapping[str, str | None], *, encoding: str | None) -> bytes:

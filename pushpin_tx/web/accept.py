@@ -6,6 +6,13 @@ The proxy calls L{Acceptor.accept} when an origin answer carries GRIP. It reads 
 instruct (at most 100,000 bytes, §4.3), parses it, and then answers once (no hold),
 follows C{Grip-Link rel=next} pages into one response, or starts a response or stream
 hold. Every failure has Pushpin's status and wording (§4.4, §14.7).
+
+Proxied bodies go through their channels' response-content filters (C{build-id}), each
+under its own instruct, as Pushpin 1.41 does (C{httpsession.cpp}, "apply next link
+response's own filters to its content"): the initial body under the first answer's
+channels and meta, a next-link page under that page's own. A next-link answer's instruct
+is read from its headers before its body (an invalid one, or a response hold, ends the
+stream without relaying the page), and is resolved against the link it came from.
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger, LogLevel
 
 from pushpin_tx._compat import is_disconnected
-from pushpin_tx.protocol.grip import InstructError, is_grip_instruct, parse_instruct
+from pushpin_tx.protocol.filters import FilterError, filter_response_body, response_filters_of
+from pushpin_tx.protocol.grip import Instruct, InstructError, Response, is_grip_instruct, parse_instruct
 from pushpin_tx.protocol.headers import get_header
 from pushpin_tx.core.hold import HoldContext, ResponseHold, StreamHold
 from pushpin_tx.origin.client import AllTargetsFailed, BodyTooLarge, OriginError, read_body
@@ -32,7 +40,6 @@ from pushpin_tx.web._common import GRIP_BODY_LIMIT, access_line, error_response
 if TYPE_CHECKING:
     from pushpin_tx.web.clientsite import ClientRequest
     from pushpin_tx.protocol.config import Settings
-    from pushpin_tx.protocol.grip import Instruct
     from pushpin_tx.origin.client import OriginClient, OriginResponse
     from pushpin_tx.web._common import RequestInfo
     from pushpin_tx.core.stats import Counters
@@ -44,9 +51,14 @@ __all__ = ["Acceptor"]
 MAX_PAGES = 1000
 #: How many times one client request may be re-sent to the origin with Grip-Last.
 MAX_RETRIES = 5
-#: Next-link fetches: tries, and the first backoff delay (doubling, plus up to 1 s of jitter).
-LINK_TRIES = 5
+#: Next-link fetches: tries (Pushpin: the first and RETRY_MAX = 5 retries), and the first
+#: backoff delay (doubling, plus up to 1 s of jitter).
+LINK_TRIES = 6
 LINK_BACKOFF = 1.0
+#: Pushpin's words when a next link cannot be had after every try
+LINK_FAILED = "Failed to retrieve next link."
+#: ... and when a next link answers with a response hold
+NON_STREAM_HOLD = "Next link returned non-stream hold."
 
 
 #: Pushpin's log levels 0-3 (error, warning, info, debug) as twisted.logger's
@@ -56,6 +68,33 @@ _LOG_LEVELS = (LogLevel.error, LogLevel.warn, LogLevel.info, LogLevel.debug)
 def grip_last_headers(last_ids: dict[str, str]) -> list[tuple[bytes, bytes]]:
     """One C{Grip-Last: <channel>; last-id=<id>} per channel (§5.4)."""
     return [(b"Grip-Last", f"{channel}; last-id={last}".encode("utf-8")) for channel, last in last_ids.items()]
+
+
+class LinkRefused(Exception):
+    """
+    A next link answered, but with nothing the session can go on with: an invalid
+    instruct, a response hold, or a body its filters refuse. Not retried (Pushpin's
+    C{doError}); C{str(e)} is Pushpin's error message.
+    """
+
+
+def filtered_body(instruct: Instruct, body: bytes) -> bytes:
+    """C{body} through the response-content filters of C{instruct}'s channels, under its meta. Raises L{FilterError}."""
+    filters = response_filters_of(c.filters for c in instruct.channels)
+    if not filters:
+        return body
+    return filter_response_body(filters, body, sub_meta=instruct.meta)
+
+
+def ending(why: str, debug: bool) -> Instruct:
+    """
+    What a stream's recovery gets when its next link failed (C{why}): an answer that ends
+    the stream, carrying in debug mode the reason as Pushpin writes it after what was sent
+    (C{doError} for a stream: two newlines, the message, a newline).
+    """
+    tail = b"\n\n" + why.encode("utf-8") + b"\n" if debug else b""
+    return Instruct(hold=None, channels=(), timeout=55, keep_alive=None, meta={},
+                    response=Response(200, b"OK", [], tail), next_link=None)
 
 
 class Acceptor:
@@ -163,13 +202,14 @@ class Acceptor:
             request.write_body(r.body + tail)
         request.finish()
 
-    def _parse(self, response: "OriginResponse", body: bytes, info: "RequestInfo") -> "Instruct":
+    def _parse(self, response: "OriginResponse", body: bytes, info: "RequestInfo", *, request_uri: str | None = None) -> "Instruct":
+        """Parse and limit an instruct; C{request_uri} resolves its links (default: the client's request)."""
         instruct = parse_instruct(
             response.code,
             response.reason,
             response.headers,
             body,
-            request_uri=info.uri,
+            request_uri=info.uri if request_uri is None else request_uri,
             prefix=info.route.prefix if info.route is not None else "",
         )
         return self._limit_channels(instruct, info, response)
@@ -204,6 +244,19 @@ class Acceptor:
         return instruct
 
     async def _dispatch(self, request: "ClientRequest", info: "RequestInfo", instruct: "Instruct", *, head_sent: bool = False, initial: bytes = b"", retries: int = 0) -> None:
+        if not head_sent and instruct.hold != "response":
+            # the initial body through its channels' response-content filters (an answer
+            # relayed while it arrived, head_sent, was not buffered: Pushpin's responseSent)
+            answered_at_once = instruct.hold is None and instruct.next_link is None
+            body = instruct.response.body
+            if body or answered_at_once:  # HttpSession filters a non-empty body; AcceptWorker any
+                try:
+                    filtered = filtered_body(instruct, body)
+                except FilterError as e:
+                    self._initial_filter_failed(request, info, instruct, f"filter error: {e}", answered_at_once)
+                    return
+                if filtered is not body:
+                    instruct = dataclasses.replace(instruct, response=dataclasses.replace(instruct.response, body=filtered))
         if instruct.hold == "stream" and instruct.next_link is None:
             unrecoverable = next((c.name for c in instruct.channels if c.prev_id is not None), None)
             if unrecoverable is not None:
@@ -257,6 +310,28 @@ class Acceptor:
             hold.start(initial, head_sent=head_sent)
         else:
             hold.start()
+
+    def _initial_filter_failed(self, request: "ClientRequest", info: "RequestInfo", instruct: "Instruct", why: str, answered_at_once: bool) -> None:
+        """
+        The initial body's filters failed. An answer without hold or link is refused as a
+        bad instruct (Pushpin's AcceptWorker: 502); a stream or paged answer has begun (its
+        head is out): it ends there, with the reason in debug mode (HttpSession's C{doError}).
+        """
+        if answered_at_once:
+            self._fail(request, info, f"Failed to parse accept instructions: {why}")
+            return
+        self._log.warn("{conn}: {why}", conn=info.conn_id, why=why)
+        self._access(info, request, accept="accept")
+        r = instruct.response
+        request.send_head(r.code, r.reason, list(r.headers), None)
+        self._end_with(request, info, why)
+
+    def _end_with(self, request: "ClientRequest", info: "RequestInfo", why: str) -> None:
+        """End a response already begun, with C{why} after it in debug mode."""
+        tail = ending(why, info.debug).response.body
+        if tail:
+            request.write_body(tail)
+        request.finish()
 
     def _track(self, request: "ClientRequest", hold: ResponseHold | StreamHold, info: "RequestInfo") -> None:
         """Count and register the request's hold; a retried request replaces its old hold."""
@@ -331,25 +406,37 @@ class Acceptor:
         elif self.relay is not None:
             self.relay(request, info, response)
 
-    async def fetch_next(self, info: "RequestInfo", uri: str, last_ids: dict[str, str]) -> "Instruct | None":
+    async def fetch_next(self, info: "RequestInfo", uri: str, last_ids: dict[str, str]) -> "Instruct":
         """
-        A stream's next link, with Grip-Last; failures retried with backoff (1 s, 2 s, 4 s...
-        plus jitter, 5 tries, §5.4). None when it cannot be had.
+        A stream's next link, with Grip-Last: its instruct, its body filtered by its own
+        channels' filters. When it cannot be had, an answer that ends the stream (L{ending}).
+        """
+        try:
+            return await self._next_page(info, uri, grip_last_headers(last_ids))
+        except LinkRefused as e:
+            return ending(str(e), info.debug)
+
+    async def _next_page(self, info: "RequestInfo", uri: str, extra: list[tuple[bytes, bytes]] = []) -> "Instruct":
+        """
+        Fetch a next link; failures retried with backoff (1 s, 2 s, 4 s... plus jitter, 6
+        tries, as Pushpin's C{outReq_error}), an answer it cannot go on with not.
+
+        @raise LinkRefused: with Pushpin's message (L{LINK_FAILED} after the last try).
         """
         for attempt in range(LINK_TRIES):
             try:
-                return await self._fetch_link(info, uri, grip_last_headers(last_ids))
-            except InstructError as e:
+                return await self._fetch_link(info, uri, extra)
+            except LinkRefused as e:
                 self._log.warn("{conn}: next link {uri}: {why}", conn=info.conn_id, uri=uri, why=e)
-                return None
+                raise
             except (AllTargetsFailed, OriginError, BodyTooLarge) as e:
                 if attempt + 1 == LINK_TRIES:
                     self._log.warn("{conn}: next link {uri} failed {n} times: {why}", conn=info.conn_id, uri=uri, n=LINK_TRIES, why=e)
-                    return None
+                    break
                 delay = LINK_BACKOFF * (2**attempt) + self._random()
                 self._log.info("{conn}: next link {uri} failed ({why}), retrying in {delay:.1f} s", conn=info.conn_id, uri=uri, why=e, delay=delay)
                 await deferLater(self._ctx.clock, delay, lambda: None)
-        return None
+        raise LinkRefused(LINK_FAILED)
 
     async def _accept_oversized(self, request: "ClientRequest", info: "RequestInfo", response: "OriginResponse", too_large: BodyTooLarge) -> None:
         """§4.3: a stream hold's oversized body is relayed as it comes, then held."""
@@ -389,24 +476,30 @@ class Acceptor:
             if link is None or is_disconnected(request):
                 break
             try:
-                page = await self._fetch_link(info, link.uri)
-            except (AllTargetsFailed, OriginError, InstructError, BodyTooLarge) as e:
-                self._log.warn("{conn}: next link {uri} failed: {why}", conn=info.conn_id, uri=link.uri, why=e)
-                break
-            if page is None:
-                break
+                page = await self._next_page(info, link.uri)
+            except LinkRefused as e:
+                if not is_disconnected(request):
+                    self._end_with(request, info, str(e))
+                return
+            if is_disconnected(request):
+                return
             if page.hold == "stream":
                 request.write_body(page.response.body)
                 await self._dispatch(request, info, dataclasses.replace(page, response=dataclasses.replace(page.response, body=b"")), head_sent=True)
                 return
-            if page.hold is not None:
-                self._log.warn("{conn}: Next link returned non-stream hold.", conn=info.conn_id)
-                break
             request.write_body(page.response.body)
             link = page.next_link
         request.finish()
 
-    async def _fetch_link(self, info: "RequestInfo", uri: str, extra: list[tuple[bytes, bytes]] = []) -> "Instruct | None":
+    async def _fetch_link(self, info: "RequestInfo", uri: str, extra: list[tuple[bytes, bytes]] = []) -> "Instruct":
+        """
+        One next-link request, in Pushpin 1.41's order: the instruct from the answer's
+        headers (resolved against C{uri}, the link fetched), refused if invalid or a response
+        hold; then the status (not 2xx: an L{OriginError}, retried); then the body, through
+        the answer's own channels' filters.
+
+        @raise LinkRefused: the answer cannot be gone on with (not retried).
+        """
         route = info.route
         assert route is not None and self.link_headers is not None
         parts = urlsplit(uri)
@@ -415,17 +508,34 @@ class Acceptor:
         response = await self._origin.request(
             route.targets, b"GET", path.encode("latin-1"), lambda target: base(target) + extra, lambda: None
         )
-        body = await read_body(response, GRIP_BODY_LIMIT)
+        try:
+            if is_grip_instruct(response.headers):
+                # the headers alone, as Pushpin reads a next link's instruct before its body
+                # (so an application/grip-instruct body is never one: it fails as "failed to
+                # parse application/grip-instruct content as JSON", as in Pushpin 1.36-1.41)
+                instruct = self._parse(response, b"", info, request_uri=uri)
+            else:
+                instruct = Instruct(hold=None, channels=(), timeout=55, keep_alive=None, meta={},
+                                    response=Response(response.code, response.reason, [], b""), next_link=None)
+        except InstructError as e:
+            _drop_body(response)
+            raise LinkRefused(str(e)) from None
+        if instruct.hold not in (None, "stream"):
+            _drop_body(response)
+            raise LinkRefused(NON_STREAM_HOLD)
         if not 200 <= response.code < 300:
+            _drop_body(response)
             raise OriginError(f"next link answered {response.code}")
-        if not is_grip_instruct(response.headers):
-            from pushpin_tx.protocol.grip import Instruct, Response
-
-            return Instruct(
-                hold=None, channels=(), timeout=55, keep_alive=None, meta={},
-                response=Response(response.code, response.reason, [], body), next_link=None,
-            )
-        return self._parse(response, body, info)
+        try:
+            body = await read_body(response, GRIP_BODY_LIMIT)
+        except BodyTooLarge as too_large:
+            too_large.discard()
+            raise
+        try:
+            body = filtered_body(instruct, body)
+        except FilterError as e:
+            raise LinkRefused(f"filter error: {e}") from None
+        return dataclasses.replace(instruct, response=dataclasses.replace(instruct.response, body=body))
 
     def _fail(self, request: "ClientRequest", info: "RequestInfo", detail: str) -> None:
         self._log.warn("{method} {uri}: {why}", method=info.method.decode("latin-1"), uri=info.uri, why=detail)
@@ -438,6 +548,11 @@ class Acceptor:
 
     def _access(self, info: "RequestInfo", request: Any, *, code: int | None = None, size: int | None = None, accept: str = "") -> None:
         access_line(self._log, self._settings, info, request, code=code, size=size, accept=accept)
+
+
+def _drop_body(response: "OriginResponse") -> None:
+    """Read and throw away a body that is not used (the origin connection stays reusable)."""
+    response.deliver_body(Protocol())
 
 
 def _uri_of(request: Any) -> str:

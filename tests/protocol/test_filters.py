@@ -13,11 +13,14 @@ import pytest
 
 from pushpin_tx.protocol.filters import (
     CONTENT_FILTERS,
+    RESPONSE_CONTENT_FILTERS,
     SUPPORTED_FILTERS,
     FilterError,
     apply_content_filters,
     content_filters_of,
+    filter_response_body,
     render_id,
+    response_filters_of,
     should_deliver,
 )
 
@@ -249,3 +252,33 @@ def test_build_id_then_var_subst_sees_collapsed_percent() -> None:
     """Each content filter sees the previous one's output: %%%% becomes %% after build-id, then % after var-subst."""
     result = apply_content_filters(["build-id", "var-subst"], b"%%%%", sub_meta={"id_format": "x"}, prev_ids={})
     assert result == b"%"
+
+
+# -- proxied content (Pushpin's ResponseContent target) -----------------------------------------
+
+
+def test_only_build_id_rewrites_proxied_content() -> None:
+    """Filter::targets gives ResponseContent to build-id alone; var-subst and the delivery filters leave proxied bodies be."""
+    assert RESPONSE_CONTENT_FILTERS == ("build-id",)
+    assert response_filters_of([["skip-self", "var-subst"], ["require-sub"]]) == ()
+
+
+def test_response_filters_are_every_channels_once_in_first_seen_order() -> None:
+    """Pushpin's allFilters: each channel's response-content filters, a name listed by several channels (or twice) run once."""
+    assert response_filters_of([["skip-self"], ["build-id", "var-subst", "build-id"], ["build-id"]]) == ("build-id",)
+    assert response_filters_of([]) == ()
+
+
+def test_response_body_rendered_with_sub_meta_and_no_prev_ids() -> None:
+    """A proxied body has no prev-ids in its filter context: %(x)I renders x (hex with id_encoding), a bare %I fails."""
+    meta = {"id_format": "%(c)s", "id_encoding": "hex"}
+    assert filter_response_body(("build-id",), b"id %(ab)I %%\n", sub_meta=meta) == b"id 6162 %\n"
+    with pytest.raises(FilterError, match=r"^build-id: No ID specified and no default ID in context at position 1$"):
+        filter_response_body(("build-id",), b"%I", sub_meta=meta)
+
+
+def test_response_body_filter_fails_without_id_format_even_when_empty() -> None:
+    """build-id without sub meta id_format fails on an empty body too (Pushpin's FilterStack finalize runs regardless)."""
+    with pytest.raises(FilterError, match=r"^build-id: no sub meta 'id_format'$"):
+        filter_response_body(("build-id",), b"", sub_meta={})
+    assert filter_response_body((), b"%I", sub_meta={}) == b"%I"
