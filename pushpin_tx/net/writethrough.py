@@ -65,31 +65,61 @@ def writer_for(transport: Any, turns: TurnCounter | None = None) -> Callable[[by
         not isinstance(transport, tcp.Connection)
         or getattr(transport, "TLS", False)
         or sock is None
-        or not knows_write_buffer(transport)
+        or not _knows_write_buffer(transport)
     ):
         return transport.write
-    normal_write = transport.write
-    send = sock.send
-    last_direct = [-1]
+    return _DirectWriter(transport, sock, turns).write
 
-    def write(data: bytes) -> None:
+
+#: transport classes already checked by L{knows_write_buffer} (every connection of a class
+#: has the same fields: looking them up once per class, not once per connection)
+_KNOWN: dict[type, bool] = {}
+
+
+def _knows_write_buffer(transport: Any) -> bool:
+    kind = type(transport)
+    known = _KNOWN.get(kind)
+    if known is None:
+        known = _KNOWN[kind] = knows_write_buffer(transport)
+    return known
+
+
+class _DirectWriter:
+    """
+    One connection's write-through (L{writer_for}): an object with slots rather than a
+    closure, because every held connection keeps one, and a closure's cells, captured bound
+    method and turn box were six more objects per connection for the garbage collector to
+    walk.
+    """
+
+    __slots__ = ("_transport", "_write", "_sock", "_turns", "_last_direct")
+
+    def __init__(self, transport: Any, sock: Any, turns: TurnCounter | None) -> None:
+        self._transport = transport
+        # the transport's own write, captured now: net/tls.py puts this writer in its place
+        self._write = transport.write
+        self._sock = sock
+        self._turns = turns
+        self._last_direct = -1
+
+    def write(self, data: bytes) -> None:
+        transport = self._transport
         if not write_buffer_empty(transport) or not transport.connected or transport.disconnecting:
-            normal_write(data)
+            self._write(data)
             return
+        turns = self._turns
         if turns is not None:
             turn = turns.current()
-            if last_direct[0] == turn:
-                normal_write(data)  # a second write this turn: coalesce in the transport
+            if self._last_direct == turn:
+                self._write(data)  # a second write this turn: coalesce in the transport
                 return
-            last_direct[0] = turn
+            self._last_direct = turn
         try:
-            sent = send(data)
+            sent = self._sock.send(data)
         except BlockingIOError:
             sent = 0
         except OSError:
-            normal_write(data)  # Twisted's own write path notices and reports the error
+            self._write(data)  # Twisted's own write path notices and reports the error
             return
         if sent < len(data):
-            normal_write(data[sent:])
-
-    return write
+            self._write(data[sent:])
