@@ -19,8 +19,8 @@ logged and never keeps the others running:
     connection is ended cleanly (L{PushpinService.drain}), while the workers drain theirs;
  2. every other child stops, in the reverse of the start order (console, metrics, control
     API, ZeroMQ inputs, routes watcher);
- 3. the timers no child owns (sequencer, channel linger, drop reports) stop and the origin
-    connection pools close, so nothing is left on the reactor.
+ 3. the timers no child owns (sequencer, channel linger, first-subscription updates, drop
+    reports) stop and the origin connection pools close, so nothing is left on the reactor.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from twisted.web.client import Agent
 from twisted.web.iweb import IAgent
 
 from pushpin_tx._compat import QuietConnectionPool
+from pushpin_tx.core.first_subscription import FirstSubscriptionUpdates, first_subscription_updates
 from pushpin_tx.core.hold import HoldContext
 from pushpin_tx.backplane.redis import RedisBackplane, parse_backplane_url
 from pushpin_tx.core.intake import PublishIntake
@@ -232,6 +233,11 @@ class PushpinService(service.MultiService):
             stats=self.stats,
             subscription_max=settings.connection_subscription_max,
         )
+        #: [handler] update_on_first_subscription (Pushpin 1.41, default true): a second after a
+        #: channel's first subscriber, its long-polls re-ask the origin and its streams fetch
+        #: their next link, rate limited as Pushpin's updates. Every process, on its own router.
+        self.first_subscription: FirstSubscriptionUpdates | None = first_subscription_updates(
+            reactor, self.router, enabled=settings.update_on_first_subscription, linger=settings.subscription_linger)
 
         # The origin side: Agents (TLS, request bodies) over quiet persistent pools, and the
         # lean pool for body-less plain-HTTP requests. All three are this service's to close
@@ -772,6 +778,8 @@ class PushpinService(service.MultiService):
                                           self._pool.closeCachedConnections, self._insecure_pool.closeCachedConnections]
         if self.sequencer is not None:
             steps[:0] = [self.channel_linger.stop, self.sequencer.stop]
+        if self.first_subscription is not None:
+            steps[:0] = [self.first_subscription.stop]
         return self._log_stop_failures([defer.maybeDeferred(step) for step in steps], "stopping timers and pools")
 
     def _log_stop_failures(self, waits: list[defer.Deferred[Any]], what: str) -> defer.Deferred[None]:
