@@ -624,7 +624,7 @@ class StreamHold(_Hold):
             return
         self._recover(f"no publish for {link.timeout} s")
 
-    def _recover(self, why: str, first: "tuple[Publication, str] | None" = None) -> None:
+    def _recover(self, why: str, first: "tuple[Publication, str] | None" = None, waiting: "list[tuple[Publication, str]] | None" = None) -> None:
         """Fetch the next link with Grip-Last, write its body, adopt its instructions."""
         link = self.instruct.next_link
         if link is None or self.fetch_next is None:
@@ -642,7 +642,7 @@ class StreamHold(_Hold):
         self._log.info("{conn}: {why}, fetching next link {uri}", conn=self.conn_id, why=why, uri=link.uri)
         self._recovering = True
         self._recovery += 1
-        self._waiting = [first] if first is not None else []
+        self._waiting = ([first] if first is not None else []) + (waiting or [])
         self._ctx.counters.recoveries += 1
         if self._link_timer is not None and self._link_timer.active():
             self._link_timer.cancel()
@@ -677,8 +677,13 @@ class StreamHold(_Hold):
             self.queue.offer(b"%x\r\n%b\r\n" % (len(body), body) if self._sink.chunked else body, "", force=True)
             self._last_write = self._ctx.clock.seconds()
         self._adopt(instruct)
-        if instruct.hold is None and instruct.next_link is None:
-            self._close()
+        if instruct.hold is None:
+            if instruct.next_link is None:
+                self._close()
+                return
+            # a page without a hold: Pushpin goes on proxying, the following link at once
+            # (httpsession.cpp, tryProcessOutReq); what was published meanwhile waits for it
+            self._recover("next link answered without a hold", waiting=waiting)
             return
         if instruct.next_link is None and any(c.prev_id is not None for c in instruct.channels):
             # §5.4: prev-ids without a next link could never recover; Pushpin ends the stream
@@ -694,7 +699,9 @@ class StreamHold(_Hold):
                 self._ctx.on_drop(self.conn_id, channel, f"superseded by recovery (id {item.id})")
 
     def _adopt(self, instruct: "Instruct") -> None:
-        """Take on a next link's instructions: channels, prev-ids, the next link, keep-alive."""
+        """Take on a next link's instructions: channels, prev-ids, the next link, keep-alive, sub meta."""
+        # Pushpin replaces the whole instruct: its meta is the filters' sub meta from now on
+        self.meta = dict(instruct.meta)
         router = self._ctx.router
         stats = self._ctx.stats
         if instruct.hold == "stream":

@@ -595,3 +595,35 @@ def test_no_link_timeout_recovery_while_a_slow_reader_is_behind(clock):
     assert [c[1] for c in calls] == [{"fruit": "5"}]
     calls[0][2].callback(None)
     assert sink.finished
+
+
+# a next link's own instruct (Pushpin 1.41) ----------------------------------------------------
+
+
+def test_a_next_link_answers_meta_is_the_sub_meta_from_then_on(clock):
+    """The page's Grip-Set-Meta replaces the stream's: var-subst of later publishes reads the new meta, as Pushpin's replaced instruct does."""
+    page = instruct("Grip-Hold: stream", "Grip-Set-Meta: name=bob", "Grip-Channel: fruit; prev-id=3; filter=var-subst",
+                    "Grip-Link: </fruit/?after=3>; rel=next", body=b"")
+    ctx, sink, hold, calls = reliable_stream(clock, [page])
+    hold.meta["name"] = "alice"
+    hold.resync()
+    ctx.router.publish(parse_item({"channel": "fruit", "id": "4", "prev-id": "3", "formats": {"http-stream": {"content": "hi %(name)s\n"}}}))
+    assert sink.framed == [b"7\r\nhi bob\n\r\n"] and hold.meta == {"name": "bob"}
+    hold.client_gone()
+
+
+def test_a_page_without_hold_fetches_the_following_link_at_once(clock):
+    """A next link answered without a hold but with a link (a paged stream): its body goes out and the following link is fetched at once, not after the link timeout; what was published meanwhile is delivered after the page that holds again."""
+    ctx = hold_context(clock)
+    sink = RecordingSink()
+    hold = StreamHold(ctx, sink, instruct("Grip-Hold: stream", "Grip-Channel: fruit; prev-id=3", "Grip-Link: </p1>; rel=next; timeout=120", body=b""), "c1")
+    calls = pending_fetches(hold)
+    hold.start()
+    fruit(ctx, 5)  # a gap: recovery from /p1
+    fruit(ctx, 6)  # waits for it
+    calls[0][2].callback(instruct("Grip-Link: </p2>; rel=next", body=b"item 4\n"))
+    assert [c[0] for c in calls] == ["http://example.com/p1", "http://example.com/p2"]
+    calls[1][2].callback(instruct("Grip-Hold: stream", "Grip-Channel: fruit; prev-id=5", "Grip-Link: </p3>; rel=next", body=b"item 5\n"))
+    assert sink.framed == [b"7\r\nitem 4\n\r\n", b"7\r\nitem 5\n\r\n", b"7\r\nitem 6\n\r\n"]
+    assert not sink.finished and len(calls) == 2
+    hold.client_gone()
