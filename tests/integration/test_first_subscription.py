@@ -138,9 +138,13 @@ async def test_turned_off_nothing_is_asked_again(reactor, tmp_path, origin):
 
 @pytest_twisted.ensureDeferred
 async def test_a_long_poll_on_a_channel_already_held_is_not_asked_again(reactor, tmp_path, origin):
-    """The second long-poll on a subscribed channel starts no timer: only the first subscription's update asks again."""
+    """
+    The second long-poll on a subscribed channel starts no timer: only the first subscription's
+    update asks again. One process: with workers, each process counts its own first
+    subscriptions, and the second client may be another process's (README).
+    """
     script = Origin(reactor, origin, poll_timeout=3)
-    env = await Env(reactor, tmp_path, origin).start()
+    env = await Env(reactor, tmp_path, origin).start(workers="1")
     try:
         first = await raw_connect(reactor, env.proxy.client_port)
         first.transport.write(b"GET /lp HTTP/1.1\r\nHost: example.com\r\n\r\n")
