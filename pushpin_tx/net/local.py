@@ -9,6 +9,11 @@ One difference, on purpose: connmgr removes whatever is at the path before bindi
 socket file nobody answers on (left by a process that was killed) is removed, but one a
 live server still accepts on is not taken over, and a path that is not a socket (a typo
 naming a real file) is never deleted: start-up fails naming it instead.
+
+With C{workers} > 1 the main process binds the socket and every worker accepts on it too,
+through the listening socket itself, inherited (L{listen_shared}; a Unix socket has no
+SO_REUSEPORT): the processes take connections from its one accept queue, and the file's
+mode, owner and lifetime stay the main process's.
 """
 
 from __future__ import annotations
@@ -19,11 +24,11 @@ import os
 import pwd
 import socket
 import stat
-from typing import Any
+from typing import Any, Callable
 
 from pushpin_tx.net.listening import ListenError
 
-__all__ = ["listen_local", "clear_stale_socket", "current_umask"]
+__all__ = ["listen_local", "listen_shared", "clear_stale_socket", "current_umask"]
 
 
 def current_umask() -> int:
@@ -95,3 +100,34 @@ def listen_local(reactor: Any, path: str, factory: Any, *, mode: int | None = No
             port.stopListening()
             raise ListenError(label, path, (e.strerror or str(e)).lower(), verb="set the owner of") from None
     return port
+
+
+def listen_shared(reactor: Any, path: str, fd: int, factory: Any, *, adopt: Callable[[Any, int, Any], Any],
+                  label: str = "client (local)") -> Any:
+    """
+    Accept on the Unix socket C{path} that the main process bound and shares, inherited as
+    descriptor C{fd}. C{adopt(reactor, fd, factory)} makes the port: one that leaves the
+    socket and its file alone when it stops (L{pushpin_tx._compat.adopt_shared_unix_port};
+    Twisted's own would shut the socket down for every process and remove the file). The
+    port holds its own duplicate, so C{fd} is closed here, whatever happens.
+
+    @raise ListenError: C{fd} is not a listening Unix stream socket.
+    """
+    try:
+        listening = False
+        try:
+            probe = socket.socket(fileno=os.dup(fd))
+        except OSError as e:
+            if e.errno != errno.ENOTSOCK:
+                raise ListenError(label, path, f"inherited descriptor {fd}: {os.strerror(e.errno or 0).lower()}") from None
+        else:
+            try:
+                listening = probe.family == socket.AF_UNIX and probe.type == socket.SOCK_STREAM and \
+                    probe.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
+            finally:
+                probe.close()
+        if not listening:
+            raise ListenError(label, path, f"inherited descriptor {fd} is not a listening Unix socket")
+        return adopt(reactor, fd, factory)
+    finally:
+        os.close(fd)

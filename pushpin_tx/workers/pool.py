@@ -2,7 +2,10 @@
 """
 The main process's side of C{workers = N}: it spawns N-1 worker processes that serve
 clients on the same ports (SO_REUSEPORT, the port claimed against a second pushpin-tx:
-L{pushpin_tx.net.listening}), and keeps them in step.
+L{pushpin_tx.net.listening}), and keeps them in step. A Unix-socket client listener
+(C{local_ports}) has no SO_REUSEPORT: the main process binds it (its mode and owner, its
+refusal to take over a live socket) and every worker inherits the listening socket itself,
+as descriptor L{FIRST_SHARED_FD} onwards, so all the processes accept from its one queue.
 
 Why processes: one CPython reactor uses one core. Clients are spread over the processes
 by the kernel; publishes still arrive at one place (the control API and the ZeroMQ
@@ -47,11 +50,15 @@ __all__ = [
     "merge_counters",
     "TO_WORKER_FD",
     "FROM_WORKER_FD",
+    "FIRST_SHARED_FD",
 ]
 
 #: the worker's end of the main -> worker pipe, and of the worker -> main pipe
 TO_WORKER_FD = 3
 FROM_WORKER_FD = 4
+#: the first of the worker's descriptors for the listening sockets it shares with the main
+#: process (the Unix-socket client listeners), one each, in order
+FIRST_SHARED_FD = 5
 
 #: largest message either side accepts (a snapshot of 100,000 connection ids fits easily)
 MAX_MESSAGE = 256 * 1024 * 1024
@@ -290,6 +297,9 @@ class WorkerPool(service.Service):
     @param count: the C{workers} setting; this process is worker 0, so C{count - 1} are spawned.
     @param listen: the client addresses the workers bind too, after this process bound them
         (so port 0 became a real port).
+    @param shared: the listening sockets the workers accept on too, bound by this process:
+        (path, descriptor) of each Unix-socket client listener. A worker gets each one as its
+        descriptor C{FIRST_SHARED_FD + i}, and (path, that number) in its start-up message.
     """
 
     _log = Logger()
@@ -300,10 +310,12 @@ class WorkerPool(service.Service):
                  init: Callable[[int], dict[str, Any]],
                  argv: list[str] | None = None,
                  stats_send: Callable[[bytes], None] | None = None,
-                 backpressure: Any = None) -> None:
+                 backpressure: Any = None,
+                 shared: Callable[[], list[tuple[str, int]]] | None = None) -> None:
         self.count = count
         self._reactor = reactor
         self._listen = listen
+        self._shared = shared
         self.interest = interest
         self._init = init
         self._argv = argv or [sys.executable, "-m", "pushpin_tx.scripts.worker"]
@@ -357,11 +369,17 @@ class WorkerPool(service.Service):
         here = os.path.dirname(os.path.dirname(os.path.abspath(pushpin_tx.__file__)))
         env["PYTHONPATH"] = here + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         child_fds: dict[int, Any] = {1: 1, 2: 2, TO_WORKER_FD: "w", FROM_WORKER_FD: "r"}
+        shared = []
+        for n, (path, fd) in enumerate(self._shared() if self._shared is not None else ()):
+            child_fds[FIRST_SHARED_FD + n] = fd  # the child's descriptor, a duplicate of our fd
+            shared.append((path, FIRST_SHARED_FD + n))
         self._reactor.spawnProcess(worker, self._argv[0], self._argv, env=env, path=os.getcwd(), childFDs=child_fds)
         init = self._init(index)
         init["generation"] = self._generations.get(index, 0)
         self._generations[index] = init["generation"] + 1
         init["listen"] = self._listen()
+        if shared:
+            init["shared"] = shared
         worker.send(encode(("init", init)))
         self._log.info("worker {index} started (pid {pid})", index=index, pid=worker.pid)
 

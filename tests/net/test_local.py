@@ -12,7 +12,7 @@ from twisted.internet.testing import MemoryReactor
 from twisted.internet.protocol import Factory, Protocol
 
 from pushpin_tx.net.listening import ListenError
-from pushpin_tx.net.local import clear_stale_socket, current_umask, listen_local
+from pushpin_tx.net.local import clear_stale_socket, current_umask, listen_local, listen_shared
 
 
 def _short(tmp_path: Path, name: str = "s") -> str:
@@ -100,3 +100,67 @@ def test_unknown_user_names_itself(tmp_path: Path) -> None:
     with pytest.raises(ListenError, match="no such user or group: .*no-such-user-x"):
         listen_local(reactor, _short(tmp_path), Factory.forProtocol(Protocol), user="no-such-user-x")
     assert reactor.unixServers == []
+
+
+# a worker's share of the main process's socket (workers > 1) --------------------------------------
+
+
+def _adopting(adopted: list):
+    """An C{adopt} for listen_shared that records what it was given (with the descriptor still open then) and returns a port."""
+
+    def adopt(reactor, fd, factory):
+        adopted.append((reactor, fd, factory, stat.S_ISSOCK(os.fstat(fd).st_mode)))
+        return "port"
+
+    return adopt
+
+
+def test_a_shared_socket_is_adopted_and_the_inherited_descriptor_closed(tmp_path: Path) -> None:
+    """The inherited listening socket is handed to adopt (which keeps its own copy), then the inherited descriptor is closed."""
+    path = str(tmp_path / "s.sock")
+    listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listening.bind(path)
+    listening.listen(1)
+    inherited = os.dup(listening.fileno())
+    reactor = MemoryReactor()
+    factory = Factory.forProtocol(Protocol)
+    adopted: list = []
+    try:
+        assert listen_shared(reactor, path, inherited, factory, adopt=_adopting(adopted)) == "port"
+        assert adopted == [(reactor, inherited, factory, True)]
+        with pytest.raises(OSError):
+            os.fstat(inherited)
+    finally:
+        listening.close()
+
+
+@pytest.mark.parametrize("kind", ["not listening", "tcp", "pipe"])
+def test_a_descriptor_that_is_not_a_listening_unix_socket_is_refused(tmp_path: Path, kind: str) -> None:
+    """A bound but not listening socket, a TCP one, a pipe: a ListenError naming the path and the descriptor, nothing adopted, the descriptor closed."""
+    path = str(tmp_path / "s.sock")
+    keep: list = []
+    if kind == "not listening":
+        skt = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        skt.bind(path)
+        keep.append(skt)
+        fd = os.dup(skt.fileno())
+    elif kind == "tcp":
+        skt = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        skt.bind(("127.0.0.1", 0))
+        skt.listen(1)
+        keep.append(skt)
+        fd = os.dup(skt.fileno())
+    else:
+        r, fd = os.pipe()
+        keep.append(r)
+    adopted: list = []
+    try:
+        with pytest.raises(ListenError) as e:
+            listen_shared(MemoryReactor(), path, fd, Factory.forProtocol(Protocol), adopt=_adopting(adopted))
+        assert str(e.value) == f"client (local): cannot listen on {path}: inherited descriptor {fd} is not a listening Unix socket"
+        assert adopted == []
+        with pytest.raises(OSError):
+            os.fstat(fd)
+    finally:
+        for k in keep:
+            k.close() if hasattr(k, "close") else os.close(k)

@@ -20,6 +20,7 @@ from pushpin_tx.ops.metrics import PushpinCollector
 from pushpin_tx.service import PushpinService
 from pushpin_tx.scripts.worker import WorkerLink, tagged
 from pushpin_tx.workers.pool import (
+    FIRST_SHARED_FD,
     REFRESH_TIMEOUT,
     RESTART_DELAY,
     STOP_TIMEOUT,
@@ -171,6 +172,19 @@ def test_pool_spawns_count_minus_one_workers_and_sends_each_its_start_up():
         assert args[1:] == ["-m", "pushpin_tx.scripts.worker"]
         assert child_fds == {1: 1, 2: 2, 3: "w", 4: "r"}
         assert proto.transport.messages()[0] == ("init", {"index": proto.index, "generation": 0, "listen": [("127.0.0.1", 7999)]})
+
+
+def test_workers_inherit_the_shared_listening_sockets_and_are_told_their_paths():
+    """Each Unix-socket listener the main process bound goes to every worker as descriptor 5, 6...; the start-up message names the path of each."""
+    reactor = _ProcessReactor()
+    pool = WorkerPool(3, reactor, listen=lambda: [], interest=SharedInterest(_Router()), init=lambda index: {"index": index},
+                      shared=lambda: [("/run/a.sock", 11), ("/run/b.sock", 12)])
+    pool.startService()
+    assert len(reactor.spawned) == 2
+    for proto, args, child_fds in reactor.spawned:
+        assert child_fds == {1: 1, 2: 2, 3: "w", 4: "r", FIRST_SHARED_FD: 11, FIRST_SHARED_FD + 1: 12}
+        assert proto.transport.messages()[0][1]["shared"] == [("/run/a.sock", FIRST_SHARED_FD), ("/run/b.sock", FIRST_SHARED_FD + 1)]
+    pool.stopService()
 
 
 def test_everything_forwarded_in_one_turn_goes_as_one_message_in_order():
