@@ -158,3 +158,31 @@ async def test_a_long_poll_on_a_channel_already_held_is_not_asked_again(reactor,
         second.transport.loseConnection()
     finally:
         assert await env.stop() == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_news_the_subscription_missed_reaches_the_client_through_the_re_ask(reactor, tmp_path, origin):
+    """What was published before the subscription took effect: the re-asked origin answers it, and the client gets that answer."""
+    script = Origin(reactor, origin)
+    missed = []
+
+    def long_poll(request):
+        if not script.paths().count(b"/lp"):
+            return script.long_poll(request)
+        script._note(request)  # asked again: meanwhile there is news, answered at once (no hold)
+        missed.append(request.getHeader(b"grip-last"))
+        request.setHeader(b"content-type", b"text/plain")
+        return b"missed news\n"
+
+    origin.handlers[b"/lp"] = long_poll
+    env = await Env(reactor, tmp_path, origin).start()
+    try:
+        client = await raw_connect(reactor, env.proxy.client_port)
+        client.transport.write(b"GET /lp HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        await client.wait_for(reactor, b"\r\n\r\nmissed news\n")
+        assert client.received.startswith(b"HTTP/1.1 200 OK\r\n") and missed == [b"lp; last-id=7"]
+        (first, _, _), (again, _, _) = script.asked
+        assert 1.0 <= again - first < 3.0, again - first
+        client.transport.loseConnection()
+    finally:
+        assert await env.stop() == 0
