@@ -16,6 +16,8 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
+from autobahn import util as _autobahn_util
+from autobahn.twisted import websocket as _autobahn_twisted_websocket
 from autobahn.websocket import protocol as _autobahn_protocol
 from twisted.web._abnf import _decint, _istoken
 from twisted.web._newclient import BadHeaders, BadResponseVersion, ParseError, RequestGenerationFailed
@@ -38,6 +40,10 @@ __all__ = [
     "buffered_bytes",
     "LazyOptionsDump",
     "LazyPformat",
+    "lazy_hltype",
+    "lazy_hlval",
+    "quiet_autobahn_highlighting",
+    "accept_server_handshake",
     "cap_accepts",
     "compresses",
     # twisted.web's own HTTP/1.1 client pieces, for the lean origin client (origin/http11.py),
@@ -333,3 +339,160 @@ class LazyOptionsDump:
             super()._connectionMade()  # type: ignore[misc]
         finally:
             _autobahn_protocol.pformat = pformat
+
+
+class _LazyHighlight:
+    """What one of autobahn's C{hl*} helpers returns, worked out when the log line holding it is formatted."""
+
+    __slots__ = ("_fn", "_args")
+
+    def __init__(self, fn: Any, *args: Any) -> None:
+        self._fn = fn
+        self._args = args
+
+    def __format__(self, spec: str) -> str:
+        return format(self._fn(*self._args), spec)
+
+    def __str__(self) -> str:
+        return str(self._fn(*self._args))
+
+    __repr__ = __str__
+
+
+def lazy_hltype(obj: object) -> Any:
+    """C{autobahn.util.hltype(obj)}, formatted only if the log line that holds it is written (the same text then)."""
+    return _LazyHighlight(_autobahn_util.hltype, obj)
+
+
+def lazy_hlval(val: object, color: str = "white", bold: bool = True) -> Any:
+    """C{autobahn.util.hlval(val, ...)}, styled only if the log line that holds it is written; C{val} is read now."""
+    return _LazyHighlight(_autobahn_util.hl, f"{val}", bold, color)
+
+
+def quiet_autobahn_highlighting() -> None:
+    """
+    autobahn's WebSocket modules pass C{hltype(...)} and C{hlval(...)} (terminal colours by
+    click) to their debug log lines, about ten per connection opened, whether or not debug
+    lines are written: a sixteenth of opening a WebSocket (bench/README.md). Their module
+    globals of those names become L{lazy_hltype} and L{lazy_hlval}, which style the text only
+    when a line is formatted, the same text then. Every use in those modules is a log field
+    (tests/test_compat.py checks). Idempotent.
+    """
+    for module in (_autobahn_protocol, _autobahn_twisted_websocket):
+        module.hltype = lazy_hltype  # type: ignore[attr-defined]
+        module.hlval = lazy_hlval  # type: ignore[attr-defined]
+
+
+_BASE64_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/")
+
+
+def accept_server_handshake(protocol: Any, data: bytes, answer: Any) -> bool:
+    """
+    autobahn's server handshake (C{WebSocketServerProtocol.processHandshake}) for the opening
+    request C{data} (request line and headers, as C{dataReceived} would get them), when it
+    passes every check autobahn makes: the same state set on C{protocol} (a server protocol
+    made and connected, in C{STATE_CONNECTING}, nothing received yet), then autobahn's own
+    C{succeedHandshake} with C{answer(protocols)} (what C{onConnect} returns for the client's
+    subprotocols), which sends the 101 and opens the connection.
+
+    Returns False, having changed nothing, for any request that one of autobahn's checks
+    would fail (or that needs an option this path does not cover: a trusted
+    C{X-Forwarded-For}, a connection limit, an external port): the caller then feeds C{data}
+    to C{dataReceived} and autobahn answers as it always has.
+
+    Why: autobahn's processHandshake, its txaio Deferred around C{onConnect} and their debug
+    lines were a third of opening a proxied WebSocket (bench/README.md). The checks follow
+    autobahn 25-26's processHandshake in its order; tests/test_compat.py runs requests
+    through both paths and compares the protocols' state and what they sent.
+    """
+    p = _autobahn_protocol
+    if protocol.state != p.WebSocketProtocol.STATE_CONNECTING or protocol.data:
+        return False
+    if protocol.trustXForwardedFor or protocol.maxConnections > 0 or protocol.factory.externalPort:
+        return False
+    end = data.find(b"\r\n\r\n")
+    if end < 0 or end + 4 != len(data):
+        return False
+    try:
+        status_line, headers, counts = p.parseHttpHeader(data)
+    except Exception:
+        return False
+    parts = status_line.split()
+    if len(parts) != 3 or parts[0].strip() != "GET" or parts[2].strip() != "HTTP/1.1":
+        return False
+    uri = parts[1].strip()
+    try:
+        _scheme, _netloc, path, _params, query, fragment = p.parse.urlparse(uri)
+        params = p.parse.parse_qs(query)
+    except Exception:
+        return False
+    if fragment != "" or counts.get("host") != 1:
+        return False
+    host = headers["host"].strip()
+    if host.find(":") >= 0 and not host.endswith("]"):
+        host, port = host.rsplit(":", 1)
+        try:
+            int(str(port.strip()))
+        except ValueError:
+            return False
+    if not any(u.strip().lower() == "websocket" for u in headers.get("upgrade", "").split(",")):
+        return False
+    if not any(c.strip().lower() == "upgrade" for c in headers.get("connection", "").split(",")):
+        return False
+    if counts.get("sec-websocket-version") != 1:
+        return False
+    try:
+        version = int(headers["sec-websocket-version"])
+    except ValueError:
+        return False
+    if version not in protocol.versions:
+        return False
+    protocols: list[str] = []
+    if "sec-websocket-protocol" in headers:
+        protocols = [str(x.strip()) for x in headers["sec-websocket-protocol"].split(",")]
+        if len(set(protocols)) != len(protocols):
+            return False
+    origin_key = "sec-websocket-origin" if version < 13 else "origin"
+    origin = ""
+    if origin_key in headers:
+        if counts[origin_key] > 1:
+            return False
+        origin = headers[origin_key].strip()
+        try:
+            origin_tuple = p._url_to_origin(origin)
+        except ValueError:
+            return False
+        factory = protocol.factory
+        if not (origin_tuple == "null" and factory.allowNullOrigin) and not p._is_same_origin(
+            origin_tuple, "https" if factory.isSecure else "http", factory.externalPort or factory.port,
+            protocol.allowedOriginsPatterns,
+        ):
+            return False
+    if counts.get("sec-websocket-key") != 1:
+        return False
+    key = headers["sec-websocket-key"].strip()
+    if len(key) != 24 or key[-2:] != "==" or not _BASE64_KEY_CHARS.issuperset(key[:-2]):
+        return False
+    extensions: list[Any] = []
+    if "sec-websocket-extensions" in headers:
+        if counts["sec-websocket-extensions"] > 1:
+            return False
+        extensions = protocol._parseExtensionsHeader(headers["sec-websocket-extensions"])
+    # every check passed: autobahn's state, as its _dataReceived and processHandshake leave it
+    protocol.trafficStats.preopenIncomingOctetsWireLevel += len(data)
+    if protocol.logOctets:
+        protocol.logRxOctets(data)
+    protocol.http_request_data = data
+    protocol.http_status_line = status_line
+    protocol.http_headers = headers
+    protocol.http_request_uri = uri
+    protocol.http_request_path = path
+    protocol.http_request_params = params
+    protocol.http_request_host = host
+    protocol.websocket_version = version
+    protocol.websocket_protocols = protocols
+    protocol.websocket_origin = origin
+    protocol.websocket_extensions = extensions
+    protocol._wskey = key
+    protocol.succeedHandshake(answer(protocols))
+    return True

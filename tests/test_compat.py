@@ -47,6 +47,10 @@ from pushpin_tx._compat import (
     is_disconnected,
     istoken,
     knows_write_buffer,
+    lazy_hltype,
+    lazy_hlval,
+    quiet_autobahn_highlighting,
+    accept_server_handshake,
     request_line,
     write_buffer_empty,
 )
@@ -383,6 +387,145 @@ def _handshake(extensions: bytes | None) -> WebSocketServerProtocol:
         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
         + (b"Sec-WebSocket-Extensions: " + extensions + b"\r\n" if extensions else b"") + b"\r\n")
     return protocol
+
+
+def test_lazy_highlights_format_as_autobahns() -> None:
+    """lazy_hltype / lazy_hlval give autobahn's hltype / hlval text (terminal colours included) once formatted."""
+    from autobahn.util import hltype, hlval
+
+    assert f"{lazy_hltype(WebSocketServerProtocol.sendData)}" == hltype(WebSocketServerProtocol.sendData)
+    assert str(lazy_hltype(test_lazy_highlights_format_as_autobahns)) == hltype(test_lazy_highlights_format_as_autobahns)
+    for args, kw in [((42,), {}), (("tcp4:127.0.0.1:5",), {}), (("x",), {"color": "red", "bold": False})]:
+        assert f"{lazy_hlval(*args, **kw)}" == hlval(*args, **kw)
+    assert f"{lazy_hlval(7):>5}" == f"{hlval(7):>5}"
+
+
+@pytest.mark.parametrize("module_name", ["autobahn.websocket.protocol", "autobahn.twisted.websocket"])
+def test_autobahn_passes_its_highlights_only_as_log_fields(module_name: str) -> None:
+    """Every hltype(...) / hlval(...) call in autobahn's WebSocket modules is a keyword argument of a log call (so a lazy value is never used as a str)."""
+    import ast
+    import importlib
+    import inspect
+
+    module = importlib.import_module(module_name)
+    tree = ast.parse(inspect.getsource(module))
+    as_fields = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("debug", "info", "warn", "error", "trace", "failure", "critical"):
+            as_fields.update(id(k.value) for k in node.keywords)
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in ("hltype", "hlval")]
+    assert calls, f"{module_name} no longer calls hltype/hlval"
+    assert all(id(c) in as_fields for c in calls), f"{module_name} uses an hltype/hlval result outside a log field"
+    assert getattr(module, "hltype") in (lazy_hltype, __import__("autobahn.util").util.hltype)
+
+
+def test_quiet_highlighting_makes_autobahns_module_globals_lazy() -> None:
+    """After quiet_autobahn_highlighting(), autobahn's WebSocket modules highlight with the lazy helpers."""
+    from autobahn.twisted import websocket as twisted_websocket
+
+    quiet_autobahn_highlighting()
+    quiet_autobahn_highlighting()  # idempotent
+    for module in (autobahn_protocol, twisted_websocket):
+        assert module.hltype is lazy_hltype
+        assert module.hlval is lazy_hlval
+
+
+_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+
+#: opening requests: (request, whether the fast path takes it); the others must be left to autobahn
+_HANDSHAKES = [
+    (f"GET /ws?channel=a HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n", True),
+    (f"GET /a/b?x=1&x=2&y HTTP/1.1\r\nHost: Example.COM:8080\r\nUpgrade: foo, WebSocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: {_KEY}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: chat, super\r\nOrigin: https://app.example.com\r\nX-Extra: v\r\n\r\n", True),
+    (f"GET / HTTP/1.1\r\nHost: [::1]\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {_KEY}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits, x-webkit-deflate-frame\r\nOrigin: null\r\n\r\n", False),
+    (f"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {_KEY}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n", True),
+    (f"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {_KEY}\r\nSec-WebSocket-Version: 8\r\nSec-WebSocket-Origin: http://h\r\n\r\n", True),
+    (f"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {_KEY}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: chat, chat\r\n\r\n", False),
+    (f"GET / HTTP/1.1\r\nHost: h:x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n", False),
+    (f"GET /#frag HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n", False),
+    (f"POST / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n", False),
+    (f"GET / HTTP/1.0\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n", False),
+    (f"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: close\r\nSec-WebSocket-Key: {_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n", False),
+    (f"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: h2c\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n", False),
+    ("GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: short==\r\nSec-WebSocket-Version: 13\r\n\r\n", False),
+    ("GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ!=\r\nSec-WebSocket-Version: 13\r\n\r\n", False),
+    (f"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {_KEY}\r\nSec-WebSocket-Version: 12\r\n\r\n", False),
+    (f"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {_KEY}\r\nSec-WebSocket-Version: x\r\n\r\n", False),
+    (f"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n", False),
+    (f"GET / HTTP/1.1\r\nHost: h\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n", False),
+    (f"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {_KEY}\r\nSec-WebSocket-Version: 13\r\nOrigin: not a url\r\n\r\n", False),
+    (f"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {_KEY}\r\nSec-WebSocket-Version: 13\r\nX-Bad: a\x01b\r\n\r\n", False),
+    (f"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n\x81\x80abcd", False),
+    ("GET / HTTP/1.1\r\nHost: h\r\n\r\n", False),
+]
+
+#: what autobahn's handshake leaves on the protocol, compared between the two paths
+_HANDSHAKE_STATE = ("state", "data", "http_request_data", "http_status_line", "http_headers", "http_request_uri", "http_request_path",
+                    "http_request_params", "http_request_host", "websocket_version", "websocket_protocols", "websocket_origin",
+                    "websocket_extensions", "_wskey", "websocket_protocol_in_use", "http_response_data", "wasNotCleanReason",
+                    "inside_message", "current_frame")
+
+
+def _handshake_protocol(compression: bool, subprotocol: str | None) -> Any:
+    from pushpin_tx.websocket.client_side import make_client_factory
+
+    factory = make_client_factory(MemoryReactorClock(), allow_compression=compression)
+    protocol = factory.buildProtocol(None)
+    protocol._accept = (subprotocol, {"X-Origin-Said": ["yes"]})
+    transport = _TcpLikeTransport()
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+class _TcpLikeTransport(StringTransport):
+    """A StringTransport that, as a TCP transport, lets a producer be unregistered when none is (autobahn's dropConnection does)."""
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+
+def _handshake_state(protocol: Any) -> dict[str, Any]:
+    state = {name: getattr(protocol, name, "<unset>") for name in _HANDSHAKE_STATE}
+    state["preopen_in"] = protocol.trafficStats.preopenIncomingOctetsWireLevel
+    state["preopen_out"] = protocol.trafficStats.preopenOutgoingOctetsWireLevel
+    state["compress"] = type(protocol._perMessageCompress).__name__
+    state["extensions_in_use"] = [type(e).__name__ for e in getattr(protocol, "websocket_extensions_in_use", [])]
+    return state
+
+
+@pytest.mark.parametrize("compression", [False, True])
+@pytest.mark.parametrize("subprotocol", [None, "super"])
+@pytest.mark.parametrize("request_text,fast", _HANDSHAKES)
+def test_fast_server_handshake_does_what_autobahns_does(request_text: str, fast: bool, compression: bool, subprotocol: str | None) -> None:
+    """accept_server_handshake leaves the same state and sends the same bytes as autobahn's own handshake, or declines and changes nothing."""
+    data = request_text.encode("latin-1")
+    slow, slow_transport = _handshake_protocol(compression, subprotocol)
+    slow.dataReceived(data)
+    quick, quick_transport = _handshake_protocol(compression, subprotocol)
+    before = _handshake_state(quick)
+    took = accept_server_handshake(quick, data, quick.answer)
+    assert took is fast
+    if not took:
+        assert _handshake_state(quick) == before and quick_transport.value() == b""
+        quick.dataReceived(data)
+    assert quick_transport.value() == slow_transport.value()
+    assert _handshake_state(quick) == _handshake_state(slow)
+    assert (slow.state == autobahn_protocol.WebSocketProtocol.STATE_OPEN) is (fast or slow.state == autobahn_protocol.WebSocketProtocol.STATE_OPEN)
+
+
+def test_fast_server_handshake_declines_options_it_does_not_cover() -> None:
+    """A trusted X-Forwarded-For, a connection limit or an external port leave the handshake to autobahn."""
+    data = _HANDSHAKES[0][0].encode("latin-1")
+    for option, value in [("trustXForwardedFor", 1), ("maxConnections", 10)]:
+        protocol, transport = _handshake_protocol(False, None)
+        setattr(protocol, option, value)
+        assert not accept_server_handshake(protocol, data, protocol.answer)
+        assert transport.value() == b""
+    protocol, transport = _handshake_protocol(False, None)
+    protocol.factory.externalPort = 80
+    assert not accept_server_handshake(protocol, data, protocol.answer)
+    opened, _ = _handshake_protocol(False, None)
+    assert accept_server_handshake(opened, data, opened.answer)
+    assert not accept_server_handshake(opened, data, opened.answer)  # open already
 
 
 def test_autobahn_keeps_the_accepted_compression_in_per_message_compress() -> None:

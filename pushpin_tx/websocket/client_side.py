@@ -16,14 +16,13 @@ from types import FunctionType
 from typing import TYPE_CHECKING, Any, Callable, cast
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from autobahn.util import hltype, hlval
 from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.protocols.policies import ProtocolWrapper
 
-from pushpin_tx._compat import LazyOptionsDump, compresses, is_disconnected
+from pushpin_tx._compat import LazyOptionsDump, accept_server_handshake, compresses, is_disconnected, lazy_hltype, lazy_hlval, quiet_autobahn_highlighting
 from pushpin_tx.core.delivery import OVERFLOW_DRAIN_TIMEOUT
 from pushpin_tx.net.writethrough import TurnCounter, writer_for
 from pushpin_tx.core.ws_session import OPCODE_BINARY, OPCODE_PING, OPCODE_PONG, OPCODE_TEXT
@@ -62,8 +61,12 @@ class ClientWebSocket(LazyOptionsDump, WebSocketServerProtocol):  # type: ignore
     # autobahn callbacks --------------------------------------------------------------------
 
     def onConnect(self, request: Any) -> tuple[str | None, dict[str, Any]]:
+        return self.answer(request.protocols)
+
+    def answer(self, protocols: list[str]) -> tuple[str | None, dict[str, Any]]:
+        """The subprotocol (one of the client's C{protocols}, or None) and headers of the 101."""
         protocol, headers = self._accept
-        if protocol is not None and protocol not in request.protocols:
+        if protocol is not None and protocol not in protocols:
             protocol = None
         return protocol, headers
 
@@ -144,9 +147,9 @@ class ClientWebSocket(LazyOptionsDump, WebSocketServerProtocol):  # type: ignore
         write(data)
         self.log.debug(
             "{func} sent {data_len} bytes for peer {peer}",
-            func=hltype(self.sendData),
-            peer=hlval(self.peer),
-            data_len=hlval(len(data)),
+            func=lazy_hltype(self.sendData),
+            peer=lazy_hlval(self.peer),
+            data_len=lazy_hlval(len(data)),
         )
         state = self.state
         if state == WebSocketServerProtocol.STATE_OPEN:
@@ -232,6 +235,9 @@ def make_client_factory(reactor: Any, *, max_message_size: int = 1000000, allow_
     @param allow_compression: C{[runner] allow_compression}: negotiate permessage-deflate
         when a client offers it (off: never, as Pushpin's default).
     """
+    # autobahn's debug lines style their fields for a terminal even when not written: only
+    # when written from now on (the same text then)
+    quiet_autobahn_highlighting()
     factory = ClientFactory(reactor=reactor)
     factory.protocol = ClientWebSocket
     factory.noisy = False
@@ -306,10 +312,14 @@ def upgrade(
     # will resume it. (autobahn's WebSocketResource also looks for an HTTP/2-negotiating
     # channel's private _networkProducer: ClientSite's channels are plain HTTP/1.x ones.)
     transport.resumeProducing()
-    # Replay the request into autobahn so it runs the handshake (as WebSocketResource does).
-    data = request.method + b" " + request.uri + b" HTTP/1.1\r\n"
+    # The request as autobahn would read it (what WebSocketResource replays into it): its
+    # handshake, done without the parts of autobahn's that a valid request does not need
+    # (_compat.accept_server_handshake), or by autobahn itself from these bytes.
+    parts = [request.method, b" ", request.uri, b" HTTP/1.1\r\n"]
     for name, values in request.requestHeaders.getAllRawHeaders():
-        data += name + b": " + b",".join(values) + b"\r\n"
-    data += b"\r\n"
-    protocol.dataReceived(data)
+        parts += (name, b": ", b",".join(values), b"\r\n")
+    parts.append(b"\r\n")
+    data = b"".join(parts)
+    if not accept_server_handshake(protocol, data, protocol.answer):
+        protocol.dataReceived(data)
     return protocol
