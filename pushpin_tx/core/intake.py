@@ -14,11 +14,11 @@ the inputs when that backlog is over its bound, so they hold publishers back.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Sequence
+import time
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
-from pushpin_tx.core.loginfo import emit_info
 from pushpin_tx.core.pending import DEFAULT_LIMIT, DEFAULT_SLICE, Backpressure, PendingWriter
 
 if TYPE_CHECKING:
@@ -75,6 +75,12 @@ class PublishIntake:
         self.pending: PendingWriter | None = (
             PendingWriter(router, clock, slice_size=slice_size, backpressure=self.backpressure) if clock is not None else None
         )
+        # The publish line's event, all but its text and time: what Logger.info would emit
+        # (as core/loginfo.emit_info does), built once rather than once per item
+        log = self._log
+        self._log_observer = log.observer
+        self._log_event: dict[str, Any] = {"log_logger": log, "log_level": LogLevel.info, "log_namespace": log.namespace,
+                                           "log_source": log.source, "log_format": "{line}"}
 
     def publish(self, items: Sequence["Item"], source: str) -> None:
         """
@@ -138,7 +144,15 @@ class PublishIntake:
 
     def _fan_out(self, items: "list[Item]") -> int:
         """Hand items of one channel to its subscribers now, count and log them; returns the receivers."""
-        stats = self._stats if self._stats is not None and self._stats.active else None
+        stats = self._stats
+        if stats is not None and not stats.wants_messages:
+            # nobody takes message packets (or no socket): only http-response counts are
+            # still needed, for the reports
+            for item in items:
+                if item.http_response is not None and stats.active:
+                    break
+            else:
+                stats = None
         router = self._router
         channel = items[0].channel
         # Per-transport receiver counts for the stats socket, taken before delivery (a
@@ -149,15 +163,14 @@ class PublishIntake:
             receivers = pending.publish_run(items)
         else:
             receivers = router.publish(items[0]) if len(items) == 1 else router.publish_run(items)
-        # Pushpin's line, once per item; preformatted once per run (emit_info: no formatter,
-        # no level scan; a flood of single-subscriber publishes spent a quarter of its time
-        # in Logger.info and the formatter, py-spy)
+        # Pushpin's line, once per item; preformatted once per run, its event built from a
+        # template (no formatter, no level scan: the profile figures are in bench/README.md)
         line = f"publish channel={channel} receivers={receivers}"
-        log = self._log
+        observer, event = self._log_observer, self._log_event
         for item in items:
             if kinds:
                 for transport, attribute, kind in _TRANSPORTS:
                     if getattr(item, attribute) is not None and kinds.get(kind):
                         stats.message(channel, item.id, kinds[kind], transport)  # type: ignore[union-attr]
-            emit_info(log, "{line}", line=line)
+            observer({**event, "line": line, "log_time": time.time()})
         return receivers

@@ -38,13 +38,25 @@ to what is due, never to the number of connections.
 The publisher does no I/O itself: its owner attaches a C{send(frame)} callable (the PUB
 socket); until then, and after L{StatsPublisher.stop}, nothing is sent and no timer runs
 (the connection table is still kept, for L{StatsPublisher.is_connected}).
+
+Interest: a ZeroMQ PUB socket drops every frame no subscriber's prefix matches, so a
+packet nobody subscribed to is never seen. When the owner knows the subscriptions (the
+stats socket is an XPUB, L{pushpin_tx.zeromq.inputs}), it passes them to
+L{StatsPublisher.set_interest}, and a packet type no subscription can match (C{message}
+when only C{report} is asked for, or everything when nobody listens) is not built at all:
+a publish flood with nobody on the stats socket spent 19 % of the process building
+C{message} packets (py-spy, bench/README.md). Subscribers see what a PUB would have sent
+them; the state behind the packets (connections, subscriptions, report counts) is kept
+either way, so the next refresh or report is whole. Without interest information
+(C{None}, the default: a worker's packets, tests) every packet is built and sent.
 """
 
 from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Callable
+from json.encoder import encode_basestring
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -79,6 +91,44 @@ _REPORT_ZERO_FIELDS = (
     "server-messages-received",
     "server-messages-sent",
 )
+
+
+#: the C{transport} values of C{message} packets, as tnetstring key + value
+_TNET_TRANSPORTS = {t: b"9:transport,%d:%s," % (len(t), t.encode("ascii"))
+                    for t in ("http-response", "http-stream", "ws-message")}
+
+
+def _tnet_text(text: str) -> bytes:
+    data = text.encode("utf-8")
+    return b"%d:%s," % (len(data), data)
+
+
+def _message_frame(head: bytes, channel: str, item_id: str | None, count: int, blocks: int | None,
+                   transport: str, fmt: str) -> bytes:
+    """
+    A C{message} packet, the same bytes as L{encode_packet} writes for its fields (tested
+    against it), built without the generic walk: one is sent per published item.
+    C{head} is the encoded C{from} field (L{StatsPublisher._message_head}).
+    """
+    if fmt == "json":
+        body = ('{"blocks":%d,' % blocks if blocks is not None else "{") + '"channel":' + encode_basestring(channel)
+        body += ',"count":%d' % count
+        if head:
+            body += head.decode("utf-8")
+        if item_id is not None:
+            body += ',"item-id":' + encode_basestring(item_id)
+        body += ',"transport":' + encode_basestring(transport) + "}"
+        return b"message J" + body.encode("utf-8")
+    payload = head + b"7:channel," + _tnet_text(channel)
+    if item_id is not None:
+        payload += b"7:item-id," + _tnet_text(item_id)
+    digits = b"%d" % count
+    payload += b"5:count,%d:%s#" % (len(digits), digits)
+    if blocks is not None:
+        digits = b"%d" % blocks
+        payload += b"6:blocks,%d:%s#" % (len(digits), digits)
+    payload += _TNET_TRANSPORTS.get(transport) or (b"9:transport," + _tnet_text(transport))
+    return b"message T%d:%s}" % (len(payload), payload)
 
 
 def encode_packet(packet_type: str, fields: dict[str, Any], fmt: str) -> bytes:
@@ -163,6 +213,14 @@ class StatsPublisher:
         self._activity_timer: IDelayedCall | None = None
         self._report_loop: LoopingCall | None = None
         self._marks = (0, 0, 0)
+        #: the subscribed prefixes (None: not known, everything is sent)
+        self._topics: frozenset[bytes] | None = None
+        #: per packet type: whether some subscription may match it (filled on demand)
+        self._wanted: dict[str, bool] = {}
+        #: whether message packets are built: attached, and wanted (kept by _interest_changed)
+        self._messages = False
+        #: the encoded from field of message packets, and the instance id it is for
+        self._head: tuple[str, bytes] = ("", b"")
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -175,7 +233,39 @@ class StatsPublisher:
         """Start sending through C{send} (one frame per call; it must not block or raise)."""
         self._send = send
         self._marks = self._counter_marks()
+        self._interest_changed()
         self._schedule()
+
+    def set_interest(self, topics: Iterable[bytes] | None) -> None:
+        """
+        The prefixes the stats socket's subscribers have subscribed to (C{b""}: everything),
+        or C{None} when they are not known: then every packet is built and sent. A packet
+        type that no prefix can match is not built (see the module docstring).
+        """
+        self._topics = None if topics is None else frozenset(topics)
+        self._interest_changed()
+
+    def wants(self, packet_type: str) -> bool:
+        """Whether a C{packet_type} packet could reach a subscriber (always, without interest information)."""
+        topics = self._topics
+        if topics is None:
+            return True
+        wanted = self._wanted.get(packet_type)
+        if wanted is None:
+            prefix = packet_type.encode("ascii") + (b" J" if self._fmt == "json" else b" T")
+            # a frame starts with the prefix: a shorter topic matches all of them or none, a
+            # longer one may match some (the socket decides those)
+            wanted = self._wanted[packet_type] = any(prefix.startswith(t) or t.startswith(prefix) for t in topics)
+        return wanted
+
+    @property
+    def wants_messages(self) -> bool:
+        """Whether L{message} builds packets now (attached, and someone may want them)."""
+        return self._messages
+
+    def _interest_changed(self) -> None:
+        self._wanted.clear()
+        self._messages = self._send is not None and self.wants("message")
 
     def start(self) -> None:
         """Start the periodic reports (needs L{attach} first to send anything)."""
@@ -195,6 +285,8 @@ class StatsPublisher:
                 timer.cancel()
         self._timer = self._activity_timer = None
         self._send = None
+        self._topics = None
+        self._interest_changed()
         self._conns.clear()
         self._route_conns.clear()
         self._subs.clear()
@@ -287,18 +379,21 @@ class StatsPublisher:
     def message(self, channel: str, item_id: str | None, count: int, transport: str,
                 route: str | None = None, blocks: int | None = None) -> None:
         """An item was delivered to C{count} receivers over C{transport} (sent at once)."""
-        if self._send is None:
+        send = self._send
+        if send is None:
             return
-        fields: dict[str, Any] = {"channel": channel}
-        if item_id is not None:
-            fields["item-id"] = item_id
-        fields["count"] = max(count, 0)
-        if blocks is not None and blocks >= 0:
-            fields["blocks"] = blocks
-        fields["transport"] = transport
-        self._packet("message", fields)
         if transport == "http-response" and count > 0:
             self._report(route or "", self._clock.seconds()).http_response_sent += count
+        if not self._messages:
+            return  # nobody subscribed to message packets (the count above still goes in the report)
+        instance_id = self.instance_id
+        if self._head[0] != instance_id:
+            self._head = (instance_id, self._message_head(instance_id))
+        try:
+            send(_message_frame(self._head[1], channel, item_id, max(count, 0),
+                                blocks if blocks is not None and blocks >= 0 else None, transport, self._fmt))
+        except Exception:
+            self._log.failure("stats: sending a {type} packet failed", type="message")
 
     def activity(self, route: str | None, count: int) -> None:
         """Client activity on a route; summed and sent 100 ms after the first of a burst."""
@@ -350,9 +445,19 @@ class StatsPublisher:
         c = self._counters
         return (c.items_published, c.deliveries, c.requests_received)
 
+    def _message_head(self, instance_id: str) -> bytes:
+        """The C{from} field of a message packet, encoded for L{_message_frame} (empty without an id)."""
+        if not instance_id:
+            return b""
+        if self._fmt == "json":
+            return (',"from":' + encode_basestring(instance_id)).encode("utf-8")
+        return b"4:from," + _tnet_text(instance_id)
+
     def _packet(self, packet_type: str, fields: dict[str, Any], route: str = "") -> None:
         send = self._send
         if send is None:
+            return
+        if self._topics is not None and not self.wants(packet_type):
             return
         head: dict[str, Any] = {}
         if self.instance_id:

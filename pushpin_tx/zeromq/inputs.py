@@ -24,7 +24,13 @@ Inputs, as in Pushpin 1.36 (C{handlerengine.cpp}); warnings use its log texts:
     only exact channel matches are published, the rest are dropped quietly.
   - Command socket (C{command_spec}): ZRPC on a ROUTER socket, as in Pushpin (REQ and
     DEALER peers both work); the protocol is L{pushpin_tx.zeromq.command.CommandHandler}.
-  - Stats (C{stats_spec}): a PUB socket lent to a L{StatsPublisher}.
+  - Stats (C{stats_spec}): an XPUB socket lent to a L{StatsPublisher}. To its subscribers
+    it is a PUB socket (the same frames, the same prefix filter, dropping at the
+    high-water mark); the XPUB side reports what they subscribed to (a topic's first
+    subscription and its last unsubscription, a subscriber leaving included), which the
+    publisher is told (L{StatsPublisher.set_interest}) so that it builds no packet nobody
+    can receive. A new subscriber gets packets from the reactor turn that reads its
+    subscription on, as a PUB subscriber gets them from some moment after it subscribed.
 
 CURVE (C{push_in_curve_secret_key}, issue 18): with a L{CurveConfig}, the ZAP handler is
 bound first, then every bound socket is a CURVE server and only listed client keys get in
@@ -114,6 +120,9 @@ class ZmqInputService(service.Service):
         self._sub: ZmqReader | None = None
         self._command: ZmqReader | None = None
         self._pub: zmq.Socket | None = None
+        self._pub_reader: ZmqReader | None = None
+        #: the stats socket's subscribed prefixes (as the XPUB reports them)
+        self._stats_topics: set[bytes] = set()
         self._sockets: list[zmq.Socket] = []
         self._sub_channels: set[str] = set()
         self._listening = False
@@ -140,7 +149,7 @@ class ZmqInputService(service.Service):
             self._router.add_interest_listener(self)
             for channel in list(self._router.channels()):
                 self.channel_added(channel)
-        for reader in (self._zap.reader if self._zap else None, self._pull, self._sub, self._command):
+        for reader in (self._zap.reader if self._zap else None, self._pull, self._sub, self._command, self._pub_reader):
             if reader is not None:
                 reader.start()
         if self._stats is not None and self._pub is not None:
@@ -271,8 +280,11 @@ class ZmqInputService(service.Service):
                 self.endpoints["command"] = self._bind(sock, settings.command_spec, "command")
                 self._command = ZmqReader(self._reactor, sock, self._on_command, name="zmq-command")
             if settings.stats_spec and self._stats is not None:
-                sock = self._pub = self._socket(zmq.PUB, sndhwm=STATS_HWM)
+                sock = self._pub = self._socket(zmq.XPUB, sndhwm=STATS_HWM)
                 self.endpoints["stats"] = self._bind(sock, settings.stats_spec, "stats")
+                self._pub_reader = ZmqReader(self._reactor, sock, self._on_stats_interest, name="stats")
+                self._stats_topics.clear()
+                self._stats.set_interest(self._stats_topics)  # nobody yet
                 self._stats.attach(self.send_stats)
         except Exception:
             self._close()
@@ -314,6 +326,27 @@ class ZmqInputService(service.Service):
             pub.send(frame, zmq.NOBLOCK)
         except zmq.Again:
             pass  # PUB at its high-water mark drops, as in Pushpin
+        reader = self._pub_reader
+        if reader is not None:
+            reader.poke()  # rule 3 of the reader: the send may have consumed the edge of a subscription
+
+    @property
+    def stats_topics(self) -> frozenset[bytes]:
+        """What the stats socket's subscribers are subscribed to now (as far as read)."""
+        return frozenset(self._stats_topics)
+
+    def _on_stats_interest(self, frames: list[bytes]) -> None:
+        """An XPUB (un)subscription: C{\\x01topic} or C{\\x00topic}; anything else is ignored."""
+        frame = frames[0] if len(frames) == 1 else b""
+        kind, topic = frame[:1], frame[1:]
+        if kind == b"\x01":
+            self._stats_topics.add(topic)
+        elif kind == b"\x00":
+            self._stats_topics.discard(topic)
+        else:
+            return
+        if self._stats is not None:
+            self._stats.set_interest(self._stats_topics)
 
     def _close(self) -> None:
         if self._listening:
@@ -325,14 +358,15 @@ class ZmqInputService(service.Service):
         backpressure = getattr(self._intake, "backpressure", None)
         if self._pull is not None and backpressure is not None:
             backpressure.remove_producer(self._pull)
-        for reader in (self._pull, self._sub, self._command, self._zap.reader if self._zap else None):
+        for reader in (self._pull, self._sub, self._command, self._zap.reader if self._zap else None, self._pub_reader):
             if reader is not None:
                 reader.stop()  # removes the reader, cancels its re-check, closes with linger 0
-        self._pull = self._sub = self._command = None
+        self._pull = self._sub = self._command = self._pub_reader = None
         self._zap = None
         if self._pub is not None:
             self._pub.close(linger=0)
             self._pub = None
+        self._stats_topics.clear()
         for sock in self._sockets:
             if not sock.closed:
                 sock.close(linger=0)

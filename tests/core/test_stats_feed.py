@@ -131,6 +131,108 @@ def test_the_from_field_is_left_out_without_an_instance_id(clock):
     assert f.take() == [("message", {"channel": "c", "count": 1, "transport": "http-response"})]
 
 
+@pytest.mark.parametrize("fmt", ["tnetstring", "json"])
+@pytest.mark.parametrize("instance_id", ["", "pushpin-handler_7", "h\u00e9"])
+@pytest.mark.parametrize("item_id", [None, "", "i1", "\u00e9\U0001f600\"q\\"])
+@pytest.mark.parametrize("transport", ["http-response", "http-stream", "ws-message", "other"])
+def test_message_packets_are_the_generic_encoding_byte_for_byte(clock, fmt, instance_id, item_id, transport):
+    """message(), built without the generic walk, writes exactly what encode_packet writes for its fields."""
+    f = Fixture(clock, fmt=fmt, instance_id=instance_id)
+    cases = [(channel, count, blocks) for channel in ("news", "", "c\u00e9/\"x\"")
+             for count, blocks in [(0, None), (3, None), (-2, 5), (1, 0), (7, -1), (12345678901, 99)]]
+    for channel, count, blocks in cases:
+        f.stats.message(channel, item_id, count, transport, blocks=blocks)
+        fields: dict[str, Any] = {"from": instance_id} if instance_id else {}
+        fields["channel"] = channel
+        if item_id is not None:
+            fields["item-id"] = item_id
+        fields["count"] = max(count, 0)
+        if blocks is not None and blocks >= 0:
+            fields["blocks"] = blocks
+        fields["transport"] = transport
+        assert f.frames == [encode_packet("message", fields, fmt)]
+        f.frames.clear()
+
+
+def test_a_message_that_cannot_be_encoded_is_logged_and_the_next_goes_out(fx, no_logged_failures):
+    """A channel with a lone surrogate (not encodable) fails that packet alone, logged, as before."""
+    fx.stats.message("bad\ud800", None, 1, "http-stream")
+    fx.stats.message("good", None, 1, "http-stream")
+    assert [f["channel"] for _, f in fx.take()] == ["good"]
+    assert [f.type for f in no_logged_failures] == [UnicodeEncodeError]
+    no_logged_failures.clear()  # the one expected
+
+
+# --- interest: what the stats socket's subscribers asked for ----------------------------------
+
+
+@pytest.mark.parametrize("topics, sent", [
+    (None, ["conn", "sub", "message", "activity", "report", "counts"]),
+    ([], []),
+    ([b""], ["conn", "sub", "message", "activity", "report", "counts"]),
+    ([b"report"], ["report"]),
+    ([b"mess", b"co"], ["conn", "message", "counts"]),
+    ([b"message T"], ["message"]),
+    ([b"message J"], []),
+    ([b"message T4:from,"], ["message"]),  # longer than the prefix: built, the socket decides
+    ([b"messages"], []),
+    ([b"x", b"sub T"], ["sub"]),
+])
+def test_only_packet_types_some_subscription_can_match_are_built(fx, topics, sent):
+    """With the subscriptions known, a packet type no subscribed prefix can match is not sent at all."""
+    fx.stats.set_interest(topics)
+    fx.stats.connected("a", "http", None, False)
+    fx.stats.subscribed("news", "stream")
+    fx.stats.message("news", None, 1, "http-stream")
+    fx.stats.activity(None, 1)
+    fx.counters.requests_received += 1
+    fx.clock.advance(0.1)
+    fx.stats.report()
+    assert [t for t, _ in fx.take()] == sent
+    assert fx.stats.wants_messages == ("message" in sent)
+
+
+def test_state_is_kept_while_nobody_listens_so_refreshes_and_reports_are_whole(fx):
+    """With no subscriber nothing is built, but connections, subscriptions and report counts are kept."""
+    fx.stats.set_interest([])
+    fx.stats.start()
+    fx.stats.connected("a", "http", None, False)
+    fx.stats.subscribed("news", "response")
+    fx.stats.message("news", None, 2, "http-response")  # counted for the report all the same
+    fx.clock.advance(1)
+    assert fx.take() == []
+    fx.stats.set_interest([b""])  # someone subscribes
+    fx.clock.advance(2)
+    assert fx.take() == [("report", {"from": "pushpin-handler_7", "connections": 1, "minutes": 1, "received": 0,
+                                     "sent": 0, "http-response-sent": 2, "duration": 3000, **ZERO_FIELDS})]
+    fx.clock.advance(3)  # 6 s = 3/4 of the ttl: the refreshes
+    assert sorted(t for t, _ in fx.take()) == ["conn", "report", "sub"]
+    fx.stats.set_interest([])
+    fx.clock.advance(6)
+    assert fx.take() == []
+
+
+def test_an_instance_id_set_later_is_in_the_next_message_packet(clock):
+    """The service sets the instance id after twistd's fork: message packets carry the new one from then on."""
+    f = Fixture(clock, instance_id="")
+    f.stats.message("c", None, 1, "http-stream")
+    f.stats.instance_id = "pushpin-handler_9"
+    f.stats.message("c", None, 1, "http-stream")
+    assert [fields.get("from") for _, fields in f.take()] == [None, "pushpin-handler_9"]
+    f.stats.stop()
+
+
+def test_stop_forgets_the_interest(clock):
+    """After stop the subscriptions are unknown again: a new sender gets every packet."""
+    f = Fixture(clock)
+    f.stats.set_interest([])
+    f.stats.stop()
+    f.stats.attach(f.frames.append)
+    f.stats.message("c", None, 1, "http-stream")
+    assert [t for t, _ in f.take()] == ["message"]
+    f.stats.stop()
+
+
 # --- pacing ---------------------------------------------------------------------------------
 
 
@@ -371,3 +473,129 @@ async def test_a_sub_client_receives_every_packet_type(reactor, zctx, fmt):
     assert ("activity", {"from": "pushpin-tx_1", "count": 2}) in decoded
     assert ("counts", {"from": "pushpin-tx_1", "requests-received": 1}) in decoded
     assert not stats.active
+
+
+class InterestLog:
+    """A stand-in StatsPublisher for ZmqInputService that records the interest it is told."""
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+        self.changes: list[frozenset[bytes]] = []
+        self._waits: list[tuple[frozenset[bytes], Any]] = []
+        self.send: Any = None
+
+    def attach(self, send: Any) -> None:
+        self.send = send
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        self.send = None
+
+    def set_interest(self, topics: Any) -> None:
+        now = frozenset(topics)
+        self.changes.append(now)
+        for want, d in list(self._waits):
+            if want == now:
+                self._waits.remove((want, d))
+                d.callback(now)
+
+    def until(self, *topics: bytes) -> Any:
+        """A Deferred that fires once the interest is exactly C{topics} (or times out)."""
+        from twisted.internet import defer
+
+        want = frozenset(topics)
+        if self.changes and self.changes[-1] == want:
+            return defer.succeed(want)
+        d: Any = defer.Deferred()
+        self._waits.append((want, d))
+        return d.addTimeout(10, self.reactor)
+
+
+def stats_service(reactor, stats, fmt="tnetstring"):
+    settings = dataclasses.replace(load_settings(None), push_in_spec="", push_in_sub_specs=(), command_spec="",
+                                   stats_spec="tcp://127.0.0.1:0", stats_format=fmt)
+    svc = ZmqInputService(settings, reactor, None, ChannelRouter(), is_connected=lambda c: False,  # type: ignore[arg-type]
+                          recover=lambda: None, refresh=lambda **kw: None, stats=stats)
+    svc.privilegedStartService()
+    svc.startService()
+    return svc
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_stats_sockets_subscriptions_reach_the_publisher(reactor, zctx):
+    """The XPUB side: nobody at first, each new prefix, a second subscriber, an unsubscribe, a subscriber leaving."""
+    interest = InterestLog(reactor)
+    svc = stats_service(reactor, interest)
+    subs = []
+    try:
+        assert interest.changes == [frozenset()]  # nobody, before anyone connects
+        first = zctx.socket(zmq.SUB)
+        subs.append(first)
+        first.setsockopt(zmq.LINGER, 0)
+        first.connect(svc.endpoints["stats"])
+        first.setsockopt(zmq.SUBSCRIBE, b"report")
+        await interest.until(b"report")
+        second = zctx.socket(zmq.SUB)
+        subs.append(second)
+        second.setsockopt(zmq.LINGER, 0)
+        second.connect(svc.endpoints["stats"])
+        second.setsockopt(zmq.SUBSCRIBE, b"")
+        second.setsockopt(zmq.SUBSCRIBE, b"report")  # already asked for: no change
+        await interest.until(b"report", b"")
+        first.setsockopt(zmq.UNSUBSCRIBE, b"report")  # the second still wants it
+        second.setsockopt(zmq.UNSUBSCRIBE, b"")
+        await interest.until(b"report")
+        assert svc.stats_topics == frozenset({b"report"})
+        second.close(linger=0)  # leaving takes its subscriptions with it
+        await interest.until()
+    finally:
+        for sock in subs:
+            sock.close(linger=0)
+        svc.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_subscriber_to_message_packets_gets_them_and_nothing_else_is_built(reactor, zctx):
+    """A SUB on `message` receives the message packets; conn and sub packets, which it cannot receive, are not built."""
+    stats = StatsPublisher(reactor, Counters(), instance_id="pushpin-tx_1")
+    svc = stats_service(reactor, stats)
+    sub = zctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"message")
+    sub.connect(svc.endpoints["stats"])
+    got = Collector(reactor)
+    reader = ZmqReader(reactor, sub, got, name="stats-client")
+    reader.start()
+    sent: list[bytes] = []
+    real_send = svc.send_stats
+
+    def counting_send(frame: bytes) -> None:
+        sent.append(frame)
+        real_send(frame)
+
+    stats.attach(counting_send)
+    probe = task.LoopingCall(lambda: stats.message("probe", None, 0, "http-stream"))
+    probe.clock = reactor
+    try:
+        assert not stats.wants_messages  # nobody yet: not even the probe is built
+        probe.start(0.01)
+        await got.wait(1)
+        probe.stop()
+        await task.deferLater(reactor, 0, lambda: None)
+        got.messages.clear()
+        sent.clear()
+        stats.connected("c1", "http", "10.0.0.1", False)
+        stats.subscribed("news", "stream")
+        stats.message("news", "i1", 1, "http-stream")
+        messages = await got.wait(1)
+        assert not stats.wants("conn") and not stats.wants("sub") and stats.wants_messages
+    finally:
+        if probe.running:
+            probe.stop()
+        reader.stop()
+        svc.stopService()
+    assert [decode(m[0]) for m in messages] == [
+        ("message", {"from": "pushpin-tx_1", "channel": "news", "item-id": "i1", "count": 1, "transport": "http-stream"})]
+    assert [frame.split(b" ", 1)[0] for frame in sent] == [b"message"]
