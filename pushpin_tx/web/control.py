@@ -45,6 +45,7 @@ from twisted.internet import defer, protocol, threads
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 
+from pushpin_tx.net.writethrough import writer_for
 from pushpin_tx.protocol.items import PublishBodyError, parse_publish_body
 from pushpin_tx.protocol.publish_auth import BasicAttempt, PublishAuth, Verdict
 from pushpin_tx.protocol.qt.numbers import bytearray_to_int
@@ -229,7 +230,11 @@ class ControlProtocol(protocol.Protocol, TimeoutMixin):
         self._done = True
         self._buf = b""
         self.setTimeout(None)
-        self.transport.write(encode(answer, http10))
+        # Straight to the socket when nothing is buffered (net/writethrough.py), rather than
+        # in the reactor's next poll: a publisher waiting for its answer then has it before
+        # this turn's fan-out is written, and sends its next publish meanwhile (a flood of
+        # POSTs from one publisher, bench/README.md).
+        writer_for(self.transport)(encode(answer, http10))
         self.transport.loseConnection()
 
     def timeoutConnection(self) -> None:
@@ -309,14 +314,9 @@ class ControlResource:
             when(callback)
 
     def log_line(self, method: bytes, path: bytes, code: int, size: int, extra: str) -> None:
-        self._log.info(
-            "control: {method} {path} code={code} {size}{extra}",
-            method=method.decode("latin-1"),
-            path=path.decode("latin-1"),
-            code=code,
-            size=size,
-            extra=extra,
-        )
+        # preformatted: the log observer writes a "{line}" event as it is (ops/logs.py)
+        line = f"control: {method.decode('latin-1')} {path.decode('latin-1')} code={code} {size}{extra}"
+        self._log.info("{line}", line=line)
 
     @property
     def auth(self) -> PublishAuth | None:

@@ -329,3 +329,35 @@ def test_a_publisher_that_leaves_while_its_answer_is_held_gets_nothing():
     intake.backpressure.level(0)
     assert transport.value() == b""
     assert clock.getDelayedCalls() == []
+
+
+def test_the_answer_leaves_before_the_turns_fan_out_is_written():
+    """On a real socket the 200 is sent at once, before the deliveries gathered this turn are handed out."""
+    import socket
+
+    from twisted.internet import tcp
+    from twisted.internet.testing import MemoryReactorClock
+
+    reactor = MemoryReactorClock()
+    router = ChannelRouter()
+    sub = Recorder()
+    router.subscribe("a", sub)
+    intake = PublishIntake(router, Counters(), clock=reactor)
+    site = ControlSite(ControlResource(intake), max_headers=10000, max_body=1000000, reactor=reactor)
+    server, client = socket.socketpair()
+    try:
+        proto = site.buildProtocol(None)
+        transport = tcp.Connection(server, proto, reactor)
+        transport.connected = True  # as tcp.Server sets it for an accepted connection
+        proto.makeConnection(transport)
+        items = {"items": [{"channel": "a", "formats": {"http-stream": {"content": "x"}}}]}
+        proto.dataReceived(post(b"/publish/", json.dumps(items).encode()))
+        client.setblocking(False)
+        assert client.recv(65536) == answer(b"HTTP/1.1 200 OK", b"Published\n")  # already on the socket
+        assert sub.got == [] and transport.disconnecting
+        reactor.advance(0)  # the end of the turn: the fan-out
+        assert sub.got == [("a", b"x")]
+        proto.connectionLost(None)
+    finally:
+        server.close()
+        client.close()
