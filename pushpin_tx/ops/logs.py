@@ -92,31 +92,42 @@ class PushpinLogObserver:
         self._json = json_lines
         self._stamp_second = -1
         self._stamp = ""
+        self._stamp_millis = -1
+        self._stamp_full = ""
         self._flush_later = flush_later
         self._pending: list[str] = []
+        #: the levels at or above the threshold (a set lookup: LogLevel's ordering is Python code)
+        self._shown = frozenset(lv for lv in LogLevel.iterconstants() if lv >= self._threshold)
 
     def __call__(self, event: dict) -> None:
-        level = event.get("log_level", LogLevel.info)
-        if level is LogLevel.info and is_port_noise(event):
+        get = event.get
+        level = get("log_level", LogLevel.info)
+        if level is LogLevel.info and get("log_namespace") == "log_legacy" and is_port_noise(event):
             level = LogLevel.debug  # our "<role> listening on" line says it (module docstring)
-        failure = event.get("log_failure")
-        if level < self._threshold and failure is None:
+        failure = get("log_failure")
+        if level not in self._shown and failure is None:
             return  # less severe than the configured level (twisted.logger orders debug < info < warn)
         if self._json:
             self._write_json(event, level, failure)
             return
-        millis = round(event.get("log_time", time.time()) * 1000)
-        second = millis // 1000
-        if second != self._stamp_second:  # strftime/localtime once per second, not per line
-            self._stamp_second = second
-            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", self._localtime(second))
-        stamp = self._stamp + ".%03d" % (millis % 1000)
-        line = event.get("line") if event.get("log_format") == "{line}" else None
-        # a preformatted line (the proxy's access lines) skips twisted.logger's formatter
+        millis = round(get("log_time", time.time()) * 1000)
+        if millis != self._stamp_millis:  # the same millisecond's lines share their prefix
+            second = millis // 1000
+            if second != self._stamp_second:  # strftime/localtime once per second, not per line
+                self._stamp_second = second
+                self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", self._localtime(second))
+            self._stamp_millis = millis
+            self._stamp_full = self._stamp + ".%03d " % (millis % 1000)
+        stamp = self._stamp_full
+        log_format = get("log_format")
+        # a preformatted line (the proxy's access lines, "{line}"; a held connection's
+        # subscribe lines, "{text}") skips twisted.logger's formatter: formatting "{text}"
+        # with a str gives that str
+        line = get("line") if log_format == "{line}" else get("text") if log_format == "{text}" else None
         text = line if line.__class__ is str else formatEvent(event)
         if failure is not None:
             text = f"{text}\n{failure.getTraceback()}"
-        self._write(f"[{_NAMES.get(level, 'INFO')}] {stamp} {text}\n")
+        self._write(f"[{_NAMES.get(level, 'INFO')}] {stamp}{text}\n")
 
     def _write(self, line: str) -> None:
         """Write and flush C{line} now, or keep it for one write at the end of this reactor

@@ -41,6 +41,24 @@ def test_levels_filter_less_severe_events(loglevel, shown):
         assert bool(emit(loglevel, level)) == (level in shown), level
 
 
+def test_lines_of_one_millisecond_and_the_next_carry_their_own_stamps():
+    """Lines in one millisecond share a stamp; the next millisecond, second and a later minute get theirs."""
+    out = io.StringIO()
+    observer = PushpinLogObserver(out, 2, localtime=time.gmtime)
+    base = calendar.timegm((2026, 11, 29, 9, 42, 51))
+    for offset in (0.971, 0.9712, 0.972, 0.9995, 1.0, 61.003, 0.971):
+        observer({"log_level": LogLevel.info, "log_format": "{line}", "line": f"at {offset}", "log_time": base + offset})
+    assert out.getvalue().splitlines() == [
+        "[INFO] 2026-11-29 09:42:51.971 at 0.971",
+        "[INFO] 2026-11-29 09:42:51.971 at 0.9712",
+        "[INFO] 2026-11-29 09:42:51.972 at 0.972",
+        "[INFO] 2026-11-29 09:42:52.000 at 0.9995",  # rounds up into the next second, as before
+        "[INFO] 2026-11-29 09:42:52.000 at 1.0",
+        "[INFO] 2026-11-29 09:43:52.003 at 61.003",
+        "[INFO] 2026-11-29 09:42:51.971 at 0.971",  # an earlier time again (a clock step back)
+    ]
+
+
 def test_json_lines_option():
     """--log-json writes one JSON object per line with time, level, message and namespace."""
     import json
@@ -133,6 +151,18 @@ def test_preformatted_access_lines_are_written_as_given():
     out = io.StringIO()
     PushpinLogObserver(out, 2)({"log_level": LogLevel.info, "log_format": "{line}", "line": "GET http://h/{x} -> o:80 code=200 2", "log_time": 0})
     assert out.getvalue().endswith(" GET http://h/{x} -> o:80 code=200 2\n")
+
+
+def test_preformatted_text_lines_are_written_as_formatting_would():
+    """A "{text}" event (a held connection's subscribe line) is written as twisted.logger would format it; a non-str is formatted."""
+    from twisted.logger import formatEvent
+
+    for text in ["subscribe http://h/{x}?a=%s channel=c{1}", 42]:
+        out = io.StringIO()
+        event = {"log_level": LogLevel.info, "log_format": "{text}", "text": text, "log_time": 0}
+        PushpinLogObserver(out, 2)(event)
+        assert out.getvalue().endswith(f" {formatEvent(event)}\n")
+        assert out.getvalue().endswith(f" {text}\n")
 
 
 @pytest.mark.parametrize("text", ["ClientSite starting on 7999", "(TCP Port 5561 Closed)", "_MetricsSite starting on 9100",
