@@ -23,6 +23,7 @@ from twisted.web._abnf import _decint, _istoken
 from twisted.web._newclient import BadHeaders, BadResponseVersion, ParseError, RequestGenerationFailed
 from twisted.web.client import HTTPConnectionPool, _HTTP11ClientFactory
 from twisted.web.http import _ChunkedTransferDecoder, _DataLoss
+from twisted.internet import tcp as _tcp, unix as _unix
 
 try:  # the h2 package (twisted[http2]); without it https ports speak HTTP/1.1 only
     import priority as _priority
@@ -62,6 +63,8 @@ __all__ = [
     "h2_available",
     "h2_wake_sender",
     "H2BurstConnection",
+    # a Unix listening socket shared with the main process (workers > 1)
+    "adopt_shared_unix_port",
 ]
 
 
@@ -87,6 +90,48 @@ def cap_accepts(port: Any, room: Any) -> None:
         return accept_burst()
 
     port.doRead = doRead
+
+
+class _SharedUnixPort(_unix.Port):
+    """
+    A UNIX listening port on a socket another process bound and keeps (the main process,
+    C{workers} > 1): it accepts as Twisted's does, and leaves the socket and its file alone.
+    Twisted's own port, adopted (C{adoptStreamPort}), treats the socket as its own: it
+    C{chmod}s the file to 0666 when it starts (undoing C{mode=}, and failing where this
+    process may not), C{shutdown()}s the socket when it stops (which, on a listening socket,
+    stops it for every process holding it) and unlinks the file.
+    """
+
+    # unix.Port (through tcp.Port, _SocketCloser) shuts a socket down before closing it
+    _shouldShutdown = False
+
+    def startListening(self) -> None:
+        """unix.Port.startListening for a socket bound and listening already: no bind, no chmod."""
+        _tcp._reservedFD.reserve()  # as Twisted's ports do, for accept() at EMFILE
+        skt = self._preexistingSocket
+        assert skt is not None and self.factory is not None  # (adopt_shared_unix_port made it so)
+        self._preexistingSocket = None
+        self.factory.doStart()
+        self.connected = True
+        self.socket = skt
+        self.fileno = skt.fileno  # type: ignore[method-assign]  # as tcp.Port does
+        self.numberAccepts = 100
+        self.startReading()
+
+    def connectionLost(self, reason: Any) -> None:
+        """tcp.Port's, not unix.Port's: the socket file is not this process's to remove."""
+        _tcp.Port.connectionLost(self, reason)
+
+
+def adopt_shared_unix_port(reactor: Any, fd: int, factory: Any) -> Any:
+    """
+    Accept on the listening Unix socket C{fd} (inherited; non-blocking), shared with the
+    process that bound it: every process holding it takes connections from its one queue.
+    Stopping the returned port closes only this process's descriptor.
+    """
+    port = _SharedUnixPort._fromListeningDescriptor(reactor, fd, factory)
+    port.startListening()
+    return port
 
 
 # twisted.web server side ---------------------------------------------------------------------

@@ -39,7 +39,7 @@ from twisted.python.failure import Failure
 from twisted.web.client import Agent
 from twisted.web.iweb import IAgent
 
-from pushpin_tx._compat import QuietConnectionPool
+from pushpin_tx._compat import QuietConnectionPool, adopt_shared_unix_port
 from pushpin_tx.core.first_subscription import FirstSubscriptionUpdates, first_subscription_updates
 from pushpin_tx.core.hold import HoldContext
 from pushpin_tx.backplane.redis import RedisBackplane, parse_backplane_url
@@ -50,7 +50,7 @@ from pushpin_tx.core.stats import Counters, DropReporter
 from pushpin_tx.core.stats_feed import StatsPublisher
 from pushpin_tx.net import gcpolicy
 from pushpin_tx.net.listening import ListenError, claim_port, listen_error, listen_reuseport, reason
-from pushpin_tx.net.local import listen_local
+from pushpin_tx.net.local import listen_local, listen_shared
 from pushpin_tx.net.maxconn import ConnectionLimit, per_process
 from pushpin_tx.net.tls import IdentityStore, tls_factory
 from pushpin_tx.ops import logs
@@ -178,7 +178,8 @@ class PushpinService(service.MultiService):
 
     def __init__(self, settings: Settings, reactor: Any, *, worker_index: int = 0, worker_count: int | None = None,
                  listen_on: list[tuple[str, int]] | None = None, stats_forwarded: bool = False,
-                 generation: int = 0, owns_process: bool = False) -> None:
+                 generation: int = 0, owns_process: bool = False,
+                 shared_local: list[tuple[str, int]] | None = None) -> None:
         """
         @param worker_index: 0 for the main process (the one twistd runs); a spawned worker
             process (L{pushpin_tx.scripts.worker}) passes its index and has no publish inputs,
@@ -192,6 +193,8 @@ class PushpinService(service.MultiService):
         @param owns_process: this service is what the process runs (C{twistd pushpin}): the
             main process handles SIGHUP while running, and a failed start exits with status 1.
             Off for services built in tests or beside others.
+        @param shared_local: a worker's Unix-socket client listeners, the main process's
+            listening sockets it inherited: (path, descriptor) per C{local_ports} entry.
         """
         super().__init__()
         self.settings = settings
@@ -295,8 +298,13 @@ class PushpinService(service.MultiService):
         self.client_listeners = [
             self._client_listener(i, address, tls, listen_on) for i, (address, tls) in enumerate(tcp_ports)
         ]
-        if not is_worker:  # a Unix socket has no SO_REUSEPORT: the main process serves it alone
-            self.client_listeners += [self._local_listener(local) for local in settings.local_ports]
+        # A Unix socket has no SO_REUSEPORT: the main process binds it, and a worker accepts on
+        # the listening socket itself, inherited from the main process (workers/pool.py)
+        if is_worker:
+            self.local_listeners = [self._shared_local_listener(path, fd) for path, fd in shared_local or ()]
+        else:
+            self.local_listeners = [self._local_listener(local) for local in settings.local_ports]
+        self.client_listeners += self.local_listeners
         if not is_worker:  # the routes table of a worker is the main process's (see WorkerLink)
             self._build_publish_side()
         for child in self._start_order():
@@ -331,6 +339,13 @@ class PushpinService(service.MultiService):
         label = "client (local)"
         return Listener(self.reactor, local.path, site, label, bind=lambda: listen_local(
             self.reactor, local.path, site, mode=local.mode, user=local.user, group=local.group, label=label))
+
+    def _shared_local_listener(self, path: str, fd: int) -> Listener:
+        """A worker's listener on the main process's Unix socket C{path}, inherited as descriptor C{fd}."""
+        site = self._client_site()
+        label = "client (local)"
+        return Listener(self.reactor, path, site, label, bind=lambda: listen_shared(
+            self.reactor, path, fd, site, adopt=adopt_shared_unix_port, label=label))
 
     def _build_publish_side(self) -> None:
         """
@@ -447,6 +462,7 @@ class PushpinService(service.MultiService):
             },
             stats_send=zmq_inputs.send_stats,
             backpressure=self.intake.backpressure,
+            shared=self._shared_client_sockets,
         )
 
     def _start_order(self) -> list[Any]:
@@ -472,6 +488,14 @@ class PushpinService(service.MultiService):
             assert listener.port is not None
             addresses.append((listener.reuse_port[0], listener.port.getHost().port))
         return addresses
+
+    def _shared_client_sockets(self) -> list[tuple[str, int]]:
+        """The Unix-socket client listeners as this process bound them, (path, descriptor), for the workers to accept on too."""
+        shared = []
+        for local, listener in zip(self.settings.local_ports, self.local_listeners):
+            assert listener.port is not None
+            shared.append((local.path, listener.port.fileno()))
+        return shared
 
     def _routes_loaded(self, table: Any) -> None:
         self.proxy.set_routes(table)

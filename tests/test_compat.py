@@ -24,6 +24,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.test.requesthelper import DummyChannel
 
 from pushpin_tx._compat import (
+    adopt_shared_unix_port,
     BadHeaders,
     BadResponseVersion,
     ChunkedTransferDecoder,
@@ -101,6 +102,90 @@ def test_a_port_accepts_at_most_the_capped_number_per_read() -> None:
         for proto in built:
             proto.transport.socket.close()
         port.socket.close()
+
+
+def _listening_unix_socket(path: str, mode: int) -> socket.socket:
+    """A listening, non-blocking Unix socket at C{path} with C{mode}, as listen_local leaves one."""
+    import os
+
+    skt = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    skt.bind(path)
+    os.chmod(path, mode)
+    skt.listen(8)
+    skt.setblocking(False)
+    return skt
+
+
+def test_twisteds_adopted_unix_port_takes_the_socket_file_as_its_own(tmp_path: Any) -> None:
+    """Why adopt_shared_unix_port exists: an adopted unix.Port chmods the file to 0666 at start, and at stop shuts the shared socket down and unlinks the file."""
+    import os
+    import stat
+
+    from twisted.internet import unix
+    from twisted.internet.protocol import Factory
+
+    path = str(tmp_path / "s.sock")
+    bound = _listening_unix_socket(path, 0o640)
+    try:
+        os.link(path, path + ".link")  # a second name for the socket, to reach it once unlinked
+        reactor = MemoryReactorClock()
+        port = unix.Port._fromListeningDescriptor(reactor, bound.fileno(), Factory.forProtocol(Protocol))
+        port.startListening()
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o666
+        port.stopListening()
+        reactor.advance(0)
+        assert not os.path.exists(path)
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with pytest.raises(ConnectionRefusedError):  # shut down for the descriptor that bound it too
+            client.connect(path + ".link")
+        client.close()
+    finally:
+        bound.close()
+
+
+def test_a_shared_unix_port_accepts_and_leaves_the_socket_and_its_file_alone(tmp_path: Any) -> None:
+    """adopt_shared_unix_port accepts on the inherited socket; the file keeps its mode; stopping it leaves the file and the other holder's socket accepting."""
+    import os
+    import stat
+
+    from twisted.internet.address import UNIXAddress
+    from twisted.internet.protocol import Factory
+
+    built: list[Any] = []
+
+    class Recording(Protocol):
+        def connectionMade(self) -> None:
+            built.append(self)
+
+    path = str(tmp_path / "s.sock")
+    bound = _listening_unix_socket(path, 0o640)
+    clients: list[socket.socket] = []
+    try:
+        reactor = MemoryReactorClock()
+        port = adopt_shared_unix_port(reactor, bound.fileno(), Factory.forProtocol(Recording))
+        assert port in reactor.readers
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+        assert port.getHost() == UNIXAddress(path.encode())
+        for _ in range(2):
+            client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            client.connect(path)
+            clients.append(client)
+        port.doRead()
+        assert len(built) == 2 and isinstance(built[0].transport.getHost(), UNIXAddress)
+        port.stopListening()
+        reactor.advance(0)
+        assert port not in reactor.readers and os.path.exists(path) and stat.S_IMODE(os.stat(path).st_mode) == 0o640
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(path)  # the socket still listens for the process that bound it
+        clients.append(client)
+        accepted, _ = bound.accept()
+        accepted.close()
+    finally:
+        for client in clients:
+            client.close()
+        for proto in built:
+            proto.transport.socket.close()
+        bound.close()
 
 
 # twisted.web server side ---------------------------------------------------------------------

@@ -6,9 +6,10 @@ L{pushpin_tx.workers.pool.WorkerPool}, never by hand).
 It reads its start-up message from the main process's pipe (the settings the main process
 parsed, its index, the bound client ports, the log configuration), then runs the same
 L{pushpin_tx.service.PushpinService} as the main process minus every publish input and
-operator endpoint: it accepts on the client listening sockets it inherited from the main
-process, proxies and holds its share of the clients, and applies what the main process
-sends (L{WorkerLink}).
+operator endpoint: it binds the TCP client ports beside the main process (SO_REUSEPORT),
+accepts on the Unix-socket client listeners it inherited from the main process (their
+descriptors, from L{pushpin_tx.workers.pool.FIRST_SHARED_FD} on), proxies and holds its
+share of the clients, and applies what the main process sends (L{WorkerLink}).
 
 It exits when the main process's pipe closes (the main process died) or on SIGTERM,
 draining its held connections as the main process does.
@@ -277,6 +278,7 @@ def main() -> None:
         stats_forwarded=init["stats"],
         generation=init.get("generation", 0),
         owns_process=True,
+        shared_local=[(path, fd) for path, fd in init.get("shared", ())],
     )
     if init.get("routes") is not None:
         pushpin.proxy.set_routes(init["routes"])

@@ -366,6 +366,39 @@ def test_a_worker_has_no_publish_inputs_and_numbers_its_connections_apart():
     assert [next(main.proxy._ids) for _ in range(3)] == [1, 3, 5]
 
 
+def test_a_worker_accepts_on_the_unix_sockets_it_inherited(tmp_path):
+    """A worker's local listener adopts the inherited listening socket (the descriptor then closed): the file keeps its mode, and stopping leaves it in place, still listening for the main process."""
+    import os
+    import socket
+    import stat
+
+    path = str(tmp_path / "s.sock")
+    bound = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    bound.bind(path)
+    os.chmod(path, 0o640)
+    bound.listen(8)
+    bound.setblocking(False)
+    inherited = os.dup(bound.fileno())
+    reactor = MemoryReactorClock()
+    try:
+        pushpin = PushpinService(load_settings(None, workers=2), reactor, worker_index=1, worker_count=2,
+                                 listen_on=[("127.0.0.1", 7999)], shared_local=[(path, inherited)])
+        [local] = pushpin.local_listeners
+        assert local in pushpin.client_listeners and local.reuse_port is None
+        local.privilegedStartService()
+        assert local.port in reactor.readers and local.port.getHost().name == path.encode()
+        with pytest.raises(OSError):
+            os.fstat(inherited)  # the port holds its own duplicate
+        local.stopService()
+        reactor.advance(0)
+        assert os.path.exists(path) and stat.S_IMODE(os.stat(path).st_mode) == 0o640
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(path)  # not shut down: the main process's socket still listens
+        client.close()
+    finally:
+        bound.close()
+
+
 def test_a_worker_applies_batches_and_reports_interest_and_snapshots():
     """Last ids and items from the main process are applied in order; subscriptions and snapshots go up."""
     pushpin, link, transport, reactor = _worker_service()
