@@ -45,7 +45,9 @@ __all__ = [
     "listening_pids",
     "tree_rss",
     "tree_cpu",
+    "tree_wait",
     "own_cpu",
+    "own_wait",
     "percentile",
     "format_table",
     "print_table",
@@ -325,6 +327,34 @@ def own_cpu() -> float:
     """CPU seconds (user+system) this process has used."""
     t = os.times()
     return t.user + t.system
+
+
+def _task_wait(pid: int | str) -> int:
+    """Nanoseconds the threads of C{pid} spent runnable but waiting for a core (schedstat's second field)."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for tid in tasks:
+        try:
+            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def tree_wait(root: int, pids: Sequence[int] | None = None) -> float:
+    """
+    Seconds C{root}'s tree (its live threads) spent ready to run but waiting for a core: how
+    much other work on the machine held the process under test back (0 on a quiet machine).
+    """
+    return sum(_task_wait(pid) for pid in (pids if pids is not None else tree_pids(root))) / 1e9
+
+
+def own_wait() -> float:
+    """Seconds this process spent ready to run but waiting for a core."""
+    return _task_wait("self") / 1e9
 
 
 # --- HTTP bits -------------------------------------------------------------------------------------

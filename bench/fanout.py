@@ -34,6 +34,12 @@ C{POST /publish/} bodies of C{--batch} items (over C{--input zmq}: one item per 
 stock message_rate/message_hwm are kept (unless C{--unlimited}), and every subscriber is
 checked for every round exactly once, in order.
 
+Below the results, where the latency goes: per publish the latency of its first and its last
+subscriber (last minus first: how long its fan-out took). C{--rx-timestamps} has the load read
+with C{recvmsg} and the kernel's receive time of each segment (C{SO_TIMESTAMPNS}; on loopback
+taken inside the proxy's C{send}), which splits every latency into publish sent -> segment in
+the client's socket (the proxy) and socket -> read (the load generator's own lag).
+
 C{--workers N} runs pushpin-tx with C{[runner] workers=N} (default 1: one process);
 C{--unpinned} lets the proxy run on every core; C{--json FILE} writes the figures and the
 check's verdict for L{run_all}.
@@ -41,6 +47,7 @@ check's verdict for L{run_all}.
 Usage: python bench/fanout.py [--mode stream|ws] [--connections 1000] [--messages 200] [--input http|zmq]
            [--publish-concurrency 20] [--pace N | --many-channels [--batch 100]]
            [--targets pushpin-tx,pushpin] [--workers 1] [--unpinned] [--json FILE] [--py-spy FILE]
+           [--rx-timestamps]
 """
 
 from __future__ import annotations
@@ -201,7 +208,7 @@ def run_target(kind: str, args: argparse.Namespace) -> dict[str, Any] | None:
                "channel": "c" if args.many_channels else CHANNEL,
                "many_channels": args.many_channels, "batch": args.batch, "pace": args.pace, "connections": args.connections, "messages": args.messages, "input": args.input,
                "publish_concurrency": args.publish_concurrency, "connect_window": args.connect_window,
-               "idle_timeout": args.idle_timeout, "mode": client_mode}
+               "idle_timeout": args.idle_timeout, "mode": client_mode, "rx_timestamps": args.rx_timestamps}
         load = common.Child("load", common.spawn_python([LOAD, json.dumps(cfg)], cpus=common.LOAD_CPUS, nofile=nofile,
                                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE))
         ready = load.read(timeout=max(120.0, args.connections / 50))
@@ -209,10 +216,11 @@ def run_target(kind: str, args: argparse.Namespace) -> dict[str, Any] | None:
         rss1 = proxy.rss()
         if args.py_spy and kind == "pushpin-tx":
             spy = start_py_spy(proxy.main_pid(), args.py_spy)
-        cpu0, wall0 = proxy.cpu(), time.monotonic()
+        pids = proxy.pids()
+        cpu0, wait0, wall0 = proxy.cpu(), common.tree_wait(proxy.pid, pids), time.monotonic()
         load.send("go")
         done = load.read(timeout=900)
-        cpu1, wall1 = proxy.cpu(), time.monotonic()
+        cpu1, wait1, wall1 = proxy.cpu(), common.tree_wait(proxy.pid, pids), time.monotonic()
         assert done["event"] == "burst_done", done
         result = load.read(timeout=300)
         rss2 = proxy.rss()
@@ -239,12 +247,41 @@ def run_target(kind: str, args: argparse.Namespace) -> dict[str, Any] | None:
     if result["errors"]:
         result["problems"].append(f"client errors: {result['errors']}")
     result.update(kind=kind, workers=proxy.workers if kind == "pushpin-tx" else None, listening=proxy.listening,
-                  rss_before=rss0, rss_held=rss1, rss_after=rss2, proxy_cpu=cpu1 - cpu0,
+                  rss_before=rss0, rss_held=rss1, rss_after=rss2, proxy_cpu=cpu1 - cpu0, proxy_wait=wait1 - wait0,
                   burst_wall=wall1 - wall0,
                   rss_per_conn=(rss1 - rss0) / max(1, ready["opened"]),
                   cpu_per_delivery=(cpu1 - cpu0) / result["delivered"] if result["delivered"] else None,
                   connect_rate=ready["opened"] / ready["connect_s"] if ready["connect_s"] else 0.0)
     return result
+
+
+def latency_split(results: dict[str, dict[str, Any]]) -> None:
+    """
+    Where the latency goes, when the load measured it: per publish its first and last
+    subscriber (medians and maxima over the publishes), and with C{--rx-timestamps} the
+    kernel's receive time against the client's read.
+    """
+    rows = []
+    for kind, r in results.items():
+        pp = r.get("per_publish") or {}
+        if not pp:
+            continue
+        k, lag = r.get("kernel"), r.get("read_lag")
+        rows.append([LABEL[kind], common.fmt_us(pp["first_p50"]), common.fmt_us(pp["first_max"]),
+                     common.fmt_us(pp["fanout_p50"]), common.fmt_us(pp["fanout_max"]),
+                     common.fmt_us(pp["last_p50"]), common.fmt_us(pp["last_max"]),
+                     *((common.fmt_us(k["p50"]), common.fmt_us(k["p99"]), common.fmt_us(lag["p50"]),
+                        common.fmt_us(lag["p99"]), common.fmt_us(lag["max"])) if k and lag else ("-",) * 5),
+                     common.fmt_us(r.get("proxy_wait")), common.fmt_us(r.get("load_wait"))])
+    if rows:
+        common.print_table(
+            "Where the latency goes (per publish: its first subscriber, last minus first, its last subscriber, "
+            "median / max over publishes; with --rx-timestamps: publish sent -> segment in the client's socket, and "
+            "socket -> read by the client, over every delivery / read; waited: time the proxy tree and the load "
+            "were ready to run but had no core, over the burst)",
+            ["target", "first p50", "first max", "fan-out p50", "fan-out max", "last p50", "last max",
+             "to socket p50", "to socket p99", "read lag p50", "read lag p99", "read lag max", "proxy waited",
+             "load waited"], rows)
 
 
 def report(results: dict[str, dict[str, Any]], lost_column: bool = False) -> int:
@@ -278,6 +315,7 @@ def report(results: dict[str, dict[str, Any]], lost_column: bool = False) -> int
                              common.fmt_ratio(a["cpu_per_delivery"], b["cpu_per_delivery"]),
                              common.fmt_ratio(a["rss_per_conn"], b["rss_per_conn"]),
                              common.fmt_ratio(a["connect_rate"], b["connect_rate"])]])
+    latency_split(results)
     status = 0
     for kind, r in results.items():
         proxy_busy = r["proxy_cpu"] / r["burst_wall"] if r["burst_wall"] else 1.0
@@ -324,6 +362,10 @@ def main() -> int:
     parser.add_argument("--unlimited", action="store_true",
                         help="message_rate/message_hwm -1 even with --many-channels (the publish-flood scenarios)")
     parser.add_argument("--py-spy", metavar="FILE", help="record a py-spy profile of pushpin-tx during the burst")
+    parser.add_argument("--rx-timestamps", action="store_true",
+                        help="the load reads with recvmsg and the kernel's receive time (SO_TIMESTAMPNS): splits each "
+                             "latency into publish sent -> segment in the client's socket (the proxy's part) and "
+                             "socket -> read (the client's part); costs the client ~1 us per read")
     common.add_proxy_options(parser)
     args = common.parse_proxy_args(parser)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]

@@ -31,6 +31,7 @@ import asyncio
 import json
 import select
 import socket
+import struct
 import sys
 import time
 from pathlib import Path
@@ -276,8 +277,11 @@ def publish_zmq_many(sock: Any, prefix: str, rounds: int, connections: int, sent
 # --- the burst: one epoll loop -------------------------------------------------------------------
 
 
-def parse(st: Stream, data: bytes, now: int, lat: array.array) -> int:
-    """Chunked framing by hand: record each complete message; how many there were (-1: stream ended)."""
+def parse(st: Stream, data: bytes, now: int, lat: array.array, lat_seq: array.array | None = None) -> int:
+    """
+    Chunked framing by hand: record each complete message (its latency in C{lat}, and its
+    sequence number in C{lat_seq} when given); how many there were (-1: stream ended).
+    """
     buf = st.buf + data if st.buf else data
     pos, n, got = 0, len(buf), 0
     seqs = st.seqs
@@ -294,15 +298,18 @@ def parse(st: Stream, data: bytes, now: int, lat: array.array) -> int:
             return -1
         for line in buf[eol + 2:end].splitlines():  # one message per chunk; tolerate more
             sp = line.find(b" ")
-            seqs.append(int(line[:sp]))
+            seq = int(line[:sp])
+            seqs.append(seq)
             lat.append(now - int(line[sp + 1:]))
+            if lat_seq is not None:
+                lat_seq.append(seq)
             got += 1
         pos = end + 2
     st.buf = buf[pos:]
     return got
 
 
-def parse_ws(st: Stream, data: bytes, now: int, lat: array.array) -> int:
+def parse_ws(st: Stream, data: bytes, now: int, lat: array.array, lat_seq: array.array | None = None) -> int:
     """
     Server frames by hand (unmasked, RFC 6455 §5.2): record each text/binary message; how
     many there were (-1: a close frame). C{sync} messages only mark the client subscribed.
@@ -337,8 +344,11 @@ def parse_ws(st: Stream, data: bytes, now: int, lat: array.array) -> int:
                 st.synced = True
             else:
                 sp = payload.find(b" ")
-                seqs.append(int(payload[:sp]))
+                seq = int(payload[:sp])
+                seqs.append(seq)
                 lat.append(now - int(payload[sp + 1:]))
+                if lat_seq is not None:
+                    lat_seq.append(seq)
                 got += 1
         # ping/pong/continuation: ignored (a ping left unanswered does not close within a run)
         pos = end
@@ -400,6 +410,62 @@ def sync_ws(cfg: dict[str, Any], streams: list[Stream], errors: list[str], deadl
     return time.monotonic() - t0
 
 
+#: Linux's SO_TIMESTAMPNS (also the SCM type of its ancillary data), when the socket module lacks it
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+ANC_SPACE = socket.CMSG_SPACE(16)
+
+
+def _rx_time(anc: list[tuple[int, int, bytes]]) -> int:
+    """The kernel's receive time (CLOCK_REALTIME ns) of the last segment a C{recvmsg} read; 0 if none came."""
+    for level, kind, cdata in anc:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(cdata) >= 16:
+            sec, nsec = struct.unpack_from("qq", cdata)
+            return sec * 1_000_000_000 + nsec
+    return 0
+
+
+def _kernel_latencies(lat: array.array, got: int, lag: int, klat: array.array, lags: array.array) -> None:
+    """The last C{got} entries of C{lat} came in one read C{lag} ns after its last segment reached the socket."""
+    lags.append(lag)
+    for i in range(len(lat) - got, len(lat)):
+        klat.append(lat[i] - lag)
+
+
+def _spread(values: Any) -> dict[str, float]:
+    """p50, p99 and max of sorted ns values, in seconds."""
+    if not values:
+        return {"p50": 0.0, "p99": 0.0, "max": 0.0}
+    return {"p50": common.percentile(values, 50) / 1e9, "p99": common.percentile(values, 99) / 1e9,
+            "max": values[-1] / 1e9}
+
+
+def per_publish(lat: array.array, lat_seq: array.array, messages: int) -> dict[str, float]:
+    """
+    Per publish, the latency of its first and of its last subscriber: the first is the
+    publish path (accept, parse, the first send, the read); last minus first is how long
+    its fan-out took. Medians and maxima over the publishes, in seconds.
+    """
+    first = [1 << 62] * messages
+    last = [0] * messages
+    for seq, value in zip(lat_seq, lat):
+        if 0 <= seq < messages:
+            if value < first[seq]:
+                first[seq] = value
+            if value > last[seq]:
+                last[seq] = value
+    have = [i for i in range(messages) if last[i]]
+    if not have:
+        return {}
+    f = sorted(first[i] for i in have)
+    l_ = sorted(last[i] for i in have)
+    spread = sorted(last[i] - first[i] for i in have)
+    return {"first_p50": common.percentile(f, 50) / 1e9, "first_max": f[-1] / 1e9,
+            "last_p50": common.percentile(l_, 50) / 1e9, "last_max": l_[-1] / 1e9,
+            "fanout_p50": common.percentile(spread, 50) / 1e9, "fanout_max": spread[-1] / 1e9,
+            # each publish's last subscriber (µs), in publish order: do slow fan-outs recur?
+            "last_us": [last[i] // 1000 for i in range(messages)]}
+
+
 def burst(cfg: dict[str, Any], streams: list[Stream], errors: list[str], zmq_pair: tuple[Any, Any] | None) -> dict[str, Any]:
     """Publish, read every stream until all deliveries arrived (or none for C{idle_timeout} s); the figures."""
     m = cfg["messages"]
@@ -421,11 +487,18 @@ def burst(cfg: dict[str, Any], streams: list[Stream], errors: list[str], zmq_pai
     by_fd = {st.sock.fileno(): st for st in streams}
     for fd in by_fd:
         ep.register(fd, select.EPOLLIN)
+    rx_ts = bool(cfg.get("rx_timestamps"))
+    if rx_ts:  # the kernel stamps each segment as it reaches the socket (loopback: in the sender's send)
+        for st in streams:
+            st.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     lat = array.array("q")
+    lat_seq = array.array("i")  # the sequence number of each entry of lat
+    klat = array.array("q")  # rx_ts: publish sent -> its segment in the client's socket
+    lags = array.array("q")  # rx_ts: per read, segment in the socket -> read by the client
     sent, acked = [0] * jobs, [0] * jobs
     delivered = closed_early = 0
     last_recv = 0
-    cpu0, wall0 = common.own_cpu(), time.monotonic()
+    cpu0, wait0, wall0 = common.own_cpu(), common.own_wait(), time.monotonic()
     pubs = None
     publish_error = None
     try:
@@ -440,15 +513,17 @@ def burst(cfg: dict[str, Any], streams: list[Stream], errors: list[str], zmq_pai
         publish_error = f"publishing failed: {e!r}"
     for st in streams:  # bytes that came with [stream opened]
         if st.buf:
-            delivered += max(0, parse_fn(st, b"", time.time_ns(), lat))
+            delivered += max(0, parse_fn(st, b"", time.time_ns(), lat, lat_seq))
     idle = cfg["idle_timeout"]
     last_progress = time.monotonic()
     recv = socket.socket.recv
+    recvmsg = socket.socket.recvmsg
+    kts = 0
     # Stream mode keeps each read with its receive time and parses after the burst: during it
     # a read only counts its messages (each "<seq> <ns>\n" holds exactly one space; chunk
     # framing holds none), so the client spends less per delivery and is less often the
     # limit. Latencies are the same: each message is timed by the read that brought it.
-    deferred: list[tuple[Stream, bytes, int]] | None = [] if parse_fn is parse else None
+    deferred: list[tuple[Stream, bytes, int, int]] | None = [] if parse_fn is parse else None
     while delivered < target or (pubs is not None and pubs.done < jobs and pubs.error is None):
         events = ep.poll(pubs.poll_timeout() if pubs is not None else 0.5)
         if pubs is not None and pubs.pace:
@@ -464,7 +539,11 @@ def burst(cfg: dict[str, Any], streams: list[Stream], errors: list[str], zmq_pai
                     progressed = True
                 continue
             try:
-                data = recv(st.sock, RECV)
+                if rx_ts:
+                    data, anc, _, _ = recvmsg(st.sock, RECV, ANC_SPACE)
+                    kts = _rx_time(anc)
+                else:
+                    data = recv(st.sock, RECV)
             except BlockingIOError:
                 continue
             except OSError as e:
@@ -472,10 +551,12 @@ def burst(cfg: dict[str, Any], streams: list[Stream], errors: list[str], zmq_pai
                 if len(errors) < 20:
                     errors.append(f"conn {st.idx}: {e}")
             if deferred is not None and data:
-                deferred.append((st, data, now))
+                deferred.append((st, data, now, kts))
                 got = data.count(b" ")
             else:
-                got = parse_fn(st, data, now, lat) if data else -1
+                got = parse_fn(st, data, now, lat, lat_seq) if data else -1
+                if got > 0 and kts:
+                    _kernel_latencies(lat, got, now - kts, klat, lags)
             if got < 0:
                 if len(errors) < 20:
                     errors.append(f"conn {st.idx}: {'ended' if data else 'closed'} by the server")
@@ -492,16 +573,19 @@ def burst(cfg: dict[str, Any], streams: list[Stream], errors: list[str], zmq_pai
             last_progress = time.monotonic()
         elif time.monotonic() - last_progress > idle:
             break
-    cpu1, wall1 = common.own_cpu(), time.monotonic()
+    cpu1, wait1, wall1 = common.own_cpu(), common.own_wait(), time.monotonic()
     print(json.dumps({"event": "burst_done"}), flush=True)  # the orchestrator reads the proxy's CPU now
-    for st, data, now in deferred or ():
+    for st, data, now, kts in deferred or ():
         if st.closed:
             continue
-        if parse(st, data, now, lat) < 0:  # a zero-size chunk: the proxy ended the stream
+        got = parse(st, data, now, lat, lat_seq)
+        if got < 0:  # a zero-size chunk: the proxy ended the stream
             if len(errors) < 20:
                 errors.append(f"conn {st.idx}: ended by the server")
             st.closed = True
             closed_early += 1
+        elif got and kts:
+            _kernel_latencies(lat, got, now - kts, klat, lags)
     if pubs is not None and pubs.error:
         publish_error = pubs.error
     if zmq_pair is not None:
@@ -509,7 +593,14 @@ def burst(cfg: dict[str, Any], streams: list[Stream], errors: list[str], zmq_pai
     first = min((t for t in sent if t), default=0)
     span = (last_recv - first) / 1e9 if last_recv and first else 0.0
     lat_sorted = sorted(lat)
+    extra: dict[str, Any] = {}
+    if not many:
+        extra["per_publish"] = per_publish(lat, lat_seq, m)
+    if rx_ts:
+        extra["kernel"] = _spread(sorted(klat))
+        extra["read_lag"] = _spread(sorted(lags))
     return {
+        **extra,
         "delivered": delivered, "expected": target, "span_s": span,
         "publish_s": (max(acked) - first) / 1e9 if first and max(acked) else 0.0,
         # from the last publish acknowledged (HTTP) or queued (ZMQ) to the last delivery
@@ -517,7 +608,7 @@ def burst(cfg: dict[str, Any], streams: list[Stream], errors: list[str], zmq_pai
         "rate": delivered / span if span > 0 else 0.0,
         "p50": common.percentile(lat_sorted, 50) / 1e9, "p99": common.percentile(lat_sorted, 99) / 1e9,
         "max": (lat_sorted[-1] / 1e9) if lat_sorted else 0.0,
-        "closed_early": closed_early, "load_cpu": cpu1 - cpu0, "load_wall": wall1 - wall0,
+        "closed_early": closed_early, "load_cpu": cpu1 - cpu0, "load_wall": wall1 - wall0, "load_wait": wait1 - wait0,
         "publish_error": publish_error, "sent": sent, "acked": acked,
     }
 
