@@ -38,6 +38,11 @@ def test_lost_publish_is_recovered_with_grip_last(reliable):
     stream = _open_stream(reliable)
     try:
         assert stream.received.startswith(b"HTTP/1.1 200 OK\r\n")
+        # A second after the channel's first subscription the proxy fetches the next link
+        # (update_on_first_subscription, as Pushpin): let that pass first, so that what follows
+        # is recovered because of the gap.
+        reliable.wait_for(r"first subscription to its channel, fetching next link")
+        reliable.wait_for(r"\[origin\] GET /stream\?after=0 -> 200")
         assert _post(reliable, "one") == {"id": 1, "published": True}
         stream.read_until(b"1 one\n")
         assert _post(reliable, "two", publish=False) == {"id": 2, "published": False}
