@@ -9,16 +9,13 @@ stream grew 2.4-2.7x from 1,000 to 15,000 held (bench/setup_cost.py), all of it 
 
 L{SettledFreeze} moves what is alive into the permanent generation (C{gc.freeze()}) at most
 once per C{interval} once the open connections have grown by C{min_new}, after a collection of
-the two young generations (C{gc.collect(1)}): full collections then walk only what is newer
-than the last freeze, so the cost of opening one does not grow with the number held. The
-unfrozen part of the oldest generation is frozen without a walk: walking it before every
-freeze (a full C{gc.collect()}) found nothing to free in the set-up bench and cost ~12 ms per
-1,000 connections opened, a tenth of their set-up CPU (the freeze itself is a list splice).
-Frozen objects are still freed by reference counting; only reference cycles that die among
-frozen objects (or that died in the oldest generation before a freeze) wait: after enough
-closes of frozen connections (half the open ones, at least C{min_closed}) or C{max_freezes}
-freezes, one full collection of everything runs (C{gc.unfreeze()}, C{gc.collect()},
-C{gc.freeze()}), amortized over those closes as the collector's own full collections are.
+the unfrozen objects only: full collections then walk only what is newer than the last freeze,
+so the cost of opening one does not grow with the number held. Frozen objects are still freed
+by reference counting; only reference cycles among frozen objects that die wait: after
+enough closes of frozen connections (half the open ones, at least C{min_closed}) or
+C{max_freezes} freezes, one full collection of everything runs (C{gc.unfreeze()},
+C{gc.collect()}, C{gc.freeze()}), amortized over those closes as the collector's own full
+collections are.
 """
 
 from __future__ import annotations
@@ -26,10 +23,7 @@ from __future__ import annotations
 import gc
 from typing import Any
 
-__all__ = ["SettledFreeze", "install", "opened", "closed", "current", "YOUNG"]
-
-#: the generation L{SettledFreeze} collects before a freeze: the two young ones (0 and 1)
-YOUNG = 1
+__all__ = ["SettledFreeze", "install", "opened", "closed", "current"]
 
 
 class SettledFreeze:
@@ -91,9 +85,7 @@ class SettledFreeze:
             self.full += 1
             self.closes = self.freezes = 0
         elif self.open - self.open_at_freeze >= self.min_new:
-            # the two young generations only, not the unfrozen part of the oldest (see the
-            # module docstring: walking it cost more than the connections' whole set-up)
-            self.gc.collect(YOUNG)
+            self.gc.collect()  # the unfrozen objects only: what is newer than the last freeze
             self.gc.freeze()
             self.freezes += 1
         else:
