@@ -14,11 +14,11 @@ the inputs when that backlog is over its bound, so they hold publishers back.
 
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-from twisted.logger import Logger, LogLevel
+from twisted.logger import Logger
 
+from pushpin_tx.core.loginfo import InfoLines
 from pushpin_tx.core.pending import DEFAULT_LIMIT, DEFAULT_SLICE, Backpressure, PendingWriter
 
 if TYPE_CHECKING:
@@ -75,12 +75,8 @@ class PublishIntake:
         self.pending: PendingWriter | None = (
             PendingWriter(router, clock, slice_size=slice_size, backpressure=self.backpressure) if clock is not None else None
         )
-        # The publish line's event, all but its text and time: what Logger.info would emit
-        # (as core/loginfo.emit_info does), built once rather than once per item
-        log = self._log
-        self._log_observer = log.observer
-        self._log_event: dict[str, Any] = {"log_logger": log, "log_level": LogLevel.info, "log_namespace": log.namespace,
-                                           "log_source": log.source, "log_format": "{line}"}
+        # the publish line, once per item: its event's constant part built once
+        self._publish_lines = InfoLines(self._log)
 
     def publish(self, items: Sequence["Item"], source: str) -> None:
         """
@@ -166,11 +162,11 @@ class PublishIntake:
         # Pushpin's line, once per item; preformatted once per run, its event built from a
         # template (no formatter, no level scan: the profile figures are in bench/README.md)
         line = f"publish channel={channel} receivers={receivers}"
-        observer, event = self._log_observer, self._log_event
+        emit = self._publish_lines.emit
         for item in items:
             if kinds:
                 for transport, attribute, kind in _TRANSPORTS:
                     if getattr(item, attribute) is not None and kinds.get(kind):
                         stats.message(channel, item.id, kinds[kind], transport)  # type: ignore[union-attr]
-            observer({**event, "line": line, "log_time": time.time()})
+            emit(line)
         return receivers
