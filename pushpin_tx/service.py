@@ -612,9 +612,14 @@ class PushpinService(service.MultiService):
         # otherwise walk every held connection, and the cost of opening one would grow with them.
         gcpolicy.install(self.reactor)
         if self.owns_process:
-            # once the reactor runs: it installs its signal handlers then (twistd starts the
-            # services before it runs the reactor; a worker, from callWhenRunning)
-            self.reactor.callWhenRunning(self._stop_signals_once)
+            # right after the reactor installs its signal handlers: in its own "during startup"
+            # trigger, the first one added (twistd starts the services before it runs the
+            # reactor). Not callWhenRunning: that waits for "after startup", and a SIGTERM in
+            # between would reach the reactor's handler unwrapped (L{_stop_signals_once}).
+            if self.reactor.running:  # a worker starts its services from callWhenRunning
+                self._stop_signals_once()
+            else:
+                self.reactor.addSystemEventTrigger("during", "startup", self._stop_signals_once)
         if self.owns_process and self.worker_index == 0 and hasattr(signal, "SIGHUP"):
             # signals are the main process's to handle; workers ignore SIGHUP (scripts.worker)
             self._previous_sighup = signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload))
@@ -663,6 +668,11 @@ class PushpinService(service.MultiService):
             # that one in place only when it installs no handlers), nor SIG_DFL / SIG_IGN
             if callable(previous) and previous is not signal.default_int_handler:
                 signal.signal(number, wrap(previous))
+        # A signal may still have reached the reactor's own handler in the few instructions
+        # between its install and ours: that handler queues its stop with callFromThread
+        # (there is no public way to ask a reactor whether a stop is pending).
+        if any(call[0] == self.reactor.stop for call in getattr(self.reactor, "threadCallQueue", ())):
+            self._reactor_stopping = True
 
     def _start_children(self, start: Callable[[Any], None], *, bound_all: bool) -> None:
         """

@@ -283,8 +283,9 @@ def test_only_the_first_sigterm_reaches_the_reactors_handler_of_a_process_the_se
         owner.privilegedStartService()
         owner.startService()
         # twistd starts the services before the reactor runs and installs its handlers
-        assert signal.getsignal(signal.SIGTERM) is not None and reactor.whenRunningHooks
-        for hook, args, kwargs in reactor.whenRunningHooks:  # the reactor starts running
+        during_startup = reactor.triggers["during"]["startup"]
+        assert signal.getsignal(signal.SIGTERM) is not None and during_startup
+        for hook, args, kwargs in during_startup:  # the reactor starts running
             hook(*args, **kwargs)
         assert calls == [] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
         handler = signal.getsignal(signal.SIGTERM)
@@ -298,6 +299,27 @@ def test_only_the_first_sigterm_reaches_the_reactors_handler_of_a_process_the_se
     finally:
         signal.signal(signal.SIGTERM, previous_term)
         signal.signal(signal.SIGINT, previous_int)
+        _fired(owner.stopService())
+
+
+def test_a_sigterm_that_reached_the_reactor_before_the_wrapper_counts_as_the_stop_under_way(tmp_path, log_lines):
+    """A SIGTERM between the reactor's handler install and ours queued a stop: the next one is only noted."""
+    calls: list[int] = []
+    previous_term = signal.signal(signal.SIGTERM, lambda number, frame: calls.append(number))  # as the reactor's
+    reactor = RecordingReactor()
+    reactor.threadCallQueue = [(reactor.stop, (), {})]  # what the reactor's handler queued
+    owner = PushpinService(_settings(tmp_path), reactor, owns_process=True)
+    try:
+        owner.privilegedStartService()
+        owner.startService()
+        for hook, args, kwargs in reactor.triggers["during"]["startup"]:
+            hook(*args, **kwargs)
+        signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
+        reactor.advance(0)
+        assert calls == []
+        assert "received SIGTERM while stopping: the stop under way goes on" in log_lines
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
         _fired(owner.stopService())
 
 
