@@ -8,26 +8,18 @@ reason (debug mode) instead of relaying the page.
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+
 import pytest_twisted
 
+from ..proxyfakes import dechunk
 from .harness import ScriptedOrigin, raw_connect, start_origin, start_proxy
 from .test_end_to_end import _publish
 
 
-def _dechunk(raw: bytes) -> tuple[bytes, bool]:
-    """The body of a chunked response as far as it came, and whether its last chunk did."""
-    data = raw.partition(b"\r\n\r\n")[2]
-    out = b""
-    while data:
-        size_line, sep, rest = data.partition(b"\r\n")
-        if not sep:
-            break
-        size = int(size_line, 16)
-        if size == 0:
-            return out, True
-        out += rest[:size]
-        data = rest[size + 2:]
-    return out, False
+def _body(raw: bytes) -> tuple[bytes, bool]:
+    """The chunked body of a raw response as far as it came, and whether its last chunk did."""
+    return dechunk(raw.partition(b"\r\n\r\n")[2])
 
 
 def _stream(request, *headers: tuple[bytes, bytes]) -> None:
@@ -37,10 +29,40 @@ def _stream(request, *headers: tuple[bytes, bytes]) -> None:
         request.responseHeaders.addRawHeader(name, value)
 
 
+@asynccontextmanager
+async def _streaming(reactor, tmp_path, first, page, *, options: str = "", first_body: bytes):
+    """
+    A proxy in front of an origin whose C{/stream} answers C{first} and whose C{/next} answers
+    C{page}; a client streaming C{/stream}, once it has C{first_body} and the proxy has
+    subscribed it to channel feed. Yields (origin, proxy, client).
+    """
+    origin = ScriptedOrigin()
+    origin.handlers[b"/stream"] = first
+    origin.handlers[b"/next"] = page
+    port = await start_origin(reactor, origin)
+    proxy = await start_proxy(reactor, tmp_path, [f"*{options} 127.0.0.1:{port.getHost().port}"])
+    client = None
+    try:
+        client = await raw_connect(reactor, proxy.client_port)
+        client.transport.write(b"GET /stream HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        await client.wait_for(reactor, first_body)
+        await proxy.wait_for_log(r"subscribe .*channel=feed")
+        yield origin, proxy, client
+    finally:
+        if client is not None:
+            client.transport.loseConnection()
+        await proxy.stop()
+        await port.stopListening()
+
+
+async def _hint(reactor, proxy) -> None:
+    """A hint on channel feed: the stream fetches its next link."""
+    await _publish(reactor, proxy.control_port, [{"channel": "feed", "formats": {"http-stream": {"action": "hint"}}}])
+
+
 @pytest_twisted.ensureDeferred
 async def test_next_link_page_goes_out_through_its_own_channels_filter(reactor, tmp_path):
     """The first answer's channel has no filter, the next link's has build-id: the client sees the first body as it came, the page rewritten, and later publishes rewritten under the new instruct."""
-    origin = ScriptedOrigin()
     meta = (b"grip-set-meta", b"id_format=%(feed)s, id_encoding=hex")
 
     def first(request):
@@ -51,35 +73,19 @@ async def test_next_link_page_goes_out_through_its_own_channels_filter(reactor, 
         _stream(request, meta, (b"grip-channel", b"feed; filter=build-id"), (b"grip-link", b"</next>; rel=next"))
         return b"page %(b)I\n"
 
-    origin.handlers[b"/stream"] = first
-    origin.handlers[b"/next"] = page
-    port = await start_origin(reactor, origin)
-    proxy = await start_proxy(reactor, tmp_path, [f"* 127.0.0.1:{port.getHost().port}"])
-    client = None
-    try:
-        client = await raw_connect(reactor, proxy.client_port)
-        client.transport.write(b"GET /stream HTTP/1.1\r\nHost: example.com\r\n\r\n")
-        await client.wait_for(reactor, b"first %(a)I\n")
-        await proxy.wait_for_log(r"subscribe .*channel=feed")
-        # a hint makes the stream fetch its next link
-        await _publish(reactor, proxy.control_port, [{"channel": "feed", "formats": {"http-stream": {"action": "hint"}}}])
+    async with _streaming(reactor, tmp_path, first, page, first_body=b"first %(a)I\n") as (origin, proxy, client):
+        await _hint(reactor, proxy)
         await client.wait_for(reactor, b"page 62\n")
         assert [r["uri"] for r in origin.requests] == [b"/stream", b"/next"]
         # the page's instruct is the stream's now: its channel's build-id rewrites publishes too
         await _publish(reactor, proxy.control_port, [{"channel": "feed", "id": "7", "formats": {"http-stream": {"content": "item %I\n"}}}])
         await client.wait_for(reactor, b"item 37\n")
-        assert _dechunk(client.received) == (b"first %(a)I\npage 62\nitem 37\n", False)
-    finally:
-        if client is not None:
-            client.transport.loseConnection()
-        await proxy.stop()
-        await port.stopListening()
+        assert _body(client.received) == (b"first %(a)I\npage 62\nitem 37\n", False)
 
 
 @pytest_twisted.ensureDeferred
 async def test_next_link_answering_a_response_hold_ends_the_stream_with_the_reason(reactor, tmp_path):
     """debug route: a next link answered with Grip-Hold: response is not relayed; the stream ends, Pushpin's reason after what was sent."""
-    origin = ScriptedOrigin()
 
     def first(request):
         _stream(request, (b"grip-channel", b"feed"), (b"grip-link", b"</next>; rel=next"))
@@ -90,22 +96,8 @@ async def test_next_link_answering_a_response_hold_ends_the_stream_with_the_reas
         request.setHeader(b"grip-channel", b"feed")
         return b"not for the stream\n"
 
-    origin.handlers[b"/stream"] = first
-    origin.handlers[b"/next"] = page
-    port = await start_origin(reactor, origin)
-    proxy = await start_proxy(reactor, tmp_path, [f"*,debug 127.0.0.1:{port.getHost().port}"])
-    client = None
-    try:
-        client = await raw_connect(reactor, proxy.client_port)
-        client.transport.write(b"GET /stream HTTP/1.1\r\nHost: example.com\r\n\r\n")
-        await client.wait_for(reactor, b"first\n")
-        await proxy.wait_for_log(r"subscribe .*channel=feed")
-        await _publish(reactor, proxy.control_port, [{"channel": "feed", "formats": {"http-stream": {"action": "hint"}}}])
+    async with _streaming(reactor, tmp_path, first, page, options=",debug", first_body=b"first\n") as (_, proxy, client):
+        await _hint(reactor, proxy)
         await client.wait_for(reactor, b"0\r\n\r\n")
-        assert _dechunk(client.received) == (b"first\n\n\nNext link returned non-stream hold.\n", True)
+        assert _body(client.received) == (b"first\n\n\nNext link returned non-stream hold.\n", True)
         await proxy.wait_for_log(r"next link .*Next link returned non-stream hold\.")
-    finally:
-        if client is not None:
-            client.transport.loseConnection()
-        await proxy.stop()
-        await port.stopListening()
