@@ -11,14 +11,19 @@ an underscore attribute of a Twisted or autobahn object.
 
 from __future__ import annotations
 
+import os
+import threading
+from collections import deque
 from pprint import pformat
 from typing import Any
 
 from twisted.internet.defer import Deferred
 
 from autobahn import util as _autobahn_util
-from autobahn.twisted import websocket as _autobahn_twisted_websocket
+from autobahn.twisted import util as _autobahn_twisted_util, websocket as _autobahn_twisted_websocket
+from autobahn.wamp.types import TransportDetails
 from autobahn.websocket import protocol as _autobahn_protocol
+from autobahn.websocket.utf8validator import Utf8Validator
 from twisted.web._abnf import _decint, _istoken
 from twisted.web._newclient import BadHeaders, BadResponseVersion, ParseError, RequestGenerationFailed
 from twisted.web.client import HTTPConnectionPool, _HTTP11ClientFactory
@@ -40,6 +45,7 @@ __all__ = [
     "write_buffer_empty",
     "buffered_bytes",
     "LazyOptionsDump",
+    "FastServerSetup",
     "LazyPformat",
     "lazy_hltype",
     "lazy_hlval",
@@ -384,6 +390,150 @@ class LazyOptionsDump:
             super()._connectionMade()  # type: ignore[misc]
         finally:
             _autobahn_protocol.pformat = pformat
+
+
+#: os.getpid(), asked once per process (a system call; autobahn asks for every connection)
+_own_pid: list[int] = []
+os.register_at_fork(after_in_child=_own_pid.clear)
+
+
+class _LazyOptionsLog:
+    """The list autobahn's C{_connectionMade} logs (option, value, where it came from), pretty-printed only if written."""
+
+    __slots__ = ("_protocol",)
+
+    def __init__(self, protocol: Any) -> None:
+        self._protocol = protocol
+
+    def __str__(self) -> str:
+        p = self._protocol
+        source = type(p).__name__
+        return pformat([(name, getattr(p, name), source) for name in p.CONFIG_ATTRS])
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+    __repr__ = __str__
+
+
+class FastServerSetup(LazyOptionsDump):
+    """
+    For a server protocol subclass of autobahn's Twisted C{WebSocketServerProtocol} holding
+    every option (C{CONFIG_ATTRS}) as a class attribute (L{pushpin_tx.websocket.client_side}):
+    its C{connectionMade} and C{_connectionMade} (autobahn's private set-up of a connection)
+    leave the same state as autobahn's, without what that case does not need. autobahn
+    copies each option it does not find on the protocol (here none) and builds the list of
+    them for a debug line whether or not it is written (here built only if written); it asks
+    the system for the process id on every connection (here once per process) and a peer
+    address from the transport twice; and it sets C{TCP_NODELAY} again on a connection
+    twisted.web's C{HTTPChannel} already set it on (skipped when C{nodelay_already}). A
+    TLS transport, or a class not holding every option, takes autobahn's own path.
+    tests/test_compat.py compares every attribute the two leave.
+
+    Why: autobahn's connection set-up was a twelfth of opening a WebSocket (setup_cost
+    profile, 2026-12-02).
+    """
+
+    #: set by whoever makes the connection when the socket has C{TCP_NODELAY} on already
+    nodelay_already = False
+    #: the peer address, when whoever makes the connection has it already (else asked of the transport)
+    peer_address: Any = None
+    _fast_setup: bool | None = None
+
+    @classmethod
+    def _can_set_up_fast(cls) -> bool:
+        fast = cls.__dict__.get("_fast_setup")
+        if fast is None:
+            fast = all(name in dir(cls) for name in cls.CONFIG_ATTRS)  # type: ignore[attr-defined]
+            cls._fast_setup = fast
+        return bool(fast)
+
+    def connectionMade(self) -> None:
+        transport = self.transport  # type: ignore[attr-defined]
+        tls = _autobahn_twisted_util._HAS_TLS and _autobahn_twisted_util.ISSLTransport.providedBy(transport)
+        if tls or not self._can_set_up_fast() or not self.factory.isServer:  # type: ignore[attr-defined]
+            super().connectionMade()  # type: ignore[misc]
+            return
+        address = self.peer_address
+        if address is None:
+            peer = _autobahn_twisted_util.peer2str(transport)
+        elif type(address) is _autobahn_twisted_util.IPv4Address:
+            peer = f"tcp4:{address.host}:{address.port}"
+        else:
+            self.peer_address = None
+            peer = _autobahn_twisted_util.peer2str(transport)
+        if not _own_pid:
+            _own_pid.append(os.getpid())
+        self._transport_details = TransportDetails(
+            channel_type=TransportDetails.CHANNEL_TYPE_TCP,
+            channel_framing=TransportDetails.CHANNEL_FRAMING_WEBSOCKET,
+            peer=peer,
+            is_server=self.is_server,  # type: ignore[attr-defined]
+            own_pid=_own_pid[0],
+            own_tid=threading.get_native_id(),
+            own_fd=-1,
+            is_secure=False,
+            channel_id={},
+            peer_cert=None,
+        )
+        self.peer = peer
+        if not (self.nodelay_already and self.tcpNoDelay):  # type: ignore[attr-defined]
+            try:
+                transport.setTcpNoDelay(self.tcpNoDelay)  # type: ignore[attr-defined]
+            except Exception:  # as autobahn: not a TCP socket (Unix sockets say EINVAL)
+                pass
+        self._connectionMade()
+        self.log.debug(  # type: ignore[attr-defined]
+            '{func} connection established for peer="{peer}"',
+            func=lazy_hltype(self.connectionMade),
+            peer=lazy_hlval(self.peer),
+        )
+
+    def _connectionMade(self) -> None:
+        if not self._can_set_up_fast() or not self.factory.isServer or "peer" not in self.__dict__:  # type: ignore[attr-defined]
+            super()._connectionMade()
+            return
+        p = _autobahn_protocol.WebSocketProtocol
+        log = self.log  # type: ignore[attr-defined]
+        log.debug("{func}: connection accepted from peer {peer}", func=lazy_hltype(self._connectionMade), peer=self.peer)
+        log.debug("\n{attrs}", attrs=_LazyOptionsLog(self))
+        self._perMessageCompress = None
+        self.trackedTimings = None
+        self.setTrackTimings(self.trackTimings)  # type: ignore[attr-defined]
+        self.trafficStats = _autobahn_protocol.TrafficStats()
+        self.state = p.STATE_CONNECTING
+        self.send_state = p.SEND_STATE_GROUND
+        self.data = b""
+        self.send_queue: deque[Any] = deque()
+        self.triggered = False
+        self.utf8validator = Utf8Validator()
+        self.wasMaxFramePayloadSizeExceeded = False
+        self.wasMaxMessagePayloadSizeExceeded = False
+        self.closedByMe = False
+        self.failedByMe = False
+        self.droppedByMe = False
+        self.wasClean = False
+        self.wasNotCleanReason = None
+        self.wasServerConnectionDropTimeout = False
+        self.wasOpenHandshakeTimeout = False
+        self.wasCloseHandshakeTimeout = False
+        self.wasServingFlashSocketPolicyFile = False
+        self.localCloseCode = None
+        self.localCloseReason = None
+        self.remoteCloseCode = None
+        self.remoteCloseReason = None
+        self.openHandshakeTimeoutCall = None
+        self.closeHandshakeTimeoutCall = None
+        self.autoPingTimeoutCall = None
+        self.autoPingPending = None
+        self.autoPingPendingCall = None
+        self.autoPingPendingSeq = 0
+        self.autoPingPendingSent = None
+        if self.openHandshakeTimeout > 0:  # type: ignore[attr-defined]
+            self.openHandshakeTimeoutCall = self.factory._batched_timer.call_later(  # type: ignore[attr-defined]
+                self.openHandshakeTimeout, self.onOpenHandshakeTimeout,  # type: ignore[attr-defined]
+            )
+        self.factory.countConnections += 1  # type: ignore[attr-defined]
 
 
 class _LazyHighlight:

@@ -13,6 +13,7 @@ import pytest
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket import protocol as autobahn_protocol
 from twisted.internet import abstract, process, tcp
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -29,6 +30,7 @@ from pushpin_tx._compat import (
     BadResponseVersion,
     ChunkedTransferDecoder,
     DataLoss,
+    FastServerSetup,
     H2BurstConnection,
     H2Connection,
     H2Stream,
@@ -456,6 +458,101 @@ def test_lazy_options_dump_swaps_pformat_only_for_the_connection() -> None:
     assert seen == [LazyPformat, LazyPformat]
     assert autobahn_protocol.pformat is pformat
     assert issubclass(WebSocketServerProtocol, autobahn_protocol.WebSocketProtocol)
+
+
+def _comparable(value: Any) -> Any:
+    """A value autobahn's connection set-up leaves, as something two set-ups can be compared by."""
+    if isinstance(value, Deferred):
+        return ("Deferred", value.called)
+    if isinstance(value, autobahn_protocol.TrafficStats):
+        return ("TrafficStats", sorted(vars(value).items()))
+    if isinstance(value, (autobahn_protocol.Utf8Validator, StringTransport, WebSocketServerFactory)):
+        return type(value)  # (each its own, fresh)
+    if type(value).__name__ == "deque":
+        return ("deque", list(value))
+    if callable(value) and hasattr(value, "__self__"):
+        return ("bound", value.__func__)
+    return value
+
+
+class _TcpPeerTransport(StringTransport):
+    """A StringTransport that records TCP_NODELAY settings."""
+
+    def __init__(self) -> None:
+        super().__init__(peerAddress=IPv4Address("TCP", "192.0.2.7", 40123))
+        self.nodelay: list[bool] = []
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.nodelay.append(enabled)
+
+
+def _connected(fast: bool, *, handshake_timeout: float = 0, nodelay_already: bool = False, address: bool = False) -> tuple[Any, Any]:
+    from pushpin_tx.websocket.client_side import make_client_factory
+
+    reactor = MemoryReactorClock()
+    factory = make_client_factory(reactor)
+    attributes: dict[str, Any] = {} if fast else {"_fast_setup": False}  # False: autobahn's own set-up
+    if handshake_timeout:
+        attributes["openHandshakeTimeout"] = handshake_timeout
+    factory.protocol = type("ClientWebSocket", (factory.protocol,), attributes)
+    protocol = factory.buildProtocol(None)
+    transport = _TcpPeerTransport()
+    protocol.nodelay_already = nodelay_already
+    if address:
+        protocol.peer_address = transport.getPeer()
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+@pytest.mark.parametrize("handshake_timeout", [0, 5])
+@pytest.mark.parametrize("address", [False, True])
+def test_fast_server_setup_leaves_what_autobahns_connection_set_up_does(handshake_timeout: float, address: bool) -> None:
+    """FastServerSetup's connectionMade leaves every attribute autobahn's would, with the same values."""
+    slow, slow_transport = _connected(False, handshake_timeout=handshake_timeout)
+    quick, quick_transport = _connected(True, handshake_timeout=handshake_timeout, address=address)
+    assert type(slow)._fast_setup is False and type(quick)._can_set_up_fast()
+    ignore = {"peer_address", "nodelay_already"}
+    slow_state = {k: _comparable(v) for k, v in vars(slow).items() if k not in ignore}
+    quick_state = {k: _comparable(v) for k, v in vars(quick).items() if k not in ignore}
+    if handshake_timeout:  # a timer each (autobahn's batched timer: compared by presence)
+        for protocol, state in [(slow, slow_state), (quick, quick_state)]:
+            assert state.pop("openHandshakeTimeoutCall") is not None
+            protocol.openHandshakeTimeoutCall.cancel()
+    assert quick_state == slow_state
+    assert quick.peer == "tcp4:192.0.2.7:40123"
+    assert quick.factory.countConnections == slow.factory.countConnections == 1
+    assert quick_transport.nodelay == slow_transport.nodelay == [True]
+
+
+def test_fast_server_setup_leaves_tcp_nodelay_to_whoever_set_it() -> None:
+    """With nodelay_already (twisted.web's HTTPChannel turned it on) the option is not set a second time."""
+    quick, transport = _connected(True, nodelay_already=True)
+    assert transport.nodelay == []
+    assert quick.state == autobahn_protocol.WebSocketProtocol.STATE_CONNECTING
+
+
+def test_fast_server_setup_logs_autobahns_option_list() -> None:
+    """The options debug line, when written, reads as autobahn's: each option, its value, where it came from."""
+    from pushpin_tx._compat import _LazyOptionsLog
+
+    quick, _ = _connected(True)
+    expected = pformat([(name, getattr(quick, name), type(quick).__name__) for name in quick.CONFIG_ATTRS])
+    assert f"{_LazyOptionsLog(quick)}" == str(_LazyOptionsLog(quick)) == expected
+
+
+def test_fast_server_setup_leaves_tls_and_per_instance_options_to_autobahn() -> None:
+    """A class not holding every option as a class attribute takes autobahn's own set-up."""
+    class Plain(FastServerSetup, WebSocketServerProtocol):
+        pass
+
+    factory = WebSocketServerFactory(reactor=MemoryReactorClock())
+    factory.protocol = Plain
+    factory.setProtocolOptions(openHandshakeTimeout=0)
+    protocol = factory.buildProtocol(None)
+    assert not Plain._can_set_up_fast()
+    protocol.makeConnection(StringTransport())
+    assert protocol.state == autobahn_protocol.WebSocketProtocol.STATE_CONNECTING
+    assert "tcpNoDelay" in vars(protocol)  # copied by autobahn
 
 
 def _handshake(extensions: bytes | None) -> WebSocketServerProtocol:

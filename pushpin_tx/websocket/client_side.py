@@ -21,8 +21,9 @@ from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.protocols.policies import ProtocolWrapper
+from twisted.web import http
 
-from pushpin_tx._compat import LazyOptionsDump, accept_server_handshake, compresses, is_disconnected, lazy_hltype, lazy_hlval, quiet_autobahn_highlighting
+from pushpin_tx._compat import FastServerSetup, accept_server_handshake, compresses, is_disconnected, lazy_hltype, lazy_hlval, quiet_autobahn_highlighting
 from pushpin_tx.core.delivery import OVERFLOW_DRAIN_TIMEOUT
 from pushpin_tx.net.writethrough import TurnCounter, writer_for
 from pushpin_tx.core.ws_session import OPCODE_BINARY, OPCODE_PING, OPCODE_PONG, OPCODE_TEXT
@@ -34,10 +35,10 @@ if TYPE_CHECKING:
 __all__ = ["ClientWebSocket", "make_client_factory", "upgrade", "split_frames", "accept_deflate"]
 
 
-class ClientWebSocket(LazyOptionsDump, WebSocketServerProtocol):  # type: ignore[misc]  # (autobahn's bases disagree on peer's type)
+class ClientWebSocket(FastServerSetup, WebSocketServerProtocol):  # type: ignore[misc]  # (autobahn's bases disagree on peer's type)
     """
-    A client WebSocket bridged to a L{WsSession}; also its L{ClientLink}. Its options dump
-    is formatted only when written (L{LazyOptionsDump}).
+    A client WebSocket bridged to a L{WsSession}; also its L{ClientLink}. autobahn's
+    connection set-up is done without its per-connection option copying (L{FastServerSetup}).
 
     Named attributes avoid autobahn's own (C{log}, C{factory}, C{session} is free but
     explicit is better): C{_bridge}, C{_accept}.
@@ -291,7 +292,11 @@ def upgrade(
     channel = request.channel
     if channel is None or channel.transport is None or is_disconnected(request):
         return None
-    protocol = cast(ClientWebSocket, factory.buildProtocol(channel.transport.getPeer()))
+    address = channel.transport.getPeer()
+    protocol = cast(ClientWebSocket, factory.buildProtocol(address))
+    protocol.peer_address = address
+    # twisted.web's HTTPChannel turned TCP_NODELAY on when the connection was made
+    protocol.nodelay_already = isinstance(channel, http.HTTPChannel)
     protocol._bridge = session
     protocol._accept = (subprotocol, headers)
     hand_over = getattr(channel, "hand_over_count", None)
