@@ -11,6 +11,8 @@ an underscore attribute of a Twisted or autobahn object.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import threading
 from collections import deque
@@ -18,6 +20,8 @@ from pprint import pformat
 from typing import Any
 
 from twisted.internet.defer import Deferred
+import txaio as _txaio
+from txaio.tx import _no_op as _txaio_no_op
 
 from autobahn import util as _autobahn_util
 from autobahn.twisted import util as _autobahn_twisted_util, websocket as _autobahn_twisted_websocket
@@ -46,6 +50,7 @@ __all__ = [
     "buffered_bytes",
     "LazyOptionsDump",
     "FastServerSetup",
+    "debug_enabled",
     "LazyPformat",
     "lazy_hltype",
     "lazy_hlval",
@@ -394,7 +399,19 @@ class LazyOptionsDump:
 
 #: os.getpid(), asked once per process (a system call; autobahn asks for every connection)
 _own_pid: list[int] = []
+#: threading.get_native_id() (a system call too) by threading.get_ident(), asked once per thread
+_native_ids: dict[int, int] = {}
 os.register_at_fork(after_in_child=_own_pid.clear)
+os.register_at_fork(after_in_child=_native_ids.clear)
+
+
+def debug_enabled(log: Any) -> bool:
+    """
+    Whether a txaio logger (autobahn's C{self.log}) writes debug lines: txaio binds the
+    methods of the levels it does not write to its module's C{_no_op}, so a caller can skip
+    building the fields of a line that goes nowhere.
+    """
+    return log.debug is not _txaio_no_op
 
 
 class _LazyOptionsLog:
@@ -464,13 +481,17 @@ class FastServerSetup(LazyOptionsDump):
             peer = _autobahn_twisted_util.peer2str(transport)
         if not _own_pid:
             _own_pid.append(os.getpid())
+        ident = threading.get_ident()
+        tid = _native_ids.get(ident)
+        if tid is None:
+            tid = _native_ids[ident] = threading.get_native_id()
         self._transport_details = TransportDetails(
             channel_type=TransportDetails.CHANNEL_TYPE_TCP,
             channel_framing=TransportDetails.CHANNEL_FRAMING_WEBSOCKET,
             peer=peer,
             is_server=self.is_server,  # type: ignore[attr-defined]
             own_pid=_own_pid[0],
-            own_tid=threading.get_native_id(),
+            own_tid=tid,
             own_fd=-1,
             is_secure=False,
             channel_id={},
@@ -483,11 +504,9 @@ class FastServerSetup(LazyOptionsDump):
             except Exception:  # as autobahn: not a TCP socket (Unix sockets say EINVAL)
                 pass
         self._connectionMade()
-        self.log.debug(  # type: ignore[attr-defined]
-            '{func} connection established for peer="{peer}"',
-            func=lazy_hltype(self.connectionMade),
-            peer=lazy_hlval(self.peer),
-        )
+        log = self.log  # type: ignore[attr-defined]
+        if log.debug is not _txaio_no_op:
+            log.debug('{func} connection established for peer="{peer}"', func=lazy_hltype(self.connectionMade), peer=lazy_hlval(self.peer))
 
     def _connectionMade(self) -> None:
         if not self._can_set_up_fast() or not self.factory.isServer or "peer" not in self.__dict__:  # type: ignore[attr-defined]
@@ -495,8 +514,9 @@ class FastServerSetup(LazyOptionsDump):
             return
         p = _autobahn_protocol.WebSocketProtocol
         log = self.log  # type: ignore[attr-defined]
-        log.debug("{func}: connection accepted from peer {peer}", func=lazy_hltype(self._connectionMade), peer=self.peer)
-        log.debug("\n{attrs}", attrs=_LazyOptionsLog(self))
+        if log.debug is not _txaio_no_op:
+            log.debug("{func}: connection accepted from peer {peer}", func=lazy_hltype(self._connectionMade), peer=self.peer)
+            log.debug("\n{attrs}", attrs=_LazyOptionsLog(self))
         self._perMessageCompress = None
         self.trackedTimings = None
         self.setTrackTimings(self.trackTimings)  # type: ignore[attr-defined]
@@ -689,5 +709,71 @@ def accept_server_handshake(protocol: Any, data: bytes, answer: Any) -> bool:
     protocol.websocket_origin = origin
     protocol.websocket_extensions = extensions
     protocol._wskey = key
-    protocol.succeedHandshake(answer(protocols))
+    result = answer(protocols)
+    if extensions or protocol.factory.headers or not _succeed_plain(protocol, result):
+        protocol.succeedHandshake(result)
+    return True
+
+
+_SWITCHING = "HTTP/1.1 101 Switching Protocols\r\n"
+_UPGRADE_LINES = "Upgrade: WebSocket\r\nConnection: Upgrade\r\n"
+
+
+def _succeed_plain(protocol: Any, result: tuple[str | None, dict[str, Any]]) -> bool:
+    """
+    autobahn's C{succeedHandshake(result)} for a handshake with no extension offered and no
+    factory headers (C{result}: what C{onConnect} returned, a C{(subprotocol, headers)}
+    pair), without its debug lines' fields, its per-extension bookkeeping or its response
+    built one concatenation at a time; the same response, state and callbacks. False, having
+    done nothing, for anything else (autobahn's own then).
+    """
+    if type(result) is not tuple or len(result) != 2:
+        return False
+    subprotocol, headers = result
+    if subprotocol is not None and subprotocol not in protocol.websocket_protocols:
+        return False  # (autobahn raises)
+    p = _autobahn_protocol.WebSocketProtocol
+    factory = protocol.factory
+    log = protocol.log
+    protocol.websocket_protocol_in_use = subprotocol
+    protocol.websocket_extensions_in_use = []
+    parts = [_SWITCHING]
+    if factory.server:
+        parts.append(f"Server: {factory.server}\r\n")
+    parts.append(_UPGRADE_LINES)
+    for name, value in headers.items():
+        if isinstance(value, str):
+            parts.append(f"{name}: {value}\r\n")
+        else:
+            try:
+                values = iter(value)
+            except TypeError:
+                values = iter((value,))
+            for one in values:
+                parts.append(f"{name}: {one}\r\n")
+    if subprotocol is not None:
+        parts.append(f"Sec-WebSocket-Protocol: {subprotocol}\r\n")
+    accept = base64.b64encode(hashlib.sha1(protocol._wskey.encode("utf8") + p._WS_MAGIC).digest())
+    parts.append(f"Sec-WebSocket-Accept: {accept.decode()}\r\n\r\n")
+    response = "".join(parts)
+    if log.debug is not _txaio_no_op:
+        log.debug("sending HTTP response:\n\n{response}", response=response)
+    protocol.sendData(response.encode("utf8"))
+    protocol.http_response_data = response
+    protocol.state = p.STATE_OPEN
+    if protocol.openHandshakeTimeoutCall is not None:
+        if log.debug is not _txaio_no_op:
+            log.debug("openHandshakeTimeoutCall.cancel")
+        protocol.openHandshakeTimeoutCall.cancel()
+        protocol.openHandshakeTimeoutCall = None
+    protocol.inside_message = False
+    protocol.current_frame = None
+    if protocol.autoPingInterval:
+        protocol.autoPingPendingCall = factory._batched_timer.call_later(protocol.autoPingInterval, protocol._sendAutoPing)
+    if protocol.trackedTimings:
+        protocol.trackedTimings.track("onOpen")
+    protocol._onOpen()
+    _txaio.resolve(protocol.is_open, None)  # type: ignore[attr-defined]  # (bound by txaio.use_twisted)
+    if len(protocol.data) > 0:
+        protocol.consumeData()
     return True

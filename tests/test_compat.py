@@ -43,6 +43,7 @@ from pushpin_tx._compat import (
     buffered_bytes,
     cap_accepts,
     compresses,
+    debug_enabled,
     channel_paused,
     decint,
     h2_available,
@@ -555,6 +556,18 @@ def test_fast_server_setup_leaves_tls_and_per_instance_options_to_autobahn() -> 
     assert "tcpNoDelay" in vars(protocol)  # copied by autobahn
 
 
+def test_debug_enabled_follows_txaios_log_level() -> None:
+    """A txaio logger below debug level has its debug method bound to txaio's no-op; at debug level it writes."""
+    import txaio
+
+    log = txaio.make_logger()
+    log.set_log_level("info")
+    assert not debug_enabled(log)
+    assert not debug_enabled(WebSocketServerProtocol.log)  # autobahn's, at the default level
+    log.set_log_level("debug")
+    assert debug_enabled(log)
+
+
 def _handshake(extensions: bytes | None) -> WebSocketServerProtocol:
     from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 
@@ -671,6 +684,8 @@ def _handshake_state(protocol: Any) -> dict[str, Any]:
     state["preopen_out"] = protocol.trafficStats.preopenOutgoingOctetsWireLevel
     state["compress"] = type(protocol._perMessageCompress).__name__
     state["extensions_in_use"] = [type(e).__name__ for e in getattr(protocol, "websocket_extensions_in_use", [])]
+    state["is_open"] = protocol.is_open.called
+    state["attributes"] = sorted(vars(protocol))
     return state
 
 

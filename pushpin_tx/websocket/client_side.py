@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.web import http
 
-from pushpin_tx._compat import FastServerSetup, accept_server_handshake, compresses, is_disconnected, lazy_hltype, lazy_hlval, quiet_autobahn_highlighting
+from pushpin_tx._compat import FastServerSetup, accept_server_handshake, compresses, debug_enabled, is_disconnected, lazy_hltype, lazy_hlval, quiet_autobahn_highlighting
 from pushpin_tx.core.delivery import OVERFLOW_DRAIN_TIMEOUT
 from pushpin_tx.net.writethrough import TurnCounter, writer_for
 from pushpin_tx.core.ws_session import OPCODE_BINARY, OPCODE_PING, OPCODE_PONG, OPCODE_TEXT
@@ -146,12 +146,13 @@ class ClientWebSocket(FastServerSetup, WebSocketServerProtocol):  # type: ignore
         if write is None:
             write = self._fast_write = writer_for(self.transport, self.factory.turns)
         write(data)
-        self.log.debug(
-            "{func} sent {data_len} bytes for peer {peer}",
-            func=lazy_hltype(self.sendData),
-            peer=lazy_hlval(self.peer),
-            data_len=lazy_hlval(len(data)),
-        )
+        if debug_enabled(self.log):  # (its fields are not built for a line that goes nowhere)
+            self.log.debug(
+                "{func} sent {data_len} bytes for peer {peer}",
+                func=lazy_hltype(self.sendData),
+                peer=lazy_hlval(self.peer),
+                data_len=lazy_hlval(len(data)),
+            )
         state = self.state
         if state == WebSocketServerProtocol.STATE_OPEN:
             self.trafficStats.outgoingOctetsWireLevel += len(data)
