@@ -13,10 +13,12 @@ C{doUpdate}; src/handler/ratelimiter.cpp), each applied where noted:
  1. A channel's subscription starts with its first subscriber and starts a single-shot timer
     of C{SUBSCRIBED_DELAY} (1,000 ms). A subscriber joining a channel already subscribed
     starts nothing (L{FirstSubscriptionUpdates.channel_added}).
- 2. The subscription ends when the last subscriber leaves, which cancels the timer: at once
-    when that was a stream or a WebSocket, C{subscription_linger} seconds later when it was a
-    long-poll (a client that long-polls again meanwhile finds its channel still subscribed,
-    and a second long-poll is not re-asked; L{FirstSubscriptionUpdates._emptied}).
+ 2. The subscription ends when Pushpin's C{removeSub} ends it, which cancels the timer: at
+    once when the last to leave was a stream or a WebSocket, after C{subscription_linger}
+    when it was a long-poll (a client that long-polls again meanwhile finds its channel still
+    subscribed, and a second long-poll is not re-asked). That is the process's one linger,
+    L{pushpin_tx.core.linger.Subscriptions}, whose listener this is
+    (L{FirstSubscriptionUpdates.channel_removed}).
  3. When the timer fires, every response hold and every stream hold on the channel (by its
     exact name) is updated at low priority; WebSocket sessions are not touched
     (L{FirstSubscriptionUpdates._subscribed}). Off (C{false}): nothing of this is built
@@ -32,8 +34,8 @@ C{doUpdate}; src/handler/ratelimiter.cpp), each applied where noted:
     action is not queued twice, and one that ended meanwhile is skipped (an action left
     empty takes no turn).
 
-One instance per process, on that process's router: with C{workers}, each process counts its
-own first subscriptions (see the README).
+One instance per process, on that process's subscriptions: with C{workers}, each process
+counts its own first subscriptions (see the README).
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ from twisted.logger import Logger
 from pushpin_tx.core.hold import ResponseHold, StreamHold
 
 if TYPE_CHECKING:
-    from pushpin_tx.core.router import ChannelRouter, Subscriber
+    from pushpin_tx.core.linger import Subscriptions
+    from pushpin_tx.core.router import ChannelRouter
 
 __all__ = ["FirstSubscriptionUpdates", "UpdateLimiter", "first_subscription_updates", "update_hold", "SUBSCRIBED_DELAY", "UPDATE_RATE",
            "UPDATES_PER_ACTION_MAX"]
@@ -150,23 +153,20 @@ class UpdateLimiter:
 
 class FirstSubscriptionUpdates:
     """
-    Pushpin's handler subscriptions (C{cs.subs}) and their first-subscription timers, on one
-    router (rules 1-4 of the module docstring). Listens to the router itself: construct it and
-    it is live; L{stop} cancels every timer.
-
-    @param linger: C{subscription_linger}, seconds a channel whose last subscriber was a
-        long-poll stays subscribed.
+    The first-subscription timers of one process's subscriptions (rules 1-4 of the module
+    docstring): an interest listener of L{Subscriptions} (construct it and it is live; L{stop}
+    cancels every timer), reading the holds of a channel from the router.
     """
 
     _log = Logger()
 
-    def __init__(self, clock: IReactorTime, router: "ChannelRouter", limiter: UpdateLimiter, *,
-                 delay: float = SUBSCRIBED_DELAY, linger: float = 60.0) -> None:
+    def __init__(self, clock: IReactorTime, router: "ChannelRouter", subscriptions: "Subscriptions",
+                 limiter: UpdateLimiter, *, delay: float = SUBSCRIBED_DELAY) -> None:
         self._clock = clock
         self._router = router
+        self._subscriptions = subscriptions
         self._limiter = limiter
         self._delay = delay
-        self._linger = linger
         #: subscribed channels -> the token of their pending timer (None once it fired)
         self._subs: dict[str, int | None] = {}
         #: the pending timers, (due, channel, token), due in order (every one is C{delay} long):
@@ -176,30 +176,23 @@ class FirstSubscriptionUpdates:
         self._pending = 0
         self._tokens = 0
         self._timer: IDelayedCall | None = None
-        #: subscribed channels with no subscriber left, and when they end (oldest first)
-        self._lingering: OrderedDict[str, float] = OrderedDict()
-        self._sweep: IDelayedCall | None = None
         self._stopped = False
         #: timers fired, and holds queued for an update by them
         self.fired = 0
         self.queued = 0
-        router.add_interest_listener(self)
-        router.add_emptied_listener(self._emptied)
-        for channel in list(router.channels()):
+        subscriptions.add_interest_listener(self)
+        for channel in subscriptions.channels():
             self.channel_added(channel)
 
     def subscribed(self, channel: str) -> bool:
         """Whether C{channel} is subscribed in Pushpin's sense (held, or lingering)."""
         return channel in self._subs
 
-    # the router's interest listener ------------------------------------------------------------
+    # the subscriptions' interest listener --------------------------------------------------------
 
     def channel_added(self, channel: str) -> None:
-        """A first subscriber: a new subscription and its timer, unless the channel still lingers."""
-        if self._stopped:
-            return
-        if channel in self._subs:
-            self._lingering.pop(channel, None)
+        """C{addSub}: a new subscription starts its timer."""
+        if self._stopped or channel in self._subs:
             return
         self._tokens += 1
         self._subs[channel] = token = self._tokens
@@ -222,40 +215,14 @@ class FirstSubscriptionUpdates:
             self._timer = self._clock.callLater(max(due[0][0] - now, 0), self._fire)
 
     def channel_removed(self, channel: str) -> None:
-        """(Handled in L{_emptied}, which knows who left last.)"""
-
-    def _emptied(self, channel: str, last: "Subscriber") -> None:
-        if channel not in self._subs:
-            return
-        if isinstance(last, ResponseHold) and self._linger > 0:
-            self._lingering[channel] = self._clock.seconds() + self._linger
-            self._lingering.move_to_end(channel)
-            if self._sweep is None:
-                self._sweep = self._clock.callLater(self._linger, self._expire)
-            return
-        self._end(channel)
-
-    def _end(self, channel: str) -> None:
-        """Pushpin's C{removeSub}: the subscription and its timer go."""
-        self._lingering.pop(channel, None)
-        if self._subs.pop(channel, None) is not None:
+        """C{removeSub}: the subscription and its timer go."""
+        if self._subs.pop(channel, None) is not None:  # (None: unknown, or its timer fired)
             self._pending -= 1
             if not self._pending:  # no timer left to fire: none kept waiting
                 self._due.clear()
                 if self._timer is not None and self._timer.active():
                     self._timer.cancel()
                 self._timer = None
-
-    def _expire(self) -> None:
-        self._sweep = None
-        now = self._clock.seconds()
-        lingering = self._lingering
-        while lingering:
-            channel, due = next(iter(lingering.items()))
-            if due > now:
-                self._sweep = self._clock.callLater(due - now, self._expire)
-                return
-            self._end(channel)
 
     # the timer -------------------------------------------------------------------------------------
 
@@ -276,7 +243,7 @@ class FirstSubscriptionUpdates:
             self._log.debug("first subscription to {channel}: updating {n} holds", channel=channel, n=queued)
 
     def stop(self) -> None:
-        """Cancel every timer (the service is stopping); the router's listeners stay, inert."""
+        """Cancel every timer (the service is stopping); the listener stays registered, inert."""
         self._stopped = True
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
@@ -284,23 +251,19 @@ class FirstSubscriptionUpdates:
         self._due.clear()
         self._pending = 0
         self._subs.clear()
-        self._lingering.clear()
-        if self._sweep is not None and self._sweep.active():
-            self._sweep.cancel()
-        self._sweep = None
         self._limiter.stop()
 
 
-def first_subscription_updates(clock: IReactorTime, router: "ChannelRouter", *, enabled: bool,
-                               linger: float) -> FirstSubscriptionUpdates | None:
+def first_subscription_updates(clock: IReactorTime, router: "ChannelRouter", subscriptions: "Subscriptions", *,
+                               enabled: bool) -> FirstSubscriptionUpdates | None:
     """
-    The updates of one process's router as C{[handler] update_on_first_subscription} says:
-    none when it is C{false} (Pushpin's C{sub_subscribed} then does nothing), else live,
-    with their own update limiter.
+    The updates of one process's subscriptions as C{[handler] update_on_first_subscription}
+    says: none when it is C{false} (Pushpin's C{sub_subscribed} then does nothing), else
+    live, with their own update limiter.
     """
     if not enabled:
         return None
-    return FirstSubscriptionUpdates(clock, router, UpdateLimiter(clock, update_hold), linger=linger)
+    return FirstSubscriptionUpdates(clock, router, subscriptions, UpdateLimiter(clock, update_hold))
 
 
 def update_hold(hold: _Hold) -> None:

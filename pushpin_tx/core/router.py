@@ -7,10 +7,12 @@ any object with a C{deliver(publication, channel)} method. A publish is wrapped 
 L{Publication}, which frames each format's bytes at most once however many subscribers
 there are, so fan-out hands the very same bytes object to every connection.
 
-Interest listeners (the ZeroMQ SUB input) hear when a channel gains its first subscriber
-and loses its last one; emptied listeners (L{ChannelRouter.add_emptied_listener}) hear which
-subscriber was the last to leave (Pushpin lingers a channel's subscription only when that
-was a long-poll: L{pushpin_tx.core.first_subscription}).
+Interest listeners hear when a channel gains its first subscriber and loses its last one;
+emptied listeners (L{ChannelRouter.add_emptied_listener}) hear which subscriber was the last
+to leave. The process's subscriptions (L{pushpin_tx.core.linger.Subscriptions}) listen to
+both: Pushpin lingers a channel's subscription when its last subscriber was a long-poll, and
+the ZeroMQ SUB input, the backplane, the sequencer's forgetting and the first-subscription
+updates follow the subscription, not the router.
 
 Prefix (wildcard) subscriptions (L{ChannelRouter.subscribe_prefix}) take every channel whose
 name starts with the prefix. They live in a dict of their own, keyed by the prefix, with a
@@ -31,7 +33,7 @@ from twisted.logger import Logger
 if TYPE_CHECKING:
     from pushpin_tx.protocol.items import Item
 
-__all__ = ["ChannelRouter", "Publication", "Subscriber", "InterestListener", "ws_frame"]
+__all__ = ["ChannelRouter", "Publication", "Subscriber", "InterestListener", "InterestSource", "ws_frame"]
 
 
 class Subscriber(Protocol):
@@ -47,6 +49,19 @@ class InterestListener(Protocol):
     def channel_added(self, channel: str) -> None: ...
 
     def channel_removed(self, channel: str) -> None: ...
+
+
+class InterestSource(Protocol):
+    """
+    What tells interest listeners about channels: the router, the process's subscriptions
+    (L{pushpin_tx.core.linger.Subscriptions}), the workers' shared interest.
+    """
+
+    def add_interest_listener(self, listener: InterestListener) -> None: ...
+
+    def remove_interest_listener(self, listener: InterestListener) -> None: ...
+
+    def channels(self) -> Iterable[str]: ...
 
 
 class Publication:

@@ -36,8 +36,12 @@ Pushpin's rules, step by step (its source where the reference is vague):
     An item therefore waits between C{wait} and C{wait + 1} seconds.
   - C{/recover/} (L{Sequencer.clear}) forgets every last id and nothing else: parked items
     stay parked and still go out at their deadline or when their predecessor arrives.
-  - When a channel's last subscriber is gone (L{Sequencer.forget_channel}) its parked items
-    are discarded, not delivered, and its last id forgotten.
+  - When a channel's subscription ends (L{Sequencer.forget_channel}) its parked items are
+    discarded, not delivered, and its last id forgotten. That is Pushpin's C{removeSub}: at
+    once when the last subscriber to leave was a stream or a WebSocket, C{subscription_linger}
+    seconds later when it was a long-poll (L{pushpin_tx.core.linger.Subscriptions}, whose
+    interest listener the sequencer is: L{Sequencer.channel_removed}). While a channel
+    lingers it is still sequenced, and its last id still moves.
 """
 
 from __future__ import annotations
@@ -55,7 +59,6 @@ if TYPE_CHECKING:
     from pushpin_tx.protocol.items import Item
 
 __all__ = [
-    "ChannelLinger",
     "DROP_DUPLICATE_ID",
     "DROP_DUPLICATE_PREV_ID",
     "DROP_PARKING_FULL",
@@ -215,10 +218,10 @@ class Sequencer:
 
     C{deliver} receives each item once, in sequence; C{on_drop(item, reason)} hears of each
     item that will never be delivered (reasons are the C{DROP_*} constants). C{has_listeners}
-    says whether a channel has subscribers; in Pushpin that stays true while a long-poll's
-    subscription lingers (60 s) after it was answered. C{deliver} and C{on_drop} must not
-    raise; C{deliver} may re-enter L{forget_channel} (a long-poll answered by the item leaves
-    its channel) or L{submit}.
+    says whether a channel is subscribed: in Pushpin (C{cs.subs}) that stays true while a
+    long-poll's subscription lingers after it was answered. C{deliver} and C{on_drop} must
+    not raise; C{deliver} may re-enter L{forget_channel} (a stream answered by the item
+    leaves its channel) or L{submit}.
 
     @ivar delivered: items handed to C{deliver}, on every path.
     @ivar bypassed: of those, items not sequenced (C{no-seq}, or nobody listening).
@@ -349,7 +352,7 @@ class Sequencer:
 
     def forget_channel(self, channel: str) -> None:
         """
-        The channel lost its last subscriber: discard what is parked there (reported to
+        The channel's subscription ended: discard what is parked there (reported to
         C{on_drop} as L{DROP_UNSUBSCRIBED}) and forget its last id, as Pushpin's C{removeSub}.
         """
         waiting = self._by_channel.pop(channel, None)
@@ -359,6 +362,15 @@ class Sequencer:
                 del self._by_time[parked]
             self._stop_sweeping_if_idle()
             self._discard(waiting.values(), DROP_UNSUBSCRIBED)
+
+    # an interest listener of the subscriptions (pushpin_tx.core.linger.Subscriptions)
+
+    def channel_added(self, channel: str) -> None:
+        """A channel's subscription started: nothing to do (it is sequenced from now on)."""
+
+    def channel_removed(self, channel: str) -> None:
+        """A channel's subscription ended (its linger included): L{forget_channel}."""
+        self.forget_channel(channel)
 
     def clear(self) -> None:
         """
@@ -453,51 +465,3 @@ class Sequencer:
             return failure
         self._log.failure("sequencer sweep failed", failure)
         return None
-
-
-class ChannelLinger:
-    """
-    Forgets a channel's sequencing state C{linger} seconds after its last subscriber left,
-    unless one came back meanwhile (Pushpin keeps a subscription for C{subscription_linger}
-    seconds after its last listener, so an answered long-poll that asks again at once still
-    finds its channel's last id). A router interest listener; one timer for all channels,
-    running only while something lingers.
-    """
-
-    def __init__(self, clock: "IReactorTime", sequencer: Sequencer, linger: float) -> None:
-        self._clock = clock
-        self._sequencer = sequencer
-        self._linger = linger
-        self._leaving: OrderedDict[str, float] = OrderedDict()
-        self._loop: LoopingCall | None = None
-
-    def channel_added(self, channel: str) -> None:
-        self._leaving.pop(channel, None)
-
-    def channel_removed(self, channel: str) -> None:
-        if self._linger <= 0:
-            self._sequencer.forget_channel(channel)
-            return
-        self._leaving[channel] = self._clock.seconds() + self._linger
-        if self._loop is None:
-            self._loop = LoopingCall(self._sweep)
-            self._loop.clock = self._clock
-            self._loop.start(1.0, now=False)
-
-    def _sweep(self) -> None:
-        now = self._clock.seconds()
-        leaving = self._leaving
-        while leaving:
-            channel, due = next(iter(leaving.items()))
-            if due > now:
-                break
-            del leaving[channel]
-            self._sequencer.forget_channel(channel)
-        if not leaving:
-            self.stop()
-
-    def stop(self) -> None:
-        if self._loop is not None:
-            if self._loop.running:
-                self._loop.stop()
-            self._loop = None

@@ -685,3 +685,86 @@ def test_an_item_sequenced_elsewhere_sets_the_last_id_and_releases_its_parked_su
     assert h.last_ids.get("c") == "3" and h.seq.pending == 0 and h.seq.flushed == 1
     h.seq.sequenced_elsewhere(make_item("9", "8", no_seq=True), lambda item: elsewhere.append(item.id))
     assert elsewhere == ["2", "9"] and h.last_ids.get("c") == "3"  # no-seq: the last id stays
+
+
+# --- the subscription's end, through the process's subscriptions (core.linger) -------------------
+
+
+class _Sub:
+    """A router subscriber that records what it gets; C{kind} "response" lingers its channel when it leaves last."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.got: list[str | None] = []
+
+    def deliver(self, publication, channel) -> None:
+        self.got.append(publication.item.id)
+
+
+def _wired(clock: Clock, linger: float = 60.0):
+    """A router, its subscriptions and a sequencer on them, wired as the service wires them."""
+    from pushpin_tx.core.linger import Subscriptions
+    from pushpin_tx.core.router import ChannelRouter
+
+    router = ChannelRouter()
+    subs = Subscriptions(clock, router, linger=linger, lingers=lambda sub: sub.kind == "response")
+    h = Harness(clock)
+    h.seq._has_listeners = subs.has
+    h.seq._deliver = lambda item: (h.delivered.append(item), router.publish(item))
+    subs.add_interest_listener(h.seq)
+    return router, subs, h
+
+
+def test_a_lingering_channel_keeps_its_last_id_and_is_still_sequenced(clock):
+    """
+    After a long-poll was answered and left, its channel's last id stays and publishes are
+    still sequenced until the linger ends (Pushpin: seq while cs.subs has the channel): the
+    client that long-polls again gets the next item in order, and a gap still parks.
+    """
+    router, subs, h = _wired(clock)
+    poll = _Sub("response")
+    router.subscribe("c", poll)
+    h.submit("1")
+    router.unsubscribe("c", poll)  # answered, gone
+    h.submit("2", "1")  # nobody listening, but subscribed: sequenced, the last id moves
+    assert h.last_ids.get("c") == "2" and h.seq.bypassed == 0
+    h.submit("4", "3")
+    assert h.seq.pending_for("c") == 1  # parked for its predecessor, as while held
+    again = _Sub("response")
+    router.subscribe("c", again)
+    h.submit("3", "2")
+    assert again.got == ["3", "4"]
+    router.unsubscribe("c", again)
+    subs.stop()
+
+
+def test_a_channels_state_is_forgotten_when_its_linger_ends_not_when_the_long_poll_left(clock):
+    """The last id is forgotten (and parked items discarded) when the subscription ends, 60 s after the long-poll left."""
+    router, subs, h = _wired(clock)
+    poll = _Sub("response")
+    router.subscribe("c", poll)
+    h.submit("1")
+    router.unsubscribe("c", poll)
+    clock.advance(0.5)
+    h.submit("9", "8")  # parked: released by the sweep after 5 s, to nobody
+    clock.pump([0.5] * 118)  # to 59.5
+    assert h.last_ids.get("c") == "9" and subs.has("c")
+    h.submit("13", "12")  # parked
+    clock.advance(0.5)
+    assert not subs.has("c") and h.last_ids.get("c") is None
+    assert h.drop_log == [("13", DROP_UNSUBSCRIBED)]
+    h.submit("11", "10")  # not subscribed: not sequenced
+    assert h.ids[-1] == "11" and h.seq.bypassed == 1
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_stream_leaving_last_forgets_the_channel_at_once(clock):
+    """A stream (or WebSocket) leaving last ends the subscription in the same call: parked items go, the last id too."""
+    router, subs, h = _wired(clock)
+    stream = _Sub("stream")
+    router.subscribe("c", stream)
+    h.submit("1")
+    h.submit("3", "2")
+    router.unsubscribe("c", stream)
+    assert h.drop_log == [("3", DROP_UNSUBSCRIBED)] and h.last_ids.get("c") is None
+    assert clock.getDelayedCalls() == []

@@ -1,0 +1,202 @@
+# -*- test-case-name: tests.core.test_linger -*-
+"""
+Pushpin's handler subscriptions (C{cs.subs}): which channels a process is subscribed to, and
+the linger after a long-poll was the last to leave. Everything that follows a channel's
+subscription hangs off this one state machine, as everything in Pushpin's handler hangs off
+C{addSub} / C{removeSub}:
+
+  - the ZeroMQ SUB input's C{SUBSCRIBE} / C{UNSUBSCRIBE} (L{pushpin_tx.zeromq.inputs}) and
+    the Redis backplane's (L{pushpin_tx.backplane.redis});
+  - the sequencer: a channel is sequenced while subscribed (C{handlePublishItem}'s C{seq}),
+    and its parked items and last id go when the subscription ends
+    (L{pushpin_tx.core.sequencing.Sequencer.forget_channel});
+  - the first-subscription update timer, and "not first again" while a channel lingers
+    (L{pushpin_tx.core.first_subscription}).
+
+Pushpin's rules (1.36 C{src/handler/engine.cpp}, 1.41 C{src/handler/handlerengine.cpp}, the
+same code: C{addSub}, C{removeSub}, C{removeSessionChannel}, C{stats_unsubscribed};
+C{src/corelib/statsmanager.cpp} (1.41: C{src/core/statsmanager.cpp}) C{addSubscription},
+C{removeSubscription}, C{refresh_timeout}, C{handleExpirations}), each applied where noted:
+
+ 1. A channel's first subscriber (of any kind) subscribes it: listeners hear
+    C{channel_added} (C{addSub}). A subscriber joining a subscribed channel, lingering or
+    not, changes nothing (L{Subscriptions.channel_added}).
+ 2. When the last subscriber leaves and it was a long-poll (a response hold: "linger the
+    unsub in case client long-polls again"), the subscription stays C{subscription_linger}
+    seconds; any other last subscriber (a stream, a WebSocket) ends it at once: listeners
+    hear C{channel_removed} (C{removeSub}) in the same call (L{Subscriptions._emptied}).
+    Pushpin keeps one stats subscription per (mode, channel) and ends the handler's when a
+    non-lingering one ends with no session left on the channel, or a lingering one expires
+    with none left; that is exactly "the last to leave decides": a stream that comes and
+    goes during a long-poll's linger ends the subscription at once, a long-poll that comes
+    back cancels the linger and, leaving again, starts a full one.
+ 3. A linger ends on the stats manager's refresh timer (C{REFRESH_INTERVAL}, 1,000 ms), the
+    first tick at or past its deadline: between C{linger} and C{linger + 1} seconds after
+    the leave. C{subscription_linger=0} ends it on the next tick (L{Subscriptions._tick}).
+
+Only channels subscribed by their exact name count: prefix subscriptions
+(L{pushpin_tx.core.router.ChannelRouter.subscribe_prefix}) subscribe nothing upstream.
+
+L{Subscriptions} is an interest source with the router's interface (C{add_interest_listener},
+C{channels()}), so the SUB input, the backplane and the workers' shared interest take it
+where they took the router.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Callable, Iterable
+
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from pushpin_tx.core.hold import ResponseHold
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorTime
+    from twisted.python.failure import Failure
+
+    from pushpin_tx.core.router import ChannelRouter, InterestListener, Subscriber
+
+__all__ = ["Subscriptions", "REFRESH_INTERVAL", "is_long_poll"]
+
+#: seconds between the linger's expiry checks (statsmanager.cpp C{REFRESH_INTERVAL} 1000 ms)
+REFRESH_INTERVAL = 1.0
+
+
+def is_long_poll(subscriber: "Subscriber") -> bool:
+    """Whether a subscriber's leaving lingers its channel: a long-poll (C{removeSessionChannel})."""
+    return isinstance(subscriber, ResponseHold)
+
+
+class Subscriptions:
+    """
+    One process's subscribed channels: those with subscribers, and those lingering after a
+    long-poll was the last to leave (rules 1-3 of the module docstring). Listens to the
+    router itself: construct it and it is live; L{stop} cancels the linger's timer.
+
+    @param linger: C{subscription_linger}, seconds.
+    @param lingers: whether a last subscriber's leaving lingers the channel.
+    @ivar ended_by_linger: subscriptions ended when their linger ran out.
+    """
+
+    _log = Logger()
+
+    def __init__(self, clock: "IReactorTime", router: "ChannelRouter", *, linger: float = 60.0,
+                 lingers: Callable[["Subscriber"], bool] = is_long_poll) -> None:
+        self._clock = clock
+        self._router = router
+        self._linger = max(linger, 0.0)
+        self._lingers = lingers
+        #: every subscribed channel, held or lingering (Pushpin's C{cs.subs})
+        self._subs: dict[str, None] = {}
+        #: lingering channels -> when they end, in the order they began lingering (which, every
+        #: linger being as long, is deadline order)
+        self._lingering: OrderedDict[str, float] = OrderedDict()
+        self._loop: LoopingCall | None = None
+        self._listeners: list["InterestListener"] = []
+        self._stopped = False
+        self.ended_by_linger = 0
+        router.add_interest_listener(self)
+        router.add_emptied_listener(self._emptied)
+        for channel in router.channels():
+            self._subs[channel] = None
+
+    # what listeners see: the router's interest-source interface -------------------------------
+
+    def add_interest_listener(self, listener: "InterestListener") -> None:
+        """Tell C{listener} when a channel's subscription starts and when it ends."""
+        self._listeners.append(listener)
+
+    def remove_interest_listener(self, listener: "InterestListener") -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def channels(self) -> Iterable[str]:
+        """The subscribed channels, lingering ones included (a snapshot)."""
+        return list(self._subs)
+
+    def has(self, channel: str) -> bool:
+        """Whether C{channel} is subscribed (held, or lingering): Pushpin's C{cs.subs.contains}."""
+        return channel in self._subs
+
+    def lingering(self, channel: str) -> bool:
+        """Whether C{channel} is subscribed with nobody left on it, waiting for its linger to end."""
+        return channel in self._lingering
+
+    # the router's listeners --------------------------------------------------------------------
+
+    def channel_added(self, channel: str) -> None:
+        """A channel's first subscriber: a new subscription, or a lingering one that goes on."""
+        if self._lingering.pop(channel, None) is not None or channel in self._subs:
+            return
+        self._subs[channel] = None
+        for listener in list(self._listeners):
+            self._tell(listener.channel_added, channel)
+
+    def channel_removed(self, channel: str) -> None:
+        """(Handled in L{_emptied}, which knows who left last.)"""
+
+    def _emptied(self, channel: str, last: "Subscriber") -> None:
+        if channel not in self._subs:
+            return
+        if self._stopped or not self._lingers(last):
+            self._end(channel)
+            return
+        self._lingering[channel] = self._clock.seconds() + self._linger
+        self._lingering.move_to_end(channel)
+        if self._loop is None:
+            loop = self._loop = LoopingCall(self._tick)
+            loop.clock = self._clock
+            loop.start(REFRESH_INTERVAL, now=False).addErrback(self._tick_failed, loop)
+
+    # the linger --------------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        """The refresh timer: every linger due by now ends (Pushpin's C{handleExpirations})."""
+        # a hair of slack: a deadline of now + 60 and the loop's 60th tick are one instant
+        now = self._clock.seconds() + 1e-9
+        lingering = self._lingering
+        while lingering:
+            channel, due = next(iter(lingering.items()))
+            if due > now:
+                break
+            self.ended_by_linger += 1
+            self._end(channel)
+        if not lingering:
+            self._stop_loop()
+
+    def _end(self, channel: str) -> None:
+        """Pushpin's C{removeSub}: the subscription ends and every listener hears it."""
+        self._lingering.pop(channel, None)
+        if channel not in self._subs:
+            return
+        del self._subs[channel]
+        for listener in list(self._listeners):
+            self._tell(listener.channel_removed, channel)
+
+    def _tell(self, method: Callable[[str], None], channel: str) -> None:
+        try:  # as the router does: one failing listener must not stop the others
+            method(channel)
+        except Exception:
+            self._log.failure("subscription listener failed for channel {channel}", channel=channel)
+
+    def _tick_failed(self, failure: "Failure", loop: LoopingCall) -> None:
+        # (every listener call is guarded: only a bug in this class gets here)
+        self._log.failure("subscription linger timer failed", failure)
+        if self._loop is loop:
+            self._loop = None
+
+    def _stop_loop(self) -> None:
+        loop = self._loop
+        self._loop = None
+        if loop is not None and loop.running:
+            loop.stop()
+
+    def stop(self) -> None:
+        """
+        Cancel the linger's timer (the service is stopping): lingering channels stay
+        subscribed, and from now on a channel's last subscriber ends its subscription at once.
+        """
+        self._stopped = True
+        self._stop_loop()
