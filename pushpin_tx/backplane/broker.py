@@ -10,7 +10,9 @@ reactor service, for publishers that cannot fan out to every instance themselves
   - C{edge}: a SUB socket connected to upstream XPUBs (a source broker or another edge)
     forwards what comes to an XPUB; the XPUB's interest (first subscriber of a channel,
     last one gone) is passed upstream as SUBSCRIBE/UNSUBSCRIBE, so a channel crosses the
-    link only while some instance below holds it. That is the second tier of a fan-out tree.
+    link only while some instance below is subscribed to it (an instance keeps a channel
+    whose last subscriber was a long-poll subscribed for C{subscription_linger}:
+    L{pushpin_tx.core.linger}). That is the second tier of a fan-out tree.
 
 An XPUB reports a channel's first subscription and its last unsubscription only (not one
 per subscriber: no C{XPUB_VERBOSE}), which is exactly the interest to keep. Its send

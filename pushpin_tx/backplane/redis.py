@@ -41,9 +41,13 @@ Ids. An item sequenced elsewhere sets the channel's last id here too (C{deliver_
 the service hands it to its sequencer), so that an item published here with that prev-id
 is not parked, and holds read the same last id on every instance.
 
-Interest: the backplane is an interest listener of the router (or, with workers, the
-shared interest): it subscribes to C{pushpin-tx/<db>/<channel>} when a channel gets its
-first holder in any process and unsubscribes when the last one leaves. Pub/sub ignores the
+Interest: the backplane is an interest listener of the process's subscriptions
+(L{pushpin_tx.core.linger.Subscriptions}; with workers, of their union): it subscribes to
+C{pushpin-tx/<db>/<channel>} when a channel gets its first holder in any process and
+unsubscribes when the channel's subscription ends, as the ZeroMQ SUB input does (Pushpin's
+C{removeSub}): at once when the last to leave was a stream or a WebSocket,
+C{subscription_linger} seconds later when it was a long-poll, so an instance whose client
+long-polls again is still subscribed and gets what was published meanwhile. Pub/sub ignores the
 database number, so the number is part of the channel names: instances on db 1 and db 2 of
 one Redis are two separate clusters.
 
@@ -72,6 +76,7 @@ from pushpin_tx.backplane.resp import Push, RespError, RespProtocol
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IStreamClientEndpoint
 
+    from pushpin_tx.core.router import InterestSource
     from pushpin_tx.protocol.items import Item
 
 __all__ = ["BackplaneAddress", "RedisBackplane", "decode_envelope", "encode_envelope", "parse_backplane_url"]
@@ -183,7 +188,8 @@ class RedisBackplane(service.Service):
     """
     The backplane of one instance (its main process).
 
-    @param interest: the router or shared interest (C{add_interest_listener}, C{channels()}).
+    @param interest: the process's subscriptions or the workers' shared interest
+        (C{add_interest_listener}, C{channels()}).
     @param deliver: hands an item to this instance's subscribers (all its processes).
     @param deliver_remote: the same for an item another instance sequenced (default:
         C{deliver}); the service passes one that also records the item's id as last id.
@@ -194,7 +200,7 @@ class RedisBackplane(service.Service):
     name = "backplane"
     _log = Logger()
 
-    def __init__(self, address: BackplaneAddress, reactor: Any, interest: Any, deliver: Callable[["Item"], None], *,
+    def __init__(self, address: BackplaneAddress, reactor: Any, interest: "InterestSource", deliver: Callable[["Item"], None], *,
                  deliver_remote: "Callable[[Item], None] | None" = None, endpoint: Any = None) -> None:
         self.address = address
         self._reactor = reactor

@@ -18,10 +18,16 @@ Inputs, as in Pushpin 1.36 (C{handlerengine.cpp}); warnings use its log texts:
   - PULL (C{push_in_spec}): one single-part message is one item (C{J}+JSON,
     C{T}+tnetstring or a bare tnetstring); anything else is logged and dropped.
   - SUB (C{push_in_sub_specs}, bound, or connected with C{push_in_sub_connect}): two
-    parts, C{[channel, item]}. The socket is subscribed only to channels that have
-    subscribers right now (the service is an interest listener of the router), so a
-    publisher using XPUB sees the interest. ZeroMQ subscriptions are prefix matches:
-    only exact channel matches are published, the rest are dropped quietly.
+    parts, C{[channel, item]}. The socket is subscribed only to the channels the process
+    is subscribed to (the service is an interest listener of the subscriptions,
+    L{pushpin_tx.core.linger.Subscriptions}, or with workers of their union), so a
+    publisher using XPUB sees the interest. As in Pushpin's C{addSub} / C{removeSub}, the
+    C{SUBSCRIBE} goes out with a channel's first subscriber and the C{UNSUBSCRIBE} when the
+    subscription ends: at once when the last to leave was a stream or a WebSocket,
+    C{subscription_linger} seconds later (on a 1 s tick) when it was a long-poll, so a
+    client that long-polls again keeps the subscription and misses nothing published
+    meanwhile. ZeroMQ subscriptions are prefix matches: only exact channel matches are
+    published, the rest are dropped quietly.
   - Command socket (C{command_spec}): ZRPC on a ROUTER socket, as in Pushpin (REQ and
     DEALER peers both work); the protocol is L{pushpin_tx.zeromq.command.CommandHandler}.
   - Stats (C{stats_spec}): an XPUB socket lent to a L{StatsPublisher}. To its subscribers
@@ -62,7 +68,7 @@ from pushpin_tx.zeromq.reader import ZmqReader
 if TYPE_CHECKING:
     from pushpin_tx.protocol.config import Settings
     from pushpin_tx.core.intake import PublishIntake
-    from pushpin_tx.core.router import ChannelRouter
+    from pushpin_tx.core.router import InterestSource
     from pushpin_tx.core.stats_feed import StatsPublisher
 
 __all__ = ["ZmqInputService", "describe_item_error"]
@@ -89,6 +95,8 @@ class ZmqInputService(service.Service):
     """
     Owns the ZeroMQ context and sockets; publishes what arrives through the intake.
 
+    @param interest: what the SUB socket subscribes to: the process's subscriptions
+        (L{pushpin_tx.core.linger.Subscriptions}) or, with workers, their shared union.
     @param is_connected: C{conncheck}: whether a connection id is still connected.
     @param recover: C{recover}: what C{POST /recover/} does.
     @param refresh: C{refresh(cid=None, channel=None)}; see L{CommandHandler}.
@@ -103,7 +111,7 @@ class ZmqInputService(service.Service):
     name = "zmq-inputs"
     _log = Logger()
 
-    def __init__(self, settings: "Settings", reactor: Any, intake: "PublishIntake", router: "ChannelRouter", *,
+    def __init__(self, settings: "Settings", reactor: Any, intake: "PublishIntake", interest: "InterestSource", *,
                  is_connected: Callable[[str], bool], recover: Callable[[], None],
                  refresh: Callable[..., Any], stats: "StatsPublisher | None" = None,
                  context: zmq.Context | None = None, curve: CurveConfig | None = None) -> None:
@@ -112,7 +120,7 @@ class ZmqInputService(service.Service):
         self._zap: ZapHandler | None = None
         self._reactor = reactor
         self._intake = intake
-        self._router = router
+        self._interest = interest
         self._stats = stats
         self._borrowed = context
         self._ctx: zmq.Context | None = None
@@ -146,8 +154,8 @@ class ZmqInputService(service.Service):
         self._open()
         if self._sub is not None and not self._listening:
             self._listening = True
-            self._router.add_interest_listener(self)
-            for channel in list(self._router.channels()):
+            self._interest.add_interest_listener(self)
+            for channel in list(self._interest.channels()):
                 self.channel_added(channel)
         for reader in (self._zap.reader if self._zap else None, self._pull, self._sub, self._command, self._pub_reader):
             if reader is not None:
@@ -159,10 +167,10 @@ class ZmqInputService(service.Service):
         super().stopService()
         self._close()
 
-    # --- router interest (SUB input) ---------------------------------------------------------
+    # --- subscriptions' interest (SUB input) ---------------------------------------------------
 
     def channel_added(self, channel: str) -> None:
-        """The router's C{channel} got its first subscriber: subscribe the SUB socket."""
+        """C{channel}'s subscription started (its first subscriber): subscribe the SUB socket."""
         reader = self._sub
         if reader is None or reader.stopped or channel in self._sub_channels:
             return
@@ -171,7 +179,7 @@ class ZmqInputService(service.Service):
         reader.poke()
 
     def channel_removed(self, channel: str) -> None:
-        """The router's C{channel} lost its last subscriber: unsubscribe the SUB socket."""
+        """C{channel}'s subscription ended (its linger included): unsubscribe the SUB socket."""
         reader = self._sub
         if reader is None or reader.stopped or channel not in self._sub_channels:
             return
@@ -351,7 +359,7 @@ class ZmqInputService(service.Service):
     def _close(self) -> None:
         if self._listening:
             self._listening = False
-            self._router.remove_interest_listener(self)
+            self._interest.remove_interest_listener(self)
         if self._stats is not None:
             self._stats.stop()
         self._sub_channels.clear()

@@ -225,3 +225,47 @@ def test_envelopes_with_other_globals_are_refused(wired):
     evil = pickle.dumps((1, b"x", 1, (print,)))
     redis.reply(push(b"message", b"pushpin-tx/2/c", evil) + push(b"message", b"pushpin-tx/2/c", b"garbage"))
     assert backplane.rejected == 2 and delivered == remote == []
+
+
+def test_unsubscribe_waits_for_the_linger_of_a_long_poll_channel(clock):
+    """
+    On the process's subscriptions (core.linger), as the service wires it: a channel whose
+    last subscriber was a long-poll is unsubscribed from Redis when its linger ends, not when
+    the long-poll left; a client that comes back meanwhile keeps the subscription; a stream
+    leaving last unsubscribes at once.
+    """
+    from pushpin_tx.core.linger import Subscriptions
+    from pushpin_tx.core.router import ChannelRouter
+
+    class Sub:
+        def __init__(self, kind):
+            self.kind = kind
+
+        def deliver(self, publication, channel):
+            pass
+
+    router = ChannelRouter()
+    subs = Subscriptions(clock, router, linger=10, lingers=lambda sub: sub.kind == "response")
+    redis = ScriptedRedis()
+    backplane = RedisBackplane(parse_backplane_url("redis://127.0.0.1:7000/0"), clock, subs, [].append,
+                               deliver_remote=[].append, endpoint=redis)
+    backplane.startService()
+    try:
+        up(backplane, redis)
+        poll, again, stream = Sub("response"), Sub("response"), Sub("stream")
+        router.subscribe("lp", poll)
+        router.unsubscribe("lp", poll)
+        clock.advance(5)
+        router.subscribe("lp", again)
+        router.unsubscribe("lp", again)  # a fresh linger: 10 s from now
+        router.subscribe("st", stream)
+        router.unsubscribe("st", stream)
+        assert redis.sent() == [[b"SUBSCRIBE", b"pushpin-tx/0/lp"], [b"SUBSCRIBE", b"pushpin-tx/0/st"],
+                                [b"UNSUBSCRIBE", b"pushpin-tx/0/st"]]
+        clock.pump([1.0] * 9)
+        assert redis.sent() == []
+        clock.advance(1.0)
+        assert redis.sent() == [[b"UNSUBSCRIBE", b"pushpin-tx/0/lp"]]
+    finally:
+        backplane.stopService()
+        subs.stop()

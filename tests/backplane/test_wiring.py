@@ -39,3 +39,35 @@ def test_the_sequencer_publishes_to_the_backplane_and_remote_items_set_last_ids(
     backplane.channel_added("c")  # as the router's interest would say
     backplane._message(b"pushpin-tx/4/c", encode_envelope(b"other-instance", 1, [item(7)]))
     assert pushpin.last_ids.get("c") == "7" and backplane.received_remote == 1
+
+
+def test_the_backplane_and_the_sequencer_follow_the_subscriptions_linger(tmp_path):
+    """
+    The backplane's interest and the sequencer's forgetting are the process's subscriptions: a
+    long-poll answered by a publish leaves its channel wanted from Redis and its last id kept
+    for subscription_linger (60 s), then both go.
+    """
+    from pushpin_tx.core.hold import ResponseHold
+    from pushpin_tx.protocol.grip import parse_instruct
+    from tests.fakes import RecordingSink
+
+    pushpin = build(tmp_path, backplane="redis://127.0.0.1:6390/0")
+    reactor = pushpin.reactor
+    backplane = pushpin.backplane
+    backplane.startService()  # (Redis is not there: it connects in the background, wanting what is held)
+    try:
+        instruct = parse_instruct(200, b"OK", [(b"Grip-Hold", b"response"), (b"Grip-Channel", b"c")], b"timeout\n",
+                                  request_uri="http://example.com/x")
+        hold = ResponseHold(pushpin.hold_context, RecordingSink(), instruct, "c1")
+        hold.start()
+        assert pushpin.subscriptions.has("c") and "c" in backplane._wanted
+        pushpin.sequencer.submit(parse_item({"channel": "c", "id": "1", "formats": {"http-response": {"body": "hi"}}}))
+        reactor.advance(0)  # (the intake fans out at the end of the turn)
+        assert hold.done and pushpin.router.subscriber_count("c") == 0
+        reactor.pump([1.0] * 59)
+        assert "c" in backplane._wanted and pushpin.last_ids.get("c") == "1"
+        reactor.advance(1.0)
+        assert "c" not in backplane._wanted and pushpin.last_ids.get("c") is None
+    finally:
+        backplane.stopService()
+        pushpin.subscriptions.stop()

@@ -1,0 +1,142 @@
+"""
+The subscription linger over real sockets, as Pushpin's handler does it (C{addSub} /
+C{removeSub}, C{subscription_linger}): a channel whose last subscriber was a long-poll stays
+subscribed on the ZeroMQ SUB socket for the linger, so a client that long-polls again keeps
+the same subscription, a publish meanwhile still reaches the proxy (and moves the channel's
+last id), and the SUB socket's C{UNSUBSCRIBE} comes only when the linger ends. A stream or a
+WebSocket leaving last unsubscribes at once. A real XPUB publisher sees the frames.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import pytest_twisted
+import zmq
+
+from .harness import ScriptedOrigin, poll_until, raw_connect, start_origin, start_proxy, xpub_publisher
+
+LINGER = 2
+
+
+def _sub_proxy(reactor, tmp_path, port: int, routes: list[str], linger: int = LINGER):
+    return start_proxy(reactor, tmp_path, routes, push_in_sub_connect="true",
+                       push_in_sub_specs=f"tcp://127.0.0.1:{port}", subscription_linger=str(linger))
+
+
+def _publish(xpub, channel: str, **item) -> None:
+    xpub.send_multipart([channel.encode(), b"J" + json.dumps(item).encode()])
+
+
+@pytest.fixture
+def xpub():
+    ctx = zmq.Context()
+    sock, port, poll = xpub_publisher(ctx)
+    yield sock, port, poll
+    sock.close()
+    ctx.term()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_long_poll_channel_stays_subscribed_through_the_linger(reactor, tmp_path, xpub):
+    """
+    A client answered and long-polling again at once keeps the one SUB subscription (the XPUB
+    sees a single subscribe), gets the next publish, and the unsubscribe comes C{linger} to
+    C{linger + 1} seconds after the last long-poll was answered, not at once.
+    """
+    sock, port, poll = xpub
+    proxy = await _sub_proxy(reactor, tmp_path, port, ["* test"])
+    try:
+        first = await raw_connect(reactor, proxy.client_port)
+        first.transport.write(b"GET /response?channel=zl&n=1 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        await proxy.wait_for_log(r"subscribe \S*n=1 channel=zl")
+        await poll_until(reactor, lambda: b"\x01zl" in poll(), what="SUB interest in zl")
+        _publish(sock, "zl", formats={"http-response": {"body": "one\n"}})
+        await first.wait_for(reactor, b"one\n")
+        # the client comes back at once: its channel is still subscribed
+        second = await raw_connect(reactor, proxy.client_port)
+        second.transport.write(b"GET /response?channel=zl&n=2 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        await proxy.wait_for_log(r"subscribe \S*n=2 channel=zl")
+        _publish(sock, "zl", formats={"http-response": {"body": "two\n"}})
+        await second.wait_for(reactor, b"two\n")
+        answered = reactor.seconds()
+        assert poll() == [b"\x01zl"]  # no unsubscribe, no second subscribe in between
+        await poll_until(reactor, lambda: b"\x00zl" in poll(), timeout=LINGER + 10, what="SUB unsubscribe from zl")
+        waited = reactor.seconds() - answered
+        assert LINGER - 0.1 <= waited <= LINGER + 1.5, waited
+        assert poll() == [b"\x01zl", b"\x00zl"]
+        first.transport.loseConnection()
+        second.transport.loseConnection()
+    finally:
+        await proxy.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stream_leaving_last_unsubscribes_at_once_even_during_a_linger(reactor, tmp_path, xpub):
+    """A stream that joins a lingering channel and leaves ends its subscription at once (Pushpin's stream unsubscribe), not after the linger."""
+    sock, port, poll = xpub
+    proxy = await _sub_proxy(reactor, tmp_path, port, ["* test"], linger=60)
+    try:
+        poll_client = await raw_connect(reactor, proxy.client_port)
+        poll_client.transport.write(b"GET /response?channel=zm HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        await proxy.wait_for_log(r"subscribe \S*/response\S* channel=zm")
+        await poll_until(reactor, lambda: b"\x01zm" in poll(), what="SUB interest in zm")
+        _publish(sock, "zm", formats={"http-response": {"body": "one\n"}})
+        await poll_client.wait_for(reactor, b"one\n")
+        stream = await raw_connect(reactor, proxy.client_port)
+        stream.transport.write(b"GET /stream?channel=zm HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        await stream.wait_for(reactor, b"[stream opened]\n")
+        await proxy.wait_for_log(r"subscribe \S*/stream\S* channel=zm")
+        left = reactor.seconds()
+        stream.transport.loseConnection()
+        await poll_until(reactor, lambda: b"\x00zm" in poll(), what="SUB unsubscribe from zm")
+        assert reactor.seconds() - left < 5
+        assert poll() == [b"\x01zm", b"\x00zm"]  # one subscription: the long-poll's linger held it
+        poll_client.transport.loseConnection()
+    finally:
+        await proxy.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_publish_during_the_linger_is_not_lost_to_the_client_that_comes_back(reactor, tmp_path, xpub):
+    """
+    A publish while nobody holds a lingering channel still reaches the proxy through the SUB
+    socket and becomes the channel's last id: the client's next long-poll, answered with the
+    older prev-id, is found behind and sent back to the origin at once (Grip-Last: the id it
+    has), so the origin can give it what it missed (Pushpin's "last ID inconsistency").
+    """
+    sock, port, poll = xpub
+    origin = ScriptedOrigin()
+
+    def long_poll(request):
+        request.setHeader(b"content-type", b"text/plain")
+        if request.getHeader(b"grip-last") is not None:
+            return b"caught up\n"
+        request.setHeader(b"grip-hold", b"response")
+        request.setHeader(b"grip-channel", b"zc; prev-id=" + request.args[b"prev"][0])
+        return b"timed out\n"
+
+    origin.handlers[b"/lp"] = long_poll
+    origin_port = await start_origin(reactor, origin)
+    proxy = await _sub_proxy(reactor, tmp_path, port, [f"* 127.0.0.1:{origin_port.getHost().port}"], linger=60)
+    try:
+        first = await raw_connect(reactor, proxy.client_port)
+        first.transport.write(b"GET /lp?prev=1 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        await proxy.wait_for_log(r"subscribe \S*prev=1 channel=zc")
+        await poll_until(reactor, lambda: b"\x01zc" in poll(), what="SUB interest in zc")
+        _publish(sock, "zc", id="2", **{"prev-id": "1"}, formats={"http-response": {"body": "two\n"}})
+        await first.wait_for(reactor, b"two\n")
+        # nobody holds zc now; the publisher goes on
+        _publish(sock, "zc", id="3", **{"prev-id": "2"}, formats={"http-response": {"body": "three\n"}})
+        await proxy.wait_for_log(r"publish channel=zc receivers=0")
+        second = await raw_connect(reactor, proxy.client_port)
+        second.transport.write(b"GET /lp?prev=2 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        await second.wait_for(reactor, b"caught up\n")
+        assert [dict(r["headers"]).get(b"Grip-Last") for r in origin.requests] == [None, None, b"zc; last-id=2"]
+        assert poll() == [b"\x01zc"]
+        first.transport.loseConnection()
+        second.transport.loseConnection()
+    finally:
+        await proxy.stop()
+        await origin_port.stopListening()
