@@ -41,11 +41,12 @@ from twisted.web.iweb import IAgent
 
 from pushpin_tx._compat import QuietConnectionPool, adopt_shared_unix_port
 from pushpin_tx.core.first_subscription import FirstSubscriptionUpdates, first_subscription_updates
+from pushpin_tx.core.linger import Subscriptions
 from pushpin_tx.core.hold import HoldContext
 from pushpin_tx.backplane.redis import RedisBackplane, parse_backplane_url
 from pushpin_tx.core.intake import PublishIntake
 from pushpin_tx.core.router import ChannelRouter
-from pushpin_tx.core.sequencing import ChannelLinger, IdCache, LastIds, Sequencer
+from pushpin_tx.core.sequencing import IdCache, LastIds, Sequencer
 from pushpin_tx.core.stats import Counters, DropReporter
 from pushpin_tx.core.stats_feed import StatsPublisher
 from pushpin_tx.net import gcpolicy
@@ -236,11 +237,15 @@ class PushpinService(service.MultiService):
             stats=self.stats,
             subscription_max=settings.connection_subscription_max,
         )
+        #: the channels this process is subscribed to (Pushpin's cs.subs): held, or lingering
+        #: subscription_linger seconds after a long-poll was the last to leave. The SUB input, the
+        #: backplane, the sequencer's forgetting and the first-subscription timers follow it.
+        self.subscriptions = Subscriptions(reactor, self.router, linger=settings.subscription_linger)
         #: [handler] update_on_first_subscription (Pushpin 1.41, default true): a second after a
         #: channel's first subscriber, its long-polls re-ask the origin and its streams fetch
-        #: their next link, rate limited as Pushpin's updates. Every process, on its own router.
+        #: their next link, rate limited as Pushpin's updates. Every process, on its own subscriptions.
         self.first_subscription: FirstSubscriptionUpdates | None = first_subscription_updates(
-            reactor, self.router, enabled=settings.update_on_first_subscription, linger=settings.subscription_linger)
+            reactor, self.router, self.subscriptions, enabled=settings.update_on_first_subscription)
 
         # The origin side: Agents (TLS, request bodies) over quiet persistent pools, and the
         # lean pool for body-less plain-HTTP requests. All three are this service's to close
@@ -270,11 +275,11 @@ class PushpinService(service.MultiService):
                                     pending_limit=settings.delivery_pending_max)
         # The channels' last ids. A worker applies the main process's as sent (it sequences
         # nothing itself); with workers, the main process's table tells them every change.
-        self._interest: Any = self.router
+        self._interest: Any = self.subscriptions
         if is_worker or count == 1:
             self.last_ids: LastIds = LastIds()
         else:
-            self._interest = SharedInterest(self.router)
+            self._interest = SharedInterest(self.subscriptions)
             self.zmq = self._zmq_inputs()
             self.workers = self._worker_pool(self.zmq)
             self.last_ids = SharedLastIds(self.workers.forward)
@@ -390,12 +395,12 @@ class PushpinService(service.MultiService):
             sequenced,
             wait=settings.message_wait / 1000.0,
             on_drop=lambda item, reason: self.drops(f"channel {item.channel}", item.channel, f"{reason} (id {item.id})"),
-            has_listeners=self.router.has_subscribers if count == 1 else interest.has,
+            # subscribed (lingering included), or reached through a prefix subscription
+            has_listeners=(lambda channel: interest.has(channel) or self.router.has_subscribers(channel)),
             id_cache=IdCache(settings.id_cache_ttl) if settings.id_cache_ttl > 0 else None,
         )
         self.intake.sequencer = self.sequencer
-        self.channel_linger = ChannelLinger(reactor, self.sequencer, settings.subscription_linger)
-        interest.add_interest_listener(self.channel_linger)
+        interest.add_interest_listener(self.sequencer)  # a subscription's end forgets its channel
         # tap.Options.postOptions has loaded these once already: errors are usage errors there
         self.control = ControlResource(self.intake, recover=self.recover,
                                        auth=publish_auth_from_settings(settings, reactor.seconds))
@@ -811,9 +816,10 @@ class PushpinService(service.MultiService):
         steps: list[Callable[[], Any]] = [self.drops.stop, self._origin_pool.close,
                                           self._pool.closeCachedConnections, self._insecure_pool.closeCachedConnections]
         if self.sequencer is not None:
-            steps[:0] = [self.channel_linger.stop, self.sequencer.stop]
+            steps[:0] = [self.sequencer.stop]
         if self.first_subscription is not None:
             steps[:0] = [self.first_subscription.stop]
+        steps[:0] = [self.subscriptions.stop]
         return self._log_stop_failures([defer.maybeDeferred(step) for step in steps], "stopping timers and pools")
 
     def _log_stop_failures(self, waits: list[defer.Deferred[Any]], what: str) -> defer.Deferred[None]:

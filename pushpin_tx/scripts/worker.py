@@ -32,7 +32,7 @@ from pushpin_tx.workers.pool import FROM_WORKER_FD, TO_WORKER_FD, MessageReader,
 
 if TYPE_CHECKING:
     from pushpin_tx.core.intake import PublishIntake
-    from pushpin_tx.core.router import ChannelRouter
+    from pushpin_tx.core.linger import Subscriptions
     from pushpin_tx.core.sequencing import LastIds
     from pushpin_tx.core.stats_feed import StatsPublisher
     from pushpin_tx.web.proxy import ProxyResource
@@ -46,13 +46,13 @@ SNAPSHOT_INTERVAL = 1.0
 class WorkerSide(Protocol):
     """
     What L{WorkerLink} reads and drives of the worker's service
-    (L{pushpin_tx.service.PushpinService} provides it): the router's interest, the stats
+    (L{pushpin_tx.service.PushpinService} provides it): the subscriptions' interest, the stats
     to forward, the snapshot to send, and where the main process's batches are applied.
     """
 
     @property
-    def router(self) -> ChannelRouter:
-        """The worker's channel router (its interest goes up to the main process)."""
+    def subscriptions(self) -> Subscriptions:
+        """The worker's subscribed channels, lingers included (they go up to the main process)."""
 
     @property
     def stats(self) -> StatsPublisher:
@@ -122,8 +122,8 @@ class WorkerLink(service.Service):
         backpressure = getattr(pushpin.intake, "backpressure", None)
         if backpressure is not None and hasattr(transport, "pauseProducing"):
             backpressure.add_producer(transport)
-        pushpin.router.add_interest_listener(self)
-        for channel in list(pushpin.router.channels()):
+        pushpin.subscriptions.add_interest_listener(self)
+        for channel in list(pushpin.subscriptions.channels()):
             self.channel_added(channel)
         if pushpin.stats_forwarded:  # the main process has a stats socket: our packets go there
             pushpin.stats.attach(lambda packet: self.send(("stats", packet)))
@@ -137,7 +137,7 @@ class WorkerLink(service.Service):
         super().stopService()
         if self._snapshots is not None and self._snapshots.running:
             self._snapshots.stop()
-        self._service.router.remove_interest_listener(self)
+        self._service.subscriptions.remove_interest_listener(self)
         if self._service.stats_forwarded:
             self._service.stats.stop()
         return None
@@ -150,7 +150,8 @@ class WorkerLink(service.Service):
     def send_snapshot(self, token: int) -> None:
         self.send(("snapshot", token, self._service.snapshot()))
 
-    # the router's interest listener: the main process needs the union (SUB input, sequencing)
+    # the subscriptions' interest listener (lingers included): the main process needs the union
+    # (SUB input, backplane, sequencing)
     def channel_added(self, channel: str) -> None:
         self.send(("interest", channel, True))
 

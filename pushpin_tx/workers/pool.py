@@ -142,9 +142,10 @@ class SharedLastIds(LastIds):
 
 class SharedInterest:
     """
-    Which channels have subscribers in any process: the main process's router plus what
-    the workers report. Looks like the router to its interest listeners (the ZeroMQ SUB
-    input, the channel linger), which then act on the whole, not on one process.
+    Which channels are subscribed in any process (lingers included): the main process's
+    subscriptions (L{pushpin_tx.core.linger.Subscriptions}) plus what the workers report of
+    theirs. Looks like the subscriptions to its interest listeners (the ZeroMQ SUB input,
+    the backplane, the sequencer), which then act on the whole, not on one process.
     """
 
     _log = Logger()
@@ -156,7 +157,7 @@ class SharedInterest:
         self._listeners: list[Any] = []
         router.add_interest_listener(self)
 
-    # the router's listener interface, for the main process's own subscribers
+    # the subscriptions' listener interface, for the main process's own subscribers
     def channel_added(self, channel: str) -> None:
         self.add(channel)
 
