@@ -303,6 +303,14 @@ def upgrade(
     hand_over = getattr(channel, "hand_over_count", None)
     protocol._counted = hand_over() if hand_over is not None else None
     transport, channel.transport = channel.transport, None
+    # twisted.web's channel and its request refer to each other (its requests list, the
+    # request's channel) and, the connection now the WebSocket's, nothing else refers to the
+    # channel: out of that list, the two (and the request's headers and body, ~22 objects)
+    # are freed as soon as the request is done with, instead of staying as cyclic garbage
+    # for the collector to find (a request taken over is never finished)
+    requests = getattr(channel, "requests", None)
+    if requests and request in requests:
+        requests.remove(request)
     # twisted.web's channel registered itself as the transport's producer; the WebSocket's
     # delivery queue takes that place.
     if getattr(transport, "producer", None) is not None:

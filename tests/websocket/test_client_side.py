@@ -181,3 +181,31 @@ def test_an_upgraded_connection_keeps_its_place_in_the_connection_count():
     assert protocol is not None and count.count == 1
     protocol.connectionLost(Failure(ConnectionDone()))
     assert count.count == 0
+
+
+def test_an_upgraded_connections_http_channel_and_request_are_freed_without_the_collector():
+    """Once the WebSocket has the connection, twisted.web's channel and request go by reference counting alone, leaving no cyclic garbage."""
+    import gc
+    import weakref
+
+    reactor = MemoryReactorClock()
+    held = _Held()
+    site = ClientSite(held, reactor=reactor)
+    channel = site.buildProtocol(None)
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel.dataReceived(
+        b"GET /ws?channel=a HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    request = held.requests.pop()
+    protocol = upgrade(request, make_client_factory(reactor), None, subprotocol=None, headers={})  # type: ignore[arg-type]
+    assert protocol is not None and transport.value().startswith(b"HTTP/1.1 101 ")
+    gone = [weakref.ref(channel), weakref.ref(request)]
+    gc.disable()
+    try:
+        del channel, request
+        assert [ref() for ref in gone] == [None, None]
+    finally:
+        gc.enable()
+    assert protocol.transport is transport
