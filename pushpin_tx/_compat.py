@@ -472,12 +472,13 @@ class FastServerSetup(LazyOptionsDump):
             super().connectionMade()  # type: ignore[misc]
             return
         address = self.peer_address
+        if address is not None:
+            self.peer_address = None  # (read once: not kept for the connection's life)
         if address is None:
             peer = _autobahn_twisted_util.peer2str(transport)
         elif type(address) is _autobahn_twisted_util.IPv4Address:
             peer = f"tcp4:{address.host}:{address.port}"
         else:
-            self.peer_address = None
             peer = _autobahn_twisted_util.peer2str(transport)
         if not _own_pid:
             _own_pid.append(os.getpid())

@@ -149,8 +149,8 @@ class WsSession:
         self._delayed_call: IDelayedCall | None = None
         self._drain_timer: IDelayedCall | None = None
         self._drain_call: IDelayedCall | None = None
-        #: called once when the session ends (the gateway's bookkeeping)
-        self.on_end: Callable[[], None] | None = None
+        #: called once, with the session, when it ends (the gateway's bookkeeping)
+        self.on_end: Callable[["WsSession"], None] | None = None
         #: reliable mode: each sequenced channel's position (the last id delivered) and recent ids
         self._expect: dict[str, str] = {}
         self._seen: dict[str, deque[str]] = {}
@@ -171,7 +171,7 @@ class WsSession:
             self._write,
             limit=self._ctx.queue_limit,
             policy=self._ctx.overflow,
-            on_drop=lambda channel, reason: self._ctx.on_drop(self.conn_id, channel, reason),
+            on_drop=self._queue_dropped,
             on_overflow=self._overflowed,
             on_drained=self._drained,
         )
@@ -179,6 +179,9 @@ class WsSession:
         self._last_write = self._ctx.clock.seconds()
         for channel in self._implicit:
             self._subscribe(self.prefix + channel, (), implicit=True)
+
+    def _queue_dropped(self, channel: str, reason: str) -> None:
+        self._ctx.on_drop(self.conn_id, channel, reason)
 
     def _write(self, frame: bytes) -> None:
         if self.client is not None:
@@ -605,7 +608,7 @@ class WsSession:
             self.queue.stopProducing()
         if self.on_end is not None:
             on_end, self.on_end = self.on_end, None
-            on_end()
+            on_end(self)
 
     def pending_dropped(self, channel: str, count: int) -> None:
         """It ended with C{count} messages on C{channel} still waiting to be written to it (L{pushpin_tx.core.pending}): each is a drop."""

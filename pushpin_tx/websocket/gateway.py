@@ -83,6 +83,9 @@ class WebSocketGateway:
         #: live sessions by connection id
         self.connections: dict[str, WsSession] = {}
         self._ids = itertools.count(1) if ids is None else ids
+        #: every session's on_end: one bound method for all (a closure per session was six
+        #: cells and a function more per held WebSocket for the collector to walk)
+        self._on_session_end = self._session_ended
 
     async def handle(self, request: Any, info: "RequestInfo", route: "Route", path: bytes, headers_for: Callable[["Target"], hdr.Headers]) -> None:
         targets = route.targets
@@ -240,21 +243,19 @@ class WebSocketGateway:
         stats = self._stats
         if stats is not None:
             stats.connected(conn_id, "ws", info.client_ip, info.secure)
-        counters = self._counters
-        connections = self.connections
-
-        clock = self._ctx.clock
-
-        def ended() -> None:
-            if connections.pop(conn_id, None) is not None:
-                counters.held["ws"] -= 1
-                counters.connection_minutes_closed += 1 + int((clock.seconds() - session.started_at) // 60)
-                if stats is not None:
-                    stats.disconnected(conn_id)
-
-        session.on_end = ended
+        session.on_end = self._on_session_end
         self._access(info, request, 101)
         return True
+
+    def _session_ended(self, session: WsSession) -> None:
+        """A session opened by L{_complete} ended: its bookkeeping goes."""
+        conn_id = session.conn_id
+        if self.connections.pop(conn_id, None) is not None:
+            counters = self._counters
+            counters.held["ws"] -= 1
+            counters.connection_minutes_closed += 1 + int((self._ctx.clock.seconds() - session.started_at) // 60)
+            if self._stats is not None:
+                self._stats.disconnected(conn_id)
 
     def _pass_refusal(self, request: Any, info: "RequestInfo", code: int, reason: bytes, headers: hdr.Headers, body: bytes) -> None:
         """The origin said no: the client gets its status, headers and body (§8.1, §8.2)."""
