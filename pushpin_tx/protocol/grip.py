@@ -201,8 +201,10 @@ def parse_instruct(
     prefix) is prepended to every channel name. Raises L{InstructError}.
     """
     draft = _Draft(code=code, reason=reason, body=body)
-    _parse_headers(draft, headers)
-    if _is_json_form(headers):
+    present = _parse_headers(draft, headers)
+    content_type = present.get(b"content-type")
+    # the JSON form: the handler's test (getAsFirstParameter), trimmed but still case-sensitive
+    if content_type is not None and content_type[0].split(b";", 1)[0].strip() == GRIP_INSTRUCT_TYPE:
         if code != 200:
             raise InstructError("response code for application/grip-instruct content must be 200")
         try:
@@ -255,27 +257,38 @@ class _Draft:
         timeout = self.timeout if self.timeout is not None else DEFAULT_RESPONSE_TIMEOUT
         # GRIP headers never reach the client (§5.1). Observed on 1.36.0, Pushpin does pass on
         # Grip-* names listed in a JSON instruct's own response headers; they are dropped here too.
-        headers = [(k, v) for k, v in self.headers or () if not _is_grip(k) and k.lower() not in _DROPPED_HEADERS]
-        return Instruct(
-            hold=self.hold,
-            channels=channels,
-            timeout=max(timeout, MINIMUM_RESPONSE_TIMEOUT),
-            keep_alive=keep_alive,
-            meta=dict(self.meta or {}),
-            response=Response(self.code, self.reason or reason_phrase(self.code), headers, self.body),
-            next_link=next_link,
-            gone_link=_absolute_uri(request_uri, self.gone) if self.gone is not None else None,
-        )
+        headers = [(k, v) for k, v in self.headers or () if k[:5].lower() != b"grip-" and k.lower() not in _DROPPED_HEADERS]
+        # built through the slot descriptors: the same values as Instruct(...) and
+        # Response(...), without the frozen dataclasses' object.__setattr__ per field
+        response = _new(Response)
+        _set_code(response, self.code)
+        _set_reason(response, self.reason or reason_phrase(self.code))
+        _set_headers(response, headers)
+        _set_body(response, self.body)
+        instruct = _new(Instruct)
+        _set_hold(instruct, self.hold)
+        _set_channels(instruct, channels)
+        _set_timeout(instruct, max(timeout, MINIMUM_RESPONSE_TIMEOUT))
+        _set_keep_alive(instruct, keep_alive)
+        _set_meta(instruct, dict(self.meta or {}))
+        _set_response(instruct, response)
+        _set_next_link(instruct, next_link)
+        _set_gone_link(instruct, _absolute_uri(request_uri, self.gone) if self.gone is not None else None)
+        return instruct
+
+
+_new = object.__new__
+_set_code, _set_reason, _set_headers, _set_body = (
+    Response.__dict__[name].__set__ for name in ("code", "reason", "headers", "body")
+)
+_set_hold, _set_channels, _set_timeout, _set_keep_alive, _set_meta, _set_response, _set_next_link, _set_gone_link = (
+    Instruct.__dict__[name].__set__
+    for name in ("hold", "channels", "timeout", "keep_alive", "meta", "response", "next_link", "gone_link")
+)
 
 
 def _is_grip(name: bytes) -> bool:
     return name[:5].lower() == b"grip-"
-
-
-def _is_json_form(headers: Headers) -> bool:
-    # The handler's test (getAsFirstParameter): trimmed, but still case-sensitive.
-    content_type = qp.first(headers, b"content-type")
-    return content_type is not None and content_type.split(b";", 1)[0].strip() == GRIP_INSTRUCT_TYPE
 
 
 def _text(value: bytes | None) -> str:
@@ -285,18 +298,31 @@ def _text(value: bytes | None) -> str:
 # -- header form (§5.1) ------------------------------------------------------------------------
 
 
-def _parse_headers(draft: _Draft, headers: Headers) -> None:
-    # the header names present, lower-cased once: most GRIP headers are absent from a given
-    # answer, and each lookup below would otherwise scan and lower-case every header again
-    present = {name.lower() for name, _ in headers}
-    hold = qp.first(headers, b"grip-hold") if b"grip-hold" in present else None
+def _parse_headers(draft: _Draft, headers: Headers) -> dict[bytes, list[bytes]]:
+    """
+    Read the header form into C{draft}; return the headers' values by lower-cased name, in
+    order. Every header name is lower-cased once, here: most GRIP headers are absent from
+    a given answer, and each lookup would otherwise scan and lower-case every header again
+    (C{qp.first} is the first of a name's values, C{qp.all_as_params} parses each in order).
+    """
+    present: dict[bytes, list[bytes]] = {}
+    for name, value in headers:
+        key = name.lower()
+        values = present.get(key)
+        if values is None:
+            present[key] = [value]
+        else:
+            values.append(value)
+    hold_values = present.get(b"grip-hold")
+    hold = hold_values[0] if hold_values is not None else None
     if hold is not None:
         if hold not in (b"response", b"stream"):
             raise InstructError("Grip-Hold must be set to either 'response' or 'stream'")
         draft.hold = hold.decode()
 
     draft.channels = []
-    for params in qp.all_as_params(headers, b"grip-channel") if b"grip-channel" in present else ():
+    channel_values = present.get(b"grip-channel")
+    for params in _channel_params(channel_values) if channel_values is not None else ():
         prev_id = qp.param(params, b"prev-id")
         filters = [_text(value) for key, value in params[1:] if key == b"filter"]
         if any(key.lower() == b"prefix" for key, _ in params[1:]):
@@ -311,7 +337,8 @@ def _parse_headers(draft: _Draft, headers: Headers) -> None:
             continue
         draft.channels.append((_text(params[0][0]), None if prev_id is None else _text(prev_id), filters))
 
-    timeout = qp.first(headers, b"grip-timeout") if b"grip-timeout" in present else None
+    timeout_values = present.get(b"grip-timeout")
+    timeout = timeout_values[0] if timeout_values is not None else None
     if timeout is not None:
         draft.timeout = bytearray_to_int(timeout)
         if draft.timeout is None:
@@ -319,20 +346,24 @@ def _parse_headers(draft: _Draft, headers: Headers) -> None:
         if draft.timeout < 0:
             raise InstructError("Grip-Timeout has invalid value")
 
-    if b"grip-keep-alive" in present:
-        _parse_keep_alive_header(draft, qp.first(headers, b"grip-keep-alive"))
+    keep_alive = present.get(b"grip-keep-alive")
+    if keep_alive is not None:
+        _parse_keep_alive_header(draft, keep_alive[0])
 
     draft.meta = {}
-    for params in qp.all_as_params(headers, b"grip-set-meta", parse_first=True) if b"grip-set-meta" in present else ():
+    set_meta = present.get(b"grip-set-meta")
+    for params in qp.all_as_params(_named(set_meta), b"v", parse_first=True) if set_meta is not None else ():
         if not params:
             raise InstructError("Grip-Set-Meta cannot be empty")
         draft.meta[_text(params[0][0])] = _text(params[0][1])
 
-    status = qp.first(headers, b"grip-status") if b"grip-status" in present else None
+    status_values = present.get(b"grip-status")
+    status = status_values[0] if status_values is not None else None
     if status:
         draft.code, draft.reason = parse_grip_status(status)
 
-    for params in qp.all_as_params(headers, b"grip-link") if b"grip-link" in present else ():
+    links = present.get(b"grip-link")
+    for params in qp.all_as_params(_named(links), b"v") if links is not None else ():
         # Pushpin 1.36 looks only at rel=next links, 1.41 also at rel=gone; anything else is
         # ignored unvalidated.
         if len(params) >= 2:
@@ -342,12 +373,35 @@ def _parse_headers(draft: _Draft, headers: Headers) -> None:
             elif rel == b"gone":
                 draft.gone = _link_of(params)
 
-    expose = qp.all_values(headers, b"grip-expose-headers") if b"grip-expose-headers" in present else None
+    expose_values = present.get(b"grip-expose-headers")
+    expose = qp.all_values(_named(expose_values), b"v") if expose_values is not None else None
     if expose:
         allowed = {name.lower() for name in expose}
         draft.headers = [(k, v) for k, v in headers if k.lower() in allowed]
     else:
         draft.headers = list(headers)
+    return present
+
+
+def _named(values: list[bytes]) -> list[tuple[bytes, bytes]]:
+    """One header's values as C{(b"v", value)} pairs, for the C{qp} helpers that take headers."""
+    return [(b"v", value) for value in values]
+
+
+def _channel_params(values: list[bytes]) -> list[list[qp.Param]]:
+    """
+    C{qp.all_as_params} of the C{Grip-Channel} header values C{values}, the same lists: a
+    value with nothing to split or parse (no comma, semicolon or quote: one plain channel
+    name, the usual case) is its own one parameter here, without the general parser's scan
+    (a few per cent of opening a held stream); any other value takes the general parser.
+    """
+    out: list[list[qp.Param]] = []
+    for value in values:
+        if b"," in value or b";" in value or b'"' in value:
+            out += qp.all_as_params([(b"v", value)], b"v")
+        elif value:
+            out.append([(value.strip(), None)])
+    return out
 
 
 def _parse_keep_alive_header(draft: _Draft, value: bytes | None) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Coroutine
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred
@@ -160,7 +160,31 @@ class Acceptor:
             return
         if is_disconnected(request):
             return
-        await self._dispatch(request, info, instruct, retries=retries)
+        rest = self._dispatch(request, info, instruct, retries=retries)
+        if rest is not None:
+            await rest
+
+    def accept_now(self, request: "ClientRequest", info: "RequestInfo", response: "OriginResponse") -> "Deferred[None] | None":
+        """
+        L{accept}, without its coroutine when nothing in it has to wait: the origin's body is
+        in already (a small answer read whole, the built-in test origin) and the instruct
+        holds, or answers at once. The same steps in the same order, with the same outcome;
+        C{None} when it is all done, else a Deferred for the rest (a next-link page, a retry,
+        an oversized or refused body: L{accept} itself). A coroutine and its Deferred are a
+        visible share of opening a held stream (bench/setup_cost.py).
+        """
+        body = response.body
+        if info.body is None or body is None or len(body) > GRIP_BODY_LIMIT:
+            return Deferred.fromCoroutine(self.accept(request, info, response))
+        try:
+            instruct = self._parse(response, body, info)
+        except InstructError:
+            # (rare: the general path parses it again, and answers the error)
+            return Deferred.fromCoroutine(self.accept(request, info, response))
+        if is_disconnected(request):
+            return None
+        rest = self._dispatch(request, info, instruct)
+        return None if rest is None else Deferred.fromCoroutine(rest)
 
     def _without_hold(self, error: InstructError, response: "OriginResponse", body: bytes, info: "RequestInfo") -> "Instruct | None":
         """
@@ -215,6 +239,10 @@ class Acceptor:
         return self._limit_channels(instruct, info, response)
 
     def _limit_channels(self, instruct: "Instruct", info: "RequestInfo", response: "OriginResponse") -> "Instruct":
+        if len(instruct.channels) <= self._settings.connection_subscription_max and (
+            instruct.hold is None or not response.target.subs
+        ):
+            return instruct  # nothing to add, nothing to cut (the usual case)
         channels = list(instruct.channels)
         names = {c.name for c in channels if not c.prefix}
         prefix = info.route.prefix if info.route is not None else ""
@@ -243,7 +271,12 @@ class Acceptor:
             instruct = dataclasses.replace(instruct, channels=tuple(channels))
         return instruct
 
-    async def _dispatch(self, request: "ClientRequest", info: "RequestInfo", instruct: "Instruct", *, head_sent: bool = False, initial: bytes = b"", retries: int = 0) -> None:
+    def _dispatch(self, request: "ClientRequest", info: "RequestInfo", instruct: "Instruct", *, head_sent: bool = False, initial: bytes = b"", retries: int = 0) -> "Coroutine[Any, Any, None] | None":
+        """
+        Act on a parsed instruct: answer, hold, or follow links. What has to wait (following
+        next links, a retry with Grip-Last) is returned as a coroutine for the caller to
+        await; C{None} when everything is done (a hold started, an answer sent).
+        """
         if not head_sent and instruct.hold != "response":
             # the initial body through its channels' response-content filters (an answer
             # relayed while it arrived, head_sent, was not buffered: Pushpin's responseSent)
@@ -254,7 +287,7 @@ class Acceptor:
                     filtered = filtered_body(instruct, body)
                 except FilterError as e:
                     self._initial_filter_failed(request, info, instruct, f"filter error: {e}", answered_at_once)
-                    return
+                    return None
                 if filtered is not body:
                     instruct = dataclasses.replace(instruct, response=dataclasses.replace(instruct.response, body=filtered))
         if instruct.hold == "stream" and instruct.next_link is None:
@@ -262,22 +295,21 @@ class Acceptor:
             if unrecoverable is not None:
                 why = f"channel '{unrecoverable}' specifies prev-id, but no next link found"
                 self._answer_unheld(request, info, instruct, why, head_sent=head_sent)
-                return
+                return None
         if instruct.hold is None:
             if instruct.next_link is None:
                 self._access(info, request, code=instruct.response.code, size=len(instruct.response.body))
                 if head_sent:
                     request.write_body(instruct.response.body)
                     request.finish()
-                    return
+                    return None
                 r = instruct.response
                 request.send_head(r.code, r.reason, list(r.headers), len(r.body))
                 request.write_body(r.body)
                 request.finish()
-                return
+                return None
             self._access(info, request, accept="accept")
-            await self._follow_links(request, info, instruct, head_sent=head_sent)
-            return
+            return self._follow_links(request, info, instruct, head_sent=head_sent)
         if instruct.hold == "response" and retries < MAX_RETRIES:
             # §5.3: a prev-id that is not the channel's known last id means the client missed
             # something: ask the origin again at once, with Grip-Last.
@@ -287,8 +319,7 @@ class Acceptor:
                 self._counters.recoveries += 1
                 prefix = info.route.prefix if info.route is not None else ""
                 last = {c.name[len(prefix):] if c.name.startswith(prefix) else c.name: c.prev_id for c in instruct.channels if c.prev_id is not None}
-                await self.retry(request, info, last, retries + 1)
-                return
+                return self.retry(request, info, last, retries + 1)
         self._access(info, request, accept="accept retry" if retries else "accept")
         hold: ResponseHold | StreamHold
         if instruct.hold == "response":
@@ -298,7 +329,10 @@ class Acceptor:
             )
         else:
             hold = StreamHold(self._ctx, request, instruct, info.conn_id)
-            hold.fetch_next = lambda uri, last: Deferred.fromCoroutine(self.fetch_next(info, uri, last))
+            if instruct.next_link is not None:
+                # (a stream without a next link never fetches one: its instruct changes only
+                # through a fetched page; no closure, and no RequestInfo, kept per held stream)
+                hold.fetch_next = lambda uri, last: Deferred.fromCoroutine(self.fetch_next(info, uri, last))
             # streams recover through next links, never by re-sending the request: let the
             # request's headers and body go (a few KB per held stream)
             info.resend = None
@@ -310,6 +344,7 @@ class Acceptor:
             hold.start(initial, head_sent=head_sent)
         else:
             hold.start()
+        return None
 
     def _initial_filter_failed(self, request: "ClientRequest", info: "RequestInfo", instruct: "Instruct", why: str, answered_at_once: bool) -> None:
         """
@@ -463,7 +498,9 @@ class Acceptor:
         if not clean:
             request.close()
             return
-        await self._dispatch(request, info, instruct, head_sent=True)
+        rest = self._dispatch(request, info, instruct, head_sent=True)
+        if rest is not None:
+            await rest
 
     async def _follow_links(self, request: "ClientRequest", info: "RequestInfo", instruct: "Instruct", *, head_sent: bool) -> None:
         """No hold and a next link: one response made of every page (§5.3, "paged stream")."""
@@ -485,7 +522,9 @@ class Acceptor:
                 return
             if page.hold == "stream":
                 request.write_body(page.response.body)
-                await self._dispatch(request, info, dataclasses.replace(page, response=dataclasses.replace(page.response, body=b"")), head_sent=True)
+                rest = self._dispatch(request, info, dataclasses.replace(page, response=dataclasses.replace(page.response, body=b"")), head_sent=True)
+                if rest is not None:
+                    await rest
                 return
             request.write_body(page.response.body)
             link = page.next_link

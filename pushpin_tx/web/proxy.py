@@ -268,7 +268,13 @@ class ProxyResource(Resource):
         info.target_label = response.target.label()
         if info.grip_enabled and is_grip_instruct(response.headers):
             if info.cross_origin is None:
-                d = Deferred.fromCoroutine(self._acceptor.accept(request, info, response))
+                now = self._acceptor.accept_now(request, info, response)
+                if now is None:  # held or answered already, without waiting
+                    gone = gone_link_of(response.headers, info.uri)
+                    if gone is not None:
+                        self._watch_gone(None, request, info, gone)
+                    return None
+                d = now
             else:
                 held = cors.CrossOriginRequest(request, info.cross_origin)
                 d = Deferred.fromCoroutine(self._acceptor.accept(held, info, response))  # type: ignore[arg-type]

@@ -965,3 +965,36 @@ def test_an_empty_prefix_or_a_prefix_with_prev_id_is_refused(value, why):
     """An empty prefix (every channel) and a prefix with a prev-id (no single sequence to follow) are invalid instructions."""
     with pytest.raises(InstructError, match=why):
         parse([(b"Grip-Hold", b"stream"), (b"Grip-Channel", value)])
+
+
+# the short paths of the header form ------------------------------------------------------------
+
+_GRIP_CHANNEL_PIECES = [b"a", b"b", b" ", b"\t", b",", b";", b'"', b"=", b"\\", b"prev-id", b"filter", b"prefix", b"\xc3\xa9"]
+
+
+@settings(max_examples=500)
+@given(st.lists(st.lists(st.sampled_from(_GRIP_CHANNEL_PIECES), max_size=8).map(b"".join), max_size=4))
+def test_plain_grip_channel_values_parse_as_the_general_parser_does(values: list[bytes]) -> None:
+    """Grip-Channel values without comma, semicolon or quote take a short path: the same parameters as the general parser's for every value."""
+    from pushpin_tx.protocol.grip import _channel_params
+    from pushpin_tx.protocol.qt import headervalues as qp
+
+    assert _channel_params(values) == qp.all_as_params([(b"Grip-Channel", v) for v in values], b"grip-channel")
+
+
+def test_instruct_built_by_its_slots_is_the_dataclass_value() -> None:
+    """parse_instruct builds Instruct and Response through their slot descriptors: equal to the values their constructors give, every field set."""
+    import dataclasses
+
+    from pushpin_tx.protocol.grip import Response
+
+    headers = [(b"Content-Type", b"text/plain"), (b"Grip-Hold", b"stream"), (b"Grip-Channel", b"c; prev-id=1"),
+               (b"Grip-Link", b"</next>; rel=next"), (b"Grip-Link", b"</gone>; rel=gone"), (b"Grip-Keep-Alive", b"k; timeout=20")]
+    got = parse_instruct(200, b"OK", headers, b"body", request_uri="http://example.com/s")
+    built = Instruct(hold="stream", channels=(Channel("c", "1", ()),), timeout=55, keep_alive=KeepAlive(b"k", 20, "idle"), meta={},
+                     response=Response(200, b"OK", [(b"Content-Type", b"text/plain")], b"body"),
+                     next_link=NextLink("http://example.com/next", 120), gone_link="http://example.com/gone")
+    assert got == built
+    assert [f.name for f in dataclasses.fields(Instruct)] == [f for f in Instruct.__slots__]
+    for value in (got, got.response):
+        assert all(hasattr(value, f.name) for f in dataclasses.fields(value))

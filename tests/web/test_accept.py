@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from twisted.logger import globalLogPublisher
@@ -292,3 +293,32 @@ def test_paged_answer_ends_with_the_reason_when_a_page_is_a_response_hold(tmp_pa
     rig.settle()
     assert _body(client) == (b"one\n\n\nNext link returned non-stream hold.\n", True)
     assert rig.router.subscriber_count("c") == 0
+
+
+# the test origin's stream, accepted without a coroutine (accept_now) ---------------------------
+
+def test_buffered_stream_instruct_is_held_at_once(tmp_path):
+    """An instruct whose body is in already (the test origin) is held within the request's own turn, the stream's head and initial body sent, its channel subscribed."""
+    rig = build_rig(tmp_path, ["* test"])
+    client = rig.request(b"GET /stream?channel=fast HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    head, _, body = client.received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"Transfer-Encoding: chunked" in head
+    assert body == b"10\r\n[stream opened]\n\r\n"
+    assert rig.router.subscriber_count("fast") == 1
+    [hold] = rig.acceptor.connections.values()
+    # without a next link a stream never fetches one: no closure kept per held stream
+    assert hold.kind == "stream" and hold.fetch_next is None
+
+
+def test_accept_now_leaves_what_waits_to_a_deferred(tmp_path):
+    """accept_now answers None when the instruct was acted on at once, else a Deferred: a body still to read goes through accept."""
+    from twisted.internet.defer import Deferred
+
+    from pushpin_tx.origin.client import OriginResponse
+
+    rig = build_rig(tmp_path, ["* test"])
+    info = RequestInfo(conn_id="c1", route=Route(id="r", targets=(Target(kind="test"),)), debug=False, body=b"", uri="http://example.com/")
+    request: Any = object()  # (never reached: the body never arrives)
+    unread = OriginResponse(200, b"OK", [(b"Grip-Hold", b"stream")], None, Target(kind="test"), lambda protocol: None)
+    d = rig.acceptor.accept_now(request, info, unread)
+    assert isinstance(d, Deferred) and not d.called
