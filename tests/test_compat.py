@@ -10,6 +10,8 @@ from pprint import pformat
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket import protocol as autobahn_protocol
 from twisted.internet import abstract, process, tcp
@@ -707,6 +709,25 @@ def test_fast_server_handshake_does_what_autobahns_does(request_text: str, fast:
     assert quick_transport.value() == slow_transport.value()
     assert _handshake_state(quick) == _handshake_state(slow)
     assert (slow.state == autobahn_protocol.WebSocketProtocol.STATE_OPEN) is (fast or slow.state == autobahn_protocol.WebSocketProtocol.STATE_OPEN)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="/ab?#;:=&%+[]\t .", max_size=24))
+def test_the_handshakes_uri_split_is_urlparses_and_parse_qss(uri: str) -> None:
+    """The request target's path, query, fragment and parameters, where the fast path splits them, are urlparse's and parse_qs's."""
+    from urllib.parse import parse_qs, urlparse
+
+    from pushpin_tx._compat import _parse_qs_plain, _split_origin_form
+
+    split = _split_origin_form(uri)
+    if split is not None:
+        parts = urlparse(uri)
+        assert split == (parts.path, parts.query, parts.fragment)
+    params = _parse_qs_plain(uri)
+    if params is not None:
+        assert params == parse_qs(uri)
+    assert _split_origin_form("/ws?channel=a") == ("/ws", "channel=a", "")
+    assert _parse_qs_plain("channel=a&channel=b&x=&y") == {"channel": ["a", "b"]}
 
 
 def test_fast_server_handshake_declines_options_it_does_not_cover() -> None:

@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from pushpin_tx.protocol.headers import Headers
 
-__all__ = ["test_response", "query_pairs", "MAX_REQUEST_BODY"]
+__all__ = ["test_response", "query_pairs", "split_target", "MAX_REQUEST_BODY"]
 
 #: Pushpin's test handler refuses request bodies larger than this.
 MAX_REQUEST_BODY = 100000
@@ -38,6 +38,20 @@ def query_pairs(query: str, keep_blank_values: bool = False) -> list[tuple[str, 
         if value or keep_blank_values:
             pairs.append((name, value))
     return pairs
+
+
+def split_target(target: str) -> tuple[str, str]:
+    """
+    C{urlsplit(target)}'s C{path} and C{query}, the same strings. An origin-form target (one
+    C{/} first, no tab, CR or LF, which urlsplit would remove) is split here without
+    urlsplit's general parse (a few per cent of opening a test WebSocket, each with its own
+    channel, so urlsplit's cache never hits); anything else goes to urlsplit.
+    """
+    if target[:1] == "/" and target[1:2] != "/" and "\t" not in target and "\r" not in target and "\n" not in target:
+        path, _, query = target.partition("#")[0].partition("?")
+        return path, query
+    parts = urlsplit(target)
+    return parts.path, parts.query
 
 
 def test_response(path_and_query: bytes, body_size: int = 0) -> tuple[int, bytes, Headers, bytes]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 from typing import TYPE_CHECKING, Any, Callable, Iterator
-from urllib.parse import urlsplit
 
 from twisted.internet import ssl as tls
 from twisted.internet.defer import CancelledError
@@ -20,7 +19,7 @@ from pushpin_tx._compat import is_disconnected
 from pushpin_tx.protocol import headers as hdr
 from pushpin_tx.origin.client import AllTargetsFailed, BodyTooLarge, OriginError
 from pushpin_tx.web._common import access_line, error_response
-from pushpin_tx.protocol.testorigin import query_pairs
+from pushpin_tx.protocol.testorigin import query_pairs, split_target
 from pushpin_tx.websocket.over_http import EVENTS_TYPE, WohLink, new_connection_id
 from pushpin_tx.websocket.client_side import make_client_factory, upgrade
 from pushpin_tx.websocket.origin_side import HandshakeRefused, connect_origin
@@ -201,14 +200,13 @@ class WebSocketGateway:
     def _test_target(self, request: Any, info: "RequestInfo", route: "Route", path: bytes) -> None:
         """C{/ws} on the C{test} target: echoes, and listens on the test channels (§11)."""
         info.target_label = "test"
-        parts = urlsplit(path.decode("latin-1"))
-        local = parts.path
+        local, query = split_target(path.decode("latin-1"))
         if route.path_beg and local.startswith(route.path_beg):
             local = "/" + local[len(route.path_beg) :].lstrip("/")
         if local.rstrip("/") != "/ws":
             self._pass_refusal(request, info, 404, b"Not Found", [(b"Content-Type", b"text/plain")], b"no such test resource\n")
             return
-        channels = [v for k, v in query_pairs(parts.query) if k == "channel"] or ["test"]
+        channels = [v for k, v in query_pairs(query) if k == "channel"] or ["test"]
         session = WsSession(self._ctx, str(next(self._ids)), prefix=route.prefix, implicit_channels=tuple(channels))
         self._complete(request, info, session, _EchoLink(session), [], None)
 

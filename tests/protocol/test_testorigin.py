@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pushpin_tx.protocol.testorigin import query_pairs
+from pushpin_tx.protocol.testorigin import query_pairs, split_target
 from pushpin_tx.protocol.testorigin import test_response as answer
 
 
@@ -17,6 +17,19 @@ from pushpin_tx.protocol.testorigin import test_response as answer
 def test_query_pairs_are_exactly_parse_qsl(query: str, keep_blank: bool) -> None:
     """Any query, with or without escapes, blanks or bare names, splits as parse_qsl splits it."""
     assert query_pairs(query, keep_blank) == parse_qsl(query, keep_blank_values=keep_blank)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="/ab?#;:=&%[]\t\r\n .", max_size=24))
+def test_split_target_is_exactly_urlsplits_path_and_query(target: str) -> None:
+    """Any target, origin-form or not, splits into the path and query urlsplit gives (or raises as it does)."""
+    try:
+        parts = urlsplit(target)
+    except ValueError:
+        with pytest.raises(ValueError):
+            split_target(target)
+        return
+    assert split_target(target) == (parts.path, parts.query)
 
 
 @pytest.mark.parametrize(
