@@ -433,6 +433,54 @@ class _LazyOptionsLog:
     __repr__ = __str__
 
 
+class _LazyUtf8Validator:
+    """
+    A protocol's C{utf8validator}, made when first used (autobahn resets it before each text
+    message it validates, so a new one is the same as one made at connection time), then an
+    attribute of the protocol: a WebSocket that never receives a text message never has one
+    (a cffi object and a microsecond per connection).
+    """
+
+    def __get__(self, protocol: Any, owner: Any = None) -> Any:
+        if protocol is None:
+            return self
+        validator = protocol.__dict__["utf8validator"] = Utf8Validator()
+        return validator
+
+
+#: what autobahn's C{WebSocketProtocol._connectionMade} sets on every connection to a value
+#: that does not depend on it, made class attributes of L{FastServerSetup}: each connection
+#: reads them until it changes one (autobahn assigns, it never mutates these in place)
+_INITIAL_STATE: dict[str, Any] = {
+    "_perMessageCompress": None,
+    "trackedTimings": None,
+    "send_state": _autobahn_protocol.WebSocketProtocol.SEND_STATE_GROUND,
+    "triggered": False,
+    "wasMaxFramePayloadSizeExceeded": False,
+    "wasMaxMessagePayloadSizeExceeded": False,
+    "closedByMe": False,
+    "failedByMe": False,
+    "droppedByMe": False,
+    "wasClean": False,
+    "wasNotCleanReason": None,
+    "wasServerConnectionDropTimeout": False,
+    "wasOpenHandshakeTimeout": False,
+    "wasCloseHandshakeTimeout": False,
+    "wasServingFlashSocketPolicyFile": False,
+    "localCloseCode": None,
+    "localCloseReason": None,
+    "remoteCloseCode": None,
+    "remoteCloseReason": None,
+    "openHandshakeTimeoutCall": None,
+    "closeHandshakeTimeoutCall": None,
+    "autoPingTimeoutCall": None,
+    "autoPingPending": None,
+    "autoPingPendingCall": None,
+    "autoPingPendingSeq": 0,
+    "autoPingPendingSent": None,
+}
+
+
 class FastServerSetup(LazyOptionsDump):
     """
     For a server protocol subclass of autobahn's Twisted C{WebSocketServerProtocol} holding
@@ -451,6 +499,7 @@ class FastServerSetup(LazyOptionsDump):
     profile, 2026-12-02).
     """
 
+    utf8validator = _LazyUtf8Validator()
     #: set by whoever makes the connection when the socket has C{TCP_NODELAY} on already
     nodelay_already = False
     #: the peer address, when whoever makes the connection has it already (else asked of the transport)
@@ -518,43 +567,21 @@ class FastServerSetup(LazyOptionsDump):
         if log.debug is not _txaio_no_op:
             log.debug("{func}: connection accepted from peer {peer}", func=lazy_hltype(self._connectionMade), peer=self.peer)
             log.debug("\n{attrs}", attrs=_LazyOptionsLog(self))
-        self._perMessageCompress = None
-        self.trackedTimings = None
+        # (the rest of autobahn's initial state is class attributes: _INITIAL_STATE)
         self.setTrackTimings(self.trackTimings)  # type: ignore[attr-defined]
         self.trafficStats = _autobahn_protocol.TrafficStats()
         self.state = p.STATE_CONNECTING
-        self.send_state = p.SEND_STATE_GROUND
         self.data = b""
         self.send_queue: deque[Any] = deque()
-        self.triggered = False
-        self.utf8validator = Utf8Validator()
-        self.wasMaxFramePayloadSizeExceeded = False
-        self.wasMaxMessagePayloadSizeExceeded = False
-        self.closedByMe = False
-        self.failedByMe = False
-        self.droppedByMe = False
-        self.wasClean = False
-        self.wasNotCleanReason = None
-        self.wasServerConnectionDropTimeout = False
-        self.wasOpenHandshakeTimeout = False
-        self.wasCloseHandshakeTimeout = False
-        self.wasServingFlashSocketPolicyFile = False
-        self.localCloseCode = None
-        self.localCloseReason = None
-        self.remoteCloseCode = None
-        self.remoteCloseReason = None
-        self.openHandshakeTimeoutCall = None
-        self.closeHandshakeTimeoutCall = None
-        self.autoPingTimeoutCall = None
-        self.autoPingPending = None
-        self.autoPingPendingCall = None
-        self.autoPingPendingSeq = 0
-        self.autoPingPendingSent = None
         if self.openHandshakeTimeout > 0:  # type: ignore[attr-defined]
             self.openHandshakeTimeoutCall = self.factory._batched_timer.call_later(  # type: ignore[attr-defined]
                 self.openHandshakeTimeout, self.onOpenHandshakeTimeout,  # type: ignore[attr-defined]
             )
         self.factory.countConnections += 1  # type: ignore[attr-defined]
+
+
+for _name, _value in _INITIAL_STATE.items():
+    setattr(FastServerSetup, _name, _value)
 
 
 class _LazyHighlight:

@@ -488,6 +488,9 @@ class _TcpPeerTransport(StringTransport):
     def setTcpNoDelay(self, enabled: bool) -> None:
         self.nodelay.append(enabled)
 
+    def unregisterProducer(self) -> None:
+        self.producer = None  # (as a TCP transport: autobahn's dropConnection unregisters none)
+
 
 def _connected(fast: bool, *, handshake_timeout: float = 0, nodelay_already: bool = False, address: bool = False) -> tuple[Any, Any]:
     from pushpin_tx.websocket.client_side import make_client_factory
@@ -514,9 +517,11 @@ def test_fast_server_setup_leaves_what_autobahns_connection_set_up_does(handshak
     slow, slow_transport = _connected(False, handshake_timeout=handshake_timeout)
     quick, quick_transport = _connected(True, handshake_timeout=handshake_timeout, address=address)
     assert type(slow)._fast_setup is False and type(quick)._can_set_up_fast()
-    ignore = {"peer_address", "nodelay_already"}
-    slow_state = {k: _comparable(v) for k, v in vars(slow).items() if k not in ignore}
-    quick_state = {k: _comparable(v) for k, v in vars(quick).items() if k not in ignore}
+    # every attribute either leaves on the protocol, read as autobahn reads it (FastServerSetup
+    # holds the constant part of autobahn's initial state as class attributes)
+    names = (set(vars(slow)) | set(vars(quick))) - {"peer_address", "nodelay_already"}
+    slow_state = {k: _comparable(getattr(slow, k, "<unset>")) for k in names}
+    quick_state = {k: _comparable(getattr(quick, k, "<unset>")) for k in names}
     if handshake_timeout:  # a timer each (autobahn's batched timer: compared by presence)
         for protocol, state in [(slow, slow_state), (quick, quick_state)]:
             assert state.pop("openHandshakeTimeoutCall") is not None
@@ -525,6 +530,30 @@ def test_fast_server_setup_leaves_what_autobahns_connection_set_up_does(handshak
     assert quick.peer == "tcp4:192.0.2.7:40123"
     assert quick.factory.countConnections == slow.factory.countConnections == 1
     assert quick_transport.nodelay == slow_transport.nodelay == [True]
+
+
+def test_fast_server_setup_makes_the_utf8_validator_when_first_used() -> None:
+    """A connection has no UTF-8 validator until autobahn first asks for one; then it keeps that one, and a text message is validated."""
+    quick, transport = _connected(True)
+    assert "utf8validator" not in vars(quick)
+    validator = quick.utf8validator
+    assert isinstance(validator, autobahn_protocol.Utf8Validator) and quick.utf8validator is validator
+    messages: list[bytes] = []
+    quick.onMessage = lambda payload, binary: messages.append(payload)
+    accept_server_handshake(quick, _HANDSHAKES[0][0].encode("latin-1"), quick.answer)
+    other, _ = _connected(True)
+    assert "utf8validator" not in vars(other)
+    accept_server_handshake(other, _HANDSHAKES[0][0].encode("latin-1"), other.answer)
+    other.onMessage = lambda payload, binary: messages.append(payload)
+    mask = b"abcd"
+    payload = "héllo".encode()
+    other.dataReceived(bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+    assert messages == [payload] and "utf8validator" in vars(other)
+    bad = b"\xff\xfe"
+    other.dataReceived(bytes([0x81, 0x80 | len(bad)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(bad)))
+    assert messages == [payload] and other.localCloseCode == 1007  # invalid UTF-8: closed as autobahn does
+    if other.closeHandshakeTimeoutCall is not None:
+        other.closeHandshakeTimeoutCall.cancel()
 
 
 def test_fast_server_setup_leaves_tcp_nodelay_to_whoever_set_it() -> None:

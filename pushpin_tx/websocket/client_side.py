@@ -49,15 +49,15 @@ class ClientWebSocket(FastServerSetup, WebSocketServerProtocol):  # type: ignore
     logOctets: bool
     factory: "ClientFactory"
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._bridge: "WsSession | None" = None
-        self._accept: tuple[str | None, dict[str, Any]] = (None, {})
-        self._fast_write: Callable[[bytes], None] | None = None
-        #: the client connection count this connection holds a place in (from its HTTP channel)
-        self._counted: Any = None
-        #: permessage-deflate was negotiated (set when the handshake completes)
-        self._deflate = False
+    # (class attributes until set: a connection assigns what it changes)
+    _bridge: "WsSession | None" = None
+    #: the subprotocol and headers of the 101 (set by upgrade; never changed in place)
+    _accept: tuple[str | None, dict[str, Any]] = (None, {})
+    _fast_write: Callable[[bytes], None] | None = None
+    #: the client connection count this connection holds a place in (from its HTTP channel)
+    _counted: Any = None
+    #: permessage-deflate was negotiated (set when the handshake completes)
+    _deflate = False
 
     # autobahn callbacks --------------------------------------------------------------------
 
