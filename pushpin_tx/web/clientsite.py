@@ -154,14 +154,17 @@ class ClientRequest(server.Request):
         C{Date} headers (§14: Pushpin adds neither, and formatting the date is work on
         every response) and the unquoted C{postpath} list (the proxy resource is a leaf).
         """
-        if self.path == b"*" or not self.channel.site.resource.isLeaf:
+        site = self.channel.site
+        resource = site.resource
+        if self.path == b"*" or not resource.isLeaf:
             super().process()
             return
-        self.site = site = self.channel.site
-        self.prepath = []
-        self.postpath = []
+        self.site = site
+        # Site.getResourceFor for a leaf: the resource itself; its paths empty (tuples, which
+        # the garbage collector does not track: they live as long as a held request)
+        self.prepath = self.postpath = self.sitepath = _NO_SEGMENTS  # type: ignore[assignment]
         try:
-            self.render(site.getResourceFor(self))
+            self.render(resource)
         except BaseException:
             self.processingFailed(Failure())
 
@@ -197,9 +200,37 @@ class ClientRequest(server.Request):
                 assert self.upload is not None
                 self.upload.feed(kept)
 
+    #: C{args}, parsed from the query once asked for (see L{requestReceived})
+    _args: "dict[bytes, list[bytes]] | None" = None
+
+    @property
+    def args(self) -> "dict[bytes, list[bytes]]":
+        """twisted.web's C{request.args}: the query's arguments, parsed as twisted.web does, when first asked for."""
+        args = self._args
+        if args is None:
+            _, mark, query = self.uri.partition(b"?")
+            args = self._args = http.parse_qs(query, 1) if mark else {}
+        return args
+
+    @args.setter
+    def args(self, value: "dict[bytes, list[bytes]]") -> None:
+        self._args = value
+
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         if self.upload is None:
-            super().requestReceived(command, path, version)
+            if self._parsePOSTFormSubmission:  # (never for ClientSite's requests: form posts are bodies to pass on)
+                super().requestReceived(command, path, version)
+                return
+            # twisted.web's requestReceived without parsing the query into args for every
+            # request (the proxy passes it on as it came; args is parsed if asked for) and
+            # without the form parsing it does not do here
+            content = self.content
+            assert content is not None
+            content.seek(0, 0)
+            self.method, self.uri, self.clientproto = command, path, version
+            self.path = path.split(b"?", 1)[0]
+            self._args = None
+            self.process()
             return
         # the whole upload has arrived; the request was already being handled
         self._body_done = True
@@ -490,6 +521,9 @@ class ClientChannel(http.HTTPChannel):
         gcpolicy.closed(self.gc_epoch)
         super().connectionLost(reason)
 
+
+#: an empty path (prepath, postpath, sitepath) shared by every request to the leaf resource
+_NO_SEGMENTS: tuple[bytes, ...] = ()
 
 #: the address each listening port is bound to, when that is one IPv4 address (None: a wildcard)
 _PORT_ADDRESSES: "WeakKeyDictionary[Any, IPv4Address | None]" = WeakKeyDictionary()

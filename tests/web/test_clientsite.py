@@ -184,3 +184,23 @@ def test_a_malformed_request_gets_pushpin_140s_text_answer(data: bytes, reason: 
     body = reason.encode() + b"\n"
     assert transport.value() == b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
     assert transport.disconnecting
+
+
+@pytest.mark.parametrize("uri", [b"/s", b"/s?", b"/s?a=1&b=&a=%20x&c", b"/s?channel=x+y&=z"])
+def test_request_args_and_paths_are_what_twisted_web_gives(uri: bytes) -> None:
+    """A request's args (parsed when asked for, not per request), path and empty pre/post paths are twisted.web's own."""
+    from twisted.web import http
+
+    seen: list[Any] = []
+    site = ClientSite(Held(seen.append), reactor=MemoryReactorClock())
+    channel = site.buildProtocol(None)
+    channel.makeConnection(StringTransport())
+    channel.dataReceived(b"GET " + uri + b" HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    [request] = seen
+    query = uri.split(b"?", 1)
+    assert request.args == (http.parse_qs(query[1], 1) if len(query) == 2 else {})
+    assert (request.method, request.uri, request.path, request.clientproto) == (b"GET", uri, query[0], b"HTTP/1.1")
+    assert list(request.prepath) == list(request.postpath) == list(request.sitepath) == []
+    assert request.prePathURL() == b"http://example.com:12345/"  # (StringTransport's own port)
+    request.args = {b"k": [b"v"]}
+    assert request.args == {b"k": [b"v"]}
