@@ -11,7 +11,11 @@ C{addSub} / C{removeSub}:
     and its parked items and last id go when the subscription ends
     (L{pushpin_tx.core.sequencing.Sequencer.forget_channel});
   - the first-subscription update timer, and "not first again" while a channel lingers
-    (L{pushpin_tx.core.first_subscription}).
+    (L{pushpin_tx.core.first_subscription});
+  - the stats socket's C{sub} packets: their C{response}-mode linger runs on the same
+    L{Linger} (L{Subscriptions.linger}), as Pushpin's C{removeSubscription(linger)} and the
+    handler's C{removeSub} both hang off the stats manager's one refresh timer
+    (L{pushpin_tx.core.stats_feed.StatsPublisher.follow}).
 
 Pushpin's rules (1.36 C{src/handler/engine.cpp}, 1.41 C{src/handler/handlerengine.cpp}, the
 same code: C{addSub}, C{removeSub}, C{removeSessionChannel}, C{stats_unsubscribed};
@@ -44,13 +48,12 @@ where they took the router.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Hashable, Iterable
 
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from pushpin_tx.core.hold import ResponseHold
+from pushpin_tx.core.refresh import REFRESH_INTERVAL, Linger
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
@@ -58,15 +61,14 @@ if TYPE_CHECKING:
 
     from pushpin_tx.core.router import ChannelRouter, InterestListener, Subscriber
 
-__all__ = ["Subscriptions", "REFRESH_INTERVAL", "is_long_poll"]
+__all__ = ["Linger", "Subscriptions", "REFRESH_INTERVAL", "is_long_poll"]
 
-#: seconds between the linger's expiry checks (statsmanager.cpp C{REFRESH_INTERVAL} 1000 ms)
-REFRESH_INTERVAL = 1.0
 
 
 def is_long_poll(subscriber: "Subscriber") -> bool:
     """Whether a subscriber's leaving lingers its channel: a long-poll (C{removeSessionChannel})."""
     return isinstance(subscriber, ResponseHold)
+
 
 
 class Subscriptions:
@@ -77,6 +79,8 @@ class Subscriptions:
 
     @param linger: C{subscription_linger}, seconds.
     @param lingers: whether a last subscriber's leaving lingers the channel.
+    @ivar linger: the refresh timer's lingers (L{Linger}); the stats feed lingers its
+        C{response}-mode subscriptions on it too.
     @ivar ended_by_linger: subscriptions ended when their linger ran out.
     """
 
@@ -86,14 +90,10 @@ class Subscriptions:
                  lingers: Callable[["Subscriber"], bool] = is_long_poll) -> None:
         self._clock = clock
         self._router = router
-        self._linger = max(linger, 0.0)
         self._lingers = lingers
+        self.linger = Linger(clock, linger)
         #: every subscribed channel, held or lingering (Pushpin's C{cs.subs})
         self._subs: dict[str, None] = {}
-        #: lingering channels -> when they end, in the order they began lingering (which, every
-        #: linger being as long, is deadline order)
-        self._lingering: OrderedDict[str, float] = OrderedDict()
-        self._loop: LoopingCall | None = None
         self._listeners: list["InterestListener"] = []
         self._stopped = False
         self.ended_by_linger = 0
@@ -122,13 +122,13 @@ class Subscriptions:
 
     def lingering(self, channel: str) -> bool:
         """Whether C{channel} is subscribed with nobody left on it, waiting for its linger to end."""
-        return channel in self._lingering
+        return channel in self.linger
 
     # the router's listeners --------------------------------------------------------------------
 
     def channel_added(self, channel: str) -> None:
         """A channel's first subscriber: a new subscription, or a lingering one that goes on."""
-        if self._lingering.pop(channel, None) is not None or channel in self._subs:
+        if self.linger.cancel(channel) or channel in self._subs:
             return
         self._subs[channel] = None
         for listener in list(self._listeners):
@@ -143,32 +143,18 @@ class Subscriptions:
         if self._stopped or not self._lingers(last):
             self._end(channel)
             return
-        self._lingering[channel] = self._clock.seconds() + self._linger
-        self._lingering.move_to_end(channel)
-        if self._loop is None:
-            loop = self._loop = LoopingCall(self._tick)
-            loop.clock = self._clock
-            loop.start(REFRESH_INTERVAL, now=False).addErrback(self._tick_failed, loop)
+        self.linger.start(channel, self._lingered)
 
     # the linger --------------------------------------------------------------------------------
 
-    def _tick(self) -> None:
-        """The refresh timer: every linger due by now ends (Pushpin's C{handleExpirations})."""
-        # a hair of slack: a deadline of now + 60 and the loop's 60th tick are one instant
-        now = self._clock.seconds() + 1e-9
-        lingering = self._lingering
-        while lingering:
-            channel, due = next(iter(lingering.items()))
-            if due > now:
-                break
-            self.ended_by_linger += 1
-            self._end(channel)
-        if not lingering:
-            self._stop_loop()
+    def _lingered(self, channel: Hashable) -> None:
+        assert isinstance(channel, str)
+        self.ended_by_linger += 1
+        self._end(channel)
 
     def _end(self, channel: str) -> None:
         """Pushpin's C{removeSub}: the subscription ends and every listener hears it."""
-        self._lingering.pop(channel, None)
+        self.linger.cancel(channel)
         if channel not in self._subs:
             return
         del self._subs[channel]
@@ -181,22 +167,10 @@ class Subscriptions:
         except Exception:
             self._log.failure("subscription listener failed for channel {channel}", channel=channel)
 
-    def _tick_failed(self, failure: "Failure", loop: LoopingCall) -> None:
-        # (every listener call is guarded: only a bug in this class gets here)
-        self._log.failure("subscription linger timer failed", failure)
-        if self._loop is loop:
-            self._loop = None
-
-    def _stop_loop(self) -> None:
-        loop = self._loop
-        self._loop = None
-        if loop is not None and loop.running:
-            loop.stop()
-
     def stop(self) -> None:
         """
         Cancel the linger's timer (the service is stopping): lingering channels stay
         subscribed, and from now on a channel's last subscriber ends its subscription at once.
         """
         self._stopped = True
-        self._stop_loop()
+        self.linger.stop()

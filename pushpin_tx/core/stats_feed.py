@@ -15,8 +15,13 @@ binary on loopback:
     C{id} + C{unavailable: true};
   - C{sub}: C{mode}, C{channel}, C{ttl}, C{subscribers}; re-sent every 3/4 of its ttl,
     and within a second of a subscriber count change; the last unsubscribe sends
-    C{unavailable: true}, for C{response} mode only after C{subscription_linger}
-    seconds (a new subscriber in the meantime cancels it);
+    C{unavailable: true}, for C{response} mode only when its linger ends (a new
+    subscriber in the meantime cancels it): on the first 1 s refresh tick at or past
+    C{subscription_linger} seconds, C{0} included (Pushpin's C{removeSubscription(linger)}
+    and C{handleExpirations}). That linger is L{pushpin_tx.core.linger.Linger}, the one the
+    process's subscriptions linger on: once the service calls L{StatsPublisher.follow}, a
+    long-poll's C{unavailable} and the SUB socket's C{UNSUBSCRIBE} go out on the same tick,
+    as in Pushpin, where both come from the stats manager's expiry;
   - C{message}: C{channel}, C{item-id} (when the item has an id), C{count}, C{blocks}
     (only when known), C{transport}; sent at once, with no route;
   - C{activity}: C{count}, summed per route over 100 ms;
@@ -61,6 +66,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from pushpin_tx.core.refresh import Linger
 from pushpin_tx.protocol import tnetstring
 
 if TYPE_CHECKING:
@@ -199,13 +205,15 @@ class StatsPublisher:
         self.instance_id = instance_id
         self._conn_ttl = connection_ttl
         self._sub_ttl = subscription_ttl
-        self._linger = subscription_linger
+        #: where response-mode subscriptions linger (its own until L{follow} shares the process's)
+        self._linger = Linger(clock, subscription_linger)
         self._report_interval = report_interval
         self._send: Callable[[bytes], None] | None = None
         self._conns: OrderedDict[str, _Conn] = OrderedDict()
         self._route_conns: dict[str, int] = {}
         self._subs: OrderedDict[tuple[str, str], _Sub] = OrderedDict()
-        self._lingering: OrderedDict[tuple[str, str], float] = OrderedDict()
+        #: the keys of ours lingering on C{_linger}: C{("sub", mode, channel)}
+        self._lingering: dict[tuple[str, str, str], None] = {}
         self._dirty: dict[tuple[str, str], None] = {}
         self._reports: dict[str, _Report] = {}
         self._activity: dict[str, int] = {}
@@ -235,6 +243,19 @@ class StatsPublisher:
         self._marks = self._counter_marks()
         self._interest_changed()
         self._schedule()
+
+    def follow(self, subscriptions: Any) -> None:
+        """
+        Linger C{response}-mode subscriptions on the process's subscriptions' linger
+        (L{pushpin_tx.core.linger.Subscriptions.linger}: one refresh timer, one rule) instead of
+        one of our own. (Typed loosely: the subscriptions module imports the holds, which import us.)
+        """
+        if subscriptions.linger is self._linger:
+            return
+        for key in list(self._lingering):  # (nothing lingers before the service is wired)
+            self._linger.cancel(key)
+            subscriptions.linger.start(key, self._lingered)
+        self._linger = subscriptions.linger
 
     def set_interest(self, topics: Iterable[bytes] | None) -> None:
         """
@@ -290,6 +311,8 @@ class StatsPublisher:
         self._conns.clear()
         self._route_conns.clear()
         self._subs.clear()
+        for key in self._lingering:
+            self._linger.cancel(key)
         self._lingering.clear()
         self._dirty.clear()
         self._reports.clear()
@@ -351,7 +374,10 @@ class StatsPublisher:
             self._mark_dirty(key)
             return
         now = self._clock.seconds()
-        self._lingering.pop(key, None)  # back from linger: announced again at once
+        linger_key = ("sub", mode, channel)
+        if linger_key in self._lingering:  # back from linger: announced again at once
+            del self._lingering[linger_key]
+            self._linger.cancel(linger_key)
         sub = self._subs[key] = _Sub(now)
         self._send_sub(key, sub)
         self._schedule()
@@ -370,11 +396,22 @@ class StatsPublisher:
             return
         del self._subs[key]
         self._dirty.pop(key, None)
-        if mode == "response" and self._linger > 0:
-            self._lingering[key] = self._clock.seconds() + self._linger
-            self._schedule()
+        if mode == "response":  # Pushpin's removeSessionChannel: "linger the unsub in case client long-polls again"
+            linger_key = ("sub", mode, channel)
+            self._lingering[linger_key] = None
+            self._linger.start(linger_key, self._lingered)
         else:
             self._packet("sub", {"mode": mode, "channel": channel, "unavailable": True})
+
+    def _lingered(self, key: Any) -> None:
+        """A response-mode subscription's linger ended (the refresh tick): C{unavailable}."""
+        if key not in self._lingering:
+            return
+        del self._lingering[key]
+        if self._send is None:
+            return
+        _, mode, channel = key
+        self._packet("sub", {"mode": mode, "channel": channel, "unavailable": True})
 
     def message(self, channel: str, item_id: str | None, count: int, transport: str,
                 route: str | None = None, blocks: int | None = None) -> None:
@@ -519,8 +556,6 @@ class StatsPublisher:
             dues.append(next(iter(self._conns.values())).refreshed + _REFRESH_SHARE * self._conn_ttl)
         if self._subs:
             dues.append(next(iter(self._subs.values())).refreshed + _REFRESH_SHARE * self._sub_ttl)
-        if self._lingering:
-            dues.append(next(iter(self._lingering.values())))
         if self._dirty:
             dues.append(self._clock.seconds() + _SOON)
         return min(dues) if dues else None
@@ -568,13 +603,6 @@ class StatsPublisher:
             sub.refreshed = now
             self._subs.move_to_end(key)
             self._send_sub(key, sub)
-        while self._lingering:
-            key, expiry = next(iter(self._lingering.items()))
-            if expiry > now:
-                break
-            del self._lingering[key]
-            mode, channel = key
-            self._packet("sub", {"mode": mode, "channel": channel, "unavailable": True})
         self._schedule()
 
     def _flush_activity(self) -> None:

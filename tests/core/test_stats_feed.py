@@ -328,6 +328,88 @@ def test_a_new_subscriber_during_the_linger_cancels_the_unavailable(fx):
     assert all("unavailable" not in f for _, f in fx.take())
 
 
+def test_a_response_subscription_with_linger_0_goes_unavailable_on_the_next_refresh_tick(clock):
+    """
+    subscription_linger=0: Pushpin still lingers a response-mode subscription until the stats
+    manager's next refresh tick (removeSubscription(linger) puts it in the wheel at now), not at once.
+    """
+    f = Fixture(clock, subscription_ttl=8, subscription_linger=0)
+    f.stats.subscribed("c", "response")
+    clock.advance(0.3)
+    f.take()
+    f.stats.unsubscribed("c", "response")
+    assert f.take() == []
+    clock.advance(1)
+    assert f.take() == [("sub", {"from": "pushpin-handler_7", "mode": "response", "channel": "c", "unavailable": True})]
+    f.stats.stop()
+    assert clock.getDelayedCalls() == []
+
+
+def test_following_the_subscriptions_a_long_polls_unavailable_and_its_channels_end_share_a_tick(clock):
+    """
+    With follow(subscriptions), the stats feed lingers on the process's linger: a long-poll's
+    unavailable goes out in the same refresh tick as the channel's subscription ends (the SUB
+    socket's UNSUBSCRIBE), as both come from Pushpin's stats manager expiry; a stream joining
+    and leaving during the linger ends the channel at once but not the response-mode linger.
+    """
+    from pushpin_tx.core.linger import Subscriptions
+
+    class Sub:
+        def __init__(self, kind: str) -> None:
+            self.kind = kind
+
+        def deliver(self, publication, channel) -> None:
+            pass
+
+    router = ChannelRouter()
+    subs = Subscriptions(clock, router, linger=4, lingers=lambda s: s.kind == "response")
+    f = Fixture(clock, subscription_ttl=60, subscription_linger=4)
+    f.stats.follow(subs)
+    seen: list[tuple[float, str]] = []
+
+    class Events:
+        def channel_added(self, channel: str) -> None:
+            pass
+
+        def channel_removed(self, channel: str) -> None:
+            seen.append((clock.seconds(), "removed " + channel))
+
+    subs.add_interest_listener(Events())
+    real_send = f.frames.append
+    f.stats.attach(lambda frame: (real_send(frame), seen.append((clock.seconds(), decode(frame)[1].get("channel", "") + (
+        " unavailable" if decode(frame)[1].get("unavailable") else "")))))
+    lp = Sub("response")
+    router.subscribe("a", lp)
+    f.stats.subscribed("a", "response")
+    clock.advance(0.5)
+    router.unsubscribe("a", lp)  # the hold's order: router, then stats
+    f.stats.unsubscribed("a", "response")
+    clock.advance(3.9)
+    assert seen == [(0, "a")]
+    clock.advance(0.1)  # deadline 4.5, the loop's 4th tick is at 4.5
+    assert seen == [(0, "a"), (4.5, "removed a"), (4.5, "a unavailable")]
+
+    # b: a long-poll leaves, a stream joins and leaves during the linger
+    seen.clear()
+    router.subscribe("b", lp)
+    f.stats.subscribed("b", "response")
+    clock.advance(0.2)
+    router.unsubscribe("b", lp)
+    f.stats.unsubscribed("b", "response")
+    st = Sub("stream")
+    router.subscribe("b", st)
+    f.stats.subscribed("b", "stream")
+    clock.advance(1)
+    router.unsubscribe("b", st)
+    f.stats.unsubscribed("b", "stream")
+    assert [e for _, e in seen] == ["b", "b", "removed b", "b unavailable"] and not subs.has("b")
+    clock.advance(3)  # the response-mode linger runs its course: 4 s after the long-poll left, on a tick
+    assert [e for _, e in seen] == ["b", "b", "removed b", "b unavailable", "b unavailable"]
+    f.stats.stop()
+    subs.stop()
+    assert clock.getDelayedCalls() == []
+
+
 def test_reports_every_interval_with_honest_fields(fx):
     """report: connections (max in the interval), minutes, received/sent from Counters, duration in ms, zeros."""
     fx.stats.start()
