@@ -35,7 +35,7 @@ from twisted.logger import Logger
 
 from pushpin_tx.core.delivery import OVERFLOW_DRAIN_TIMEOUT, DeliveryQueue
 from pushpin_tx.protocol.filters import FilterError, apply_content_filters, content_filters_of, should_deliver
-from pushpin_tx.core.loginfo import emit_info
+from pushpin_tx.core.loginfo import InfoLines
 from pushpin_tx.core.router import PER_ITEM, Publication, plain_part, ws_frame
 from pushpin_tx.protocol.wscontrol import (
     Detach,
@@ -293,7 +293,7 @@ class WsSession:
         if self._ctx.stats is not None:
             self._ctx.stats.subscribed(channel, self.kind)
         # preformatted, as the access lines are: the log observer writes it without formatting
-        emit_info(self._log, "{line}", line=f"subscribe ws {self.conn_id} channel={channel}")
+        _LINES.emit(f"subscribe ws {self.conn_id} channel={channel}")
 
     def _subscribe_prefix(self, prefix: str, filters: tuple[str, ...]) -> None:
         """A C{subscribe} with C{"prefix": true}: every channel starting with C{prefix}; counts toward the limit."""
@@ -304,7 +304,7 @@ class WsSession:
             return
         self.prefixes[prefix] = _Sub(tuple(filters), content_filters_of(filters), False)
         self._ctx.router.subscribe_prefix(prefix, self)
-        emit_info(self._log, "{line}", line=f"subscribe ws {self.conn_id} channel-prefix={prefix}")
+        _LINES.emit(f"subscribe ws {self.conn_id} channel-prefix={prefix}")
 
     def _unsubscribe_prefix(self, prefix: str) -> None:
         if self.prefixes.pop(prefix, None) is not None:
@@ -617,6 +617,12 @@ class WsSession:
 
     def __repr__(self) -> str:
         return f"<WsSession {self.conn_id} channels={list(self.channels)}>"
+
+
+#: the sessions' preformatted info lines (the subscribe line, written for every WebSocket
+#: opened): one event shape, built once, in the class's log namespace (as self._log would
+#: give, without a Logger made per line: twisted's Logger.__get__ makes one per access)
+_LINES = InfoLines(WsSession._log)
 
 
 def _plain_frame(publication: "Publication") -> Any:

@@ -21,7 +21,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.protocols.policies import ProtocolWrapper
-from twisted.web import http
+from twisted.web.http import HTTPChannel
 
 from pushpin_tx._compat import FastServerSetup, accept_server_handshake, compresses, debug_enabled, is_disconnected, lazy_hltype, lazy_hlval, quiet_autobahn_highlighting
 from pushpin_tx.core.delivery import OVERFLOW_DRAIN_TIMEOUT
@@ -297,7 +297,7 @@ def upgrade(
     protocol = cast(ClientWebSocket, factory.buildProtocol(address))
     protocol.peer_address = address
     # twisted.web's HTTPChannel turned TCP_NODELAY on when the connection was made
-    protocol.nodelay_already = isinstance(channel, http.HTTPChannel)
+    protocol.nodelay_already = isinstance(channel, HTTPChannel)
     protocol._bridge = session
     protocol._accept = (subprotocol, headers)
     hand_over = getattr(channel, "hand_over_count", None)
