@@ -114,6 +114,30 @@ class WsSession:
     kind = "ws"
     _log = Logger()
 
+    # The rest of a new session's state, as class attributes: read until a session sets its
+    # own (every one is assigned, never changed in place), so opening one stores only what
+    # differs per session.
+    session_id: str | None = None
+    client: ClientLink | None = None
+    origin: OriginLink | None = None
+    queue: DeliveryQueue | None = None
+    detached = False
+    done = False
+    _keep_alive: KeepAlive | None = None
+    _keep_alive_call: IDelayedCall | None = None
+    _last_write = 0.0
+    _delayed: tuple[int, bytes] | None = None
+    _delayed_call: IDelayedCall | None = None
+    _drain_timer: IDelayedCall | None = None
+    _drain_call: IDelayedCall | None = None
+    #: called once, with the session, when it ends (the gateway's bookkeeping)
+    on_end: Callable[["WsSession"], None] | None = None
+    _recovering = False
+    _again = False  # something was missed while recovering: recover once more
+    _behind = False  # a slow reader: items were left for a recovery once it reads
+    _catch_up_call: IDelayedCall | None = None
+    recoveries = 0
+
     def __init__(
         self,
         ctx: "HoldContext",
@@ -131,35 +155,15 @@ class WsSession:
         self.grip = grip
         self.message_prefix = message_prefix
         self.meta: dict[str, str] = dict(meta or {})
-        self.session_id: str | None = None
         self.channels: dict[str, _Sub] = {}
         #: prefix (wildcard) subscriptions, by prefix
         self.prefixes: dict[str, _Sub] = {}
-        self.client: ClientLink | None = None
-        self.origin: OriginLink | None = None
-        self.queue: DeliveryQueue | None = None
-        self.detached = False
-        self.done = False
         self.started_at = ctx.clock.seconds()
         self._implicit = implicit_channels
-        self._keep_alive: KeepAlive | None = None
-        self._keep_alive_call: IDelayedCall | None = None
-        self._last_write = 0.0
-        self._delayed: tuple[int, bytes] | None = None
-        self._delayed_call: IDelayedCall | None = None
-        self._drain_timer: IDelayedCall | None = None
-        self._drain_call: IDelayedCall | None = None
-        #: called once, with the session, when it ends (the gateway's bookkeeping)
-        self.on_end: Callable[["WsSession"], None] | None = None
         #: reliable mode: each sequenced channel's position (the last id delivered) and recent ids
         self._expect: dict[str, str] = {}
         self._seen: dict[str, deque[str]] = {}
-        self._recovering = False
         self._held: list[tuple[Publication, str]] = []
-        self._again = False  # something was missed while recovering: recover once more
-        self._behind = False  # a slow reader: items were left for a recovery once it reads
-        self._catch_up_call: IDelayedCall | None = None
-        self.recoveries = 0
 
     # wiring -------------------------------------------------------------------------------
 
