@@ -241,6 +241,8 @@ class PushpinService(service.MultiService):
         #: subscription_linger seconds after a long-poll was the last to leave. The SUB input, the
         #: backplane, the sequencer's forgetting and the first-subscription timers follow it.
         self.subscriptions = Subscriptions(reactor, self.router, linger=settings.subscription_linger)
+        # the stats feed's response-mode linger on the same refresh timer (Pushpin's stats manager)
+        self.stats.follow(self.subscriptions)
         #: [handler] update_on_first_subscription (Pushpin 1.41, default true): a second after a
         #: channel's first subscriber, its long-polls re-ask the origin and its streams fetch
         #: their next link, rate limited as Pushpin's updates. Every process, on its own subscriptions.
