@@ -201,6 +201,7 @@ def test_an_upgraded_connections_http_channel_and_request_are_freed_without_the_
     request = held.requests.pop()
     protocol = upgrade(request, make_client_factory(reactor), None, subprotocol=None, headers={})  # type: ignore[arg-type]
     assert protocol is not None and transport.value().startswith(b"HTTP/1.1 101 ")
+    reactor.advance(2)  # (whatever the site does a second or so after a connection opened)
     gone = [weakref.ref(channel), weakref.ref(request)]
     gc.disable()
     try:
