@@ -85,6 +85,9 @@ class WebSocketGateway:
         #: every session's on_end: one bound method for all (a closure per session was six
         #: cells and a function more per held WebSocket for the collector to walk)
         self._on_session_end = self._session_ended
+        #: this gateway's logger, made once: twisted's Logger makes a new one on every
+        #: self._log (the same namespace and source as this one)
+        self._instance_log = self._log
 
     async def handle(self, request: Any, info: "RequestInfo", route: "Route", path: bytes, headers_for: Callable[["Target"], hdr.Headers]) -> None:
         targets = route.targets
@@ -277,7 +280,7 @@ class WebSocketGateway:
         error_response(request, 502, message, content_type=False)
 
     def _access(self, info: "RequestInfo", request: Any, code: int, size: int = 0) -> None:
-        access_line(self._log, self._settings, info, request, code=code, size=size)
+        access_line(self._instance_log, self._settings, info, request, code=code, size=size)
 
 
 class _EchoLink:
