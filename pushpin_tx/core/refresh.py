@@ -73,11 +73,8 @@ class Linger:
 
     def cancel(self, key: Hashable) -> bool:
         """C{key} stops lingering without its C{on_end}; whether it was lingering."""
-        if self._due.pop(key, None) is None:
-            return False
-        if not self._due:
-            self._stop_loop()
-        return True
+        # (the timer runs on to its next tick, which stops it when nothing lingers: its phase stays)
+        return self._due.pop(key, None) is not None
 
     def _tick(self) -> None:
         """The refresh timer: every linger due by now ends (Pushpin's C{handleExpirations})."""

@@ -207,6 +207,7 @@ class StatsPublisher:
         self._sub_ttl = subscription_ttl
         #: where response-mode subscriptions linger (its own until L{follow} shares the process's)
         self._linger = Linger(clock, subscription_linger)
+        self._own_linger = True
         self._report_interval = report_interval
         self._send: Callable[[bytes], None] | None = None
         self._conns: OrderedDict[str, _Conn] = OrderedDict()
@@ -255,7 +256,9 @@ class StatsPublisher:
         for key in list(self._lingering):  # (nothing lingers before the service is wired)
             self._linger.cancel(key)
             subscriptions.linger.start(key, self._lingered)
+        self._linger.stop()
         self._linger = subscriptions.linger
+        self._own_linger = False
 
     def set_interest(self, topics: Iterable[bytes] | None) -> None:
         """
@@ -314,6 +317,8 @@ class StatsPublisher:
         for key in self._lingering:
             self._linger.cancel(key)
         self._lingering.clear()
+        if self._own_linger:
+            self._linger.stop()
         self._dirty.clear()
         self._reports.clear()
         self._activity.clear()
