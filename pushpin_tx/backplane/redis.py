@@ -51,6 +51,17 @@ long-polls again is still subscribed and gets what was published meanwhile. Pub/
 database number, so the number is part of the channel names: instances on db 1 and db 2 of
 one Redis are two separate clusters.
 
+Prefix subscriptions (ours, C{Grip-Channel: news.; prefix}) are C{PSUBSCRIBE}s of
+C{pushpin-tx/<db>/<prefix>*}, the prefix's glob characters (C{* ? [ ] \\}) escaped, with the
+same linger and the same unsubscribes (C{PUNSUBSCRIBE}). Redis sends a publish once per
+subscription it matches (a C{message} for the channel, a C{pmessage} per pattern), so only
+one of them is delivered: the C{message} when Redis had the channel subscribed, else the
+C{pmessage} of the longest matching pattern. Which ones Redis had is known exactly: its
+confirmations (C{subscribe}, C{psubscribe}, C{unsubscribe}, C{punsubscribe}) come on the
+same connection, in order with the messages, and are tracked as Redis's side of the
+subscriptions (L{RedisBackplane._on_push}). The one delivered goes on when the channel is
+still wanted here, exactly or under a wanted prefix.
+
 The envelope is a pickle (the format the workers' pipe uses, C-fast both ways) read by an
 unpickler that accepts no global but the four item classes, so whoever can publish on the
 Redis cannot make us run code; anything else is counted and dropped.
@@ -79,7 +90,7 @@ if TYPE_CHECKING:
     from pushpin_tx.core.router import InterestSource
     from pushpin_tx.protocol.items import Item
 
-__all__ = ["BackplaneAddress", "RedisBackplane", "decode_envelope", "encode_envelope", "parse_backplane_url"]
+__all__ = ["BackplaneAddress", "RedisBackplane", "decode_envelope", "encode_envelope", "glob_escape", "parse_backplane_url"]
 
 ENVELOPE_VERSION = 1
 INITIAL_DELAY = 0.5
@@ -146,6 +157,31 @@ def parse_backplane_url(url: str) -> BackplaneAddress:
         password=unquote(parts.password) if parts.password is not None else None,
         ca_file=query.get("ca"),
     )
+
+
+#: what Redis's glob matching (stringmatchlen) gives a meaning; a backslash makes each literal
+_GLOB_SPECIAL = frozenset(b"*?[]\\")
+
+
+def glob_escape(raw: bytes) -> bytes:
+    """C{raw} as a Redis glob pattern that matches exactly it: C{* ? [ ] \\} backslash-escaped."""
+    if not _GLOB_SPECIAL.intersection(raw):
+        return raw
+    return b"".join(b"\\" + bytes((c,)) if c in _GLOB_SPECIAL else bytes((c,)) for c in raw)
+
+
+def glob_unescape(pattern: bytes) -> bytes:
+    """What L{glob_escape} was given."""
+    if b"\\" not in pattern:
+        return pattern
+    out = bytearray()
+    i = 0
+    while i < len(pattern):
+        if pattern[i] == 0x5C and i + 1 < len(pattern):
+            i += 1
+        out.append(pattern[i])
+        i += 1
+    return bytes(out)
 
 
 class _ItemUnpickler(pickle.Unpickler):
@@ -217,6 +253,13 @@ class RedisBackplane(service.Service):
         self._pending: dict[int, _Pending] = {}
         self._turn: "list[Item] | None" = None
         self._wanted: set[str] = set()
+        #: the wanted prefixes, and how many have each length
+        self._wanted_prefixes: dict[str, None] = {}
+        self._prefix_lengths: dict[int, int] = {}
+        #: what Redis confirmed we are subscribed to on this connection (channel names, and
+        #: pattern -> prefix), in step with the messages it sends
+        self._redis_channels: set[bytes] = set()
+        self._redis_patterns: dict[bytes, str] = {}
         self._retry: Any = None
         self._connecting: Any = None
         self._failures = 0
@@ -244,6 +287,8 @@ class RedisBackplane(service.Service):
             self._listening = True
             self._interest.add_interest_listener(self)
             self._wanted = set(self._interest.channels())
+            for prefix in getattr(self._interest, "prefixes", tuple)():
+                self._add_prefix(prefix)
         self._set_state("connecting")
         self._connect()
 
@@ -342,6 +387,43 @@ class RedisBackplane(service.Service):
         if self._proto is not None and self._ready:
             self._proto.send_no_reply(b"UNSUBSCRIBE", self._prefix_b + channel.encode("utf-8"))
 
+    def prefix_added(self, prefix: str) -> None:
+        if prefix in self._wanted_prefixes:
+            return
+        self._add_prefix(prefix)
+        if self._proto is not None and self._ready:
+            self._proto.send_no_reply(b"PSUBSCRIBE", self._pattern(prefix))
+
+    def prefix_removed(self, prefix: str) -> None:
+        if prefix not in self._wanted_prefixes:
+            return
+        del self._wanted_prefixes[prefix]
+        left = self._prefix_lengths[len(prefix)] - 1
+        if left:
+            self._prefix_lengths[len(prefix)] = left
+        else:
+            del self._prefix_lengths[len(prefix)]
+        if self._proto is not None and self._ready:
+            self._proto.send_no_reply(b"PUNSUBSCRIBE", self._pattern(prefix))
+
+    def _add_prefix(self, prefix: str) -> None:
+        self._wanted_prefixes[prefix] = None
+        self._prefix_lengths[len(prefix)] = self._prefix_lengths.get(len(prefix), 0) + 1
+
+    def _pattern(self, prefix: str) -> bytes:
+        """The PSUBSCRIBE pattern of a prefix: every channel under it, its glob characters escaped."""
+        return glob_escape(self._prefix_b + prefix.encode("utf-8")) + b"*"
+
+    def _wants(self, channel: str) -> bool:
+        """Whether a channel is held here: exactly, or under a wanted prefix."""
+        if channel in self._wanted:
+            return True
+        if self._wanted_prefixes:
+            size = len(channel)
+            prefixes = self._wanted_prefixes
+            return any(length <= size and channel[:length] in prefixes for length in self._prefix_lengths)
+        return False
+
     # --- what Redis sends ----------------------------------------------------------------
 
     def _on_push(self, push: Push) -> None:
@@ -350,8 +432,48 @@ class RedisBackplane(service.Service):
         kind = push[0]
         if kind == b"message":
             self._message(push[1], push[2])
-        elif kind in (b"subscribe", b"unsubscribe") and isinstance(push[2], int):
+        elif kind == b"pmessage":
+            if len(push) >= 4 and self._first_match(push[1], push[2]):
+                self._message(push[2], push[3])
+        elif kind in (b"subscribe", b"unsubscribe", b"psubscribe", b"punsubscribe") and isinstance(push[2], int):
+            # Redis's side of the subscriptions, in order with the messages it sends
+            name = push[1]
+            if kind == b"subscribe":
+                self._redis_channels.add(name)
+            elif kind == b"unsubscribe":
+                self._redis_channels.discard(name)
+            elif kind == b"psubscribe":
+                prefix = self._pattern_prefix(name)
+                if prefix is not None:
+                    self._redis_patterns[name] = prefix
+            else:
+                self._redis_patterns.pop(name, None)
             self.subscribed = push[2]
+
+    def _pattern_prefix(self, pattern: bytes) -> str | None:
+        """The prefix one of our patterns stands for (None: not one of ours)."""
+        if not pattern.endswith(b"*"):
+            return None
+        raw = glob_unescape(pattern[:-1])
+        if not raw.startswith(self._prefix_b):
+            return None
+        return raw[len(self._prefix_b):].decode("utf-8", "replace")
+
+    def _first_match(self, pattern: bytes, name: bytes) -> bool:
+        """
+        Whether this C{pmessage} is the one copy of its publish to deliver: Redis had the
+        channel itself not subscribed, and this is the longest of its patterns that match.
+        """
+        if name in self._redis_channels:
+            return False  # its 'message' came (or comes) first
+        prefix = self._redis_patterns.get(pattern)
+        if prefix is None:
+            return False
+        channel = name[len(self._prefix_b):].decode("utf-8", "replace")
+        if not channel.startswith(prefix):
+            return False
+        best = max((p for p in self._redis_patterns.values() if channel.startswith(p)), key=len)
+        return best == prefix
 
     def _message(self, name: bytes, payload: bytes) -> None:
         try:
@@ -366,7 +488,7 @@ class RedisBackplane(service.Service):
             if pending is not None:
                 pending.echoed = True
         channel = name[len(self._prefix_b):].decode("utf-8", "replace")
-        if channel not in self._wanted:
+        if not self._wants(channel):
             return  # in flight when we unsubscribed: nobody here holds it
         if any(item.channel != channel for item in items):
             self.rejected += 1
@@ -432,6 +554,9 @@ class RedisBackplane(service.Service):
         channels = sorted(self._wanted)
         for i in range(0, len(channels), SUBSCRIBE_BATCH):
             proto.send_no_reply(b"SUBSCRIBE", *[self._prefix_b + c.encode("utf-8") for c in channels[i:i + SUBSCRIBE_BATCH]])
+        prefixes = sorted(self._wanted_prefixes)
+        for i in range(0, len(prefixes), SUBSCRIBE_BATCH):
+            proto.send_no_reply(b"PSUBSCRIBE", *[self._pattern(p) for p in prefixes[i:i + SUBSCRIBE_BATCH]])
         self._ready = True
         self._failures = 0
         self.connects += 1
@@ -467,6 +592,8 @@ class RedisBackplane(service.Service):
         self._ready = False
         self._proto = None
         self.subscribed = 0
+        self._redis_channels.clear()
+        self._redis_patterns.clear()
         self._flush()  # this turn's items go out here
         if not self.running:
             return
@@ -507,6 +634,7 @@ class RedisBackplane(service.Service):
             "since": self.since,
             "last_error": self.last_error,
             "channels": len(self._wanted),
+            "prefixes": len(self._wanted_prefixes),
             "subscribed": self.subscribed,
             "published": self.published,
             "received": self.received,

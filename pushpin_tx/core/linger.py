@@ -38,8 +38,13 @@ C{removeSubscription}, C{refresh_timeout}, C{handleExpirations}), each applied w
     first tick at or past its deadline: between C{linger} and C{linger + 1} seconds after
     the leave. C{subscription_linger=0} ends it on the next tick (L{Subscriptions._tick}).
 
-Only channels subscribed by their exact name count: prefix subscriptions
-(L{pushpin_tx.core.router.ChannelRouter.subscribe_prefix}) subscribe nothing upstream.
+Prefix subscriptions (ours: L{pushpin_tx.core.router.ChannelRouter.subscribe_prefix}) follow
+the same rules, prefix by prefix: a prefix's first prefix subscriber subscribes it
+(C{prefix_added}), its last one leaving ends it at once, or after the linger when that was a
+long-poll (C{prefix_removed}). Only listeners that have C{prefix_added}/C{prefix_removed}
+(the SUB input, the backplane, the workers' link and shared interest) hear them; the
+sequencer and the first-subscription updates know exact channels only. A prefix and a
+channel of the same name are two subscriptions.
 
 L{Subscriptions} is an interest source with the router's interface (C{add_interest_listener},
 C{channels()}), so the SUB input, the backplane and the workers' shared interest take it
@@ -59,7 +64,7 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
     from twisted.python.failure import Failure
 
-    from pushpin_tx.core.router import ChannelRouter, InterestListener, Subscriber
+    from pushpin_tx.core.router import ChannelRouter, InterestListener, PrefixInterestListener, Subscriber
 
 __all__ = ["Linger", "Subscriptions", "REFRESH_INTERVAL", "is_long_poll"]
 
@@ -95,22 +100,51 @@ class Subscriptions:
         #: every subscribed channel, held or lingering (Pushpin's C{cs.subs})
         self._subs: dict[str, None] = {}
         self._listeners: list["InterestListener"] = []
+        #: the subscribed prefixes, held or lingering, and how many have each length
+        self._prefixes: dict[str, None] = {}
+        self._prefix_lengths: dict[int, int] = {}
+        #: the listeners that follow prefixes too
+        self._prefix_listeners: list["PrefixInterestListener"] = []
         self._stopped = False
         self.ended_by_linger = 0
         router.add_interest_listener(self)
         router.add_emptied_listener(self._emptied)
+        router.add_prefix_listener(self)
         for channel in router.channels():
             self._subs[channel] = None
+        for prefix in router.prefixes():
+            self._add_prefix(prefix)
 
     # what listeners see: the router's interest-source interface -------------------------------
 
     def add_interest_listener(self, listener: "InterestListener") -> None:
-        """Tell C{listener} when a channel's subscription starts and when it ends."""
+        """
+        Tell C{listener} when a channel's subscription starts and when it ends, and a
+        prefix's too when it has C{prefix_added} and C{prefix_removed}.
+        """
         self._listeners.append(listener)
+        if hasattr(listener, "prefix_added"):
+            self._prefix_listeners.append(listener)  # type: ignore[arg-type]
 
     def remove_interest_listener(self, listener: "InterestListener") -> None:
         if listener in self._listeners:
             self._listeners.remove(listener)
+        if listener in self._prefix_listeners:
+            self._prefix_listeners.remove(listener)  # type: ignore[arg-type]
+
+    def prefixes(self) -> Iterable[str]:
+        """The subscribed prefixes, lingering ones included (a snapshot)."""
+        return list(self._prefixes)
+
+    def reaches(self, channel: str) -> bool:
+        """Whether a publish to C{channel} is for this process: subscribed, or under a subscribed prefix."""
+        if channel in self._subs:
+            return True
+        if self._prefixes:
+            prefixes = self._prefixes
+            size = len(channel)
+            return any(length <= size and channel[:length] in prefixes for length in self._prefix_lengths)
+        return False
 
     def channels(self) -> Iterable[str]:
         """The subscribed channels, lingering ones included (a snapshot)."""
@@ -144,6 +178,47 @@ class Subscriptions:
             self._end(channel)
             return
         self.linger.start(channel, self._lingered)
+
+    # the router's prefix listener: the same rules, per prefix ----------------------------------
+
+    def prefix_added(self, prefix: str) -> None:
+        """A prefix's first prefix subscriber: a new subscription, or a lingering one that goes on."""
+        if self.linger.cancel(("prefix", prefix)) or prefix in self._prefixes:
+            return
+        self._add_prefix(prefix)
+        for listener in list(self._prefix_listeners):
+            self._tell(listener.prefix_added, prefix)
+
+    def prefix_emptied(self, prefix: str, last: "Subscriber") -> None:
+        if prefix not in self._prefixes:
+            return
+        if self._stopped or not self._lingers(last):
+            self._end_prefix(("prefix", prefix))
+            return
+        self.linger.start(("prefix", prefix), self._prefix_lingered)
+
+    def _add_prefix(self, prefix: str) -> None:
+        self._prefixes[prefix] = None
+        self._prefix_lengths[len(prefix)] = self._prefix_lengths.get(len(prefix), 0) + 1
+
+    def _prefix_lingered(self, key: Hashable) -> None:
+        self.ended_by_linger += 1
+        self._end_prefix(key)
+
+    def _end_prefix(self, key: Hashable) -> None:
+        assert isinstance(key, tuple)
+        prefix = key[1]
+        self.linger.cancel(key)
+        if prefix not in self._prefixes:
+            return
+        del self._prefixes[prefix]
+        left = self._prefix_lengths[len(prefix)] - 1
+        if left:
+            self._prefix_lengths[len(prefix)] = left
+        else:
+            del self._prefix_lengths[len(prefix)]
+        for listener in list(self._prefix_listeners):
+            self._tell(listener.prefix_removed, prefix)
 
     # the linger --------------------------------------------------------------------------------
 

@@ -18,10 +18,10 @@ Prefix (wildcard) subscriptions (L{ChannelRouter.subscribe_prefix}) take every c
 name starts with the prefix. They live in a dict of their own, keyed by the prefix, with a
 count of prefixes per length: a publish looks up the channel name cut at each such length
 (at most the name's length lookups, whatever the number of subscriptions), and only while
-some prefix subscription exists, so exact-channel delivery pays one truth test. Interest
-listeners are not told about prefixes: a prefix subscriber hears what is published to this
-process (HTTP and ZeroMQ PULL/ROUTER publishes), not what a SUB socket or backplane would
-have to be asked for.
+some prefix subscription exists, so exact-channel delivery pays one truth test. Prefix
+listeners (L{ChannelRouter.add_prefix_listener}) hear a prefix's first subscriber and its
+last one leaving (with who it was): the process's subscriptions turn that into prefix
+interest, which the ZeroMQ SUB input and the Redis backplane subscribe upstream.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from twisted.logger import Logger
 if TYPE_CHECKING:
     from pushpin_tx.protocol.items import Item
 
-__all__ = ["ChannelRouter", "Publication", "Subscriber", "InterestListener", "InterestSource", "ws_frame"]
+__all__ = ["ChannelRouter", "Publication", "Subscriber", "InterestListener", "InterestSource", "PrefixListener",
+           "PrefixInterestListener", "ws_frame"]
 
 
 class Subscriber(Protocol):
@@ -49,6 +50,26 @@ class InterestListener(Protocol):
     def channel_added(self, channel: str) -> None: ...
 
     def channel_removed(self, channel: str) -> None: ...
+
+
+class PrefixListener(Protocol):
+    """Told when a channel prefix gains its first prefix subscriber or loses its last one (who is passed)."""
+
+    def prefix_added(self, prefix: str) -> None: ...
+
+    def prefix_emptied(self, prefix: str, last: "Subscriber") -> None: ...
+
+
+class PrefixInterestListener(Protocol):
+    """
+    An interest listener that also follows prefix interest (the SUB input, the backplane, the
+    workers' link): an interest source tells C{prefix_added}/C{prefix_removed} to the listeners
+    that have them.
+    """
+
+    def prefix_added(self, prefix: str) -> None: ...
+
+    def prefix_removed(self, prefix: str) -> None: ...
 
 
 class InterestSource(Protocol):
@@ -187,6 +208,7 @@ class ChannelRouter:
         self._listeners: list[InterestListener] = []
         self._unsubscribe_listeners: list[Callable[[str, Subscriber], None]] = []
         self._emptied_listeners: list[Callable[[str, Subscriber], None]] = []
+        self._prefix_listeners: list[PrefixListener] = []
         self.published = 0
         self.published_idle = 0
         self.deliveries = 0
@@ -209,6 +231,10 @@ class ChannelRouter:
         on the unsubscribes that leave others behind).
         """
         self._emptied_listeners.append(listener)
+
+    def add_prefix_listener(self, listener: PrefixListener) -> None:
+        """Tell C{listener} about prefixes gaining their first prefix subscriber or losing their last."""
+        self._prefix_listeners.append(listener)
 
     def channels(self) -> Iterable[str]:
         """The channels with at least one subscriber."""
@@ -273,6 +299,8 @@ class ChannelRouter:
         if subs is None:
             self._prefixes[prefix] = {subscriber: None}
             self._prefix_lengths[len(prefix)] = self._prefix_lengths.get(len(prefix), 0) + 1
+            for listener in self._prefix_listeners:
+                self._call_listener(listener.prefix_added, prefix)
             return True
         subs[subscriber] = None
         return False
@@ -290,6 +318,11 @@ class ChannelRouter:
                 self._prefix_lengths[len(prefix)] = left
             else:
                 del self._prefix_lengths[len(prefix)]
+            for listener in self._prefix_listeners:
+                try:
+                    listener.prefix_emptied(prefix, subscriber)
+                except Exception:
+                    self._log.failure("prefix listener failed for prefix {prefix}", prefix=prefix)
 
     def subscribe(self, channel: str, subscriber: Subscriber) -> bool:
         """

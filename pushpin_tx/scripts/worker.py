@@ -125,6 +125,8 @@ class WorkerLink(service.Service):
         pushpin.subscriptions.add_interest_listener(self)
         for channel in list(pushpin.subscriptions.channels()):
             self.channel_added(channel)
+        for prefix in list(pushpin.subscriptions.prefixes()):
+            self.prefix_added(prefix)
         if pushpin.stats_forwarded:  # the main process has a stats socket: our packets go there
             pushpin.stats.attach(lambda packet: self.send(("stats", packet)))
             pushpin.stats.start()
@@ -157,6 +159,13 @@ class WorkerLink(service.Service):
 
     def channel_removed(self, channel: str) -> None:
         self.send(("interest", channel, False))
+
+    # and its prefixes (the SUB input and the backplane subscribe them upstream)
+    def prefix_added(self, prefix: str) -> None:
+        self.send(("interest-prefix", prefix, True))
+
+    def prefix_removed(self, prefix: str) -> None:
+        self.send(("interest-prefix", prefix, False))
 
     def _received(self, message: Any) -> None:
         kind = message[0]

@@ -142,10 +142,12 @@ class SharedLastIds(LastIds):
 
 class SharedInterest:
     """
-    Which channels are subscribed in any process (lingers included): the main process's
-    subscriptions (L{pushpin_tx.core.linger.Subscriptions}) plus what the workers report of
-    theirs. Looks like the subscriptions to its interest listeners (the ZeroMQ SUB input,
-    the backplane, the sequencer), which then act on the whole, not on one process.
+    Which channels and prefixes are subscribed in any process (lingers included): the main
+    process's subscriptions (L{pushpin_tx.core.linger.Subscriptions}) plus what the workers
+    report of theirs. Looks like the subscriptions to its interest listeners (the ZeroMQ SUB
+    input, the backplane, the sequencer), which then act on the whole, not on one process;
+    prefixes go to the listeners that have C{prefix_added}/C{prefix_removed}, as the
+    subscriptions tell them.
     """
 
     _log = Logger()
@@ -154,7 +156,11 @@ class SharedInterest:
         self._router = router
         #: channel -> number of processes with subscribers on it
         self._holders: Counter[str] = Counter()
+        #: prefix -> number of processes with prefix subscribers on it; prefixes per length
+        self._prefix_holders: Counter[str] = Counter()
+        self._prefix_lengths: Counter[int] = Counter()
         self._listeners: list[Any] = []
+        self._prefix_listeners: list[Any] = []
         router.add_interest_listener(self)
 
     # the subscriptions' listener interface, for the main process's own subscribers
@@ -163,6 +169,35 @@ class SharedInterest:
 
     def channel_removed(self, channel: str) -> None:
         self.remove(channel)
+
+    def prefix_added(self, prefix: str) -> None:
+        self.add_prefix(prefix)
+
+    def prefix_removed(self, prefix: str) -> None:
+        self.remove_prefix(prefix)
+
+    def add_prefix(self, prefix: str) -> None:
+        """One more process has prefix subscribers on C{prefix}."""
+        holders = self._prefix_holders
+        holders[prefix] += 1
+        if holders[prefix] == 1:
+            self._prefix_lengths[len(prefix)] += 1
+            for listener in list(self._prefix_listeners):
+                self._tell(listener.prefix_added, prefix)
+
+    def remove_prefix(self, prefix: str) -> None:
+        """One process no longer has prefix subscribers on C{prefix}."""
+        holders = self._prefix_holders
+        if holders.get(prefix, 0) <= 0:
+            return
+        holders[prefix] -= 1
+        if holders[prefix] == 0:
+            del holders[prefix]
+            self._prefix_lengths[len(prefix)] -= 1
+            if not self._prefix_lengths[len(prefix)]:
+                del self._prefix_lengths[len(prefix)]
+            for listener in list(self._prefix_listeners):
+                self._tell(listener.prefix_removed, prefix)
 
     def add(self, channel: str) -> None:
         """One more process has subscribers on C{channel}."""
@@ -192,16 +227,33 @@ class SharedInterest:
     def has(self, channel: str) -> bool:
         return channel in self._holders
 
+    def reaches(self, channel: str) -> bool:
+        """Whether some process holds C{channel}, exactly or under a prefix (lingers included)."""
+        if channel in self._holders:
+            return True
+        if self._prefix_holders:
+            size = len(channel)
+            holders = self._prefix_holders
+            return any(length <= size and channel[:length] in holders for length in self._prefix_lengths)
+        return False
+
     # the router's interest-source interface
     def add_interest_listener(self, listener: Any) -> None:
         self._listeners.append(listener)
+        if hasattr(listener, "prefix_added"):
+            self._prefix_listeners.append(listener)
 
     def remove_interest_listener(self, listener: Any) -> None:
         if listener in self._listeners:
             self._listeners.remove(listener)
+        if listener in self._prefix_listeners:
+            self._prefix_listeners.remove(listener)
 
     def channels(self) -> Iterable[str]:
         return list(self._holders)
+
+    def prefixes(self) -> Iterable[str]:
+        return list(self._prefix_holders)
 
 
 def merge_counters(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -227,8 +279,9 @@ class _Worker(protocol.ProcessProtocol):
         self.pid: int | None = None
         #: the worker's last snapshot (None until the first arrives)
         self.snapshot: dict[str, Any] | None = None
-        #: channels it reported subscribers on
+        #: channels it reported subscribers on, and prefixes
         self.channels: set[str] = set()
+        self.prefixes: set[str] = set()
         self.ended: defer.Deferred[None] = defer.Deferred()
         self.alive = False
         #: whether its pipe still takes writes (it closes before the process is reaped)
@@ -437,6 +490,9 @@ class WorkerPool(service.Service):
         for channel in worker.channels:
             self.interest.remove(channel)
         worker.channels = set()
+        for prefix in worker.prefixes:
+            self.interest.remove_prefix(prefix)
+        worker.prefixes = set()
         for token, (d, waiting, _timer) in list(self._refreshes.items()):
             waiting.discard(worker.index)
             if not waiting:
@@ -548,6 +604,15 @@ class WorkerPool(service.Service):
             elif channel in worker.channels:
                 worker.channels.discard(channel)
                 self.interest.remove(channel)
+        elif kind == "interest-prefix":
+            _, prefix, added = message
+            if added:
+                if prefix not in worker.prefixes:
+                    worker.prefixes.add(prefix)
+                    self.interest.add_prefix(prefix)
+            elif prefix in worker.prefixes:
+                worker.prefixes.discard(prefix)
+                self.interest.remove_prefix(prefix)
         elif kind == "stats":
             if self.stats_send is not None:
                 self.stats_send(message[1])

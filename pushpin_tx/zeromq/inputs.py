@@ -26,8 +26,13 @@ Inputs, as in Pushpin 1.36 (C{handlerengine.cpp}); warnings use its log texts:
     subscription ends: at once when the last to leave was a stream or a WebSocket,
     C{subscription_linger} seconds later (on a 1 s tick) when it was a long-poll, so a
     client that long-polls again keeps the subscription and misses nothing published
-    meanwhile. ZeroMQ subscriptions are prefix matches: only exact channel matches are
-    published, the rest are dropped quietly.
+    meanwhile. A topic is the channel's UTF-8 bytes, matched by ZeroMQ against the first
+    frame as a byte prefix: only exact channel matches are published, the rest are dropped
+    quietly. A prefix subscription (ours, C{Grip-Channel: news.; prefix}) subscribes its
+    bare prefix bytes, so every channel under it comes in, with the same linger. Topics are
+    counted (an exact channel C{news} and a prefix C{news} share one), so the publisher sees
+    one C{SUBSCRIBE} per topic, and ZeroMQ hands a message in once however many of the
+    socket's topics match it.
   - Command socket (C{command_spec}): ZRPC on a ROUTER socket, as in Pushpin (REQ and
     DEALER peers both work); the protocol is L{pushpin_tx.zeromq.command.CommandHandler}.
   - Stats (C{stats_spec}): an XPUB socket lent to a L{StatsPublisher}. To its subscribers
@@ -133,6 +138,11 @@ class ZmqInputService(service.Service):
         self._stats_topics: set[bytes] = set()
         self._sockets: list[zmq.Socket] = []
         self._sub_channels: set[str] = set()
+        #: subscribed prefixes, and how many have each length
+        self._sub_prefixes: dict[str, None] = {}
+        self._sub_prefix_lengths: dict[int, int] = {}
+        #: topic bytes -> how many of our subscriptions (channels and prefixes) use it
+        self._topics: dict[bytes, int] = {}
         self._listening = False
         self.endpoints: dict[str, Any] = {}
         self.commands = CommandHandler(
@@ -157,6 +167,8 @@ class ZmqInputService(service.Service):
             self._interest.add_interest_listener(self)
             for channel in list(self._interest.channels()):
                 self.channel_added(channel)
+            for prefix in list(getattr(self._interest, "prefixes", tuple)()):
+                self.prefix_added(prefix)
         for reader in (self._zap.reader if self._zap else None, self._pull, self._sub, self._command, self._pub_reader):
             if reader is not None:
                 reader.start()
@@ -175,8 +187,7 @@ class ZmqInputService(service.Service):
         if reader is None or reader.stopped or channel in self._sub_channels:
             return
         self._sub_channels.add(channel)
-        reader.socket.setsockopt(zmq.SUBSCRIBE, channel.encode("utf-8"))
-        reader.poke()
+        self._subscribe(reader, channel.encode("utf-8"))
 
     def channel_removed(self, channel: str) -> None:
         """C{channel}'s subscription ended (its linger included): unsubscribe the SUB socket."""
@@ -184,8 +195,57 @@ class ZmqInputService(service.Service):
         if reader is None or reader.stopped or channel not in self._sub_channels:
             return
         self._sub_channels.discard(channel)
-        reader.socket.setsockopt(zmq.UNSUBSCRIBE, channel.encode("utf-8"))
+        self._unsubscribe(reader, channel.encode("utf-8"))
+
+    def prefix_added(self, prefix: str) -> None:
+        """A prefix subscription started: subscribe the SUB socket to the bare prefix bytes."""
+        reader = self._sub
+        if reader is None or reader.stopped or prefix in self._sub_prefixes:
+            return
+        self._sub_prefixes[prefix] = None
+        lengths = self._sub_prefix_lengths
+        lengths[len(prefix)] = lengths.get(len(prefix), 0) + 1
+        self._subscribe(reader, prefix.encode("utf-8"))
+
+    def prefix_removed(self, prefix: str) -> None:
+        """A prefix subscription ended (its linger included): unsubscribe its topic."""
+        reader = self._sub
+        if reader is None or reader.stopped or prefix not in self._sub_prefixes:
+            return
+        del self._sub_prefixes[prefix]
+        lengths = self._sub_prefix_lengths
+        left = lengths[len(prefix)] - 1
+        if left:
+            lengths[len(prefix)] = left
+        else:
+            del lengths[len(prefix)]
+        self._unsubscribe(reader, prefix.encode("utf-8"))
+
+    def _subscribe(self, reader: ZmqReader, topic: bytes) -> None:
+        count = self._topics.get(topic, 0)
+        self._topics[topic] = count + 1
+        if not count:
+            reader.socket.setsockopt(zmq.SUBSCRIBE, topic)
+            reader.poke()
+
+    def _unsubscribe(self, reader: ZmqReader, topic: bytes) -> None:
+        count = self._topics.get(topic, 0) - 1
+        if count > 0:
+            self._topics[topic] = count
+            return
+        self._topics.pop(topic, None)
+        reader.socket.setsockopt(zmq.UNSUBSCRIBE, topic)
         reader.poke()
+
+    def _wanted(self, channel: str) -> bool:
+        """Whether a SUB message's channel is one we subscribed, exactly or under a prefix."""
+        if channel in self._sub_channels:
+            return True
+        prefixes = self._sub_prefixes
+        if prefixes:
+            size = len(channel)
+            return any(length <= size and channel[:length] in prefixes for length in self._sub_prefix_lengths)
+        return False
 
     @property
     def pull_reader(self) -> ZmqReader | None:
@@ -214,8 +274,8 @@ class ZmqInputService(service.Service):
             self._log.warn("IN sub: received message with parts != 2, skipping")
             return
         channel = frames[0].decode("utf-8", "replace")
-        if channel not in self._sub_channels:
-            # a prefix match of one of our subscriptions, or a late one after unsubscribing
+        if not self._wanted(channel):
+            # a longer name under one of our exact topics, or a late one after unsubscribing
             self._log.debug("IN sub: no subscription for channel={channel}, skipping", channel=channel)
             return
         try:
@@ -363,6 +423,9 @@ class ZmqInputService(service.Service):
         if self._stats is not None:
             self._stats.stop()
         self._sub_channels.clear()
+        self._sub_prefixes.clear()
+        self._sub_prefix_lengths.clear()
+        self._topics.clear()
         backpressure = getattr(self._intake, "backpressure", None)
         if self._pull is not None and backpressure is not None:
             backpressure.remove_producer(self._pull)

@@ -269,3 +269,90 @@ def test_unsubscribe_waits_for_the_linger_of_a_long_poll_channel(clock):
     finally:
         backplane.stopService()
         subs.stop()
+
+
+class PrefixInterest(Interest):
+    """Interest with prefixes, as the process's subscriptions give it."""
+
+    def __init__(self, *channels: str, prefixes=()) -> None:
+        super().__init__(*channels)
+        self.held_prefixes = set(prefixes)
+
+    def prefixes(self):
+        return iter(self.held_prefixes)
+
+    def add_prefix(self, prefix: str) -> None:
+        self.held_prefixes.add(prefix)
+        for listener in self.listeners:
+            listener.prefix_added(prefix)
+
+    def remove_prefix(self, prefix: str) -> None:
+        self.held_prefixes.discard(prefix)
+        for listener in self.listeners:
+            listener.prefix_removed(prefix)
+
+
+def test_glob_escape_makes_every_glob_character_literal():
+    """* ? [ ] and backslash are escaped with a backslash, nothing else is touched; unescape gives it back."""
+    from pushpin_tx.backplane.redis import glob_escape, glob_unescape
+
+    assert glob_escape(b"news.") == b"news."
+    assert glob_escape(b"a*b?c[d]e\\f") == b"a\\*b\\?c\\[d\\]e\\\\f"
+    assert glob_unescape(glob_escape(b"a*b?c[d]e\\f")) == b"a*b?c[d]e\\f"
+
+
+def test_a_prefix_is_psubscribed_escaped_and_each_publish_is_delivered_once(clock):
+    """
+    A prefix is a PSUBSCRIBE of its escaped name plus '*' (at the handshake and when it comes),
+    PUNSUBSCRIBE when it goes. Redis sends a publish once per matching subscription: the
+    message when it had the channel, else the longest matching pattern's pmessage, is the one
+    delivered, by what Redis confirmed it had when it sent them.
+    """
+    redis = ScriptedRedis()
+    interest = PrefixInterest("news.sport", prefixes=("news.",))
+    delivered: list = []
+    remote: list = []
+    backplane = RedisBackplane(parse_backplane_url("redis://127.0.0.1:7000/0"), clock, interest, delivered.append,
+                               deliver_remote=remote.append, endpoint=redis)
+    backplane.startService()
+    try:
+        sent = up(backplane, redis)
+        assert sent[1:] == [[b"SUBSCRIBE", b"pushpin-tx/0/news.sport"], [b"PSUBSCRIBE", b"pushpin-tx/0/news.*"]]
+        interest.add_prefix("a*[b]?")
+        interest.add_prefix("news.w")
+        assert redis.sent() == [[b"PSUBSCRIBE", b"pushpin-tx/0/a\\*\\[b\\]\\?*"], [b"PSUBSCRIBE", b"pushpin-tx/0/news.w*"]]
+        redis.reply(push(b"subscribe", b"pushpin-tx/0/news.sport", 1) + push(b"psubscribe", b"pushpin-tx/0/news.*", 2)
+                    + push(b"psubscribe", b"pushpin-tx/0/a\\*\\[b\\]\\?*", 3) + push(b"psubscribe", b"pushpin-tx/0/news.w*", 4))
+
+        def publish(channel: str, n: int, patterns: list[bytes], exact: bool) -> None:
+            name = b"pushpin-tx/0/" + channel.encode()
+            payload = encode_envelope(b"other", n, [item(channel, n)])
+            data = push(b"message", name, payload) if exact else b""
+            for pattern in patterns:
+                data += b">4\r\n" + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in (b"pmessage", pattern, name, payload))
+            redis.reply(data)
+
+        publish("news.sport", 1, [b"pushpin-tx/0/news.*"], exact=True)  # channel and prefix: once
+        publish("news.weather", 2, [b"pushpin-tx/0/news.*", b"pushpin-tx/0/news.w*"], exact=False)  # two prefixes: once
+        publish("a*[b]?x", 3, [b"pushpin-tx/0/a\\*\\[b\\]\\?*"], exact=False)
+        assert [(i.channel, i.id) for i in remote] == [("news.sport", "1"), ("news.weather", "2"), ("a*[b]?x", "3")]
+
+        # news.w goes: unsubscribed, and until Redis confirms it, its pmessage is still the one of the two
+        interest.remove_prefix("news.w")
+        assert redis.sent() == [[b"PUNSUBSCRIBE", b"pushpin-tx/0/news.w*"]]
+        publish("news.wind", 4, [b"pushpin-tx/0/news.*", b"pushpin-tx/0/news.w*"], exact=False)
+        redis.reply(push(b"punsubscribe", b"pushpin-tx/0/news.w*", 3))
+        publish("news.wind", 5, [b"pushpin-tx/0/news.*"], exact=False)
+        # the exact channel goes while Redis still had it: its message is the one (news. still wants it)
+        interest.remove("news.sport")
+        publish("news.sport", 6, [b"pushpin-tx/0/news.*"], exact=True)
+        redis.reply(push(b"unsubscribe", b"pushpin-tx/0/news.sport", 2))
+        publish("news.sport", 7, [b"pushpin-tx/0/news.*"], exact=False)
+        assert [i.id for i in remote] == ["1", "2", "3", "4", "5", "6", "7"]
+        # the prefix goes: nothing of it is delivered any more, even in flight
+        interest.remove_prefix("news.")
+        publish("news.sport", 8, [b"pushpin-tx/0/news.*"], exact=False)
+        assert [i.id for i in remote] == ["1", "2", "3", "4", "5", "6", "7"] and delivered == []
+        assert backplane.snapshot()["prefixes"] == 1
+    finally:
+        backplane.stopService()

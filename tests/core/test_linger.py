@@ -202,3 +202,65 @@ def test_prefix_subscriptions_subscribe_nothing(clock):
     assert events.seen == [] and not subs.has("news.")
     router.unsubscribe_prefix("news.", s)
     assert events.seen == []
+
+
+class PrefixEvents(Events):
+    """An interest listener that follows prefixes too."""
+
+    def prefix_added(self, prefix: str) -> None:
+        self.seen.append((round(self.clock.seconds(), 3), "prefix added", prefix))
+
+    def prefix_removed(self, prefix: str) -> None:
+        self.seen.append((round(self.clock.seconds(), 3), "prefix removed", prefix))
+
+
+def test_prefix_subscriptions_follow_the_same_linger_and_reach_prefix_listeners_only(clock):
+    """
+    A prefix's first prefix subscriber subscribes it; a stream leaving last ends it at once, a
+    long-poll after the linger (on the tick); a long-poll back in time keeps it. Listeners
+    without prefix_added (the sequencer, first-subscription updates) hear nothing of prefixes.
+    """
+    router, subs, channel_only = setup(clock, linger=3)
+    events = PrefixEvents(clock)
+    subs.add_interest_listener(events)
+    s, lp, lp2 = Sub("stream"), Sub("response"), Sub("response")
+    router.subscribe_prefix("news.", s)
+    router.subscribe_prefix("news.", lp)
+    assert list(subs.prefixes()) == ["news."] and subs.reaches("news.sport") and not subs.reaches("news")
+    router.unsubscribe_prefix("news.", s)
+    clock.advance(0.5)
+    router.unsubscribe_prefix("news.", lp)  # a long-poll last: lingers until the tick at 3.5
+    clock.advance(2)
+    router.subscribe_prefix("news.", lp2)  # back during the linger: goes on
+    router.unsubscribe_prefix("news.", lp2)  # leaves again at 2.5: a full linger, to the tick at 5.5
+    clock.advance(2.9)
+    assert subs.reaches("news.x") and events.seen == [(0, "prefix added", "news.")]
+    clock.advance(0.1)
+    assert events.seen == [(0, "prefix added", "news."), (5.5, "prefix removed", "news.")]
+    router.subscribe_prefix("room.", s)
+    clock.advance(1)
+    router.unsubscribe_prefix("room.", s)  # a stream last: at once
+    assert events.seen[-2:] == [(5.5, "prefix added", "room."), (6.5, "prefix removed", "room.")]
+    assert channel_only.seen == [] and list(subs.prefixes()) == [] and not subs.reaches("news.x")
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_prefix_and_a_channel_of_one_name_are_two_subscriptions(clock):
+    """Channel 'news' and prefix 'news' begin and end apart; subscriptions held before start are taken."""
+    router = ChannelRouter()
+    early = Sub("stream")
+    router.subscribe_prefix("early.", early)
+    subs = Subscriptions(clock, router, linger=3, lingers=long_poll_leaves_linger)
+    events = PrefixEvents(clock)
+    subs.add_interest_listener(events)
+    assert list(subs.prefixes()) == ["early."]
+    a, b = Sub("stream"), Sub("stream")
+    router.subscribe("news", a)
+    router.subscribe_prefix("news", b)
+    router.unsubscribe("news", a)
+    assert events.seen == [(0, "added", "news"), (0, "prefix added", "news"), (0, "removed", "news")]
+    assert subs.reaches("news") and subs.reaches("newsletter") and not subs.has("news")
+    router.unsubscribe_prefix("early.", early)
+    subs.remove_interest_listener(events)
+    router.unsubscribe_prefix("news", b)
+    assert events.seen[-1] == (0, "prefix removed", "early.")

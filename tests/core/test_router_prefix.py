@@ -149,3 +149,35 @@ def test_exact_publishes_never_touch_the_prefix_table_when_it_is_empty():
     router.publish(item("news"))
     router.publish_run([item("news"), item("news")])
     assert CountingDict.lookups == 0
+
+
+def test_prefix_listeners_hear_a_prefixs_first_subscriber_and_who_left_last(no_logged_failures):
+    """prefix_added on a prefix's first subscriber, prefix_emptied(prefix, last) when its last leaves; a failing listener does not stop the next."""
+    router = ChannelRouter()
+    heard: list = []
+
+    class Broken:
+        def prefix_added(self, prefix):
+            raise RuntimeError("boom")
+
+        def prefix_emptied(self, prefix, last):
+            raise RuntimeError("boom")
+
+    class Listener:
+        def prefix_added(self, prefix):
+            heard.append(("added", prefix))
+
+        def prefix_emptied(self, prefix, last):
+            heard.append(("emptied", prefix, last.name))
+
+    router.add_prefix_listener(Broken())
+    router.add_prefix_listener(Listener())
+    a, b = Recorder("a", []), Recorder("b", [])
+    router.subscribe_prefix("news.", a)
+    router.subscribe_prefix("news.", b)
+    router.unsubscribe_prefix("news.", a)
+    router.unsubscribe_prefix("news.", a)  # unknown pair: nothing
+    router.unsubscribe_prefix("news.", b)
+    assert heard == [("added", "news."), ("emptied", "news.", "b")]
+    assert len(no_logged_failures) == 2  # the broken listener's two failures, logged
+    no_logged_failures.clear()

@@ -101,3 +101,127 @@ async def test_numbered_items_reach_a_prefix_stream_in_id_order(reactor, tmp_pat
     finally:
         await proxy.stop()
         await port.stopListening()
+
+
+async def prefix_streams(reactor, proxy, path: bytes = b"/news") -> list:
+    """
+    Prefix streams on C{path}: one, or with PUSHPIN_TX_TEST_WORKERS > 1 as many as it takes
+    (up to 16) for one to be held in a worker, so the worker's prefix interest goes up the link.
+    """
+    import os
+
+    workers = int(os.environ.get("PUSHPIN_TX_TEST_WORKERS", "1"))
+    if workers > 1:
+        await proxy.wait_for_log(r"\[worker 1\] client listening")
+    clients = []
+    for _ in range(16):
+        client = await raw_connect(reactor, proxy.client_port)
+        client.transport.write(b"GET " + path + b" HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        await client.wait_for(reactor, b"open\n")
+        clients.append(client)
+        if workers < 2 or re.search(r"\[worker [1-9]\][^\n]*channel-prefix=news\.", proxy.output):
+            return clients
+    raise AssertionError("no prefix stream landed in a worker")
+
+
+def both_stream(request):
+    """A stream on news.sport exactly and on the prefix news. (one connection, two matching subscriptions)."""
+    request.setHeader(b"content-type", b"text/plain")
+    request.setHeader(b"grip-hold", b"stream")
+    request.setHeader(b"grip-channel", b"news.sport, news.; prefix")
+    return b"open\n"
+
+
+def _sub_publish(xpub, channel: str, text: str) -> None:
+    import json
+
+    xpub.send_multipart([channel.encode(), b"J" + json.dumps({"formats": {"http-stream": {"content": text + "\n"}}}).encode()])
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_prefix_stream_is_fed_by_the_zeromq_sub_input(reactor, tmp_path):
+    """
+    The SUB input subscribes the prefix's bytes on a real XPUB publisher (\\x01news.), and what
+    is published there under the prefix reaches prefix streams; a stream holding news.sport
+    exactly and under the prefix gets it once; the prefix's last stream leaving unsubscribes.
+    """
+    import zmq
+
+    from .harness import poll_until, xpub_publisher
+
+    ctx = zmq.Context()
+    xpub, xport, poll = xpub_publisher(ctx)
+    origin = ScriptedOrigin()
+    origin.handlers[b"/news"] = news_stream
+    origin.handlers[b"/both"] = both_stream
+    port = await start_origin(reactor, origin)
+    proxy = await start_proxy(reactor, tmp_path, [f"* 127.0.0.1:{port.getHost().port}"],
+                              push_in_sub_connect="true", push_in_sub_specs=f"tcp://127.0.0.1:{xport}")
+    try:
+        prefixes = await prefix_streams(reactor, proxy)
+        both = await raw_connect(reactor, proxy.client_port)
+        both.transport.write(b"GET /both HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        await both.wait_for(reactor, b"open\n")
+        await poll_until(reactor, lambda: {b"\x01news.", b"\x01news.sport"} <= set(poll()), what="SUB interest")
+        for channel, text in (("news.sport", "goal"), ("newsletter", "spam"), ("news.weather", "rain")):
+            _sub_publish(xpub, channel, text)
+        for client in prefixes + [both]:
+            await client.wait_for(reactor, b"rain\n")
+            assert re.findall(rb"(goal|spam|rain)\n", client.received) == [b"goal", b"rain"]
+        assert poll().count(b"\x01news.") == 1
+        for client in prefixes + [both]:
+            client.transport.loseConnection()
+        await poll_until(reactor, lambda: b"\x00news." in poll(), what="SUB unsubscribe from the prefix")
+    finally:
+        await proxy.stop()
+        await port.stopListening()
+        xpub.close()
+        ctx.term()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_prefix_stream_is_fed_by_the_redis_backplane(reactor, tmp_path):
+    """
+    Two instances on a real redis-server: a prefix stream on instance 0 (a PSUBSCRIBE of
+    pushpin-tx/0/news.*) gets what is published to instance 1 under the prefix, once, also
+    when instance 0 holds the exact channel too; the PUNSUBSCRIBE follows the last stream.
+    """
+    from tests.backplane.cluster import publish, redis_command, start_instances, stop_instances, until
+    from tests.backplane.redisproc import RedisServer
+
+    redis = await RedisServer(reactor).start()
+    origin = ScriptedOrigin()
+    origin.handlers[b"/news"] = news_stream
+    origin.handlers[b"/both"] = both_stream
+    port = await start_origin(reactor, origin)
+    instances = []
+    try:
+        instances = await start_instances(reactor, tmp_path, 2, [f"* 127.0.0.1:{port.getHost().port}"], backplane=redis.url)
+        for instance in instances:
+            await instance.wait_for_log(r"backplane: redis at redis://127\.0\.0\.1:\d+/0 up")
+        prefixes = await prefix_streams(reactor, instances[0])
+        both = await raw_connect(reactor, instances[0].client_port)
+        both.transport.write(b"GET /both HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        await both.wait_for(reactor, b"open\n")
+
+        async def patterns() -> bool:
+            return await redis_command(reactor, redis.port, "PUBSUB", "NUMPAT") == 1
+
+        await until(reactor, patterns, "one pattern subscription")
+        await publish(reactor, instances[1], [item("news.sport", "goal"), item("newsletter", "spam")])
+        await publish(reactor, instances[1], [item("news.weather", "rain")])
+        for client in prefixes + [both]:
+            await client.wait_for(reactor, b"rain\n")
+            assert re.findall(rb"(goal|spam|rain)\n", client.received) == [b"goal", b"rain"]
+        for client in prefixes + [both]:
+            client.transport.loseConnection()
+
+        async def no_patterns() -> bool:
+            return await redis_command(reactor, redis.port, "PUBSUB", "NUMPAT") == 0
+
+        await until(reactor, no_patterns, "the pattern unsubscribed")
+    finally:
+        codes = await stop_instances(instances)
+        await redis.stop()
+        await port.stopListening()
+    assert codes == [0, 0]

@@ -212,6 +212,41 @@ def test_worker_interest_reaches_the_shared_interest_and_leaves_with_the_worker(
     assert list(interest.channels()) == []
 
 
+class _PrefixListener(_Listener):
+    def prefix_added(self, prefix):
+        self.events.append(("+prefix", prefix))
+
+    def prefix_removed(self, prefix):
+        self.events.append(("-prefix", prefix))
+
+
+def test_worker_prefixes_join_the_union_and_reach_prefix_listeners_only():
+    """
+    A worker's prefix reports (interest-prefix) and the main process's own prefixes make one
+    union: a prefix is added with its first process and removed with its last (or when the
+    worker dies); only listeners with prefix_added hear of it; reaches() sees channels under it.
+    """
+    pool, reactor, interest = _pool(2)
+    with_prefixes, channels_only = _PrefixListener(), _Listener()
+    interest.add_interest_listener(with_prefixes)
+    interest.add_interest_listener(channels_only)
+    worker = pool.workers[1]
+    _reply(worker, ("interest-prefix", "news.", True))
+    _reply(worker, ("interest-prefix", "news.", True))  # repeated: counted once
+    interest.prefix_added("news.")  # the main process's own subscriptions
+    _reply(worker, ("interest-prefix", "room.", True))
+    assert sorted(interest.prefixes()) == ["news.", "room."]
+    assert interest.reaches("news.sport") and interest.reaches("room.") and not interest.reaches("news")
+    assert not interest.has("news.sport")
+    _reply(worker, ("interest-prefix", "news.", False))
+    assert with_prefixes.events == [("+prefix", "news."), ("+prefix", "room.")]
+    worker.processEnded(Failure(ProcessTerminated(signal=9)))
+    assert with_prefixes.events[-1] == ("-prefix", "room.") and list(interest.prefixes()) == ["news."]
+    interest.prefix_removed("news.")
+    assert with_prefixes.events[-1] == ("-prefix", "news.") and not interest.reaches("news.sport")
+    assert channels_only.events == []
+
+
 def test_refresh_fires_when_every_worker_answered_or_at_the_timeout():
     """refresh() asks each worker for a snapshot; it fires on the last answer, or after the timeout."""
     pool, reactor, _ = _pool(3)
@@ -422,6 +457,28 @@ def test_a_worker_applies_batches_and_reports_interest_and_snapshots():
     pushpin.router.unsubscribe("c", sub)
     assert _decode_all(transport.value())[-1] == ("interest", "c", False)
     link.stopService()
+
+
+def test_a_worker_reports_its_prefixes_and_gets_their_items_from_the_main_process():
+    """A prefix subscription in a worker goes up as interest-prefix (on, and off when it ends); items under it are delivered."""
+    pushpin, link, transport, reactor = _worker_service()
+    early = _Sub()
+    pushpin.router.subscribe_prefix("early.", early)  # held before the link starts: reported at start
+    link.startService()
+    assert ("interest-prefix", "early.", True) in _decode_all(transport.value())
+    transport.clear()
+    sub = _Sub()
+    pushpin.router.subscribe_prefix("news.", sub)
+    assert _decode_all(transport.value()) == [("interest-prefix", "news.", True)]
+    link._protocol.dataReceived(encode(("batch", [("item", _item("news.sport", "goal\n"))])))
+    reactor.advance(0)
+    assert [i.channel for i in sub.got] == ["news.sport"]
+    transport.clear()
+    pushpin.router.unsubscribe_prefix("news.", sub)  # a stream-like subscriber: at once
+    assert _decode_all(transport.value()) == [("interest-prefix", "news.", False)]
+    pushpin.router.unsubscribe_prefix("early.", early)
+    link.stopService()
+    pushpin.subscriptions.stop()
 
 
 @pytest.mark.parametrize("how", ["pipe closed", "stop message"])

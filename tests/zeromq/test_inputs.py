@@ -18,6 +18,7 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from pushpin_tx.net.listening import ListenError
 from pushpin_tx.protocol import tnetstring
 from pushpin_tx.protocol.config import load_settings
+from pushpin_tx.core.linger import Subscriptions
 from pushpin_tx.core.router import ChannelRouter
 from pushpin_tx.zeromq.command import CommandError
 from pushpin_tx.zeromq.inputs import ZmqInputService
@@ -86,7 +87,7 @@ def lines(events, level=None):
 
 
 def make_service(reactor, *, pull=LOCAL, subs=(LOCAL,), sub_connect=False, command=LOCAL, stats=None,
-                 stats_spec="", context=None):
+                 stats_spec="", context=None, subscriptions=False):
     settings = dataclasses.replace(
         load_settings(None),
         push_in_spec=pull,
@@ -98,8 +99,10 @@ def make_service(reactor, *, pull=LOCAL, subs=(LOCAL,), sub_connect=False, comma
     intake = RecordingIntake(reactor)
     router = ChannelRouter()
     callbacks = Callbacks()
+    # the process's subscriptions (prefixes included) as the interest source, or the bare router
+    interest: Any = Subscriptions(reactor, router, linger=0, lingers=lambda sub: False) if subscriptions else router
     svc = ZmqInputService(
-        settings, reactor, intake, router,
+        settings, reactor, intake, interest,
         is_connected=callbacks.is_connected, recover=callbacks.recover, refresh=callbacks.refresh,
         stats=stats, context=context,
     )
@@ -241,6 +244,80 @@ async def test_sub_delivers_exact_channel_matches_only(reactor, zctx, running, l
         "IN sub: received message with parts != 2, skipping",
         "IN sub: received message with invalid format (json parse failed), skipping",
     ]
+
+
+def _news(text: str) -> bytes:
+    return b"J" + json.dumps({"formats": {"http-stream": {"content": text}}}).encode()
+
+
+@pytest_twisted.ensureDeferred
+async def test_sub_subscribes_a_prefix_as_its_bare_bytes_and_takes_every_channel_under_it(reactor, zctx, running):
+    """
+    A prefix subscription subscribes the SUB socket to the prefix's bytes: the XPUB sees
+    \\x01news., and news.sport and news.weather come in, newsletter does not; the prefix's
+    last subscriber leaving unsubscribes it.
+    """
+    svc, intake, router, _ = make_service(reactor, command="", pull="", subscriptions=True)
+    running(svc)
+    xpub = zctx.socket(zmq.XPUB)
+    xpub.setsockopt(zmq.LINGER, 0)
+    xpub.connect(svc.endpoints["publish-sub"][0])
+    seen = Collector(reactor)
+    reader = ZmqReader(reactor, xpub, seen, name="xpub")
+    reader.start()
+    a = Sink()
+    try:
+        router.subscribe_prefix("news.", a)
+        assert await next_message(seen) == [b"\x01news."]
+        for channel in (b"news.sport", b"newsletter", b"news.weather"):
+            xpub.send_multipart([channel, _news(channel.decode())])
+        reader.poke()
+        got = await intake.items.wait(2)
+        assert [item.channel for [item] in got] == ["news.sport", "news.weather"]
+        router.unsubscribe_prefix("news.", a)
+        assert await next_message(seen) == [b"\x00news."]
+    finally:
+        reader.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_exact_channel_and_a_prefix_overlapping_take_a_publish_in_once(reactor, zctx, running):
+    """
+    news.sport subscribed exactly and under the prefix news.: two topics on the SUB socket,
+    both matching, and ZeroMQ hands the message in once; a prefix and a channel with the same
+    bytes share one topic (one SUBSCRIBE, and the UNSUBSCRIBE only when both are gone).
+    """
+    svc, intake, router, _ = make_service(reactor, command="", pull="", subscriptions=True)
+    running(svc)
+    xpub = zctx.socket(zmq.XPUB)
+    xpub.setsockopt(zmq.LINGER, 0)
+    xpub.connect(svc.endpoints["publish-sub"][0])
+    seen = Collector(reactor)
+    reader = ZmqReader(reactor, xpub, seen, name="xpub")
+    reader.start()
+    a, b, c = Sink(), Sink(), Sink()
+    try:
+        router.subscribe_prefix("news.", a)
+        router.subscribe("news.sport", b)
+        await seen.wait(2)
+        assert sorted(m for [m] in seen.messages) == [b"\x01news.", b"\x01news.sport"]
+        xpub.send_multipart([b"news.sport", _news("goal")])
+        xpub.send_multipart([b"news.weather", _news("rain")])  # after it: once this is in, all of goal is
+        reader.poke()
+        await intake.items.wait(2)
+        await turns(reactor, 20)
+        assert [item.channel for _, [item] in intake.calls] == ["news.sport", "news.weather"]
+
+        router.subscribe("news", c)
+        router.subscribe_prefix("news", a)  # the same bytes as the channel: one topic
+        assert await next_message(seen) == [b"\x01news"]
+        router.unsubscribe("news", c)
+        await turns(reactor, 20)
+        assert seen.messages[-1] == [b"\x01news"]
+        router.unsubscribe_prefix("news", a)
+        assert await next_message(seen) == [b"\x00news"]
+    finally:
+        reader.stop()
 
 
 @pytest_twisted.ensureDeferred
