@@ -6,7 +6,10 @@ reactor service, for publishers that cannot fan out to every instance themselves
   - C{source}: a PULL socket takes items as the instances' PULL input does (C{J}+JSON,
     C{T}+tnetstring or a bare tnetstring, the channel inside) and an XPUB socket sends each
     as C{[channel, item]} (the channel taken out, the encoding kept) to the SUB sockets
-    subscribed to that channel, and only when someone is (Pushpin's C{subs} set);
+    subscribed to that channel, and only when someone is (Pushpin's C{subs} set). A topic is
+    a byte prefix of the channel, as ZeroMQ matches it: an instance's prefix subscription
+    (C{news.}) takes every channel under it, so an item is sent when some topic is a prefix of
+    its channel (Pushpin's exact set lookup first, then one lookup per distinct topic length);
   - C{edge}: a SUB socket connected to upstream XPUBs (a source broker or another edge)
     forwards what comes to an XPUB; the XPUB's interest (first subscriber of a channel,
     last one gone) is passed upstream as SUBSCRIBE/UNSUBSCRIBE, so a channel crosses the
@@ -92,8 +95,9 @@ class BrokerService(service.Service):
         self._in: ZmqReader | None = None
         self._out: ZmqReader | None = None
         self.endpoints: dict[str, list[str]] = {"in": [], "out": []}
-        #: channels subscribed below us (the XPUB's interest)
+        #: channels subscribed below us (the XPUB's interest), and how many topics have each length
         self.interest: set[bytes] = set()
+        self._lengths: dict[int, int] = {}
         self.forwarded = 0
         self.unheld = 0
         self.rejected = 0
@@ -163,6 +167,7 @@ class BrokerService(service.Service):
             if channel in self.interest:
                 return
             self.interest.add(channel)
+            self._lengths[len(channel)] = self._lengths.get(len(channel), 0) + 1
             self._log.info("{broker}: subscribing [{channel}]", broker=self.name, channel=text)
             if self.mode == "edge" and self._in is not None:
                 self._in.socket.setsockopt(zmq.SUBSCRIBE, channel)
@@ -171,6 +176,11 @@ class BrokerService(service.Service):
             if channel not in self.interest:
                 return
             self.interest.discard(channel)
+            left = self._lengths[len(channel)] - 1
+            if left:
+                self._lengths[len(channel)] = left
+            else:
+                del self._lengths[len(channel)]
             self._log.info("{broker}: unsubscribing [{channel}]", broker=self.name, channel=text)
             if self.mode == "edge" and self._in is not None:
                 self._in.socket.setsockopt(zmq.UNSUBSCRIBE, channel)
@@ -189,10 +199,16 @@ class BrokerService(service.Service):
             self.rejected += 1
             self._log.warn("{broker}: received message with invalid format: {why}, skipping", broker=self.name, why=e)
             return
-        if channel not in self.interest:
+        if channel not in self.interest and not self._under_a_topic(channel):
             self.unheld += 1
             return
         self._send([channel, item])
+
+    def _under_a_topic(self, channel: bytes) -> bool:
+        """Whether some subscribed topic is a byte prefix of C{channel} (what the XPUB would match)."""
+        interest = self.interest
+        size = len(channel)
+        return any(length <= size and channel[:length] in interest for length in self._lengths)
 
     def _on_edge(self, frames: list[bytes]) -> None:
         if len(frames) != 2:

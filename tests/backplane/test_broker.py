@@ -85,6 +85,33 @@ async def test_source_then_edge_forwards_only_held_channels_and_passes_interest_
         ctx.term()
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_prefix_topic_takes_every_channel_under_it_through_both_tiers(reactor):
+    """A SUB subscribed to the bare prefix news. (an instance's prefix subscription) gets news.sport and news.weather, not newsletter."""
+    ctx = zmq.Context()
+    source = BrokerService(reactor, "source", ["tcp://127.0.0.1:*"], ["tcp://127.0.0.1:*"], context=ctx)
+    source.startService()
+    edge = BrokerService(reactor, "edge", [source.endpoints["out"][0]], ["tcp://127.0.0.1:*"], context=ctx)
+    edge.startService()
+    push = ctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 0)
+    push.connect(source.endpoints["in"][0])
+    sub = _sub(ctx, edge.endpoints["out"][0], b"news.")
+    try:
+        await poll_until(reactor, lambda: source.interest == {b"news."}, what="the prefix's interest upstream")
+        for channel in (b"news.sport", b"newsletter", b"news.weather"):
+            push.send(b'J{"channel":"%s","formats":{"http-stream":{"content":"x\\n"}}}' % channel)
+        got: list = []
+        await poll_until(reactor, lambda: len(_drain(sub, got)) == 2 and source.unheld == 1, what="two items, one unheld")
+        assert [f[0] for f in got] == [b"news.sport", b"news.weather"]
+    finally:
+        for sock in (push, sub):
+            sock.close(linger=0)
+        edge.stopService()
+        source.stopService()
+        ctx.term()
+
+
 def test_command_refuses_a_busy_address():
     """pushpin-tx-broker exits 1 with a message when its output address is taken."""
     ctx = zmq.Context()
