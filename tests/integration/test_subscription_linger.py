@@ -140,3 +140,56 @@ async def test_a_publish_during_the_linger_is_not_lost_to_the_client_that_comes_
     finally:
         await proxy.stop()
         await origin_port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_long_polls_sub_unavailable_and_the_sub_unsubscribe_share_the_refresh_tick(reactor, tmp_path, xpub):
+    """
+    subscription_linger=0, as Pushpin 1.36 does it (checked side by side: the stats socket's
+    'sub ... unavailable' and the SUB socket's unsubscribe come together, on the stats
+    manager's next 1 s refresh tick after the long-poll was answered, not at once).
+    """
+    import zmq as _zmq
+
+    sock, port, poll = xpub
+    ctx = _zmq.Context()
+    stats_spec = f"ipc://{tmp_path}/stats-socket"
+    proxy = await start_proxy(reactor, tmp_path, ["* test"], push_in_sub_connect="true",
+                              push_in_sub_specs=f"tcp://127.0.0.1:{port}", subscription_linger="0",
+                              stats_spec=stats_spec, stats_format="json")
+    stats = ctx.socket(_zmq.SUB)
+    stats.setsockopt(_zmq.LINGER, 0)
+    stats.connect(stats_spec)
+    stats.setsockopt(_zmq.SUBSCRIBE, b"sub ")
+    packets: list[tuple[float, dict]] = []
+
+    def stats_poll() -> list[tuple[float, dict]]:
+        while stats.poll(0):
+            packets.append((reactor.seconds(), json.loads(stats.recv()[5:])))
+        return packets
+
+    try:
+        client = await raw_connect(reactor, proxy.client_port)
+        client.transport.write(b"GET /response?channel=zs HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        await poll_until(reactor, lambda: b"\x01zs" in poll(), what="SUB interest in zs")
+        await poll_until(reactor, lambda: any(p.get("channel") == "zs" for _, p in stats_poll()), what="sub zs on the stats socket")
+        _publish(sock, "zs", formats={"http-response": {"body": "one\n"}})
+        await client.wait_for(reactor, b"one\n")
+        answered = reactor.seconds()
+        unsubscribed: list[float] = []
+
+        def both() -> bool:
+            if not unsubscribed and b"\x00zs" in poll():
+                unsubscribed.append(reactor.seconds())
+            return bool(unsubscribed) and any(p.get("unavailable") for _, p in stats_poll())
+
+        await poll_until(reactor, both, what="the unsubscribe and the unavailable")
+        [gone_at] = [t for t, p in packets if p.get("unavailable")]
+        assert packets[-1][1] == {"channel": "zs", "from": packets[-1][1]["from"], "mode": "response", "unavailable": True}
+        assert 0.5 <= gone_at - answered <= 1.6, gone_at - answered  # the next tick, not at once
+        assert abs(gone_at - unsubscribed[0]) < 0.3
+        client.transport.loseConnection()
+    finally:
+        await proxy.stop()
+        stats.close()
+        ctx.term()
