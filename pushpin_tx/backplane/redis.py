@@ -260,6 +260,9 @@ class RedisBackplane(service.Service):
         #: pattern -> prefix), in step with the messages it sends
         self._redis_channels: set[bytes] = set()
         self._redis_patterns: dict[bytes, str] = {}
+        #: the prefixes of those patterns, and how many have each length (the longest match)
+        self._redis_prefixes: dict[str, None] = {}
+        self._redis_lengths: dict[int, int] = {}
         self._retry: Any = None
         self._connecting: Any = None
         self._failures = 0
@@ -444,10 +447,19 @@ class RedisBackplane(service.Service):
                 self._redis_channels.discard(name)
             elif kind == b"psubscribe":
                 prefix = self._pattern_prefix(name)
-                if prefix is not None:
+                if prefix is not None and name not in self._redis_patterns:
                     self._redis_patterns[name] = prefix
+                    self._redis_prefixes[prefix] = None
+                    self._redis_lengths[len(prefix)] = self._redis_lengths.get(len(prefix), 0) + 1
             else:
-                self._redis_patterns.pop(name, None)
+                prefix = self._redis_patterns.pop(name, None)
+                if prefix is not None:
+                    del self._redis_prefixes[prefix]
+                    left = self._redis_lengths[len(prefix)] - 1
+                    if left:
+                        self._redis_lengths[len(prefix)] = left
+                    else:
+                        del self._redis_lengths[len(prefix)]
             self.subscribed = push[2]
 
     def _pattern_prefix(self, pattern: bytes) -> str | None:
@@ -472,8 +484,11 @@ class RedisBackplane(service.Service):
         channel = name[len(self._prefix_b):].decode("utf-8", "replace")
         if not channel.startswith(prefix):
             return False
-        best = max((p for p in self._redis_patterns.values() if channel.startswith(p)), key=len)
-        return best == prefix
+        # the longest confirmed prefix of the name: one lookup per distinct prefix length
+        size = len(channel)
+        prefixes = self._redis_prefixes
+        longest = max(length for length in self._redis_lengths if length <= size and channel[:length] in prefixes)
+        return longest == len(prefix)
 
     def _message(self, name: bytes, payload: bytes) -> None:
         try:
@@ -594,6 +609,8 @@ class RedisBackplane(service.Service):
         self.subscribed = 0
         self._redis_channels.clear()
         self._redis_patterns.clear()
+        self._redis_prefixes.clear()
+        self._redis_lengths.clear()
         self._flush()  # this turn's items go out here
         if not self.running:
             return
