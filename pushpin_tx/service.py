@@ -397,8 +397,8 @@ class PushpinService(service.MultiService):
             sequenced,
             wait=settings.message_wait / 1000.0,
             on_drop=lambda item, reason: self.drops(f"channel {item.channel}", item.channel, f"{reason} (id {item.id})"),
-            # subscribed (lingering included), or reached through a prefix subscription
-            has_listeners=(lambda channel: interest.has(channel) or self.router.has_subscribers(channel)),
+            # subscribed (lingering included), or under a subscribed prefix, in any process
+            has_listeners=interest.reaches,
             id_cache=IdCache(settings.id_cache_ttl) if settings.id_cache_ttl > 0 else None,
         )
         self.intake.sequencer = self.sequencer

@@ -779,3 +779,21 @@ def test_a_worker_behind_on_its_pipe_holds_the_publishers_back_until_it_catches_
     assert answers == ["answered"] and not pressure.congested
     assert reactor.getDelayedCalls() == [] or all(c.getTime() > reactor.seconds() + 0.5 for c in reactor.getDelayedCalls())
     pool.stopService()
+
+
+
+def test_with_workers_the_sequencer_counts_a_channel_only_a_workers_prefix_reaches():
+    """
+    The main process sequences (has listeners for) a channel held only under a prefix in a
+    worker: the shared interest's reaches(), not the main process's own router.
+    """
+    from pushpin_tx.workers.pool import _Worker
+
+    pushpin = PushpinService(load_settings(None, workers=2), MemoryReactorClock())
+    try:
+        assert not pushpin.sequencer._has_listeners("news.sport")
+        pushpin.workers._received(_Worker(pushpin.workers, 1), ("interest-prefix", "news.", True))
+        assert pushpin.sequencer._has_listeners("news.sport") and not pushpin.sequencer._has_listeners("newsletter")
+        assert pushpin.router.has_subscribers("news.sport") is False  # nobody in the main process itself
+    finally:
+        pushpin.subscriptions.stop()
