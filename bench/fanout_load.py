@@ -207,9 +207,13 @@ class HttpPublishers:
         self.active[sock.fileno()] = [sock, seq, b""]
         self.ep.register(sock.fileno(), select.EPOLLIN)
 
-    def owns(self, fd: int) -> bool:
-        """Whether C{fd} is one of the publish connections."""
-        return fd in self.active
+    def serve(self) -> bool:
+        """Read the answers that have come (its own epoll, without waiting); whether there were any."""
+        events = self.ep.poll(0)
+        for fd, _ in events:
+            if fd in self.active:
+                self.on_event(fd)
+        return bool(events)
 
     def on_event(self, fd: int) -> None:
         """C{fd} is readable: read the answer; when it is complete, record the ack and publish the next."""
@@ -273,6 +277,9 @@ def publish_zmq_many(sock: Any, prefix: str, rounds: int, connections: int, sent
             sock.send(b"J" + item_json(f"{prefix}{k}", rnd, sent[job]))
     sock.close()
 
+
+#: stream reads between two looks at the publish connections (HttpPublishers.serve)
+PUB_EVERY = 32
 
 # --- the burst: one epoll loop -------------------------------------------------------------------
 
@@ -507,7 +514,12 @@ def burst(cfg: dict[str, Any], streams: list[Stream], errors: list[str], zmq_pai
         elif zmq_pair is not None:
             publish_zmq(zmq_pair[1], cfg["channel"], m, sent, acked, mode)
         else:
-            pubs = HttpPublishers(ep, cfg["control_port"], cfg["channel"], jobs, cfg["publish_concurrency"], sent,
+            # the publish connections on an epoll of their own, looked at between every
+            # PUB_EVERY reads: a publisher reacts to its answer as a process of its own
+            # would, not after this loop has read every stream that was ready before it
+            pub_ep = select.epoll()
+            ep.register(pub_ep.fileno(), select.EPOLLIN)
+            pubs = HttpPublishers(pub_ep, cfg["control_port"], cfg["channel"], jobs, cfg["publish_concurrency"], sent,
                                   acked, mode, body_fn=round_body if many else None, pace=cfg.get("pace"))
     except OSError as e:
         publish_error = f"publishing failed: {e!r}"
@@ -531,12 +543,14 @@ def burst(cfg: dict[str, Any], streams: list[Stream], errors: list[str], zmq_pai
             last_progress = time.monotonic() if pubs.next_seq < jobs else last_progress
         now = time.time_ns()
         progressed = False
-        for fd, _ in events:
+        for i, (fd, _) in enumerate(events):
+            if not i % PUB_EVERY:
+                if i:
+                    now = time.time_ns()  # a read's time, within PUB_EVERY reads (a batch can take ms)
+                if pubs is not None:
+                    progressed = pubs.serve() or progressed
             st = by_fd.get(fd)
             if st is None:
-                if pubs is not None and pubs.owns(fd):
-                    pubs.on_event(fd)
-                    progressed = True
                 continue
             try:
                 if rx_ts:
