@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 from twisted.logger import Logger
 
 from pushpin_tx.core.loginfo import InfoLines
-from pushpin_tx.core.pending import DEFAULT_LIMIT, DEFAULT_SLICE, Backpressure, PendingWriter
+from pushpin_tx.core.pending import DEFAULT_AHEAD, DEFAULT_LIMIT, DEFAULT_SLICE, Backpressure, PendingWriter
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
@@ -52,7 +52,7 @@ class PublishIntake:
 
     def __init__(self, router: "ChannelRouter", counters: "Counters", stats: "StatsPublisher | None" = None,
                  clock: "IReactorTime | None" = None, *, pending_limit: int = DEFAULT_LIMIT,
-                 slice_size: int = DEFAULT_SLICE) -> None:
+                 slice_size: int = DEFAULT_SLICE, ahead: int = DEFAULT_AHEAD) -> None:
         """
         @param clock: when given, items delivered in one reactor turn after the first are
             gathered and fanned out together at the end of the turn (L{deliver}), and
@@ -60,6 +60,8 @@ class PublishIntake:
         @param pending_limit: bytes of waiting deliveries past which publishers are held back
             (0: no bound).
         @param slice_size: connections written per reactor turn while deliveries wait.
+        @param ahead: runs waiting for one connection past which publish answers are held
+            (L{when_relieved}; 0: never).
         """
         self._router = router
         self._counters = counters
@@ -73,7 +75,7 @@ class PublishIntake:
         self.backpressure = Backpressure(pending_limit)
         #: per-connection coalescing of deliveries while busy (None without a clock)
         self.pending: PendingWriter | None = (
-            PendingWriter(router, clock, slice_size=slice_size, backpressure=self.backpressure) if clock is not None else None
+            PendingWriter(router, clock, slice_size=slice_size, backpressure=self.backpressure, ahead=ahead) if clock is not None else None
         )
         # the publish line, once per item: its event's constant part built once
         self._publish_lines = InfoLines(self._log)
@@ -123,8 +125,16 @@ class PublishIntake:
             self.pending.flush()
 
     def when_relieved(self, callback: "Callable[[], object]") -> None:
-        """Call C{callback} now, or once waiting deliveries are back under their bound (a held publish answer)."""
-        self.backpressure.when_relieved(callback)
+        """
+        Call C{callback} now, or once waiting deliveries are back under their bound, and no
+        connection has more than C{ahead} runs waiting for it (a held publish answer:
+        L{PendingWriter.when_caught_up}).
+        """
+        pending = self.pending
+        if pending is None:
+            self.backpressure.when_relieved(callback)
+        else:
+            self.backpressure.when_relieved(lambda: pending.when_caught_up(callback))
 
     def _end_of_turn(self) -> None:
         gathered, self._gathered = self._gathered, None

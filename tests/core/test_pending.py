@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pushpin_tx.core.hold import StreamHold
 from pushpin_tx.core.intake import PublishIntake
-from pushpin_tx.core.pending import Backpressure
+from pushpin_tx.core.pending import DEFAULT_AHEAD, Backpressure
 from pushpin_tx.protocol.grip import parse_instruct
 from pushpin_tx.protocol.items import parse_item
 
@@ -54,9 +54,9 @@ def chunk(text):
     return b"%x\r\n%s\r\n" % (len(text), text.encode())
 
 
-def setup(clock, n, *, slice_size=2, limit=1 << 30, **kw):
+def setup(clock, n, *, slice_size=2, limit=1 << 30, ahead=DEFAULT_AHEAD, **kw):
     ctx = hold_context(clock, **kw)
-    intake = PublishIntake(ctx.router, ctx.counters, clock=clock, slice_size=slice_size, pending_limit=limit)
+    intake = PublishIntake(ctx.router, ctx.counters, clock=clock, slice_size=slice_size, pending_limit=limit, ahead=ahead)
     return ctx, intake, streams(ctx, n)
 
 
@@ -179,6 +179,73 @@ def test_flush_writes_everything_waiting_now(clock):
     intake.flush()
     assert [sink.framed for _, sink in subs] == [[chunk("a")]] * 5
     assert intake.pending.idle and clock.getDelayedCalls() == []
+
+
+def publish_and_answer(clock, intake, answers, text):
+    """A publisher that waits for each answer: its publish, the answer asked for in the same turn, then the turn."""
+    intake.publish([item("s", text)], "http")
+    intake.when_relieved(lambda: answers.append(text))
+    turn(clock)
+
+
+def test_a_publish_answer_waits_while_a_connection_has_more_than_ahead_publishes_waiting(clock):
+    """
+    A publisher waiting for each answer is held while the fan-out is more than C{ahead}
+    publishes behind for some connection, and answered once it is back to that depth: it
+    goes at the fan-out's pace instead of piling its publishes up behind it.
+    """
+    ctx, intake, subs = setup(clock, 8, slice_size=1, ahead=2)
+    answers = []
+    for text in "abc":
+        publish_and_answer(clock, intake, answers, text)
+    # c0 was written a at once, c1 a, c2 a+b: c1 waits from b, c3..c7 from a (3 publishes)
+    assert answers == ["a", "b", "c"]
+    publish_and_answer(clock, intake, answers, "d")
+    assert answers == ["a", "b", "c"] and intake.pending.held == 1  # d's answer waits
+    for _ in range(5):
+        turn(clock)  # c4..c7 written a..d in one write each, c0 b..d: c1 still waits from b
+    assert answers == ["a", "b", "c"]
+    turn(clock)  # c1 written b..d: no one waits for more than c, d
+    assert answers == ["a", "b", "c", "d"]
+    assert not intake.pending.idle  # what waits is still written, turn after turn
+    drain(clock)
+    assert [b"".join(sink.framed) for _, sink in subs] == [b"".join(chunk(t) for t in "abcd")] * 8
+    assert intake.pending.idle and intake.pending.pending_bytes == 0
+
+
+def test_one_answer_is_held_at_a_time_and_flush_lets_it_go(clock):
+    """
+    With publishers in parallel only one answer waits (the others are as many publishes in
+    flight whatever is held); the intake's flush (a recover, a shutdown) lets it go at once.
+    """
+    ctx, intake, subs = setup(clock, 6, slice_size=1, ahead=1)
+    answers = []
+    for text in "abc":
+        intake.publish([item("s", text)], "http")
+        turn(clock)
+    intake.when_relieved(lambda: answers.append("first"))
+    intake.when_relieved(lambda: answers.append("second"))
+    assert answers == ["second"] and intake.pending.held == 1
+    intake.flush()
+    assert answers == ["second", "first"]
+    assert intake.pending.idle and clock.getDelayedCalls() == []
+
+
+def test_no_answer_is_held_at_low_load_or_with_no_bound(clock):
+    """An idle proxy answers at once; with C{ahead=0} no answer waits however far behind the fan-out is."""
+    ctx, intake, subs = setup(clock, 3, slice_size=1, ahead=2)
+    answers = []
+    publish_and_answer(clock, intake, answers, "a")
+    drain(clock)
+    publish_and_answer(clock, intake, answers, "b")
+    assert answers == ["a", "b"]
+    ctx, intake, subs = setup(clock, 50, slice_size=1, ahead=0)
+    answers = []
+    for text in "abcdefgh":
+        publish_and_answer(clock, intake, answers, text)
+    assert answers == list("abcdefgh") and not intake.pending.idle
+    assert intake.pending.held == 0
+    drain(clock)
 
 
 class RecordingProducer:
