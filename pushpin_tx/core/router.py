@@ -261,6 +261,11 @@ class ChannelRouter:
         """The prefixes with at least one prefix subscriber."""
         return self._prefixes.keys()
 
+    def prefix_subscriber_count(self, prefix: str) -> int:
+        """How many prefix subscribers C{prefix} has (the status page and the console count them)."""
+        subs = self._prefixes.get(prefix)
+        return len(subs) if subs else 0
+
     def targets(self, channel: str) -> "dict[Subscriber, None] | None":
         """
         Everyone a publish to C{channel} reaches, each once: its exact subscribers, then those

@@ -39,7 +39,9 @@ class ConnInfo:
     """One held connection, as the console shows it.
 
     C{queue_depth}, C{dropped} and C{delivered} are C{None} for holds without a delivery
-    queue (long-polls). C{route} is the route id when the hold carries one.
+    queue (long-polls). C{route} is the route id when the hold carries one. C{channels} are
+    its exact channels, C{prefixes} its prefix subscriptions (C{Grip-Channel: news.; prefix},
+    a WebSocket's C{"prefix": true}).
     """
 
     conn_id: str
@@ -52,6 +54,7 @@ class ConnInfo:
     dropped: int | None
     delivered: int | None
     age: float
+    prefixes: tuple[str, ...] = ()
 
     def line(self) -> str:
         """A one-line summary, as L{ConsoleHelpers.conns} prints it."""
@@ -60,6 +63,7 @@ class ConnInfo:
         return (
             f"{self.conn_id:>8} {self.kind:<8} {self.age:>8.1f}s {queue:>6} {dropped:>7}"
             f" {self.peer or '-':<21} {','.join(self.channels)}"
+            + (f"  prefixes={','.join(self.prefixes)}" if self.prefixes else "")
             + (f"  route={self.route}" if self.route else "")
         )
 
@@ -68,18 +72,23 @@ _CONNS_HEADER = f"{'id':>8} {'kind':<8} {'age':>9} {'queue':>6} {'dropped':>7} {
 
 _HELP = Text(
     """pushpin-tx console helpers:
-  channels()             channel -> subscriber count, sorted by channel
-  conns(limit=100)       one line per held connection (id, kind, age, queue depth, drops, peer, channels)
-  conn(conn_id)          details of one held connection (peer, route, channels, queue depth, dropped, age)
+  channels()             channel -> subscriber count, sorted by channel (exact channels only)
+  prefixes()             prefix -> prefix subscriber count, sorted by prefix (Grip-Channel: news.; prefix)
+  conns(limit=100)       one line per held connection (id, kind, age, queue depth, drops, peer, channels,
+                         prefixes)
+  conn(conn_id)          details of one held connection (peer, route, channels, prefixes, queue depth,
+                         dropped, age)
   publish(channel, content)
                          publish an http-stream + http-response item (content as given, no newline added);
                          returns how many subscribers the channel had
   close(conn_id)         drop a held connection now; True if it was held
   reload()               re-read the routes file (as SIGHUP does)
-  stats()                counters: requests, held connections, publishes, deliveries, drops
+  stats()                counters: requests, held connections, channels, prefixes, publishes, deliveries,
+                         drops
                          (with workers > 1: summed over every process, workers' figures at most 1 s old)
-  workers()              one line per process: pid, held connections, channels, deliveries, drops
-                         (conns(), conn(), close() and channels() see this process's connections only)
+  workers()              one line per process: pid, held connections, channels, prefixes, deliveries, drops
+                         (conns(), conn(), close(), channels() and prefixes() see this process's
+                         connections only)
   backplane()            the Redis backplane: state (up/down/connecting), since, counters
                          (published, received, local_only, unconfirmed, ...); {'state': 'off'} without one
   help()                 this text; help(obj) is Python's help on obj
@@ -99,13 +108,14 @@ def _find(view: OpsView, conn_id: str) -> Any:
 def process_rows(view: OpsView) -> list[dict[str, Any]]:
     """
     One row per process, this one (worker 0) first: pid, alive, held connections, channels,
-    deliveries, requests received and drops; workers' rows from their latest snapshots.
+    prefixes, deliveries, requests received and drops; workers' rows from their latest snapshots.
     """
     pool = view.workers
     own = {
         "worker": view.worker_index, "pid": os.getpid(), "alive": True,
         "held": sum(len(t) for t in view.connection_tables()),
         "channels": len(list(view.router.channels())),
+        "prefixes": len(list(view.router.prefixes())),
         "deliveries": view.counters.deliveries,
         "requests_received": view.counters.requests_received,
         "drops": sum(view.counters.drops.values()),
@@ -143,6 +153,12 @@ def _uri_of(request: Any) -> str | None:
         return None
 
 
+def _prefixes_of(hold: Any) -> Any:
+    # an HTTP hold's prefix subscriptions are its prefix_channels, a WebSocket session's its prefixes
+    prefixes = getattr(hold, "prefix_channels", None)
+    return prefixes if prefixes is not None else getattr(hold, "prefixes", ())
+
+
 def _conn_sort_key(conn_id: str) -> tuple[int, str]:
     return (len(conn_id), conn_id)  # numeric ids in numeric order
 
@@ -167,6 +183,7 @@ class ConsoleHelpers:
         return {
             "help": self.help,
             "channels": self.channels,
+            "prefixes": self.prefixes,
             "conn": self.conn,
             "conns": self.conns,
             "publish": self.publish,
@@ -189,9 +206,14 @@ class ConsoleHelpers:
         return Text(pydoc.render_doc(obj, renderer=pydoc.plaintext))  # type: ignore[attr-defined]  # not in typeshed
 
     def channels(self) -> dict[str, int]:
-        """Channels with subscribers -> how many, sorted by channel name."""
+        """Channels with subscribers -> how many, sorted by channel name (exact subscriptions only)."""
         router = self._view.router
         return {name: router.subscriber_count(name) for name in sorted(router.channels())}
+
+    def prefixes(self) -> dict[str, int]:
+        """Channel prefixes with prefix subscribers -> how many, sorted by prefix."""
+        router = self._view.router
+        return {prefix: router.prefix_subscriber_count(prefix) for prefix in sorted(router.prefixes())}
 
     def conn(self, conn_id: str | int) -> ConnInfo:
         """One held connection; C{KeyError} if there is none with that id."""
@@ -259,6 +281,7 @@ class ConsoleHelpers:
         snapshot = dict(s.counters.snapshot())
         snapshot["held_connections"] = sum(len(t) for t in s.connection_tables())
         snapshot["channels"] = len(list(s.router.channels()))
+        snapshot["prefixes"] = len(list(s.router.prefixes()))
         snapshot["router_published"] = s.router.published
         snapshot["router_published_idle"] = s.router.published_idle
         pool = s.workers
@@ -269,6 +292,7 @@ class ConsoleHelpers:
                                                       router_published_idle=w["router_published_idle"]) for w in snaps])
             total.pop("connection_minutes_closed", None)
             total["channels"] = len(list(pool.interest.channels()))
+            total["prefixes"] = len(list(pool.interest.prefixes()))
             total["workers"] = 1 + len(snaps)
             return total
         return snapshot
@@ -290,11 +314,13 @@ class ConsoleHelpers:
 
         def table(_: object = None) -> Text:
             rows = process_rows(s)
-            header = f"{'worker':>6} {'pid':>7} {'alive':<5} {'held':>7} {'channels':>8} {'deliveries':>11} {'requests':>9} {'drops':>6}"
+            header = (f"{'worker':>6} {'pid':>7} {'alive':<5} {'held':>7} {'channels':>8} {'prefixes':>8}"
+                      f" {'deliveries':>11} {'requests':>9} {'drops':>6}")
             lines = [header]
             for r in rows:
                 lines.append(f"{r['worker']:>6} {r['pid'] or '-':>7} {'yes' if r['alive'] else 'no':<5} {r['held']:>7} "
-                             f"{r['channels']:>8} {r['deliveries']:>11} {r['requests_received']:>9} {r['drops']:>6}")
+                             f"{r['channels']:>8} {r.get('prefixes', 0):>8} {r['deliveries']:>11}"
+                             f" {r['requests_received']:>9} {r['drops']:>6}")
             return Text("\n".join(lines))
 
         if pool is None:
@@ -312,6 +338,7 @@ class ConsoleHelpers:
             route=getattr(hold, "route_id", None),
             uri=_uri_of(request) if request is not None else None,
             channels=tuple(hold.channels),
+            prefixes=tuple(_prefixes_of(hold)),
             queue_depth=len(queue) if queue is not None else None,
             dropped=queue.dropped if queue is not None else None,
             delivered=queue.delivered if queue is not None else None,

@@ -20,7 +20,8 @@ exactly as Pushpin writes them (C{<prefix>request_received}, a counter with no C
   - C{message_sent} (counter): messages sent to clients.
 
 Ours, with the same prefix and Prometheus' naming conventions (counters end in C{_total}):
-C{held_connections{kind}}, C{subscribed_channels}, C{subscriptions},
+C{held_connections{kind}}, C{subscribed_channels}, C{subscriptions} (exact channels),
+C{subscribed_prefixes}, C{prefix_subscriptions} (prefix subscriptions),
 C{publishes_total{input}}, C{deliveries_total}, C{drops_total{reason}}, C{queue_depth},
 C{recoveries_total}.
 
@@ -137,7 +138,8 @@ class PushpinCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         """
         This process's metrics, plus (workers > 1) every worker's latest samples added in,
-        except C{subscribed_channels}, which counts the channels subscribed in any process.
+        except C{subscribed_channels} and C{subscribed_prefixes}, which count the channels and
+        the prefixes subscribed in any process.
         """
         pool = self._view.workers
         if pool is None:
@@ -146,10 +148,12 @@ class PushpinCollector(Collector):
         others = [snap.get("metrics", {}) for snap in pool.snapshots()]
         # counters of workers that ended stay in the totals (a counter never goes back)
         others.append({name: ("counter", samples) for name, samples in pool.retired_metrics.items()})
-        union = len(list(pool.interest.channels()))
+        unions = {"subscribed_channels": len(list(pool.interest.channels())),
+                  "subscribed_prefixes": len(list(pool.interest.prefixes()))}
         for metric in self._collect_own():
             base = metric.name[len(self._prefix):]
-            if base == "subscribed_channels":
+            union = unions.get(base)
+            if union is not None:
                 metric.samples = [sample._replace(value=union) for sample in metric.samples]
             else:
                 metric.samples = _add_samples(metric, base, others)
@@ -171,6 +175,7 @@ class PushpinCollector(Collector):
                 depth += len(queue)
         held = counters.held
         channels = list(router.channels())
+        prefixes = list(router.prefixes())
 
         def single(name: str, help_text: str, kind: str, value: float) -> Metric:
             m = self._metric(name, help_text, kind)
@@ -208,6 +213,14 @@ class PushpinCollector(Collector):
             "Channel subscriptions (one per connection and channel)",
             "gauge",
             sum(router.subscriber_count(c) for c in channels),
+        )
+        # Prefix subscriptions (Grip-Channel: news.; prefix) apart: the two above stay exact channels.
+        yield single("subscribed_prefixes", "Channel prefixes with at least one prefix subscriber", "gauge", len(prefixes))
+        yield single(
+            "prefix_subscriptions",
+            "Prefix subscriptions (one per connection and prefix)",
+            "gauge",
+            sum(router.prefix_subscriber_count(p) for p in prefixes),
         )
         yield labelled(
             "publishes_total", "Publish requests received, by input", "counter", "input", counters.publishes.items()

@@ -5,15 +5,16 @@ The live status page on the metrics listener: C{/status} is one self-contained H
 Events feed it reads. Every other path still answers the Prometheus metrics.
 
 What the page shows is what an operator asks first: held connections by kind, the
-busiest channels with their subscriber counts, publish / delivery / drop rates as small
-live charts, per-process load, and the most recent drops with their connection and
-channel. One event a second, built from the same collector the metrics are (so, with
+busiest channels with their subscriber counts (the busiest prefix subscriptions,
+C{Grip-Channel: news.; prefix}, apart: a prefix is not a channel), publish / delivery /
+drop rates as small live charts, per-process load, and the most recent drops with their
+connection and channel. One event a second, built from the same collector the metrics are (so, with
 workers, summed over every process, fresh from each worker: the feed asks the workers
 for their figures before each event, as a scrape does).
 
-The busiest channels are summed from each process's own top L{BUSIEST} (a channel just
-outside one worker's top is undercounted there: the list is for spotting, the metrics
-are the exact figures).
+The busiest channels and prefixes are summed from each process's own top L{BUSIEST} (a
+channel just outside one worker's top is undercounted there: the list is for spotting, the
+metrics are the exact figures).
 
 The feed is one timer for all its clients, running only while someone watches; a client
 that stops reading (more than L{MAX_BUFFERED} bytes unsent) is dropped.
@@ -73,16 +74,20 @@ _log = Logger()
 
 def process_status(view: OpsView) -> dict[str, Any]:
     """
-    This process's part of the page that the metrics do not carry: its busiest channels
-    and its latest drops (sent up in a worker's snapshot, read directly in the main process).
+    This process's part of the page that the metrics do not carry: its busiest channels and
+    prefixes and its latest drops (sent up in a worker's snapshot, read directly in the main
+    process).
     """
     router = view.router
     counts = ((-router.subscriber_count(c), c) for c in router.channels())
     busiest = [[c, -n] for n, c in heapq.nsmallest(BUSIEST, counts)]  # most subscribers, then by name
+    prefix_counts = ((-router.prefix_subscriber_count(p), p) for p in router.prefixes())
+    prefixes = [[p, -n] for n, p in heapq.nsmallest(BUSIEST, prefix_counts)]
     recent = list(view.drops.recent)[-RECENT:]
     worker = view.worker_index
     return {
         "channels": busiest,
+        "prefixes": prefixes,
         "drops": [{"t": t, "worker": worker, "conn": conn, "channel": channel, "reason": reason}
                   for t, conn, channel, reason in recent],
     }
@@ -91,7 +96,9 @@ def process_status(view: OpsView) -> dict[str, Any]:
 def build_status(view: OpsView, collector: Collector, now: Callable[[], float]) -> dict[str, Any]:
     """
     The page's figures: the metrics (every process, as a scrape sums them) plus the busiest
-    channels, each process's load and the latest drops.
+    channels and prefixes, each process's load and the latest drops. C{channels},
+    C{subscribed_channels} and C{subscriptions} are exact channels; C{prefixes},
+    C{subscribed_prefixes} and C{prefix_subscriptions} the prefix subscriptions.
 
     @param collector: the metrics' L{pushpin_tx.ops.metrics.PushpinCollector} with an empty prefix.
     """
@@ -106,11 +113,8 @@ def build_status(view: OpsView, collector: Collector, now: Callable[[], float]) 
     pool = view.workers
     if pool is not None:
         parts += [snap.get("status", {}) for snap in pool.snapshots()]
-    channels: dict[str, int] = {}
-    for part in parts:
-        for name, n in part.get("channels", ()):
-            channels[name] = channels.get(name, 0) + n
-    busiest = sorted(channels.items(), key=lambda kv: (-kv[1], kv[0]))[:BUSIEST]  # most subscribers, then by name
+    busiest = _summed_top(parts, "channels")
+    busiest_prefixes = _summed_top(parts, "prefixes")
     drops = sorted((d for part in parts for d in part.get("drops", ())), key=lambda d: d["t"])[-RECENT:]
     drops.reverse()
     return {
@@ -127,10 +131,22 @@ def build_status(view: OpsView, collector: Collector, now: Callable[[], float]) 
         "subscribed_channels": one("subscribed_channels"),
         "subscriptions": one("subscriptions"),
         "queue_depth": one("queue_depth"),
-        "channels": [[name, n] for name, n in busiest],
+        "channels": busiest,
+        "subscribed_prefixes": one("subscribed_prefixes"),
+        "prefix_subscriptions": one("prefix_subscriptions"),
+        "prefixes": busiest_prefixes,
         "workers": process_rows(view),
         "recent_drops": drops,
     }
+
+
+def _summed_top(parts: list[dict[str, Any]], key: str) -> list[list[Any]]:
+    """The processes' C{key} lists ([name, subscribers] each) summed by name: the top L{BUSIEST}, most first, then by name."""
+    totals: dict[str, int] = {}
+    for part in parts:
+        for name, n in part.get(key, ()):
+            totals[name] = totals.get(name, 0) + n
+    return [[name, n] for name, n in sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[:BUSIEST]]
 
 
 # --- the event stream ------------------------------------------------------------------------

@@ -652,6 +652,7 @@ class WorkerPool(service.Service):
                 "alive": worker.alive,
                 "held": snap.get("held", 0),
                 "channels": len(worker.channels),
+                "prefixes": len(worker.prefixes),
                 "deliveries": counters.get("deliveries", 0),
                 "requests_received": counters.get("requests_received", 0),
                 "drops": sum(counters.get("drops", {}).values()),

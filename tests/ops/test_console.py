@@ -472,6 +472,28 @@ async def test_ssh_login_with_an_authorized_key_runs_helpers(reactor, key_files,
 
 
 @pytest_twisted.ensureDeferred
+async def test_ssh_prompt_shows_prefix_subscriptions(reactor, key_files, fake):
+    """Over a real SSH login, prefixes() at the prompt shows the live prefix subscriptions and their counts."""
+    fake.hold("stream", "1", "news", "news.; prefix")
+    fake.hold("stream", "2", "news.; prefix")
+    console = build(key_files, ConsoleHelpers(fake).namespace())
+    console.privilegedStartService()
+    console.startService()
+    try:
+        port = console.ssh_port.getHost().port
+        client = await _connect(reactor, port, key_files.client, line=b"prefixes()\r", want=b"{'news.': 2}")
+        try:
+            await client.logged_in.addTimeout(10, reactor)
+            output = await client.shell.found.addTimeout(10, reactor)
+            assert b"\r\n{'news.': 2}" in output
+        finally:
+            client.transport.loseConnection()
+            await client.closed
+    finally:
+        await console.stopService()
+
+
+@pytest_twisted.ensureDeferred
 async def test_ssh_login_with_an_unknown_key_is_refused(reactor, key_files):
     """A key that is not in authorized_keys never gets a session."""
     console = build(key_files)
@@ -571,6 +593,62 @@ def test_websocket_sessions_are_listed_inspected_and_closed_too(fake, clock):
     assert (info.kind, info.peer, info.channels, info.queue_depth) == ("ws", "10.9.9.9:999", ("chat",), None)
     assert helpers.close("12") is True and session.client.dropped
     assert helpers.stats()["held_connections"] == 2
+
+
+def test_prefixes_lists_prefix_subscriber_counts_apart_from_channels(fake):
+    """prefixes() maps each subscribed prefix to its prefix subscribers, by name; channels() stays exact channels."""
+    fake.hold("stream", "1", "news", "room.; prefix")
+    fake.hold("stream", "2", "news.; prefix", "room.; prefix")
+    fake.hold("response", "3", "news.; prefix")
+    helpers = ConsoleHelpers(fake)
+    got = helpers.namespace()["prefixes"]()
+    assert got == {"news.": 2, "room.": 2} and list(got) == ["news.", "room."]
+    assert helpers.channels() == {"news": 1}
+    stats = helpers.stats()
+    assert (stats["channels"], stats["prefixes"]) == (1, 2)
+    assert "prefixes()" in helpers.help()
+
+
+def test_a_connections_prefixes_show_in_conn_and_conns(fake, clock):
+    """conn(id) lists a hold's prefix subscriptions apart from its channels; its conns() line names them."""
+    fake.hold("stream", "7", "news", "news.; prefix", "room.; prefix; filter=skip-self", peer=("10.1.2.3", 4567))
+    helpers = ConsoleHelpers(fake)
+    info = helpers.conn("7")
+    assert (info.channels, info.prefixes) == (("news",), ("news.", "room."))
+    line = helpers.conns().splitlines()[1]
+    assert line.split()[-2:] == ["news", "prefixes=news.,room."]
+    assert ConsoleHelpers(fake).conn("7") == info  # a value: equal when nothing changed
+    fake.hold("stream", "8", "plain")
+    assert helpers.conn("8").prefixes == () and "prefixes=" not in helpers.conns().splitlines()[2]
+
+
+def test_a_websocket_sessions_prefixes_show_in_conn(fake, clock):
+    """A WebSocket session's subscribe with "prefix": true shows as a prefix of that connection, and in prefixes()."""
+    import json
+
+    from pushpin_tx.core.ws_session import OPCODE_TEXT, WsSession
+    from tests.core.test_ws_session import FakeClient, FakeOrigin
+
+    session = WsSession(fake.ctx, "12", grip=True)
+    session.open(FakeClient(), FakeOrigin())
+    session.origin_message(OPCODE_TEXT, b"c:" + json.dumps({"type": "subscribe", "channel": "chat"}).encode())
+    session.origin_message(OPCODE_TEXT, b"c:" + json.dumps({"type": "subscribe", "channel": "news.", "prefix": True}).encode())
+    fake.websockets = SimpleNamespace(connections={"12": session})
+    helpers = ConsoleHelpers(fake)
+    try:
+        info = helpers.conn("12")
+        assert (info.kind, info.channels, info.prefixes) == ("ws", ("chat",), ("news.",))
+        assert helpers.prefixes() == {"news.": 1} and helpers.channels() == {"chat": 1}
+    finally:
+        session.end()
+
+
+def test_workers_table_has_a_prefixes_column(fake):
+    """workers() shows each process's prefix count beside its channels."""
+    fake.hold("stream", "1", "a", "news.; prefix", "room.; prefix")
+    lines = ConsoleHelpers(fake).workers().splitlines()
+    assert lines[0].split()[3:6] == ["held", "channels", "prefixes"]
+    assert lines[1].split()[3:6] == ["1", "1", "2"]
 
 
 def test_settings_can_be_checked_before_anything_is_built(key_files):

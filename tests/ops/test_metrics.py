@@ -153,6 +153,22 @@ def test_our_metrics_report_holds_channels_publishes_drops_and_queues(fake, cloc
     assert 'pushpin_drops_total{reason="queue full"} 4\n' in text
 
 
+def test_prefix_subscriptions_are_counted_apart_from_the_channels(fake, clock):
+    """Prefix subscriptions (Grip-Channel: news.; prefix) leave subscribed_channels and subscriptions exact; two gauges count them."""
+    fake.hold("stream", "1", "news", "news.; prefix")
+    fake.hold("stream", "2", "news.; prefix", "room.; prefix")
+    fake.hold("response", "3", "room.; prefix")
+    got = families(scrape_text(fake, clock))
+    assert got["pushpin_subscribed_channels"]["values"] == {(): 1}
+    assert got["pushpin_subscriptions"]["values"] == {(): 1}
+    assert got["pushpin_subscribed_prefixes"]["values"] == {(): 2}
+    assert got["pushpin_prefix_subscriptions"]["values"] == {(): 4}
+    assert got["pushpin_subscribed_prefixes"]["type"] == got["pushpin_prefix_subscriptions"]["type"] == "gauge"
+    fake.close_all()
+    got = families(scrape_text(fake, clock))
+    assert got["pushpin_subscribed_prefixes"]["values"] == got["pushpin_prefix_subscriptions"]["values"] == {(): 0}
+
+
 @pytest.mark.parametrize(
     "elapsed, closed, minutes",
     [(0, 0, 1), (59.9, 0, 1), (60, 0, 2), (185, 0, 4), (10, 7, 8)],

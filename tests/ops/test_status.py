@@ -42,7 +42,7 @@ class FakePool:
         self._snapshots = snapshots
         self._rows = rows
         self.retired_metrics: dict = {}
-        self.interest = SimpleNamespace(channels=lambda: ["news", "sport", "w-only"])
+        self.interest = SimpleNamespace(channels=lambda: ["news", "sport", "w-only"], prefixes=lambda: ["news.", "w."])
         self.refreshes = 0
         self.pending: list[defer.Deferred] = []
 
@@ -135,6 +135,35 @@ def test_with_workers_the_figures_are_summed_over_processes(fake, clock):
     assert s["subscribed_channels"] == 3  # the union the pool reports
     assert s["channels"] == [["news", 3], ["w-only", 1]]
     assert [w["worker"] for w in s["workers"]] == [0, 1] and s["workers"][1]["pid"] == 4242
+
+
+def test_prefix_subscriptions_show_apart_from_the_channels(fake, clock):
+    """Channels and subscriptions stay exact; prefixes have their own counts, busiest list and column per process."""
+    fake.hold("stream", "1", "news", "news.; prefix")
+    fake.hold("stream", "2", "news.; prefix", "room.; prefix")
+    fake.hold("response", "3", "news.; prefix")
+    s = status_of(fake, clock)
+    assert (s["subscribed_channels"], s["subscriptions"], s["channels"]) == (1, 1, [["news", 1]])
+    assert (s["subscribed_prefixes"], s["prefix_subscriptions"]) == (2, 4)
+    assert s["prefixes"] == [["news.", 3], ["room.", 1]]
+    assert [(w["channels"], w["prefixes"]) for w in s["workers"]] == [(1, 2)]
+    json.dumps(s)
+
+
+def test_with_workers_prefixes_are_the_union_and_their_subscribers_summed(fake, clock):
+    """With workers, subscribed_prefixes is the pool's union, each prefix's subscribers add up, each row has its prefixes."""
+    fake.hold("stream", "1", "news.; prefix")
+    metrics = {"subscribed_prefixes": ("gauge", {(): 2}), "prefix_subscriptions": ("gauge", {(): 3})}
+    worker = {"counters": {}, "held": 3, "metrics": metrics,
+              "status": {"channels": [], "prefixes": [["news.", 2], ["w.", 1]], "drops": []}}
+    rows = [{"worker": 1, "pid": 4242, "alive": True, "held": 3, "channels": 0, "prefixes": 2, "deliveries": 0,
+             "requests_received": 0, "drops": 0}]
+    fake.workers = FakePool([worker], rows)
+    s = status_of(fake, clock)
+    assert s["subscribed_prefixes"] == 2  # news. and w.: the union the pool reports, not 1 + 2
+    assert s["prefix_subscriptions"] == 4
+    assert s["prefixes"] == [["news.", 3], ["w.", 1]]
+    assert [w["prefixes"] for w in s["workers"]] == [1, 2]
 
 
 # --- served -----------------------------------------------------------------------------------
@@ -265,6 +294,25 @@ async def test_the_feed_sends_an_event_at_once_then_one_per_second(reactor, fake
     while feed.clients and reactor.seconds() < await_until:  # the server sees the close a turn later
         await _turn(reactor)
     assert feed.clients == 0 and clock.getDelayedCalls() == []  # no timer runs without a watcher
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_feed_and_the_page_carry_the_prefix_subscriptions(reactor, fake, site_for):
+    """Over a real socket: an event has the prefix counts and the busiest prefixes; the page shows them."""
+    fake.hold("stream", "1", "news", "news.; prefix")
+    fake.hold("stream", "2", "news.; prefix")
+    port, _ = site_for(fake)
+    client = await get(reactor, port, "/status/events", until=b"\n\n")
+    await client.wait_for(reactor, b"event: status\n")
+    event = events(client.received)[0]
+    assert (event["subscribed_channels"], event["subscriptions"], event["channels"]) == (1, 1, [["news", 1]])
+    assert (event["subscribed_prefixes"], event["prefix_subscriptions"], event["prefixes"]) == (1, 2, [["news.", 2]])
+    client.transport.loseConnection()
+    await client.closed
+    page = (await get(reactor, port, "/status")).received
+    for needle in (b'id="subscribed-prefixes"', b'id="prefix-subscriptions"', b'<tbody id="prefixes">',
+                   b"s.subscribed_prefixes", b'$("prefixes")', b"w.prefixes"):
+        assert needle in page, needle
 
 
 def _turn(reactor) -> defer.Deferred:

@@ -577,7 +577,7 @@ def test_the_console_sums_every_process_and_lists_the_workers():
     pushpin.counters.deliveries = 5
 
     class FakeWorker:
-        index, pid, alive, channels = 1, 4242, True, {"a"}
+        index, pid, alive, channels, prefixes = 1, 4242, True, {"a"}, {"news."}
         snapshot = None
 
         def __init__(self):
@@ -603,8 +603,8 @@ def test_the_console_sums_every_process_and_lists_the_workers():
     (_, token), = _decode_all(worker.sent[-1])
     pool._received(worker, ("snapshot", token, dict(snap, held=3)))
     lines = str(tables[0]).splitlines()
-    assert lines[0].split() == ["worker", "pid", "alive", "held", "channels", "deliveries", "requests", "drops"]
-    assert lines[2].split() == ["1", "4242", "yes", "3", "1", "7", "3", "1"]
+    assert lines[0].split() == ["worker", "pid", "alive", "held", "channels", "prefixes", "deliveries", "requests", "drops"]
+    assert lines[2].split() == ["1", "4242", "yes", "3", "1", "1", "7", "3", "1"]
 
 
 def test_a_worker_far_behind_on_its_pipe_is_killed_and_started_again():
