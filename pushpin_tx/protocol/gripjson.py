@@ -7,6 +7,10 @@ draft that the header form already filled, exactly as Pushpin 1.36's C{Instruct:
 does: C{Grip-*} headers still count (channels from both forms add up, C{Grip-Status} and
 C{Grip-Link} apply), C{hold} fields override, and the client-facing response is rebuilt from
 C{response} alone. Error texts are Pushpin's own. Pure code.
+
+Ours: a channel with C{"prefix": true} (C{{"name": "news.", "prefix": true}}) is a prefix
+subscription, as C{Grip-Channel: news.; prefix} is, with the header form's rules (filters
+allowed, a non-empty name, no C{prev-id}); C{"prefix"} must be a boolean.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ class _Draft(Protocol):
     headers: Headers | None
     hold: str | None
     channels: list[tuple[str, str | None, list[str]]] | None
+    prefix_channels: list[tuple[str, list[str]]] | None
     timeout: int | None
     ka_data: bytes
     ka_timeout: int | None
@@ -107,6 +112,16 @@ def _parse_json_hold(draft: _Draft, hold: dict[str, Any]) -> None:
                 if not isinstance(item, str):
                     raise JsonInstructError("filters contains value with wrong type")
                 filters.append(_clean(item))
+        if "prefix" in channel and _get_bool(channel, "channel", "prefix"):
+            # the header form's rules (grip._parse_headers), in this form's words
+            if not name:
+                raise JsonInstructError("channel with 'prefix' must name a non-empty prefix")
+            if prev_id is not None:
+                raise JsonInstructError("channel with 'prefix' cannot have a prev-id")
+            if draft.prefix_channels is None:
+                draft.prefix_channels = []
+            draft.prefix_channels.append((name, filters))
+            continue
         draft.channels.append((name or "", prev_id, filters))
 
     if "timeout" in hold:
@@ -196,6 +211,14 @@ def _get_str(obj: dict[str, Any], parent: str, key: str) -> str | None:
     if not isinstance(value, str):
         raise JsonInstructError(f"{parent} contains '{key}' with wrong type")
     return _clean(value)
+
+
+def _get_bool(obj: dict[str, Any], parent: str, key: str) -> bool:
+    """A present boolean member: C{true} or C{false}, nothing else (not 1, not "true")."""
+    value = obj[key]
+    if not isinstance(value, bool):
+        raise JsonInstructError(f"{parent} contains '{key}' with wrong type")
+    return value
 
 
 def _get_int(obj: dict[str, Any], parent: str, key: str) -> int:

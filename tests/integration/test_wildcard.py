@@ -11,7 +11,7 @@ import re
 import pytest_twisted
 from gripcontrol import WebSocketEvent, decode_websocket_events, encode_websocket_events
 
-from .harness import ScriptedOrigin, raw_connect, start_origin, start_proxy
+from .harness import ScriptedOrigin, raw_connect, raw_request, start_origin, start_proxy
 from .test_end_to_end import _publish
 from .test_websockets import ws_connect
 
@@ -71,6 +71,47 @@ async def test_a_prefix_stream_and_a_prefix_websocket_get_every_matching_channel
         ws.sendClose(1000)
         await ws.wait(reactor, lambda: ws.closed, "closed")
         client.transport.loseConnection()
+    finally:
+        await proxy.stop()
+        await port.stopListening()
+
+
+def json_news_stream(request):
+    """The JSON instruct form of news_stream: a stream on the prefix news. (and the refusal of a non-boolean prefix)."""
+    import json
+
+    prefix = True if request.path == b"/json-news" else "yes"
+    request.setHeader(b"content-type", b"application/grip-instruct")
+    return json.dumps({
+        "hold": {"mode": "stream", "channels": [{"name": "news.", "prefix": prefix}]},
+        "response": {"headers": {"Content-Type": "text/plain"}, "body": "open\n"},
+    }).encode()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_json_instruct_prefix_stream_gets_every_matching_channel(reactor, tmp_path):
+    """
+    A stream held by an application/grip-instruct body with {"name": "news.", "prefix": true}
+    gets news.sport and news.weather, not newsletter; "prefix": "yes" is an invalid instruction.
+    """
+    origin = ScriptedOrigin()
+    origin.handlers[b"/json-news"] = json_news_stream
+    origin.handlers[b"/json-bad"] = json_news_stream
+    port = await start_origin(reactor, origin)
+    proxy = await start_proxy(reactor, tmp_path, [f"* 127.0.0.1:{port.getHost().port}"])
+    try:
+        client = await raw_connect(reactor, proxy.client_port)
+        client.transport.write(b"GET /json-news HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        await client.wait_for(reactor, b"open\n")
+        await proxy.wait_for_log(r"subscribe .*channel-prefix=news\.")
+        await _publish(reactor, proxy.control_port, [item("news.sport", "goal"), item("newsletter", "spam"), item("news.weather", "rain")])
+        await client.wait_for(reactor, b"rain\n")
+        assert re.findall(rb"(goal|spam|rain)\n", client.received) == [b"goal", b"rain"]
+        client.transport.loseConnection()
+
+        bad = await raw_request(reactor, proxy.client_port, b"GET /json-bad HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n")
+        assert bad.received.startswith(b"HTTP/1.1 502 "), bad.received[:200]
+        await proxy.wait_for_log(r"channel contains 'prefix' with wrong type")
     finally:
         await proxy.stop()
         await port.stopListening()
