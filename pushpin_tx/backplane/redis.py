@@ -290,6 +290,9 @@ class RedisBackplane(service.Service):
             self._listening = True
             self._interest.add_interest_listener(self)
             self._wanted = set(self._interest.channels())
+            # (afresh, as the channels: a prefix that ended while stopped was not heard of)
+            self._wanted_prefixes.clear()
+            self._prefix_lengths.clear()
             for prefix in getattr(self._interest, "prefixes", tuple)():
                 self._add_prefix(prefix)
         self._set_state("connecting")

@@ -356,3 +356,21 @@ def test_a_prefix_is_psubscribed_escaped_and_each_publish_is_delivered_once(cloc
         assert backplane.snapshot()["prefixes"] == 1
     finally:
         backplane.stopService()
+
+
+def test_a_restart_subscribes_the_prefixes_held_then_only(clock):
+    """Stopped and started again, the backplane PSUBSCRIBEs the prefixes held now: not one that ended while it was stopped."""
+    redis = ScriptedRedis()
+    interest = PrefixInterest(prefixes=("news.",))
+    backplane = RedisBackplane(parse_backplane_url("redis://127.0.0.1:7000/0"), clock, interest, [].append, endpoint=redis)
+    backplane.startService()
+    up(backplane, redis)
+    backplane.stopService()
+    interest.remove_prefix("news.")  # (not heard: the backplane is stopped)
+    interest.add_prefix("sport.")
+    backplane.startService()
+    try:
+        assert up(backplane, redis)[1:] == [[b"PSUBSCRIBE", b"pushpin-tx/0/sport.*"]]
+        assert backplane.snapshot()["prefixes"] == 1
+    finally:
+        backplane.stopService()
