@@ -492,7 +492,8 @@ class FastServerSetup(LazyOptionsDump):
     the system for the process id on every connection (here once per process) and a peer
     address from the transport twice; and it sets C{TCP_NODELAY} again on a connection
     twisted.web's C{HTTPChannel} already set it on (skipped when C{nodelay_already}). A
-    TLS transport, or a class not holding every option, takes autobahn's own path.
+    TLS transport takes autobahn's own C{connectionMade} (its TLS transport details; it
+    calls this C{_connectionMade} then), a class not holding every option both of autobahn's.
     tests/test_compat.py compares every attribute the two leave.
 
     Why: autobahn's connection set-up was a twelfth of opening a WebSocket (setup_cost
@@ -634,9 +635,10 @@ def accept_server_handshake(protocol: Any, data: bytes, answer: Any) -> bool:
     autobahn's server handshake (C{WebSocketServerProtocol.processHandshake}) for the opening
     request C{data} (request line and headers, as C{dataReceived} would get them), when it
     passes every check autobahn makes: the same state set on C{protocol} (a server protocol
-    made and connected, in C{STATE_CONNECTING}, nothing received yet), then autobahn's own
-    C{succeedHandshake} with C{answer(protocols)} (what C{onConnect} returns for the client's
-    subprotocols), which sends the 101 and opens the connection.
+    made and connected, in C{STATE_CONNECTING}, nothing received yet), then the 101 for
+    C{answer(protocols)} (what C{onConnect} returns for the client's subprotocols), which
+    opens the connection: built by L{_succeed_plain} when the client offered no extension
+    and the factory adds no headers, else by autobahn's own C{succeedHandshake}.
 
     Returns False, having changed nothing, for any request that one of autobahn's checks
     would fail (or that needs an option this path does not cover: a trusted

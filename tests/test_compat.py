@@ -6,6 +6,7 @@ checked against the installed versions: a release that breaks one fails its test
 from __future__ import annotations
 
 import socket
+import sys
 from pprint import pformat
 from typing import Any
 
@@ -17,6 +18,7 @@ from autobahn.websocket import protocol as autobahn_protocol
 from twisted.internet import abstract, process, tcp
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
@@ -25,6 +27,7 @@ from twisted.web._newclient import HTTP11ClientProtocol, Request as ClientReques
 from twisted.web.client import HTTPConnectionPool, ResponseFailed
 from twisted.web.http_headers import Headers
 from twisted.web.test.requesthelper import DummyChannel
+from zope.interface import directlyProvides
 
 from pushpin_tx._compat import (
     adopt_shared_unix_port,
@@ -585,6 +588,36 @@ def test_fast_server_setup_leaves_tls_and_per_instance_options_to_autobahn() -> 
     protocol.makeConnection(StringTransport())
     assert protocol.state == autobahn_protocol.WebSocketProtocol.STATE_CONNECTING
     assert "tcpNoDelay" in vars(protocol)  # copied by autobahn
+
+
+class _TlsPeerTransport(_TcpPeerTransport):
+    """As L{_TcpPeerTransport}, but a TLS one (C{ISSLTransport})."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        directlyProvides(self, ISSLTransport)
+
+
+def test_fast_server_setup_leaves_a_tls_transport_to_autobahn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over TLS, autobahn's own connectionMade runs (TLS transport details, TCP_NODELAY set), and leaves what it leaves without FastServerSetup."""
+    from autobahn.twisted import websocket as autobahn_twisted_websocket
+    from autobahn.wamp.types import TransportDetails
+
+    asked: list[Any] = []
+
+    def details(transport: Any, is_server: bool) -> TransportDetails:  # (autobahn's own needs a real TLSMemoryBIOProtocol)
+        asked.append(transport)
+        return TransportDetails(channel_type=TransportDetails.CHANNEL_TYPE_TLS, peer="tcp4:192.0.2.7:40123", is_server=is_server,
+                                own_pid=1, own_tid=1, own_fd=-1, is_secure=True, channel_id={})
+
+    monkeypatch.setattr(autobahn_twisted_websocket, "create_transport_details", details)
+    monkeypatch.setattr(sys.modules[__name__], "_TcpPeerTransport", _TlsPeerTransport)
+    slow, slow_transport = _connected(False)
+    quick, quick_transport = _connected(True, nodelay_already=True, address=True)
+    names = (set(vars(slow)) | set(vars(quick))) - {"peer_address", "nodelay_already"}
+    assert {k: _comparable(getattr(quick, k, "<unset>")) for k in names} == {k: _comparable(getattr(slow, k, "<unset>")) for k in names}
+    assert len(asked) == 2 and quick._transport_details.is_secure
+    assert quick_transport.nodelay == slow_transport.nodelay == [True]
 
 
 def test_debug_enabled_follows_txaios_log_level() -> None:
