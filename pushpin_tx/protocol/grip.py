@@ -157,8 +157,9 @@ def is_grip_instruct(headers: Headers) -> bool:
     untrimmed: C{Application/Grip-Instruct} and C{application/grip-instruct ; charset=utf-8}
     are relayed as ordinary responses.
     """
-    if any(_is_grip(name) for name, _ in headers):
-        return True
+    for name, _ in headers:
+        if name[:5].lower() == b"grip-":  # (_is_grip, inline: every origin answer is asked)
+            return True
     content_type = qp.first(headers, b"content-type")
     return content_type is not None and content_type.split(b";", 1)[0] == GRIP_INSTRUCT_TYPE
 
@@ -237,7 +238,7 @@ class _Draft:
 
     def finish(self, request_uri: str, prefix: str) -> Instruct:
         """Apply defaults and clamps, check cross-field rules, build the frozen value."""
-        channels = tuple(Channel(prefix + name, prev, tuple(f)) for name, prev, f in self.channels or ())
+        channels = tuple([Channel(prefix + name, prev, tuple(f)) for name, prev, f in self.channels or ()])
         if self.prefix_channels:
             channels += tuple(Channel(prefix + name, None, tuple(f), True) for name, f in self.prefix_channels)
         next_link = None

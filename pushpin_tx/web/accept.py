@@ -80,7 +80,10 @@ class LinkRefused(Exception):
 
 def filtered_body(instruct: Instruct, body: bytes) -> bytes:
     """C{body} through the response-content filters of C{instruct}'s channels, under its meta. Raises L{FilterError}."""
-    filters = response_filters_of(c.filters for c in instruct.channels)
+    channels = instruct.channels
+    if not any(c.filters for c in channels):
+        return body  # (the usual case: no channel has filters)
+    filters = response_filters_of(c.filters for c in channels)
     if not filters:
         return body
     return filter_response_body(filters, body, sub_meta=instruct.meta)
@@ -122,6 +125,9 @@ class Acceptor:
         self._ctx = ctx
         self._counters = counters
         self._origin = origin
+        # the class's Logger bound to this acceptor once: twisted.logger's descriptor builds a
+        # new bound Logger on every self._log (several per held stream opened)
+        self._log = self._log
         #: held connections by connection id (the console and tests look here)
         self.connections: dict[str, ResponseHold | StreamHold] = {}
         #: each held request's current hold (a retried request's replaces the one before)

@@ -385,6 +385,68 @@ class ClientChannel(http.HTTPChannel):
     #: whether the first bytes must look at ALPN first (a TLS connection of a site with HTTP/2)
     _alpn_pending = False
 
+    # the idle timeout (twisted.web's TimeoutMixin), armed lazily: see L{setTimeout}
+    #: the armed timer, once there is one
+    _idle_call: Any = None
+    #: when the idle timeout not yet armed is due (None: none is waiting to be armed)
+    _idle_due: float | None = None
+
+    def setTimeout(self, period: Any) -> Any:
+        """
+        TimeoutMixin's C{setTimeout}, the same timeout at the same moment, but a connection's
+        first one is not armed at once: a client's request nearly always follows its connection
+        within the same second, and a request in progress (a held one) has no idle timeout, so
+        the timer twisted.web arms on connecting and cancels a moment later would be made, kept
+        in the reactor's heap and cancelled once per connection for nothing. It waits in the
+        site's list (L{ClientSite.arm_idle_timeouts}, once a second) and is armed only for
+        connections still idle then, for the rest of its period.
+        """
+        prev = self.timeOut
+        self.timeOut = period
+        call = self._idle_call
+        if call is not None:
+            if period is None:
+                if call.active():
+                    call.cancel()
+                self._idle_call = None
+            else:
+                call.reset(period)
+        elif self._idle_due is not None:
+            if period is None:
+                self._idle_due = None
+                self.site.idle_done(self)  # (not kept past its request: it may be held, or gone)
+            else:
+                self._idle_due = self.site.reactor.seconds() + period
+        elif period is not None:
+            site = getattr(self, "site", None)
+            if site is None or period <= _ARM_IDLE_EVERY:
+                self._idle_call = self.callLater(period, self._idle_timed_out)
+            else:
+                self._idle_due = site.reactor.seconds() + period
+                site.idle_pending(self)
+        return prev
+
+    def resetTimeout(self) -> None:
+        """TimeoutMixin's C{resetTimeout}: the idle period starts again (if there is one)."""
+        if self.timeOut is None:
+            return
+        call = self._idle_call
+        if call is not None:
+            call.reset(self.timeOut)
+        elif self._idle_due is not None:
+            self._idle_due = self.site.reactor.seconds() + self.timeOut
+
+    def arm_idle_timeout(self, now: float) -> None:
+        """Arm the idle timeout still waiting (if any), for what is left of its period."""
+        due = self._idle_due
+        if due is not None:
+            self._idle_due = None
+            self._idle_call = self.callLater(max(due - now, 0.0), self._idle_timed_out)
+
+    def _idle_timed_out(self) -> None:
+        self._idle_call = None
+        self.timeoutConnection()
+
     def connectionMade(self) -> None:
         limit = getattr(self.site, "limit", None)  # the site is set by buildProtocol, before this
         if limit is not None:
@@ -522,6 +584,10 @@ class ClientChannel(http.HTTPChannel):
         super().connectionLost(reason)
 
 
+#: how often a site arms the idle timeouts of its new connections that are still idle (seconds);
+#: a shorter timeout is armed at once
+_ARM_IDLE_EVERY = 1.0
+
 #: an empty path (prepath, postpath, sitepath) shared by every request to the leaf resource
 _NO_SEGMENTS: tuple[bytes, ...] = ()
 
@@ -579,9 +645,42 @@ class ClientSite(server.Site):
         self.noisy = False
         #: reactor turns, for coalescing several writes to one connection in one turn
         self.turns = TurnCounter(self.reactor)
+        #: connections whose idle timeout waits to be armed (L{ClientChannel.setTimeout}), as a
+        #: dict's keys: one that stops being idle leaves at once (a closed one kept here, then
+        #: frozen by net/gcpolicy.py with it, would wait for a full collection to be freed)
+        self._idle_pending: dict[ClientChannel, None] = {}
+        self._idle_arming: Any = None
+        #: one bound callLater for every connection's (twisted.web binds one per connection)
+        self._call_later = self.reactor.callLater
+
+    def idle_pending(self, channel: "ClientChannel") -> None:
+        """C{channel}'s idle timeout is to be armed at the next L{arm_idle_timeouts}, if still idle then."""
+        self._idle_pending[channel] = None
+        if self._idle_arming is None:
+            self._idle_arming = self.reactor.callLater(_ARM_IDLE_EVERY, self.arm_idle_timeouts)
+
+    def idle_done(self, channel: "ClientChannel") -> None:
+        """C{channel} is no longer idle (a request came, or it closed): nothing to arm for it."""
+        self._idle_pending.pop(channel, None)
+
+    def arm_idle_timeouts(self) -> None:
+        """Arm the idle timeouts of the connections that are still idle (the others have none waiting)."""
+        self._idle_arming = None
+        pending, self._idle_pending = self._idle_pending, {}
+        now = self.reactor.seconds()
+        for channel in pending:
+            channel.arm_idle_timeout(now)
+
+    def stopFactory(self) -> None:
+        if self._idle_arming is not None and self._idle_arming.active():
+            self._idle_arming.cancel()
+        self._idle_arming = None
+        self._idle_pending = {}
+        super().stopFactory()
 
     def buildProtocol(self, addr: Any) -> ClientChannel:  # type: ignore[override]  # (as for protocol above)
         channel = cast(ClientChannel, super().buildProtocol(addr))
+        channel.callLater = self._call_later  # type: ignore[assignment]  # (the reactor's callLater, as twisted.web sets it)
         channel.totalHeadersSize = self._header_limit
         channel.gc_epoch = gcpolicy.opened()
         return channel

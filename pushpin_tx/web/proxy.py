@@ -206,6 +206,9 @@ class ProxyResource(Resource):
         @param ws_gateway: handles WebSocket upgrade requests (None: refused with 502).
         """
         super().__init__()
+        # the class's Logger bound to this resource once (twisted.logger's descriptor builds
+        # a new bound Logger on every self._log: one per access line)
+        self._log = self._log
         self._settings = settings
         self._origin = origin
         self._signer_for = signer_for

@@ -204,3 +204,67 @@ def test_request_args_and_paths_are_what_twisted_web_gives(uri: bytes) -> None:
     assert request.prePathURL() == b"http://example.com:12345/"  # (StringTransport's own port)
     request.args = {b"k": [b"v"]}
     assert request.args == {b"k": [b"v"]}
+
+
+def _idle_site(timeout: float, script: Any = None) -> tuple[MemoryReactorClock, ClientSite]:
+    reactor = MemoryReactorClock()
+    return reactor, ClientSite(Held(script or (lambda request: None)), reactor=reactor, timeout=timeout)
+
+
+def _connect(site: ClientSite) -> tuple[Any, StringTransport]:
+    channel = site.buildProtocol(None)
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    return channel, transport
+
+
+@pytest.mark.parametrize("timeout", [0.5, 1.0, 10.0, 43200.0])
+def test_an_idle_connection_times_out_after_exactly_its_timeout(timeout: float) -> None:
+    """With nothing received, a connection is timed out (closed) once its whole idle timeout has passed, not before (the timer is armed lazily, for the rest of its period)."""
+    reactor, site = _idle_site(timeout)
+    _, transport = _connect(site)
+    reactor.advance(timeout - 0.01)
+    assert transport.connected and not transport.disconnecting
+    reactor.advance(0.01)
+    assert transport.disconnecting
+
+
+def test_bytes_received_restart_the_idle_period_before_and_after_the_timer_is_armed() -> None:
+    """Part of a request restarts the idle period whether its timer was armed yet or not."""
+    reactor, site = _idle_site(10.0)
+    channel, transport = _connect(site)
+    reactor.advance(0.5)
+    channel.dataReceived(b"GET / HTTP/1.1\r\n")  # not armed yet: due at 10.5
+    reactor.advance(5.0)
+    channel.dataReceived(b"Host: example.com\r\n")  # armed by now: due at 15.5
+    reactor.advance(9.99)
+    assert not transport.disconnecting
+    reactor.advance(0.01)
+    assert transport.disconnecting
+
+
+def test_a_connection_whose_request_came_at_once_never_arms_an_idle_timer() -> None:
+    """A held request has no idle timeout: a connection whose request arrived in its first second leaves no timer in the reactor, only the site's one arming turn."""
+    reactor, site = _idle_site(60.0)
+    for _ in range(3):
+        channel, _ = _connect(site)
+        channel.dataReceived(b"GET /stream HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    assert len(reactor.getDelayedCalls()) == 1  # the site's arming
+    reactor.advance(1.0)
+    assert reactor.getDelayedCalls() == []
+
+
+def test_the_idle_timeout_starts_again_once_a_request_is_answered() -> None:
+    """Between two requests of a persistent connection the idle timeout counts from the end of the answer, as twisted.web's does."""
+    held: list[Any] = []
+    reactor, site = _idle_site(10.0, held.append)
+    channel, transport = _connect(site)
+    channel.dataReceived(b"GET /a HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    reactor.advance(5.0)
+    [request] = held
+    request.send_head(200, b"OK", [], 0)
+    request.finish()
+    reactor.advance(9.99)
+    assert not transport.disconnecting
+    reactor.advance(0.01)
+    assert transport.disconnecting
