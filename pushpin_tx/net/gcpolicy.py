@@ -9,8 +9,10 @@ stream grew 2.4-2.7x from 1,000 to 15,000 held (bench/setup_cost.py), all of it 
 
 L{SettledFreeze} moves what is alive into the permanent generation (C{gc.freeze()}) at most
 once per C{interval} once the open connections have grown by C{min_new}, after a collection of
-the unfrozen objects only: full collections then walk only what is newer than the last freeze,
-so the cost of opening one does not grow with the number held. Frozen objects are still freed
+the unfrozen objects only (of the young generations only, when no connection opened since the
+last freeze has closed: the oldest then holds only what open connections settled into): full
+collections then walk only what is newer than the last freeze, so the cost of opening one does
+not grow with the number held. Frozen objects are still freed
 by reference counting; only reference cycles among frozen objects that die wait: after
 enough closes of frozen connections (half the open ones, at least C{min_closed}) or
 C{max_freezes} freezes, one full collection of everything runs (C{gc.unfreeze()},
@@ -53,6 +55,8 @@ class SettledFreeze:
         self.open = 0
         self.open_at_freeze = 0
         self.closes = 0  # frozen connections closed since the last full collection
+        #: connections opened since the last freeze (not frozen) that closed before the next
+        self.young_closes = 0
         self.freezes = 0  # since the last full collection
         self.full = 0  # full collections run
         self._call: Any = None
@@ -67,7 +71,9 @@ class SettledFreeze:
     def closed(self, epoch: int) -> None:
         """A connection opened in C{epoch} (what L{opened} returned) ended."""
         self.open -= 1
-        if epoch < self.epoch:
+        if epoch == self.epoch:
+            self.young_closes += 1
+        elif epoch < self.epoch:
             self.closes += 1
             if self._call is None and self._full_due():
                 self._call = self.reactor.callLater(self.interval, self._run)
@@ -85,13 +91,24 @@ class SettledFreeze:
             self.full += 1
             self.closes = self.freezes = 0
         elif self.open - self.open_at_freeze >= self.min_new:
-            self.gc.collect()  # the unfrozen objects only: what is newer than the last freeze
+            if self.young_closes:
+                # the unfrozen objects only, what is newer than the last freeze: connections
+                # that closed after reaching the oldest generation left garbage there
+                self.gc.collect()
+            else:
+                # no connection opened since the last freeze has closed: the garbage not to
+                # freeze is the young generations' (what died before surviving two
+                # collections); the oldest holds what the open connections settled into,
+                # alive. Walking it again, every connection just opened, was most of the
+                # freeze's cost (~8 us per held stream opened, bench/setup_cost.py)
+                self.gc.collect(1)
             self.gc.freeze()
             self.freezes += 1
         else:
             return
         self.epoch += 1
         self.open_at_freeze = self.open
+        self.young_closes = 0
 
     def stop(self) -> None:
         """Cancel a pending freeze (the frozen objects stay frozen)."""

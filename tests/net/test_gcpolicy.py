@@ -21,8 +21,8 @@ class FakeGC:
     def unfreeze(self) -> None:
         self.calls.append("unfreeze")
 
-    def collect(self) -> int:
-        self.calls.append("collect")
+    def collect(self, generation: int = 2) -> int:
+        self.calls.append("collect" if generation == 2 else f"collect({generation})")
         return 0
 
 
@@ -44,15 +44,15 @@ class SettledFreezeTests(unittest.TestCase):
         self.assertEqual(self.gc.calls, [])
 
     def test_freeze_once_an_interval_after_enough_opened(self) -> None:
-        """min_new connections opened: one young collection and freeze, an interval later, not before."""
+        """min_new connections opened, none closed: a collection of the young generations and a freeze, an interval later, not before."""
         self.assertEqual(self.open(5), [0] * 5)
         self.clock.advance(0.9)
         self.assertEqual(self.gc.calls, [])
         self.clock.advance(0.1)
-        self.assertEqual(self.gc.calls, ["collect", "freeze"])
+        self.assertEqual(self.gc.calls, ["collect(1)", "freeze"])
         self.assertEqual((self.policy.epoch, self.policy.open_at_freeze), (1, 5))
         self.clock.advance(5)
-        self.assertEqual(self.gc.calls, ["collect", "freeze"])
+        self.assertEqual(self.gc.calls, ["collect(1)", "freeze"])
         self.assertEqual(self.policy.opened(), 1)
 
     def test_connections_that_come_and_go_never_freeze(self) -> None:
@@ -87,7 +87,20 @@ class SettledFreezeTests(unittest.TestCase):
         for _ in range(3):
             self.open(3)
             self.clock.advance(1)
-        self.assertEqual(self.gc.calls, ["collect", "freeze"] * 2 + ["unfreeze", "collect", "freeze"])
+        self.assertEqual(self.gc.calls, ["collect(1)", "freeze"] * 2 + ["unfreeze", "collect", "freeze"])
+
+    def test_a_close_since_the_last_freeze_makes_it_collect_the_unfrozen_objects(self) -> None:
+        """A connection opened since the last freeze that closed may have left garbage in the oldest generation: that freeze collects every unfrozen object first; the next one, without such a close, the young generations only."""
+        self.policy.max_freezes = 10
+        self.open(3)
+        self.clock.advance(1)
+        self.policy.closed(self.policy.opened())
+        self.open(3)
+        self.clock.advance(1)
+        self.open(3)
+        self.clock.advance(1)
+        self.assertEqual(self.gc.calls, ["collect(1)", "freeze", "collect", "freeze", "collect(1)", "freeze"])
+        self.assertEqual(self.policy.young_closes, 0)
 
     def test_stop_cancels_the_pending_run(self) -> None:
         """stop() cancels a scheduled freeze."""
