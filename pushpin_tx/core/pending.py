@@ -72,7 +72,7 @@ DEFAULT_SLICE = 8
 #: bytes of waiting deliveries past which publishers are pushed back
 DEFAULT_LIMIT = 32 * 1024 * 1024
 #: runs (a turn's publishes to a channel) waiting for one connection past which publish answers are held
-DEFAULT_AHEAD = 10
+DEFAULT_AHEAD = 14
 #: what a publication costs in the backlog besides its content (objects, lists)
 _OVERHEAD = 200
 
