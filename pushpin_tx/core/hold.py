@@ -115,13 +115,24 @@ class _Hold:
         self._sink = sink
         self.instruct = instruct
         self.conn_id = conn_id
-        self.channels: dict[str, "Channel"] = {c.name: c for c in instruct.channels if not c.prefix}
+        # (one pass over the channels, not three comprehensions: every held connection's set-up)
+        channels: dict[str, "Channel"] = {}
+        prefixes: dict[str, "Channel"] = {}
+        expect: dict[str, str] = {}
+        for c in instruct.channels:
+            if c.prefix:
+                prefixes[c.name] = c
+            else:
+                channels[c.name] = c
+            if c.prev_id is not None:
+                expect[c.name] = c.prev_id
+        self.channels = channels
         #: prefix (wildcard) subscriptions, by prefix: items of every channel starting with it
-        self.prefix_channels: dict[str, "Channel"] = {c.name: c for c in instruct.channels if c.prefix}
+        self.prefix_channels = prefixes
         #: reliable delivery (§7): each channel's position, the prev-id its next item must carry;
         #: it moves on with every item that follows on, delivered or withheld by a filter
-        self._expect: dict[str, str] = {c.name: c.prev_id for c in instruct.channels if c.prev_id is not None}
-        self.meta = dict(instruct.meta)
+        self._expect = expect
+        self.meta = dict(instruct.meta) if instruct.meta else {}
         self.done = False
         self.started_at = ctx.clock.seconds()
         #: re-asks the origin with Grip-Last headers {channel: last id} (set by the acceptor)
@@ -377,7 +388,7 @@ class StreamHold(_Hold):
         self._link_timer: IDelayedCall | None = None
         self._content_filters = {
             name: content_filters_of(c.filters) for name, c in self.channels.items() if c.filters
-        }
+        } if any(c.filters for c in instruct.channels) else {}
 
     def start(self, initial_body: bytes = b"", *, head_sent: bool = False) -> None:
         """

@@ -220,6 +220,8 @@ class _TurnEndFlush:
         self._trigger_added = False
 
     def __call__(self, flush: Callable[[], None]) -> bool:
+        if self._pending and threading.get_ident() == _MAIN_THREAD:
+            return True  # this turn's flush is arranged already (the reactor is running: it was asked)
         reactor: Any = sys.modules.get("twisted.internet.reactor")  # never install one from here
         if reactor is None or not getattr(reactor, "running", False) or threading.get_ident() != _MAIN_THREAD:
             return False
@@ -227,7 +229,7 @@ class _TurnEndFlush:
             self._pending = True
             if not self._trigger_added:
                 self._trigger_added = True
-                reactor.addSystemEventTrigger("after", "shutdown", flush)
+                reactor.addSystemEventTrigger("after", "shutdown", self._run, flush)  # (and no flush pending after it)
             reactor.callLater(0, self._run, flush)
         return True
 

@@ -188,3 +188,32 @@ def test_twisteds_port_lines_are_shown_at_debug_level_only(text):
 def test_our_own_lines_that_look_like_port_lines_are_kept():
     """Only Twisted's legacy port events are demoted: one of ours with the same words stays at info."""
     assert emit(2, LogLevel.info, "ClientSite starting on 7999") == "[INFO] 2026-11-29 09:42:51.971 ClientSite starting on 7999\n"
+
+
+def test_turn_end_flush_arranges_one_flush_per_turn_and_none_after_shutdown(monkeypatch):
+    """The installed observer's flush_later: one callLater per reactor turn that logs, whatever the lines; after the shutdown trigger has flushed, nothing is left arranged, and a stopped reactor gets its lines written at once."""
+    import sys
+
+    from twisted.internet.testing import MemoryReactorClock
+
+    from pushpin_tx.ops.logs import _TurnEndFlush
+
+    reactor = MemoryReactorClock()
+    reactor.running = True
+    monkeypatch.setitem(sys.modules, "twisted.internet.reactor", reactor)
+    flushes: list[float] = []
+
+    def flush() -> None:
+        flushes.append(reactor.seconds())
+
+    later = _TurnEndFlush()
+    assert all(later(flush) for _ in range(3))
+    assert len(reactor.getDelayedCalls()) == 1
+    reactor.advance(1)
+    assert flushes == [1] and reactor.getDelayedCalls() == []
+    assert later(flush)  # the next turn arranges its own
+    [(trigger, args, kwargs)] = reactor.triggers["after"]["shutdown"]
+    trigger(*args, **kwargs)  # the reactor shutting down within that turn: its trigger flushes, nothing stays arranged
+    assert flushes == [1, 1]
+    reactor.running = False
+    assert not later(flush)  # stopped: written at once by the observer
