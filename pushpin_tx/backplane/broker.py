@@ -27,12 +27,14 @@ counted (C{unheld}), as are unreadable ones (C{rejected}, logged).
 from __future__ import annotations
 
 import json
+from collections.abc import KeysView
 from typing import Any, Sequence
 
 import zmq
 from twisted.application import service
 from twisted.logger import Logger
 
+from pushpin_tx.core.prefix_index import PrefixIndex
 from pushpin_tx.protocol import tnetstring
 from pushpin_tx.zeromq.reader import ZmqReader
 
@@ -95,12 +97,16 @@ class BrokerService(service.Service):
         self._in: ZmqReader | None = None
         self._out: ZmqReader | None = None
         self.endpoints: dict[str, list[str]] = {"in": [], "out": []}
-        #: channels subscribed below us (the XPUB's interest), and how many topics have each length
-        self.interest: set[bytes] = set()
-        self._lengths: dict[int, int] = {}
+        #: topics subscribed below us (the XPUB's interest)
+        self._topics: PrefixIndex[bytes, None] = PrefixIndex()
         self.forwarded = 0
         self.unheld = 0
         self.rejected = 0
+
+    @property
+    def interest(self) -> KeysView[bytes]:
+        """The topics subscribed below us (the XPUB's interest), live."""
+        return self._topics.keys()
 
     def startService(self) -> None:
         super().startService()
@@ -164,23 +170,15 @@ class BrokerService(service.Service):
         channel = event[1:]
         text = channel.decode("utf-8", "replace")
         if event[0] == 1:
-            if channel in self.interest:
+            if not self._topics.add(channel, None):
                 return
-            self.interest.add(channel)
-            self._lengths[len(channel)] = self._lengths.get(len(channel), 0) + 1
             self._log.info("{broker}: subscribing [{channel}]", broker=self.name, channel=text)
             if self.mode == "edge" and self._in is not None:
                 self._in.socket.setsockopt(zmq.SUBSCRIBE, channel)
                 self._in.poke()
         else:
-            if channel not in self.interest:
+            if not self._topics.remove(channel):
                 return
-            self.interest.discard(channel)
-            left = self._lengths[len(channel)] - 1
-            if left:
-                self._lengths[len(channel)] = left
-            else:
-                del self._lengths[len(channel)]
             self._log.info("{broker}: unsubscribing [{channel}]", broker=self.name, channel=text)
             if self.mode == "edge" and self._in is not None:
                 self._in.socket.setsockopt(zmq.UNSUBSCRIBE, channel)
@@ -199,16 +197,11 @@ class BrokerService(service.Service):
             self.rejected += 1
             self._log.warn("{broker}: received message with invalid format: {why}, skipping", broker=self.name, why=e)
             return
-        if channel not in self.interest and not self._under_a_topic(channel):
+        # an exact topic in one set lookup; else some topic a byte prefix of it (as the XPUB matches)
+        if channel not in self._topics.entries and not self._topics.matches(channel):
             self.unheld += 1
             return
         self._send([channel, item])
-
-    def _under_a_topic(self, channel: bytes) -> bool:
-        """Whether some subscribed topic is a byte prefix of C{channel} (what the XPUB would match)."""
-        interest = self.interest
-        size = len(channel)
-        return any(length <= size and channel[:length] in interest for length in self._lengths)
 
     def _on_edge(self, frames: list[bytes]) -> None:
         if len(frames) != 2:

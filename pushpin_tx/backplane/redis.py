@@ -83,6 +83,7 @@ from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.logger import Logger
 
 from pushpin_tx.backplane.resp import Push, RespError, RespProtocol
+from pushpin_tx.core.prefix_index import PrefixIndex
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IStreamClientEndpoint
@@ -253,16 +254,14 @@ class RedisBackplane(service.Service):
         self._pending: dict[int, _Pending] = {}
         self._turn: "list[Item] | None" = None
         self._wanted: set[str] = set()
-        #: the wanted prefixes, and how many have each length
-        self._wanted_prefixes: dict[str, None] = {}
-        self._prefix_lengths: dict[int, int] = {}
+        #: the wanted prefixes
+        self._wanted_prefixes: PrefixIndex[str, None] = PrefixIndex()
         #: what Redis confirmed we are subscribed to on this connection (channel names, and
         #: pattern -> prefix), in step with the messages it sends
         self._redis_channels: set[bytes] = set()
         self._redis_patterns: dict[bytes, str] = {}
-        #: the prefixes of those patterns, and how many have each length (the longest match)
-        self._redis_prefixes: dict[str, None] = {}
-        self._redis_lengths: dict[int, int] = {}
+        #: the prefixes of those patterns (which is the longest match)
+        self._redis_prefixes: PrefixIndex[str, None] = PrefixIndex()
         self._retry: Any = None
         self._connecting: Any = None
         self._failures = 0
@@ -292,9 +291,8 @@ class RedisBackplane(service.Service):
             self._wanted = set(self._interest.channels())
             # (afresh, as the channels: a prefix that ended while stopped was not heard of)
             self._wanted_prefixes.clear()
-            self._prefix_lengths.clear()
             for prefix in getattr(self._interest, "prefixes", tuple)():
-                self._add_prefix(prefix)
+                self._wanted_prefixes.add(prefix, None)
         self._set_state("connecting")
         self._connect()
 
@@ -394,27 +392,16 @@ class RedisBackplane(service.Service):
             self._proto.send_no_reply(b"UNSUBSCRIBE", self._prefix_b + channel.encode("utf-8"))
 
     def prefix_added(self, prefix: str) -> None:
-        if prefix in self._wanted_prefixes:
+        if not self._wanted_prefixes.add(prefix, None):
             return
-        self._add_prefix(prefix)
         if self._proto is not None and self._ready:
             self._proto.send_no_reply(b"PSUBSCRIBE", self._pattern(prefix))
 
     def prefix_removed(self, prefix: str) -> None:
-        if prefix not in self._wanted_prefixes:
+        if not self._wanted_prefixes.remove(prefix):
             return
-        del self._wanted_prefixes[prefix]
-        left = self._prefix_lengths[len(prefix)] - 1
-        if left:
-            self._prefix_lengths[len(prefix)] = left
-        else:
-            del self._prefix_lengths[len(prefix)]
         if self._proto is not None and self._ready:
             self._proto.send_no_reply(b"PUNSUBSCRIBE", self._pattern(prefix))
-
-    def _add_prefix(self, prefix: str) -> None:
-        self._wanted_prefixes[prefix] = None
-        self._prefix_lengths[len(prefix)] = self._prefix_lengths.get(len(prefix), 0) + 1
 
     def _pattern(self, prefix: str) -> bytes:
         """The PSUBSCRIBE pattern of a prefix: every channel under it, its glob characters escaped."""
@@ -422,13 +409,7 @@ class RedisBackplane(service.Service):
 
     def _wants(self, channel: str) -> bool:
         """Whether a channel is held here: exactly, or under a wanted prefix."""
-        if channel in self._wanted:
-            return True
-        if self._wanted_prefixes:
-            size = len(channel)
-            prefixes = self._wanted_prefixes
-            return any(length <= size and channel[:length] in prefixes for length in self._prefix_lengths)
-        return False
+        return channel in self._wanted or self._wanted_prefixes.matches(channel)
 
     # --- what Redis sends ----------------------------------------------------------------
 
@@ -452,17 +433,11 @@ class RedisBackplane(service.Service):
                 prefix = self._pattern_prefix(name)
                 if prefix is not None and name not in self._redis_patterns:
                     self._redis_patterns[name] = prefix
-                    self._redis_prefixes[prefix] = None
-                    self._redis_lengths[len(prefix)] = self._redis_lengths.get(len(prefix), 0) + 1
+                    self._redis_prefixes.add(prefix, None)
             else:
                 prefix = self._redis_patterns.pop(name, None)
                 if prefix is not None:
-                    del self._redis_prefixes[prefix]
-                    left = self._redis_lengths[len(prefix)] - 1
-                    if left:
-                        self._redis_lengths[len(prefix)] = left
-                    else:
-                        del self._redis_lengths[len(prefix)]
+                    self._redis_prefixes.remove(prefix)
             self.subscribed = push[2]
 
     def _pattern_prefix(self, pattern: bytes) -> str | None:
@@ -488,10 +463,7 @@ class RedisBackplane(service.Service):
         if not channel.startswith(prefix):
             return False
         # the longest confirmed prefix of the name: one lookup per distinct prefix length
-        size = len(channel)
-        prefixes = self._redis_prefixes
-        longest = max(length for length in self._redis_lengths if length <= size and channel[:length] in prefixes)
-        return longest == len(prefix)
+        return self._redis_prefixes.longest(channel) == prefix
 
     def _message(self, name: bytes, payload: bytes) -> None:
         try:
@@ -613,7 +585,6 @@ class RedisBackplane(service.Service):
         self._redis_channels.clear()
         self._redis_patterns.clear()
         self._redis_prefixes.clear()
-        self._redis_lengths.clear()
         self._flush()  # this turn's items go out here
         if not self.running:
             return

@@ -58,11 +58,11 @@ from typing import TYPE_CHECKING, Callable, Hashable, Iterable
 from twisted.logger import Logger
 
 from pushpin_tx.core.hold import ResponseHold
+from pushpin_tx.core.prefix_index import PrefixIndex
 from pushpin_tx.core.refresh import REFRESH_INTERVAL, Linger
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
-    from twisted.python.failure import Failure
 
     from pushpin_tx.core.router import ChannelRouter, InterestListener, PrefixInterestListener, Subscriber
 
@@ -100,9 +100,8 @@ class Subscriptions:
         #: every subscribed channel, held or lingering (Pushpin's C{cs.subs})
         self._subs: dict[str, None] = {}
         self._listeners: list["InterestListener"] = []
-        #: the subscribed prefixes, held or lingering, and how many have each length
-        self._prefixes: dict[str, None] = {}
-        self._prefix_lengths: dict[int, int] = {}
+        #: the subscribed prefixes, held or lingering
+        self._prefixes: PrefixIndex[str, None] = PrefixIndex()
         #: the listeners that follow prefixes too
         self._prefix_listeners: list["PrefixInterestListener"] = []
         self._stopped = False
@@ -113,7 +112,7 @@ class Subscriptions:
         for channel in router.channels():
             self._subs[channel] = None
         for prefix in router.prefixes():
-            self._add_prefix(prefix)
+            self._prefixes.add(prefix, None)
 
     # what listeners see: the router's interest-source interface -------------------------------
 
@@ -138,13 +137,7 @@ class Subscriptions:
 
     def reaches(self, channel: str) -> bool:
         """Whether a publish to C{channel} is for this process: subscribed, or under a subscribed prefix."""
-        if channel in self._subs:
-            return True
-        if self._prefixes:
-            prefixes = self._prefixes
-            size = len(channel)
-            return any(length <= size and channel[:length] in prefixes for length in self._prefix_lengths)
-        return False
+        return channel in self._subs or self._prefixes.matches(channel)
 
     def channels(self) -> Iterable[str]:
         """The subscribed channels, lingering ones included (a snapshot)."""
@@ -185,7 +178,7 @@ class Subscriptions:
         """A prefix's first prefix subscriber: a new subscription, or a lingering one that goes on."""
         if self.linger.cancel(("prefix", prefix)) or prefix in self._prefixes:
             return
-        self._add_prefix(prefix)
+        self._prefixes.add(prefix, None)
         for listener in list(self._prefix_listeners):
             self._tell(listener.prefix_added, prefix)
 
@@ -197,10 +190,6 @@ class Subscriptions:
             return
         self.linger.start(("prefix", prefix), self._prefix_lingered)
 
-    def _add_prefix(self, prefix: str) -> None:
-        self._prefixes[prefix] = None
-        self._prefix_lengths[len(prefix)] = self._prefix_lengths.get(len(prefix), 0) + 1
-
     def _prefix_lingered(self, key: Hashable) -> None:
         self.ended_by_linger += 1
         self._end_prefix(key)
@@ -209,14 +198,8 @@ class Subscriptions:
         assert isinstance(key, tuple)
         prefix = key[1]
         self.linger.cancel(key)
-        if prefix not in self._prefixes:
+        if not self._prefixes.remove(prefix):
             return
-        del self._prefixes[prefix]
-        left = self._prefix_lengths[len(prefix)] - 1
-        if left:
-            self._prefix_lengths[len(prefix)] = left
-        else:
-            del self._prefix_lengths[len(prefix)]
         for listener in list(self._prefix_listeners):
             self._tell(listener.prefix_removed, prefix)
 

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
 
 from twisted.logger import Logger
 
+from .prefix_index import PrefixIndex
+
 if TYPE_CHECKING:
     from pushpin_tx.protocol.items import Item
 
@@ -189,6 +191,14 @@ def plain_part(publications: "list[Publication]", frame_of: Callable[["Publicati
     return part
 
 
+def _merged(subs: "dict[Subscriber, None] | None", found: "Iterable[dict[Subscriber, None]]") -> "dict[Subscriber, None]":
+    """A channel's exact subscribers and those of the prefixes C{found} for it, each once (a new dict)."""
+    merged = dict(subs) if subs else {}
+    for prefix_subs in found:
+        merged.update(prefix_subs)
+    return merged
+
+
 class ChannelRouter:
     """
     Channel name to subscribers, and publish fan-out.
@@ -202,9 +212,10 @@ class ChannelRouter:
 
     def __init__(self) -> None:
         self._channels: dict[str, dict[Subscriber, None]] = {}
-        #: prefix subscriptions: prefix -> subscribers, and how many prefixes have each length
-        self._prefixes: dict[str, dict[Subscriber, None]] = {}
-        self._prefix_lengths: dict[int, int] = {}
+        #: prefix subscriptions: prefix -> subscribers; and its entries, whose truth value is
+        #: the publish path's one test when nobody subscribed a prefix
+        self._prefix_index: PrefixIndex[str, dict[Subscriber, None]] = PrefixIndex()
+        self._prefixes = self._prefix_index.entries
         self._listeners: list[InterestListener] = []
         self._unsubscribe_listeners: list[Callable[[str, Subscriber], None]] = []
         self._emptied_listeners: list[Callable[[str, Subscriber], None]] = []
@@ -274,22 +285,10 @@ class ChannelRouter:
         """
         subs = self._channels.get(channel)
         if self._prefixes:
-            return self._with_prefixes(channel, subs)
-        return subs
-
-    def _with_prefixes(self, channel: str, subs: "dict[Subscriber, None] | None") -> "dict[Subscriber, None] | None":
-        prefixes = self._prefixes
-        size = len(channel)
-        merged: dict[Subscriber, None] | None = None
-        for length in self._prefix_lengths:
-            if length > size:
-                continue
-            found = prefixes.get(channel[:length])
+            found = self._prefix_index.matching(channel)
             if found:
-                if merged is None:
-                    merged = dict(subs) if subs else {}
-                merged.update(found)
-        return subs if merged is None else merged
+                return _merged(subs, found)
+        return subs
 
     def subscribe_prefix(self, prefix: str, subscriber: Subscriber) -> bool:
         """
@@ -302,8 +301,7 @@ class ChannelRouter:
             raise ValueError("a channel prefix must not be empty")
         subs = self._prefixes.get(prefix)
         if subs is None:
-            self._prefixes[prefix] = {subscriber: None}
-            self._prefix_lengths[len(prefix)] = self._prefix_lengths.get(len(prefix), 0) + 1
+            self._prefix_index.add(prefix, {subscriber: None})
             for listener in self._prefix_listeners:
                 self._call_listener(listener.prefix_added, prefix)
             return True
@@ -317,12 +315,7 @@ class ChannelRouter:
             return
         del subs[subscriber]
         if not subs:
-            del self._prefixes[prefix]
-            left = self._prefix_lengths[len(prefix)] - 1
-            if left:
-                self._prefix_lengths[len(prefix)] = left
-            else:
-                del self._prefix_lengths[len(prefix)]
+            self._prefix_index.remove(prefix)
             for listener in self._prefix_listeners:
                 try:
                     listener.prefix_emptied(prefix, subscriber)
@@ -371,7 +364,9 @@ class ChannelRouter:
         channel = item.channel
         subs = self._channels.get(channel)
         if self._prefixes:
-            subs = self._with_prefixes(channel, subs)
+            found = self._prefix_index.matching(channel)
+            if found:
+                subs = _merged(subs, found)
         if not subs:
             self.published_idle += 1
             return 0
@@ -398,7 +393,9 @@ class ChannelRouter:
         channel = items[0].channel
         subs = self._channels.get(channel)
         if self._prefixes:
-            subs = self._with_prefixes(channel, subs)
+            found = self._prefix_index.matching(channel)
+            if found:
+                subs = _merged(subs, found)
         if not subs:
             self.published_idle += len(items)
             return 0

@@ -39,6 +39,7 @@ from twisted.protocols.basic import Int32StringReceiver
 
 import pushpin_tx
 from pushpin_tx._compat import buffered_bytes, knows_write_buffer
+from pushpin_tx.core.prefix_index import PrefixIndex
 from pushpin_tx.core.sequencing import LastIds
 
 __all__ = [
@@ -156,9 +157,8 @@ class SharedInterest:
         self._router = router
         #: channel -> number of processes with subscribers on it
         self._holders: Counter[str] = Counter()
-        #: prefix -> number of processes with prefix subscribers on it; prefixes per length
-        self._prefix_holders: Counter[str] = Counter()
-        self._prefix_lengths: Counter[int] = Counter()
+        #: prefix -> number of processes with prefix subscribers on it
+        self._prefix_holders: PrefixIndex[str, int] = PrefixIndex()
         self._listeners: list[Any] = []
         self._prefix_listeners: list[Any] = []
         router.add_interest_listener(self)
@@ -176,36 +176,12 @@ class SharedInterest:
     def prefix_removed(self, prefix: str) -> None:
         self.remove_prefix(prefix)
 
-    def add_prefix(self, prefix: str) -> None:
-        """One more process has prefix subscribers on C{prefix}."""
-        holders = self._prefix_holders
-        holders[prefix] += 1
-        if holders[prefix] == 1:
-            self._prefix_lengths[len(prefix)] += 1
-            for listener in list(self._prefix_listeners):
-                self._tell(listener.prefix_added, prefix)
-
-    def remove_prefix(self, prefix: str) -> None:
-        """One process no longer has prefix subscribers on C{prefix}."""
-        holders = self._prefix_holders
-        if holders.get(prefix, 0) <= 0:
-            return
-        holders[prefix] -= 1
-        if holders[prefix] == 0:
-            del holders[prefix]
-            self._prefix_lengths[len(prefix)] -= 1
-            if not self._prefix_lengths[len(prefix)]:
-                del self._prefix_lengths[len(prefix)]
-            for listener in list(self._prefix_listeners):
-                self._tell(listener.prefix_removed, prefix)
-
     def add(self, channel: str) -> None:
         """One more process has subscribers on C{channel}."""
         holders = self._holders
         holders[channel] += 1
         if holders[channel] == 1:
-            for listener in list(self._listeners):
-                self._tell(listener.channel_added, channel)
+            self._tell(self._listeners, "channel_added", channel)
 
     def remove(self, channel: str) -> None:
         """One process no longer has subscribers on C{channel}."""
@@ -215,27 +191,39 @@ class SharedInterest:
         holders[channel] -= 1
         if holders[channel] == 0:
             del holders[channel]
-            for listener in list(self._listeners):
-                self._tell(listener.channel_removed, channel)
+            self._tell(self._listeners, "channel_removed", channel)
 
-    def _tell(self, method: Callable[[str], None], channel: str) -> None:
-        try:  # as the router does: one failing listener must not stop the others
-            method(channel)
-        except Exception:
-            self._log.failure("interest listener failed for channel {channel}", channel=channel)
+    def add_prefix(self, prefix: str) -> None:
+        """One more process has prefix subscribers on C{prefix}."""
+        holders = self._prefix_holders
+        if holders.add(prefix, (holders.get(prefix) or 0) + 1):
+            self._tell(self._prefix_listeners, "prefix_added", prefix)
+
+    def remove_prefix(self, prefix: str) -> None:
+        """One process no longer has prefix subscribers on C{prefix}."""
+        holders = self._prefix_holders
+        count = holders.get(prefix)
+        if count is None:
+            return
+        if count > 1:
+            holders.add(prefix, count - 1)
+        else:
+            holders.remove(prefix)
+            self._tell(self._prefix_listeners, "prefix_removed", prefix)
+
+    def _tell(self, listeners: list[Any], event: str, name: str) -> None:
+        for listener in list(listeners):
+            try:  # as the router does: one failing listener must not stop the others
+                getattr(listener, event)(name)
+            except Exception:
+                self._log.failure("interest listener failed for channel {channel}", channel=name)
 
     def has(self, channel: str) -> bool:
         return channel in self._holders
 
     def reaches(self, channel: str) -> bool:
         """Whether some process holds C{channel}, exactly or under a prefix (lingers included)."""
-        if channel in self._holders:
-            return True
-        if self._prefix_holders:
-            size = len(channel)
-            holders = self._prefix_holders
-            return any(length <= size and channel[:length] in holders for length in self._prefix_lengths)
-        return False
+        return channel in self._holders or self._prefix_holders.matches(channel)
 
     # the router's interest-source interface
     def add_interest_listener(self, listener: Any) -> None:
@@ -592,27 +580,27 @@ class WorkerPool(service.Service):
 
     # --- workers -> main ----------------------------------------------------------------------
 
+    @staticmethod
+    def _worker_interest(held: set[str], name: str, added: bool,
+                         add: Callable[[str], None], remove: Callable[[str], None]) -> None:
+        """A worker's report that it holds C{name} (a channel or a prefix) or no longer: counted once per worker."""
+        if added:
+            if name not in held:
+                held.add(name)
+                add(name)
+        elif name in held:
+            held.discard(name)
+            remove(name)
+
     def _received(self, worker: _Worker, message: tuple) -> None:
         worker.last_heard = self._reactor.seconds()
         kind = message[0]
         if kind == "interest":
             _, channel, added = message
-            if added:
-                if channel not in worker.channels:
-                    worker.channels.add(channel)
-                    self.interest.add(channel)
-            elif channel in worker.channels:
-                worker.channels.discard(channel)
-                self.interest.remove(channel)
+            self._worker_interest(worker.channels, channel, added, self.interest.add, self.interest.remove)
         elif kind == "interest-prefix":
             _, prefix, added = message
-            if added:
-                if prefix not in worker.prefixes:
-                    worker.prefixes.add(prefix)
-                    self.interest.add_prefix(prefix)
-            elif prefix in worker.prefixes:
-                worker.prefixes.discard(prefix)
-                self.interest.remove_prefix(prefix)
+            self._worker_interest(worker.prefixes, prefix, added, self.interest.add_prefix, self.interest.remove_prefix)
         elif kind == "stats":
             if self.stats_send is not None:
                 self.stats_send(message[1])

@@ -64,6 +64,7 @@ import zmq
 from twisted.application import service
 from twisted.logger import Logger
 
+from pushpin_tx.core.prefix_index import PrefixIndex
 from pushpin_tx.net.listening import ListenError, reason
 from pushpin_tx.protocol.items import ItemError, parse_zmq_item
 from pushpin_tx.zeromq.command import CommandHandler
@@ -138,9 +139,8 @@ class ZmqInputService(service.Service):
         self._stats_topics: set[bytes] = set()
         self._sockets: list[zmq.Socket] = []
         self._sub_channels: set[str] = set()
-        #: subscribed prefixes, and how many have each length
-        self._sub_prefixes: dict[str, None] = {}
-        self._sub_prefix_lengths: dict[int, int] = {}
+        #: subscribed prefixes
+        self._sub_prefixes: PrefixIndex[str, None] = PrefixIndex()
         #: topic bytes -> how many of our subscriptions (channels and prefixes) use it
         self._topics: dict[bytes, int] = {}
         self._listening = False
@@ -200,25 +200,15 @@ class ZmqInputService(service.Service):
     def prefix_added(self, prefix: str) -> None:
         """A prefix subscription started: subscribe the SUB socket to the bare prefix bytes."""
         reader = self._sub
-        if reader is None or reader.stopped or prefix in self._sub_prefixes:
+        if reader is None or reader.stopped or not self._sub_prefixes.add(prefix, None):
             return
-        self._sub_prefixes[prefix] = None
-        lengths = self._sub_prefix_lengths
-        lengths[len(prefix)] = lengths.get(len(prefix), 0) + 1
         self._subscribe(reader, prefix.encode("utf-8"))
 
     def prefix_removed(self, prefix: str) -> None:
         """A prefix subscription ended (its linger included): unsubscribe its topic."""
         reader = self._sub
-        if reader is None or reader.stopped or prefix not in self._sub_prefixes:
+        if reader is None or reader.stopped or not self._sub_prefixes.remove(prefix):
             return
-        del self._sub_prefixes[prefix]
-        lengths = self._sub_prefix_lengths
-        left = lengths[len(prefix)] - 1
-        if left:
-            lengths[len(prefix)] = left
-        else:
-            del lengths[len(prefix)]
         self._unsubscribe(reader, prefix.encode("utf-8"))
 
     def _subscribe(self, reader: ZmqReader, topic: bytes) -> None:
@@ -239,13 +229,7 @@ class ZmqInputService(service.Service):
 
     def _wanted(self, channel: str) -> bool:
         """Whether a SUB message's channel is one we subscribed, exactly or under a prefix."""
-        if channel in self._sub_channels:
-            return True
-        prefixes = self._sub_prefixes
-        if prefixes:
-            size = len(channel)
-            return any(length <= size and channel[:length] in prefixes for length in self._sub_prefix_lengths)
-        return False
+        return channel in self._sub_channels or self._sub_prefixes.matches(channel)
 
     @property
     def pull_reader(self) -> ZmqReader | None:
@@ -424,7 +408,6 @@ class ZmqInputService(service.Service):
             self._stats.stop()
         self._sub_channels.clear()
         self._sub_prefixes.clear()
-        self._sub_prefix_lengths.clear()
         self._topics.clear()
         backpressure = getattr(self._intake, "backpressure", None)
         if self._pull is not None and backpressure is not None:

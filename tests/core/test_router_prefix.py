@@ -42,6 +42,15 @@ class CountingDict(dict):
         CountingDict.lookups += 1
         return super().get(key, default)
 
+    def __contains__(self, key):
+        CountingDict.lookups += 1
+        return super().__contains__(key)
+
+
+def counting_prefix_table(router: ChannelRouter) -> None:
+    """Make C{router}'s prefix table (its index's entries) a L{CountingDict}."""
+    router._prefix_index.entries = router._prefixes = CountingDict()
+
 
 def item(channel: str, content: str = "x"):
     return parse_item({"channel": channel, "formats": {"http-stream": {"content": content}}})
@@ -105,7 +114,7 @@ def test_unsubscribing_a_prefix_stops_delivery_and_keeps_the_others():
     router.publish(item("cde"))
     assert log == [("b", "cde", b"x")]
     router.unsubscribe_prefix("cd", b)
-    assert list(router.prefixes()) == [] and router._prefix_lengths == {}
+    assert list(router.prefixes()) == [] and not router._prefix_index.lengths()
     assert router.publish(item("cde")) == 0
 
 
@@ -129,7 +138,7 @@ def test_an_empty_prefix_is_refused():
 def test_prefix_matching_costs_at_most_the_name_length_in_lookups():
     """With 5000 prefix subscriptions, a publish to a 6-character name makes at most 6 prefix-table lookups."""
     router = ChannelRouter()
-    router._prefixes = CountingDict()
+    counting_prefix_table(router)
     log: list = []
     for n in range(5000):
         router.subscribe_prefix(f"p{n}", Recorder(str(n), log))  # lengths 2..5
@@ -143,7 +152,7 @@ def test_prefix_matching_costs_at_most_the_name_length_in_lookups():
 def test_exact_publishes_never_touch_the_prefix_table_when_it_is_empty():
     """No prefix subscription: a publish makes no prefix lookup at all."""
     router = ChannelRouter()
-    router._prefixes = CountingDict()
+    counting_prefix_table(router)
     router.subscribe("news", Recorder("a", []))
     CountingDict.lookups = 0
     router.publish(item("news"))
