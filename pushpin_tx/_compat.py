@@ -516,14 +516,14 @@ class FastServerSetup(LazyOptionsDump):
         return bool(fast)
 
     def connectionMade(self) -> None:
+        address = self.peer_address
+        if address is not None:
+            del self.peer_address  # (read once: not kept for the connection's life, on either path)
         transport = self.transport  # type: ignore[attr-defined]
         tls = _autobahn_twisted_util._HAS_TLS and _autobahn_twisted_util.ISSLTransport.providedBy(transport)
         if tls or not self._can_set_up_fast() or not self.factory.isServer:  # type: ignore[attr-defined]
             super().connectionMade()  # type: ignore[misc]
             return
-        address = self.peer_address
-        if address is not None:
-            self.peer_address = None  # (read once: not kept for the connection's life)
         if address is None:
             peer = _autobahn_twisted_util.peer2str(transport)
         elif type(address) is _autobahn_twisted_util.IPv4Address:

@@ -12,7 +12,8 @@ autobahn server protocol, whose handshake answer carries the origin's extra head
 from __future__ import annotations
 
 import functools
-from types import FunctionType
+from collections.abc import Mapping
+from types import FunctionType, MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, cast
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -51,8 +52,9 @@ class ClientWebSocket(FastServerSetup, WebSocketServerProtocol):  # type: ignore
 
     # (class attributes until set: a connection assigns what it changes)
     _bridge: "WsSession | None" = None
-    #: the subprotocol and headers of the 101 (set by upgrade; never changed in place)
-    _accept: tuple[str | None, dict[str, Any]] = (None, {})
+    #: the subprotocol and headers of the 101 (set by upgrade; only read, by autobahn's
+    #: succeedHandshake and _compat's _succeed_plain: the shared default is read-only)
+    _accept: tuple[str | None, Mapping[str, Any]] = (None, MappingProxyType({}))
     _fast_write: Callable[[bytes], None] | None = None
     #: the client connection count this connection holds a place in (from its HTTP channel)
     _counted: Any = None
@@ -61,10 +63,11 @@ class ClientWebSocket(FastServerSetup, WebSocketServerProtocol):  # type: ignore
 
     # autobahn callbacks --------------------------------------------------------------------
 
-    def onConnect(self, request: Any) -> tuple[str | None, dict[str, Any]]:
+    # (autobahn types the headers a dict; it only reads their items(): a read-only mapping does)
+    def onConnect(self, request: Any) -> tuple[str | None, Mapping[str, Any]]:  # type: ignore[override]
         return self.answer(request.protocols)
 
-    def answer(self, protocols: list[str]) -> tuple[str | None, dict[str, Any]]:
+    def answer(self, protocols: list[str]) -> tuple[str | None, Mapping[str, Any]]:
         """The subprotocol (one of the client's C{protocols}, or None) and headers of the 101."""
         protocol, headers = self._accept
         if protocol is not None and protocol not in protocols:
