@@ -15,6 +15,8 @@ import pytest
 import pytest_twisted
 import zmq
 
+from pushpin_tx.core.refresh import REFRESH_INTERVAL
+
 from .harness import ScriptedOrigin, poll_until, raw_connect, start_origin, start_proxy, xpub_publisher
 
 LINGER = 2
@@ -42,8 +44,11 @@ def xpub():
 async def test_a_long_poll_channel_stays_subscribed_through_the_linger(reactor, tmp_path, xpub):
     """
     A client answered and long-polling again at once keeps the one SUB subscription (the XPUB
-    sees a single subscribe), gets the next publish, and the unsubscribe comes C{linger} to
-    C{linger + 1} seconds after the last long-poll was answered, not at once.
+    sees a single subscribe), gets the next publish, and the unsubscribe comes after the linger
+    (at least C{linger} seconds after the publish that answered the last long-poll), not at
+    once. (Only the lower bound is on real time: load can only make events later. That it is
+    the first refresh tick at or past the deadline, not a later one, tests/core/test_linger.py
+    checks on a Clock.)
     """
     sock, port, poll = xpub
     proxy = await _sub_proxy(reactor, tmp_path, port, ["* test"])
@@ -58,13 +63,13 @@ async def test_a_long_poll_channel_stays_subscribed_through_the_linger(reactor, 
         second = await raw_connect(reactor, proxy.client_port)
         second.transport.write(b"GET /response?channel=zl&n=2 HTTP/1.1\r\nHost: localhost\r\n\r\n")
         await proxy.wait_for_log(r"subscribe \S*n=2 channel=zl")
+        published = reactor.seconds()  # the linger begins when the proxy answers: not before this
         _publish(sock, "zl", formats={"http-response": {"body": "two\n"}})
         await second.wait_for(reactor, b"two\n")
-        answered = reactor.seconds()
         assert poll() == [b"\x01zl"]  # no unsubscribe, no second subscribe in between
-        await poll_until(reactor, lambda: b"\x00zl" in poll(), timeout=LINGER + 10, what="SUB unsubscribe from zl")
-        waited = reactor.seconds() - answered
-        assert LINGER - 0.1 <= waited <= LINGER + 1.5, waited
+        await poll_until(reactor, lambda: b"\x00zl" in poll(), what="SUB unsubscribe from zl")  # (by the harness's deadline)
+        waited = reactor.seconds() - published
+        assert waited >= LINGER, waited
         assert poll() == [b"\x01zl", b"\x00zl"]
         first.transport.loseConnection()
         second.transport.loseConnection()
@@ -147,7 +152,12 @@ async def test_a_long_polls_sub_unavailable_and_the_sub_unsubscribe_share_the_re
     """
     subscription_linger=0, as Pushpin 1.36 does it (checked side by side: the stats socket's
     'sub ... unavailable' and the SUB socket's unsubscribe come together, on the stats
-    manager's next 1 s refresh tick after the long-poll was answered, not at once).
+    manager's next 1 s refresh tick after the long-poll was answered, not at once). Nothing
+    else lingers, so the refresh timer starts with this linger and its first tick is
+    C{REFRESH_INTERVAL} after the answer: each of the two is seen at least that long after
+    the publish that answered (the one bound on real time, which load can only lengthen); the
+    upper bound is the harness's deadline (the exact tick: tests/core/test_linger.py, on a
+    Clock).
     """
     import zmq as _zmq
 
@@ -173,9 +183,9 @@ async def test_a_long_polls_sub_unavailable_and_the_sub_unsubscribe_share_the_re
         client.transport.write(b"GET /response?channel=zs HTTP/1.1\r\nHost: localhost\r\n\r\n")
         await poll_until(reactor, lambda: b"\x01zs" in poll(), what="SUB interest in zs")
         await poll_until(reactor, lambda: any(p.get("channel") == "zs" for _, p in stats_poll()), what="sub zs on the stats socket")
+        published = reactor.seconds()  # the linger begins when the proxy answers: not before this
         _publish(sock, "zs", formats={"http-response": {"body": "one\n"}})
         await client.wait_for(reactor, b"one\n")
-        answered = reactor.seconds()
         unsubscribed: list[float] = []
 
         def both() -> bool:
@@ -186,8 +196,8 @@ async def test_a_long_polls_sub_unavailable_and_the_sub_unsubscribe_share_the_re
         await poll_until(reactor, both, what="the unsubscribe and the unavailable")
         [gone_at] = [t for t, p in packets if p.get("unavailable")]
         assert packets[-1][1] == {"channel": "zs", "from": packets[-1][1]["from"], "mode": "response", "unavailable": True}
-        assert 0.5 <= gone_at - answered <= 1.6, gone_at - answered  # the next tick, not at once
-        assert abs(gone_at - unsubscribed[0]) < 0.3
+        # the next tick, not at once: neither before REFRESH_INTERVAL after the publish
+        assert min(gone_at, unsubscribed[0]) - published >= REFRESH_INTERVAL, (gone_at - published, unsubscribed[0] - published)
         client.transport.loseConnection()
     finally:
         await proxy.stop()
