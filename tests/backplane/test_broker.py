@@ -42,10 +42,8 @@ def _drain(sock, into: list) -> list:
     return into
 
 
-@pytest_twisted.ensureDeferred
-async def test_source_then_edge_forwards_only_held_channels_and_passes_interest_up(reactor):
-    """PUSH -> source -> edge -> SUBs: items reach subscribers of their channel once; interest comes and goes upstream."""
-    ctx = zmq.Context()
+def _two_tiers(reactor, ctx):
+    """A source broker, an edge broker fed by it, and a PUSH socket into the source."""
     source = BrokerService(reactor, "source", ["tcp://127.0.0.1:*"], ["tcp://127.0.0.1:*"], context=ctx)
     source.startService()
     edge = BrokerService(reactor, "edge", [source.endpoints["out"][0]], ["tcp://127.0.0.1:*"], context=ctx)
@@ -53,6 +51,14 @@ async def test_source_then_edge_forwards_only_held_channels_and_passes_interest_
     push = ctx.socket(zmq.PUSH)
     push.setsockopt(zmq.LINGER, 0)
     push.connect(source.endpoints["in"][0])
+    return source, edge, push
+
+
+@pytest_twisted.ensureDeferred
+async def test_source_then_edge_forwards_only_held_channels_and_passes_interest_up(reactor):
+    """PUSH -> source -> edge -> SUBs: items reach subscribers of their channel once; interest comes and goes upstream."""
+    ctx = zmq.Context()
+    source, edge, push = _two_tiers(reactor, ctx)
     subs = []
     try:
         push.send(b'J{"channel":"a","formats":{"http-stream":{"content":"nobody\\n"}}}')
@@ -89,13 +95,7 @@ async def test_source_then_edge_forwards_only_held_channels_and_passes_interest_
 async def test_a_prefix_topic_takes_every_channel_under_it_through_both_tiers(reactor):
     """A SUB subscribed to the bare prefix news. (an instance's prefix subscription) gets news.sport and news.weather, not newsletter."""
     ctx = zmq.Context()
-    source = BrokerService(reactor, "source", ["tcp://127.0.0.1:*"], ["tcp://127.0.0.1:*"], context=ctx)
-    source.startService()
-    edge = BrokerService(reactor, "edge", [source.endpoints["out"][0]], ["tcp://127.0.0.1:*"], context=ctx)
-    edge.startService()
-    push = ctx.socket(zmq.PUSH)
-    push.setsockopt(zmq.LINGER, 0)
-    push.connect(source.endpoints["in"][0])
+    source, edge, push = _two_tiers(reactor, ctx)
     sub = _sub(ctx, edge.endpoints["out"][0], b"news.")
     try:
         await poll_until(reactor, lambda: source.interest == {b"news."}, what="the prefix's interest upstream")

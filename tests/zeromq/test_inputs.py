@@ -188,17 +188,23 @@ async def next_message(collector: Collector) -> list[bytes]:
     return (await collector.wait(len(collector.messages) + 1))[-1]
 
 
-@pytest_twisted.ensureDeferred
-async def test_sub_subscribes_only_while_a_channel_has_subscribers(reactor, zctx, running):
-    """An XPUB publisher sees the SUB socket subscribe on the first subscriber and unsubscribe after the last."""
-    svc, intake, router, _ = make_service(reactor, command="", pull="")
-    running(svc)
+def _watching_xpub(reactor, zctx, svc):
+    """A publisher's XPUB connected to C{svc}'s SUB socket, its subscription frames read into a Collector."""
     xpub = zctx.socket(zmq.XPUB)
     xpub.setsockopt(zmq.LINGER, 0)
     xpub.connect(svc.endpoints["publish-sub"][0])
     seen = Collector(reactor)
     reader = ZmqReader(reactor, xpub, seen, name="xpub")
     reader.start()
+    return xpub, seen, reader
+
+
+@pytest_twisted.ensureDeferred
+async def test_sub_subscribes_only_while_a_channel_has_subscribers(reactor, zctx, running):
+    """An XPUB publisher sees the SUB socket subscribe on the first subscriber and unsubscribe after the last."""
+    svc, intake, router, _ = make_service(reactor, command="", pull="")
+    running(svc)
+    xpub, seen, reader = _watching_xpub(reactor, zctx, svc)
     a, b = Sink(), Sink()
     try:
         await turns(reactor, 20)
@@ -220,12 +226,7 @@ async def test_sub_delivers_exact_channel_matches_only(reactor, zctx, running, l
     """[channel, item] for a subscribed channel is published; a longer name sharing the prefix is not."""
     svc, intake, router, _ = make_service(reactor, command="", pull="")
     running(svc)
-    xpub = zctx.socket(zmq.XPUB)
-    xpub.setsockopt(zmq.LINGER, 0)
-    xpub.connect(svc.endpoints["publish-sub"][0])
-    seen = Collector(reactor)
-    reader = ZmqReader(reactor, xpub, seen, name="xpub")
-    reader.start()
+    xpub, seen, reader = _watching_xpub(reactor, zctx, svc)
     try:
         router.subscribe("news", Sink())
         await seen.wait(1)  # the subscription reached the publisher
@@ -259,12 +260,7 @@ async def test_sub_subscribes_a_prefix_as_its_bare_bytes_and_takes_every_channel
     """
     svc, intake, router, _ = make_service(reactor, command="", pull="", subscriptions=True)
     running(svc)
-    xpub = zctx.socket(zmq.XPUB)
-    xpub.setsockopt(zmq.LINGER, 0)
-    xpub.connect(svc.endpoints["publish-sub"][0])
-    seen = Collector(reactor)
-    reader = ZmqReader(reactor, xpub, seen, name="xpub")
-    reader.start()
+    xpub, seen, reader = _watching_xpub(reactor, zctx, svc)
     a = Sink()
     try:
         router.subscribe_prefix("news.", a)
@@ -289,12 +285,7 @@ async def test_an_exact_channel_and_a_prefix_overlapping_take_a_publish_in_once(
     """
     svc, intake, router, _ = make_service(reactor, command="", pull="", subscriptions=True)
     running(svc)
-    xpub = zctx.socket(zmq.XPUB)
-    xpub.setsockopt(zmq.LINGER, 0)
-    xpub.connect(svc.endpoints["publish-sub"][0])
-    seen = Collector(reactor)
-    reader = ZmqReader(reactor, xpub, seen, name="xpub")
-    reader.start()
+    xpub, seen, reader = _watching_xpub(reactor, zctx, svc)
     a, b, c = Sink(), Sink(), Sink()
     try:
         router.subscribe_prefix("news.", a)
@@ -326,12 +317,7 @@ async def test_sub_picks_up_channels_that_had_subscribers_before_start(reactor, 
     svc, intake, router, _ = make_service(reactor, command="", pull="")
     router.subscribe("early", Sink())
     running(svc)
-    xpub = zctx.socket(zmq.XPUB)
-    xpub.setsockopt(zmq.LINGER, 0)
-    xpub.connect(svc.endpoints["publish-sub"][0])
-    seen = Collector(reactor)
-    reader = ZmqReader(reactor, xpub, seen, name="xpub")
-    reader.start()
+    xpub, seen, reader = _watching_xpub(reactor, zctx, svc)
     try:
         assert await next_message(seen) == [b"\x01early"]
     finally:
