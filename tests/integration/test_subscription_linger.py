@@ -10,6 +10,7 @@ WebSocket leaving last unsubscribes at once. A real XPUB publisher sees the fram
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import pytest_twisted
@@ -29,6 +30,18 @@ def _sub_proxy(reactor, tmp_path, port: int, routes: list[str], linger: int = LI
 
 def _publish(xpub, channel: str, **item) -> None:
     xpub.send_multipart([channel.encode(), b"J" + json.dumps(item).encode()])
+
+
+async def _answered_long_poll(reactor, proxy, xpub, channel: str, target: str):
+    """A long-poll to C{target}, subscribed to C{channel} (the proxy's log and the XPUB say so), answered by a publish of 'one'."""
+    sock, _, poll = xpub
+    client = await raw_connect(reactor, proxy.client_port)
+    client.transport.write(b"GET %s HTTP/1.1\r\nHost: localhost\r\n\r\n" % target.encode())
+    await proxy.wait_for_log(rf"subscribe \S*{re.escape(target)} channel={channel}")
+    await poll_until(reactor, lambda: b"\x01" + channel.encode() in poll(), what=f"SUB interest in {channel}")
+    _publish(sock, channel, formats={"http-response": {"body": "one\n"}})
+    await client.wait_for(reactor, b"one\n")
+    return client
 
 
 @pytest.fixture
@@ -53,12 +66,7 @@ async def test_a_long_poll_channel_stays_subscribed_through_the_linger(reactor, 
     sock, port, poll = xpub
     proxy = await _sub_proxy(reactor, tmp_path, port, ["* test"])
     try:
-        first = await raw_connect(reactor, proxy.client_port)
-        first.transport.write(b"GET /response?channel=zl&n=1 HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        await proxy.wait_for_log(r"subscribe \S*n=1 channel=zl")
-        await poll_until(reactor, lambda: b"\x01zl" in poll(), what="SUB interest in zl")
-        _publish(sock, "zl", formats={"http-response": {"body": "one\n"}})
-        await first.wait_for(reactor, b"one\n")
+        first = await _answered_long_poll(reactor, proxy, xpub, "zl", "/response?channel=zl&n=1")
         # the client comes back at once: its channel is still subscribed
         second = await raw_connect(reactor, proxy.client_port)
         second.transport.write(b"GET /response?channel=zl&n=2 HTTP/1.1\r\nHost: localhost\r\n\r\n")
@@ -83,12 +91,7 @@ async def test_a_stream_leaving_last_unsubscribes_at_once_even_during_a_linger(r
     sock, port, poll = xpub
     proxy = await _sub_proxy(reactor, tmp_path, port, ["* test"], linger=60)
     try:
-        poll_client = await raw_connect(reactor, proxy.client_port)
-        poll_client.transport.write(b"GET /response?channel=zm HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        await proxy.wait_for_log(r"subscribe \S*/response\S* channel=zm")
-        await poll_until(reactor, lambda: b"\x01zm" in poll(), what="SUB interest in zm")
-        _publish(sock, "zm", formats={"http-response": {"body": "one\n"}})
-        await poll_client.wait_for(reactor, b"one\n")
+        poll_client = await _answered_long_poll(reactor, proxy, xpub, "zm", "/response?channel=zm")
         stream = await raw_connect(reactor, proxy.client_port)
         stream.transport.write(b"GET /stream?channel=zm HTTP/1.1\r\nHost: localhost\r\n\r\n")
         await stream.wait_for(reactor, b"[stream opened]\n")
