@@ -24,12 +24,12 @@ the connection id and channel).
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable
+from typing import Callable, Protocol
 
 from zope.interface import implementer
 from twisted.internet.interfaces import IPushProducer
 
-__all__ = ["DeliveryQueue", "OVERFLOW_DROP", "OVERFLOW_DISCONNECT", "OVERFLOW_DRAIN_TIMEOUT"]
+__all__ = ["DeliveryQueue", "QueueListener", "OVERFLOW_DROP", "OVERFLOW_DISCONNECT", "OVERFLOW_DRAIN_TIMEOUT"]
 
 #: A full queue drops the new message (counted and logged) and keeps the connection.
 OVERFLOW_DROP = "drop"
@@ -39,6 +39,41 @@ OVERFLOW_DISCONNECT = "disconnect"
 #: How long a slow reader whose queue overflowed may take to read what is queued before its
 #: owner drops the connection (the client then reconnects, as it would after a close).
 OVERFLOW_DRAIN_TIMEOUT = 60.0
+
+
+class QueueListener(Protocol):
+    """What a L{DeliveryQueue} tells its owner (C{on_drop}, C{on_overflow}, C{on_drained})."""
+
+    def queue_dropped(self, channel: str, reason: str) -> None: ...
+
+    def queue_overflowed(self, channel: str) -> str: ...
+
+    def queue_drained(self) -> None: ...
+
+
+class _Callbacks:
+    """A L{QueueListener} made of the callables given to L{DeliveryQueue} one by one."""
+
+    __slots__ = ("queue_dropped", "queue_overflowed", "queue_drained")
+
+    def __init__(
+        self,
+        on_drop: Callable[[str, str], None],
+        on_overflow: Callable[[str], str] | None,
+        on_drained: Callable[[], None] | None,
+    ) -> None:
+        self.queue_dropped = on_drop
+        # without one, the reason stays "queue full" (what it always is before an overflow)
+        self.queue_overflowed = on_overflow if on_overflow is not None else _queue_full
+        self.queue_drained = on_drained if on_drained is not None else _nothing
+
+
+def _queue_full(channel: str) -> str:
+    return "queue full"
+
+
+def _nothing() -> None:
+    pass
 
 
 @implementer(IPushProducer)
@@ -54,9 +89,7 @@ class DeliveryQueue:
         "_write",
         "_limit",
         "_policy",
-        "_on_drop",
-        "_on_overflow",
-        "_on_drained",
+        "_listener",
         "_overflow_reason",
         "_items",
         "_paused",
@@ -72,13 +105,17 @@ class DeliveryQueue:
         *,
         limit: int,
         policy: str = OVERFLOW_DROP,
-        on_drop: Callable[[str, str], None],
+        on_drop: Callable[[str, str], None] | None = None,
         on_overflow: Callable[[str], str] | None = None,
         on_drained: Callable[[], None] | None = None,
+        listener: QueueListener | None = None,
     ) -> None:
         """
         @param write: writes framed bytes to the connection; it may call L{pauseProducing}
             synchronously (a full transport does).
+        @param listener: the owner, told through its L{QueueListener} methods, instead of
+            C{on_drop}, C{on_overflow} and C{on_drained} (one reference instead of three
+            bound methods per connection, each an object the garbage collector tracks).
         @param limit: the most messages held while the connection is paused.
         @param policy: L{OVERFLOW_DROP} or L{OVERFLOW_DISCONNECT}.
         @param on_drop: called as C{on_drop(channel, reason)} for every dropped message.
@@ -92,11 +129,14 @@ class DeliveryQueue:
         self._write = write
         self._limit = limit
         self._policy = policy
-        self._on_drop = on_drop
-        self._on_overflow = on_overflow
-        self._on_drained = on_drained
+        if listener is None:
+            if on_drop is None:
+                raise TypeError("DeliveryQueue needs on_drop or a listener")
+            listener = _Callbacks(on_drop, on_overflow, on_drained)
+        self._listener = listener
         self._overflow_reason = "queue full"
-        self._items: deque[tuple[bytes, str]] = deque()
+        # made by the first message held (most connections never hold one)
+        self._items: deque[tuple[bytes, str]] | None = None
         self._paused = False
         self._stopped = False
         #: policy "disconnect": the queue overflowed and takes no new message until reset
@@ -105,7 +145,8 @@ class DeliveryQueue:
         self.delivered = 0
 
     def __len__(self) -> int:
-        return len(self._items)
+        items = self._items
+        return 0 if items is None else len(items)
 
     @property
     def paused(self) -> bool:
@@ -130,14 +171,16 @@ class DeliveryQueue:
             self.delivered += 1
             self._write(data)
             return True
-        if len(self._items) >= self._limit and not force:
+        items = self._items
+        if items is None:
+            items = self._items = deque()
+        if len(items) >= self._limit and not force:
             if self._policy == OVERFLOW_DISCONNECT:
                 self.overflowed = True
-                if self._on_overflow is not None:
-                    self._overflow_reason = self._on_overflow(channel)
+                self._overflow_reason = self._listener.queue_overflowed(channel)
             self._drop(channel, self._overflow_reason)
             return False
-        self._items.append((data, channel))
+        items.append((data, channel))
         return True
 
     def refuse(self, channel: str) -> None:
@@ -167,7 +210,7 @@ class DeliveryQueue:
 
     def _drop(self, channel: str, reason: str) -> None:
         self.dropped += 1
-        self._on_drop(channel, reason)
+        self._listener.queue_dropped(channel, reason)
 
     def _drain(self) -> None:
         items = self._items
@@ -175,8 +218,8 @@ class DeliveryQueue:
             data, _ = items.popleft()
             self.delivered += 1
             self._write(data)
-        if not items and self.overflowed and not self._stopped and self._on_drained is not None:
-            self._on_drained()
+        if not items and self.overflowed and not self._stopped:
+            self._listener.queue_drained()
 
     def pauseProducing(self) -> None:
         """The transport's buffer is full: hold messages from now on."""

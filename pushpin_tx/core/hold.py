@@ -367,9 +367,7 @@ class StreamHold(_Hold):
             self._write,
             limit=ctx.queue_limit,
             policy=ctx.overflow,
-            on_drop=self._dropped,
-            on_overflow=self._overflowed,
-            on_drained=self._drained,
+            listener=self,
         )
         # a slow reader's overflowed queue (policy "disconnect"): None, "recover" or "close"
         self._overflow: str | None = None
@@ -601,6 +599,11 @@ class StreamHold(_Hold):
             return
         self.queue.reset_overflow()
         self._recover("slow reader caught up")
+
+    # the queue's listener (core.delivery.QueueListener)
+    queue_dropped = _dropped
+    queue_overflowed = _overflowed
+    queue_drained = _drained
 
     def _drain_timed_out(self) -> None:
         self._drain_timer = None

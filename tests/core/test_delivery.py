@@ -8,6 +8,9 @@ from pushpin_tx.core.delivery import OVERFLOW_DISCONNECT, OVERFLOW_DROP, Deliver
 
 
 class Sink:
+    #: build the queue with the sink as its listener, not with three callables (both ways, below)
+    listener = False
+
     def __init__(self) -> None:
         self.written: list[bytes] = []
         self.drops: list[tuple[str, str]] = []
@@ -22,6 +25,9 @@ class Sink:
             self.queue.pauseProducing()
 
     def make(self, limit: int = 3, policy: str = OVERFLOW_DROP) -> DeliveryQueue:
+        if self.listener:
+            self.queue = DeliveryQueue(self.write, limit=limit, policy=policy, listener=self)
+            return self.queue
         self.queue = DeliveryQueue(
             self.write,
             limit=limit,
@@ -38,6 +44,40 @@ class Sink:
 
     def _drained(self) -> None:
         self.drained += 1
+
+    # the QueueListener protocol
+    def queue_dropped(self, channel: str, reason: str) -> None:
+        self.drops.append((channel, reason))
+
+    def queue_overflowed(self, channel: str) -> str:
+        return self._overflow(channel)
+
+    def queue_drained(self) -> None:
+        self._drained()
+
+
+@pytest.fixture(autouse=True, params=["callables", "listener"])
+def _both_ways(request, monkeypatch):
+    """Every test twice: the owner's three callables, and the owner as the queue's listener."""
+    monkeypatch.setattr(Sink, "listener", request.param == "listener")
+
+
+def test_without_on_drop_or_listener_refused():
+    with pytest.raises(TypeError):
+        DeliveryQueue(lambda data: None, limit=1)
+
+
+def test_no_deque_until_a_message_is_held():
+    """Most connections never hold a message: the queue makes its deque only for the first one."""
+    sink = Sink()
+    q = sink.make()
+    q.offer(b"a", "c")
+    q.stopProducing()
+    assert q._items is None and len(q) == 0 and sink.drops == []
+    q2 = Sink().make()
+    q2.pauseProducing()
+    q2.offer(b"a", "c")
+    assert q2._items is not None and len(q2) == 1
 
 
 def test_writes_through_while_the_connection_keeps_up():
