@@ -344,7 +344,7 @@ class StatsPublisher:
         conn = self._conns[conn_id] = _Conn(conn_id, type, peer_address, bool(ssl), route, now, minute_mark)
         self._count_route(route, +1, now)
         self._send_conn(conn)
-        self._schedule()
+        self._schedule_by(now + _REFRESH_SHARE * self._conn_ttl)
 
     def disconnected(self, conn_id: str, route: str | None = None) -> None:
         """A connection announced by L{connected} ended (unknown ids are ignored, as in Pushpin)."""
@@ -385,7 +385,7 @@ class StatsPublisher:
             self._linger.cancel(linger_key)
         sub = self._subs[key] = _Sub(now)
         self._send_sub(key, sub)
-        self._schedule()
+        self._schedule_by(now + _REFRESH_SHARE * self._sub_ttl)
 
     def unsubscribed(self, channel: str, mode: str) -> None:
         """One subscriber fewer; the last one leaving announces C{unavailable} (lingering for C{response})."""
@@ -553,7 +553,7 @@ class StatsPublisher:
 
     def _mark_dirty(self, key: tuple[str, str]) -> None:
         self._dirty[key] = None
-        self._schedule()
+        self._schedule_by(self._clock.seconds() + _SOON)
 
     def _next_due(self) -> float | None:
         dues = []
@@ -564,6 +564,20 @@ class StatsPublisher:
         if self._dirty:
             dues.append(self._clock.seconds() + _SOON)
         return min(dues) if dues else None
+
+    def _schedule_by(self, due: float) -> None:
+        """
+        L{_schedule} after one entry was added or marked, due at C{due}, and nothing else
+        changed: an armed timer already fires early enough when it fires by C{due}, since no
+        armed timer fires after the earliest due entry (whatever makes an entry due sooner
+        calls this or L{_schedule}). Saves finding the earliest due entry on every held
+        connection and every new subscription while the timer is armed, which it is as long
+        as anything is kept.
+        """
+        timer = self._timer
+        if timer is not None and timer.active() and timer.getTime() <= due:
+            return
+        self._schedule()
 
     def _schedule(self) -> None:
         """Keep the one refresh timer armed for the earliest due entry (only while attached)."""
