@@ -175,9 +175,7 @@ class WsSession:
             self._write,
             limit=self._ctx.queue_limit,
             policy=self._ctx.overflow,
-            on_drop=self._queue_dropped,
-            on_overflow=self._overflowed,
-            on_drained=self._drained,
+            listener=self,
         )
         client.register_producer(self.queue)
         self._last_write = self._ctx.clock.seconds()
@@ -217,6 +215,11 @@ class WsSession:
     def _drained(self) -> None:
         if self._drain_call is None and not self.done:
             self._drain_call = self._ctx.clock.callLater(0, self._after_drain)
+
+    # the queue's listener (core.delivery.QueueListener)
+    queue_dropped = _queue_dropped
+    queue_overflowed = _overflowed
+    queue_drained = _drained
 
     def _after_drain(self) -> None:
         self._drain_call = None
