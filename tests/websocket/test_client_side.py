@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pprint import pformat
+from typing import Any
 
 from autobahn.websocket import protocol as autobahn_protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -77,18 +78,23 @@ class _Held(Resource):
         return NOT_DONE_YET
 
 
-def test_upgrade_hands_the_connection_to_autobahn_and_reads_it_again():
-    """Once the origin accepts, the client gets its 101 from autobahn and a connection twisted.web had paused is read again."""
+def _handshake_held(target: bytes) -> tuple[MemoryReactorClock, _Held, Any, StringTransport]:
+    """A client site's channel that has read a WebSocket handshake for C{target}, its request held (not answered)."""
     reactor = MemoryReactorClock()
     held = _Held()
-    site = ClientSite(held, reactor=reactor)
-    channel = site.buildProtocol(None)
+    channel = ClientSite(held, reactor=reactor).buildProtocol(None)
     transport = StringTransport()
     channel.makeConnection(transport)
     channel.dataReceived(
-        b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"GET " + target + b" HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     )
+    return reactor, held, channel, transport
+
+
+def test_upgrade_hands_the_connection_to_autobahn_and_reads_it_again():
+    """Once the origin accepts, the client gets its 101 from autobahn and a connection twisted.web had paused is read again."""
+    reactor, held, channel, transport = _handshake_held(b"/ws")
     transport.pauseProducing()  # as twisted.web does when a client sends ahead of its answer
     protocol = upgrade(held.requests[0], make_client_factory(reactor), None, subprotocol=None, headers={"X-Origin": "yes"})  # type: ignore[arg-type]
     assert protocol is not None and protocol.transport is transport
@@ -188,16 +194,7 @@ def test_an_upgraded_connections_http_channel_and_request_are_freed_without_the_
     import gc
     import weakref
 
-    reactor = MemoryReactorClock()
-    held = _Held()
-    site = ClientSite(held, reactor=reactor)
-    channel = site.buildProtocol(None)
-    transport = StringTransport()
-    channel.makeConnection(transport)
-    channel.dataReceived(
-        b"GET /ws?channel=a HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
+    reactor, held, channel, transport = _handshake_held(b"/ws?channel=a")
     request = held.requests.pop()
     protocol = upgrade(request, make_client_factory(reactor), None, subprotocol=None, headers={})  # type: ignore[arg-type]
     assert protocol is not None and transport.value().startswith(b"HTTP/1.1 101 ")
