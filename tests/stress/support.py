@@ -27,6 +27,7 @@ __all__ = [
     "scaled",
     "rss_kb",
     "fd_count",
+    "sockets_to",
     "metrics_port",
     "scrape",
     "poll_scrape",
@@ -73,6 +74,30 @@ def rss_kb(pid: int) -> int:
 def fd_count(pid: int) -> int:
     """How many file descriptors C{pid} has open (sockets included)."""
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def sockets_to(pid: int, port: int) -> int:
+    """
+    How many of C{pid}'s descriptors are TCP connections to 127.0.0.1:C{port} (from
+    /proc/PID/net/tcp, whose remote address column is hex "0100007F:PORT"): the origin
+    pool's, apart from the clients' own.
+    """
+    peer = f"0100007F:{port:04X}"
+    inodes = set()
+    with open(f"/proc/{pid}/net/tcp") as f:
+        next(f)  # the header
+        for line in f:
+            fields = line.split()
+            if fields[2] == peer:
+                inodes.add(f"socket:[{fields[9]}]")
+    count = 0
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{name}") in inodes:
+                count += 1
+        except FileNotFoundError:  # closed meanwhile
+            pass
+    return count
 
 
 # --- metrics ---------------------------------------------------------------------------------
