@@ -7,6 +7,7 @@ with C{c:{"type":"subscribe","channel":"news.","prefix":true}} both get every C{
 from __future__ import annotations
 
 import re
+from contextlib import asynccontextmanager
 
 import pytest_twisted
 from gripcontrol import WebSocketEvent, decode_websocket_events, encode_websocket_events
@@ -14,6 +15,20 @@ from gripcontrol import WebSocketEvent, decode_websocket_events, encode_websocke
 from .harness import ScriptedOrigin, raw_connect, raw_request, start_origin, start_proxy
 from .test_end_to_end import _publish
 from .test_websockets import ws_connect
+
+
+@asynccontextmanager
+async def _proxying(reactor, tmp_path, handlers: dict, options: str = "", **overrides: str):
+    """The real service routing everything to a scripted origin with these C{handlers} (route C{options} after its address); yields the proxy."""
+    origin = ScriptedOrigin()
+    origin.handlers.update(handlers)
+    port = await start_origin(reactor, origin)
+    proxy = await start_proxy(reactor, tmp_path, [f"* 127.0.0.1:{port.getHost().port}{options}"], **overrides)
+    try:
+        yield proxy
+    finally:
+        await proxy.stop()
+        await port.stopListening()
 
 
 def news_stream(request):
@@ -51,12 +66,7 @@ def item(channel: str, text: str, **extra):
 @pytest_twisted.ensureDeferred
 async def test_a_prefix_stream_and_a_prefix_websocket_get_every_matching_channel(reactor, tmp_path):
     """A stream and a WebSocket on prefix 'news.' get news.sport and news.weather, not 'newsletter', each in publish order."""
-    origin = ScriptedOrigin()
-    origin.handlers[b"/news"] = news_stream
-    origin.handlers[b"/ws"] = news_socket
-    port = await start_origin(reactor, origin)
-    proxy = await start_proxy(reactor, tmp_path, [f"* 127.0.0.1:{port.getHost().port},over_http"])
-    try:
+    async with _proxying(reactor, tmp_path, {b"/news": news_stream, b"/ws": news_socket}, ",over_http") as proxy:
         client = await raw_connect(reactor, proxy.client_port)
         client.transport.write(b"GET /news HTTP/1.1\r\nHost: example.com\r\n\r\n")
         await client.wait_for(reactor, b"open\n")
@@ -71,9 +81,6 @@ async def test_a_prefix_stream_and_a_prefix_websocket_get_every_matching_channel
         ws.sendClose(1000)
         await ws.wait(reactor, lambda: ws.closed, "closed")
         client.transport.loseConnection()
-    finally:
-        await proxy.stop()
-        await port.stopListening()
 
 
 def json_news_stream(request):
@@ -94,12 +101,7 @@ async def test_a_json_instruct_prefix_stream_gets_every_matching_channel(reactor
     A stream held by an application/grip-instruct body with {"name": "news.", "prefix": true}
     gets news.sport and news.weather, not newsletter; "prefix": "yes" is an invalid instruction.
     """
-    origin = ScriptedOrigin()
-    origin.handlers[b"/json-news"] = json_news_stream
-    origin.handlers[b"/json-bad"] = json_news_stream
-    port = await start_origin(reactor, origin)
-    proxy = await start_proxy(reactor, tmp_path, [f"* 127.0.0.1:{port.getHost().port}"])
-    try:
+    async with _proxying(reactor, tmp_path, {b"/json-news": json_news_stream, b"/json-bad": json_news_stream}) as proxy:
         client = await raw_connect(reactor, proxy.client_port)
         client.transport.write(b"GET /json-news HTTP/1.1\r\nHost: example.com\r\n\r\n")
         await client.wait_for(reactor, b"open\n")
@@ -112,20 +114,12 @@ async def test_a_json_instruct_prefix_stream_gets_every_matching_channel(reactor
         bad = await raw_request(reactor, proxy.client_port, b"GET /json-bad HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n")
         assert bad.received.startswith(b"HTTP/1.1 502 "), bad.received[:200]
         await proxy.wait_for_log(r"channel contains 'prefix' with wrong type")
-    finally:
-        await proxy.stop()
-        await port.stopListening()
 
 
 @pytest_twisted.ensureDeferred
 async def test_numbered_items_reach_a_prefix_stream_in_id_order(reactor, tmp_path):
     """Ids 1..6 on news.sport published with 3 and 4 swapped reach the prefix stream (beside an exact one) as 1..6."""
-    origin = ScriptedOrigin()
-    origin.handlers[b"/news"] = news_stream
-    origin.handlers[b"/sport"] = exact_stream
-    port = await start_origin(reactor, origin)
-    proxy = await start_proxy(reactor, tmp_path, [f"* 127.0.0.1:{port.getHost().port}"], message_wait="2000")
-    try:
+    async with _proxying(reactor, tmp_path, {b"/news": news_stream, b"/sport": exact_stream}, message_wait="2000") as proxy:
         wild = await raw_connect(reactor, proxy.client_port)
         wild.transport.write(b"GET /news HTTP/1.1\r\nHost: example.com\r\n\r\n")
         exact = await raw_connect(reactor, proxy.client_port)
@@ -139,9 +133,6 @@ async def test_numbered_items_reach_a_prefix_stream_in_id_order(reactor, tmp_pat
             await client.wait_for(reactor, b"item 6\n")
             assert re.findall(rb"item (\d)\n", client.received) == [b"1", b"2", b"3", b"4", b"5", b"6"]
             client.transport.loseConnection()
-    finally:
-        await proxy.stop()
-        await port.stopListening()
 
 
 async def prefix_streams(reactor, proxy, path: bytes = b"/news") -> list:
