@@ -31,7 +31,9 @@ from autobahn.websocket.utf8validator import Utf8Validator
 from twisted.web._abnf import _decint, _istoken
 from twisted.web._newclient import BadHeaders, BadResponseVersion, ParseError, RequestGenerationFailed
 from twisted.web.client import HTTPConnectionPool, _HTTP11ClientFactory
-from twisted.web.http import _ChunkedTransferDecoder, _DataLoss
+from twisted.web.http import _ChunkedTransferDecoder, _DataLoss, _parseRequestLine
+from twisted.web.http_headers import _nameEncoder
+from twisted.web.iweb import INonQueuedRequestFactory
 from twisted.internet import tcp as _tcp, unix as _unix
 
 try:  # the h2 package (twisted[http2]); without it https ports speak HTTP/1.1 only
@@ -45,6 +47,10 @@ __all__ = [
     "is_disconnected",
     "channel_paused",
     "request_line",
+    "at_request_start",
+    "parse_request_line",
+    "canonical_header_name",
+    "deliver_parsed_head",
     "knows_write_buffer",
     "write_buffer_empty",
     "buffered_bytes",
@@ -176,6 +182,63 @@ def request_line(channel: Any) -> tuple[bytes, bytes, bytes]:
     (C{requestReceived}); a streamed upload needs them when its headers are.
     """
     return channel._command, channel._path, channel._version
+
+
+def at_request_start(channel: Any) -> bool:
+    """
+    Whether twisted.web's C{HTTPChannel} would read C{dataReceived}'s bytes as the start of a
+    new request, with nothing kept from before: C{LineReceiver} in line mode with an empty
+    C{_buffer}, not inside its own C{dataReceived} (C{_busyReceiving}) nor paused; the
+    channel at its first line (C{__first_line} 1, not the 2 it sets after IE's extra empty
+    line), no header line kept (C{__header}), no request being handled, no body decoder,
+    and persistent (a closing connection drops what follows its request).
+    """
+    return bool(
+        channel.line_mode
+        and not channel._buffer
+        and not channel._busyReceiving
+        and not channel.paused
+        and channel._HTTPChannel__first_line == 1
+        and not channel._HTTPChannel__header
+        and not channel._handlingRequest
+        and channel._transferDecoder is None
+        and channel.persistent
+    )
+
+
+#: twisted.web's request-line parser (C{twisted.web.http._parseRequestLine}): C{(method,
+#: target, version)}, C{ValueError} for a line twisted.web answers 400
+parse_request_line = _parseRequestLine
+
+
+def canonical_header_name(name: bytes) -> bytes:
+    """
+    C{name} as twisted.web keeps it in a request's headers (C{_nameEncoder.encode}:
+    Http-Header-Case, from its cache); C{ValueError} (its C{InvalidHeaderName}) when
+    C{name} is not a token, which twisted.web answers 400.
+    """
+    return _nameEncoder.encode(name)
+
+
+def deliver_parsed_head(channel: Any, command: bytes, path: bytes, version: bytes, headers: dict[bytes, list[bytes]]) -> None:
+    """
+    What C{HTTPChannel.lineReceived} does for a request head without a body, given the head
+    already parsed (L{parse_request_line}, names from L{canonical_header_name}, values
+    stripped of spaces and tabs, in order): the request made and queued as at its first
+    line, its headers (C{Headers._rawHeaders}, as C{headerReceived}'s C{addRawHeader}
+    calls leave it), the request line where C{allContentReceived} reads it, then
+    twisted.web's own C{allHeadersReceived} and C{allContentReceived}.
+    """
+    factory = channel.requestFactory
+    if INonQueuedRequestFactory.providedBy(factory):
+        request = factory(channel)
+    else:
+        request = factory(channel, len(channel.requests))
+    channel.requests.append(request)
+    request.requestHeaders._rawHeaders = headers
+    channel._command, channel._path, channel._version = command, path, version
+    channel.allHeadersReceived()
+    channel.allContentReceived()
 
 
 def knows_write_buffer(transport: Any) -> bool:

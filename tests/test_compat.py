@@ -60,6 +60,10 @@ from pushpin_tx._compat import (
     lazy_hlval,
     quiet_autobahn_highlighting,
     accept_server_handshake,
+    at_request_start,
+    canonical_header_name,
+    deliver_parsed_head,
+    parse_request_line,
     request_line,
     write_buffer_empty,
 )
@@ -234,6 +238,59 @@ def _channel(site: server.Site) -> tuple[http.HTTPChannel, StringTransport]:
     transport = StringTransport()
     channel.makeConnection(transport)
     return channel, transport
+
+
+def test_a_channel_is_at_a_request_start_only_with_nothing_read_of_one() -> None:
+    """at_request_start: a new connection and one between requests are; a part-read head, a request being handled, IE's extra line and a closing connection are not."""
+    recorder = _Recorder()
+    site = _site(recorder)
+    channel, _ = _channel(site)
+    assert at_request_start(channel)
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHo")
+    assert not at_request_start(channel)
+    channel.dataReceived(b"st: x\r\n\r\n")
+    assert at_request_start(channel)  # answered at once: between requests again
+    channel.dataReceived(b"\r\n")
+    assert not at_request_start(channel)
+
+    held = _site(_Held())
+    channel, _ = _channel(held)
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert not at_request_start(channel)  # its request is being handled
+
+    channel, _ = _channel(site)
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert not at_request_start(channel)
+
+
+class _Held(resource.Resource):
+    isLeaf = True
+
+    def render(self, request: Any) -> object:
+        return server.NOT_DONE_YET
+
+
+def test_a_head_delivered_parsed_is_the_request_twisted_web_reads() -> None:
+    """deliver_parsed_head with twisted.web's own parser pieces gives the resource what dataReceived would, and the same answer."""
+    data = b"GET /a?b=c HTTP/1.1\r\nhost: x\r\nX-Dup: 1\r\nx-dup: 2\r\n\r\n"
+    seen = []
+    for deliver in (False, True):
+        recorder = _Recorder()
+        channel, transport = _channel(_site(recorder))
+        if deliver:
+            command, path, version = parse_request_line(b"GET /a?b=c HTTP/1.1")
+            deliver_parsed_head(channel, command, path, version,
+                                {canonical_header_name(b"host"): [b"x"], canonical_header_name(b"x-dup"): [b"1", b"2"]})
+        else:
+            channel.dataReceived(data)
+        [request] = recorder.requests
+        seen.append((request.method, request.uri, request.clientproto, list(request.requestHeaders.getAllRawHeaders()),
+                     transport.value(), at_request_start(channel)))
+    assert seen[0] == seen[1]
+    with pytest.raises(ValueError):
+        parse_request_line(b"GET / HTTP/2.0")
+    with pytest.raises(ValueError):
+        canonical_header_name(b"Bad Name")
 
 
 class _StreamingProducer:

@@ -268,3 +268,106 @@ def test_the_idle_timeout_starts_again_once_a_request_is_answered() -> None:
     assert not transport.disconnecting
     reactor.advance(0.01)
     assert transport.disconnecting
+
+
+class _Recording(Resource):
+    """Records what each request looked like to a resource, and answers it at once."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[Any, ...]] = []
+
+    def render(self, request: Any) -> bytes:
+        self.seen.append((request.method, request.uri, request.path, request.clientproto,
+                          [(k, list(v)) for k, v in request.requestHeaders.getAllRawHeaders()],
+                          request.content.read(), request.channel.persistent))
+        return b"ok"
+
+
+_TWO_READS = "two reads"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GET /ws?channel=a HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        b"GET / HTTP/1.1\r\nhost: x\r\nX-Dup: 1\r\nx-dup:  2 \t\r\nX-DUP:3\r\nEmpty:\r\nDnt: 1\r\n\r\n",
+        b"GET / HTTP/1.0\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"GET http://example.com/a?b=c HTTP/1.1\r\nHost: y\r\nCookie: a=b; c=d\r\n\r\n",
+        # left to twisted.web: a body, its length or a 100, folded, odd or bad lines, pipelining
+        b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        b"POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"PUT /p HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nab",
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n  b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nBad header\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost : x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Nul: a\x00b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Lf: a\nb\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Cr: a\rb\r\n\r\n",
+        b"GET / HTTP/9.9\r\nHost: x\r\n\r\n",
+        b"GET  / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GARBAGE\r\n\r\n",
+        b"\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\n" + b"X-Many: 1\r\n" * 600 + b"\r\n",
+        b"GET / HTTP/1.1\r\n" + (b"X-B: " + b"2" * 100 + b"\r\n") * 90 + b"\r\n",
+        # a head in two reads: the second is not the start of a request
+        (b"GET / HTTP/1.1\r\nHo", b"st: x\r\n\r\n"),
+        # keep-alive: the second request on the connection starts afresh
+        (b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n", b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n"),
+        # after a request with Connection: close, what follows is dropped
+        (b"GET /1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n"),
+    ],
+)
+def test_a_head_read_whole_is_what_twisted_web_makes_of_it(data: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    Every request head, whether parsed in one pass (ClientChannel._whole_head) or left to
+    twisted.web, reaches the resource as twisted.web's own parser makes it (method, target,
+    version, headers by canonical name in order, body, persistence) and gets the same bytes
+    back, 400s included.
+    """
+    from pushpin_tx.web.clientsite import ClientChannel
+
+    reads = data if isinstance(data, tuple) else (data,)
+
+    def run() -> tuple[Any, ...]:
+        resource = _Recording()
+        channel = ClientSite(resource, reactor=MemoryReactorClock()).buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        for chunk in reads:
+            channel.dataReceived(chunk)
+        return resource.seen, transport.value(), transport.disconnecting
+
+    whole = ClientChannel._whole_head
+    taken: list[bool] = []
+    monkeypatch.setattr(ClientChannel, "_whole_head", lambda self, d: taken.append(whole(self, d)) or taken[-1])
+    fast = run()
+    monkeypatch.setattr(ClientChannel, "_whole_head", lambda self, d: False)
+    assert fast == run()
+    assert fast[0] or fast[1].startswith(b"HTTP/1.0 400") or fast[1] == b""  # (something happened)
+
+
+def test_a_plain_head_is_read_in_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The common heads (an upgrade, a GET with repeated headers, HTTP/1.0) take the one-pass parse, and twisted.web's line parser is not called."""
+    from pushpin_tx.web.clientsite import ClientChannel
+
+    lines: list[bytes] = []
+    monkeypatch.setattr(ClientChannel, "lineReceived", lambda self, line: lines.append(line))
+    resource = _Recording()
+    channel = ClientSite(resource, reactor=MemoryReactorClock()).buildProtocol(None)
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel.dataReceived(b"GET /1 HTTP/1.1\r\nHost: x\r\nX-Dup: 1\r\nX-Dup: 2\r\nUpgrade: websocket\r\n\r\n")
+    channel.dataReceived(b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert lines == []
+    assert [(s[1], s[4]) for s in resource.seen] == [
+        (b"/1", [(b"Host", [b"x"]), (b"X-Dup", [b"1", b"2"]), (b"Upgrade", [b"websocket"])]),
+        (b"/2", [(b"Host", [b"x"])]),
+    ]
+    assert transport.value().count(b"HTTP/1.1 200 OK") == 2
