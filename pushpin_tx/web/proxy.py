@@ -448,7 +448,7 @@ class ProxyResource(Resource):
             if self.ws_gateway is None:
                 self._fail(request, info, "WebSocket target not supported")
                 return None
-            return Deferred.fromCoroutine(self.ws_gateway.handle(request, info, route, path, headers_for))
+            return self.ws_gateway.handle(request, info, route, path, headers_for)
         # info -> resend -> headers_for -> info is a reference cycle: it holds the request
         # (headers, body) until the garbage collector runs, so it is dropped (relay, _fail)
         # as soon as the answer no longer needs a re-send.

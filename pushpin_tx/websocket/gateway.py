@@ -11,7 +11,7 @@ import itertools
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from twisted.internet import ssl as tls
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.web import http
 
@@ -89,14 +89,20 @@ class WebSocketGateway:
         #: self._log (the same namespace and source as this one)
         self._instance_log = self._log
 
-    async def handle(self, request: Any, info: "RequestInfo", route: "Route", path: bytes, headers_for: Callable[["Target"], hdr.Headers]) -> None:
+    def handle(self, request: Any, info: "RequestInfo", route: "Route", path: bytes, headers_for: Callable[["Target"], hdr.Headers]) -> "Deferred[None] | None":
+        """
+        Answer the upgrade request: None when that is done already (the test target answers
+        at once, without a coroutine and its Deferred: a tenth of its WebSocket's opening);
+        else a Deferred that fires once the origin has answered and the client's handshake
+        is complete or refused (cancelled if the client goes first).
+        """
         targets = route.targets
         if targets and targets[0].kind == "test":
             self._test_target(request, info, route, path)
-        elif targets and targets[0].over_http:
-            await self._over_http(request, info, route, path, headers_for)
-        else:
-            await self._plain(request, info, route, path, headers_for)
+            return None
+        if targets and targets[0].over_http:
+            return Deferred.fromCoroutine(self._over_http(request, info, route, path, headers_for))
+        return Deferred.fromCoroutine(self._plain(request, info, route, path, headers_for))
 
     # WebSocket-over-HTTP -------------------------------------------------------------------
 
