@@ -62,6 +62,7 @@ __all__ = [
     "lazy_hlval",
     "quiet_autobahn_highlighting",
     "accept_server_handshake",
+    "parsed_request_head",
     "cap_accepts",
     "compresses",
     # twisted.web's own HTTP/1.1 client pieces, for the lean origin client (origin/http11.py),
@@ -693,7 +694,31 @@ def quiet_autobahn_highlighting() -> None:
 _BASE64_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/")
 
 
-def accept_server_handshake(protocol: Any, data: bytes, answer: Any) -> bool:
+def parsed_request_head(method: bytes, uri: bytes, headers: Any) -> tuple[str, dict[str, str], dict[str, int]] | None:
+    """
+    What autobahn's C{parseHttpHeader} returns for the head C{method uri HTTP/1.1} with one
+    line per header (C{headers}: twisted.web's C{getAllRawHeaders()}, each name's values
+    joined by commas, as L{pushpin_tx.websocket.client_side.upgrade} writes them), without
+    decoding and splitting those bytes again; None where C{parseHttpHeader} would raise (a
+    control character autobahn refuses), so that the caller leaves the bytes to autobahn.
+    The names are tokens already (twisted.web refused any other), and unique ignoring case.
+    """
+    status = f"{method.decode('iso-8859-1')} {uri.decode('iso-8859-1')} HTTP/1.1"
+    if _autobahn_protocol._HTTP_START_LINE_INVALID.search(status):
+        return None
+    parsed: dict[str, str] = {}
+    counts: dict[str, int] = {}
+    for name, values in headers:
+        key = name.decode("iso-8859-1").lower()
+        parsed[key] = b",".join(values).decode("iso-8859-1").strip(" \t")
+        counts[key] = 1
+    if _autobahn_protocol._HTTP_FIELD_VALUE_INVALID.search("".join(parsed.values())):
+        return None
+    return status.strip(" "), parsed, counts
+
+
+def accept_server_handshake(protocol: Any, data: bytes, answer: Any,
+                            parsed: tuple[str, dict[str, str], dict[str, int]] | None = None) -> bool:
     """
     autobahn's server handshake (C{WebSocketServerProtocol.processHandshake}) for the opening
     request C{data} (request line and headers, as C{dataReceived} would get them), when it
@@ -721,10 +746,13 @@ def accept_server_handshake(protocol: Any, data: bytes, answer: Any) -> bool:
     end = data.find(b"\r\n\r\n")
     if end < 0 or end + 4 != len(data):
         return False
-    try:
-        status_line, headers, counts = p.parseHttpHeader(data)
-    except Exception:
-        return False
+    if parsed is not None:  # (L{parsed_request_head}: what parseHttpHeader(data) returns)
+        status_line, headers, counts = parsed
+    else:
+        try:
+            status_line, headers, counts = p.parseHttpHeader(data)
+        except Exception:
+            return False
     parts = status_line.split()
     if len(parts) != 3 or parts[0].strip() != "GET" or parts[2].strip() != "HTTP/1.1":
         return False

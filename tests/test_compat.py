@@ -60,6 +60,7 @@ from pushpin_tx._compat import (
     lazy_hlval,
     quiet_autobahn_highlighting,
     accept_server_handshake,
+    parsed_request_head,
     at_request_start,
     canonical_header_name,
     deliver_parsed_head,
@@ -828,6 +829,26 @@ def test_fast_server_handshake_does_what_autobahns_does(request_text: str, fast:
     assert quick_transport.value() == slow_transport.value()
     assert _handshake_state(quick) == _handshake_state(slow)
     assert (slow.state == autobahn_protocol.WebSocketProtocol.STATE_OPEN) is (fast or slow.state == autobahn_protocol.WebSocketProtocol.STATE_OPEN)
+
+
+_HEADER_VALUE = st.binary(max_size=6).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"").strip(b" \t"))
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.sampled_from([b"/ws", b"/ws?channel=a&b", b"/w\x7fs", b"/\xb0"]),
+    st.lists(st.tuples(st.sampled_from([b"Host", b"Upgrade", b"Sec-Websocket-Key", b"X-A", b"Origin"]),
+                       st.lists(_HEADER_VALUE, min_size=1, max_size=3)),
+             max_size=5, unique_by=lambda h: h[0]),
+)
+def test_a_parsed_request_head_is_what_autobahns_parser_reads_from_its_bytes(uri: bytes, headers: list[Any]) -> None:
+    """parsed_request_head gives what parseHttpHeader gives for the head upgrade() writes, or None where it raises."""
+    data = b"GET " + uri + b" HTTP/1.1\r\n" + b"".join(n + b": " + b",".join(v) + b"\r\n" for n, v in headers) + b"\r\n"
+    try:
+        expected = autobahn_protocol.parseHttpHeader(data)
+    except ValueError:
+        expected = None
+    assert parsed_request_head(b"GET", uri, headers) == expected
 
 
 @settings(max_examples=500, deadline=None)

@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.web.http import HTTPChannel
 
-from pushpin_tx._compat import FastServerSetup, accept_server_handshake, compresses, debug_enabled, is_disconnected, lazy_hltype, lazy_hlval, quiet_autobahn_highlighting
+from pushpin_tx._compat import FastServerSetup, accept_server_handshake, compresses, parsed_request_head, debug_enabled, is_disconnected, lazy_hltype, lazy_hlval, quiet_autobahn_highlighting
 from pushpin_tx.core.delivery import OVERFLOW_DRAIN_TIMEOUT
 from pushpin_tx.net.writethrough import TurnCounter, writer_for
 from pushpin_tx.core.ws_session import OPCODE_BINARY, OPCODE_PING, OPCODE_PONG, OPCODE_TEXT
@@ -333,10 +333,13 @@ def upgrade(
     # handshake, done without the parts of autobahn's that a valid request does not need
     # (_compat.accept_server_handshake), or by autobahn itself from these bytes.
     parts = [request.method, b" ", request.uri, b" HTTP/1.1\r\n"]
-    for name, values in request.requestHeaders.getAllRawHeaders():
+    raw = list(request.requestHeaders.getAllRawHeaders())
+    for name, values in raw:
         parts += (name, b": ", b",".join(values), b"\r\n")
     parts.append(b"\r\n")
     data = b"".join(parts)
-    if not accept_server_handshake(protocol, data, protocol.answer):
+    # (the head as autobahn's parser reads those bytes, from twisted.web's parse of them)
+    parsed = parsed_request_head(request.method, request.uri, raw)
+    if not accept_server_handshake(protocol, data, protocol.answer, parsed):
         protocol.dataReceived(data)
     return protocol
