@@ -51,6 +51,7 @@ __all__ = [
     "parse_request_line",
     "canonical_header_name",
     "deliver_parsed_head",
+    "http_channel_made_on_tcp",
     "knows_write_buffer",
     "write_buffer_empty",
     "buffered_bytes",
@@ -240,6 +241,20 @@ def deliver_parsed_head(channel: Any, command: bytes, path: bytes, version: byte
     channel._command, channel._path, channel._version = command, path, version
     channel.allHeadersReceived()
     channel.allContentReceived()
+
+
+def http_channel_made_on_tcp(channel: Any) -> None:
+    """
+    twisted.web's C{HTTPChannel.connectionMade} for a channel on a plain accepted TCP
+    connection (a C{tcp.Server}): C{TCP_NODELAY} on, the idle timeout set, and the channel
+    registered as the transport's producer, the transport being its own C{IPushProducer}
+    (C{_networkProducer}), without asking zope twice per connection.
+    """
+    transport = channel.transport
+    transport.setTcpNoDelay(True)
+    channel.setTimeout(channel.timeOut)
+    channel._networkProducer = transport
+    transport.registerProducer(channel, True)
 
 
 def knows_write_buffer(transport: Any) -> bool:

@@ -18,7 +18,7 @@ from autobahn.websocket import protocol as autobahn_protocol
 from twisted.internet import abstract, process, tcp
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.interfaces import ISSLTransport, ITCPTransport
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
@@ -27,7 +27,7 @@ from twisted.web._newclient import HTTP11ClientProtocol, Request as ClientReques
 from twisted.web.client import HTTPConnectionPool, ResponseFailed
 from twisted.web.http_headers import Headers
 from twisted.web.test.requesthelper import DummyChannel
-from zope.interface import directlyProvides
+from zope.interface import directlyProvides, implementer
 
 from pushpin_tx._compat import (
     adopt_shared_unix_port,
@@ -64,6 +64,7 @@ from pushpin_tx._compat import (
     at_request_start,
     canonical_header_name,
     deliver_parsed_head,
+    http_channel_made_on_tcp,
     parse_request_line,
     request_line,
     write_buffer_empty,
@@ -262,6 +263,35 @@ def test_a_channel_is_at_a_request_start_only_with_nothing_read_of_one() -> None
     channel, _ = _channel(site)
     channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert not at_request_start(channel)
+
+
+@implementer(ITCPTransport)
+class _NoDelayTransport(StringTransport):
+    """A StringTransport that is a TCP transport (it records TCP_NODELAY) and its own push producer."""
+
+    nodelay = False
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.nodelay = enabled
+
+
+def test_an_http_channel_made_on_tcp_is_what_twisted_webs_connection_made_leaves() -> None:
+    """http_channel_made_on_tcp: TCP_NODELAY on, the timeout set, the transport its network producer with the channel registered, as HTTPChannel.connectionMade leaves them."""
+    made = []
+    for ours in (False, True):
+        site = _site(_Recorder())
+        channel = site.buildProtocol(None)
+        transport = _NoDelayTransport()
+        channel.transport = transport
+        if ours:
+            http_channel_made_on_tcp(channel)
+        else:
+            http.HTTPChannel.connectionMade(channel)
+        made.append((transport.nodelay, transport.producer is channel, transport.streaming,
+                     channel._networkProducer is transport, channel.timeOut,
+                     sorted(vars(channel))))
+    assert made[0] == made[1]
+    assert made[0][:4] == (True, True, True, True)
 
 
 class _Held(resource.Resource):

@@ -31,7 +31,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
-from pushpin_tx._compat import at_request_start, canonical_header_name, channel_paused, deliver_parsed_head, is_disconnected, parse_request_line, request_line
+from pushpin_tx._compat import at_request_start, canonical_header_name, channel_paused, deliver_parsed_head, http_channel_made_on_tcp, is_disconnected, parse_request_line, request_line
 from pushpin_tx.net import gcpolicy
 from pushpin_tx.net.writethrough import TurnCounter, writer_for
 from pushpin_tx.web.h2 import h2_available, take_over
@@ -452,8 +452,11 @@ class ClientChannel(http.HTTPChannel):
         if limit is not None:
             limit.opened()
             self._counted = limit
+        if type(self.transport) is tcp.Server:
+            http_channel_made_on_tcp(self)  # (twisted.web's connectionMade, without zope's lookups)
+            return
         super().connectionMade()
-        if type(self.transport) is not tcp.Server and getattr(self.site, "http2", False):
+        if getattr(self.site, "http2", False):
             self._alpn_pending = True
 
     def dataReceived(self, data: bytes) -> None:
@@ -732,8 +735,14 @@ class ClientSite(server.Site):
         super().stopFactory()
 
     def buildProtocol(self, addr: Any) -> ClientChannel:  # type: ignore[override]  # (as for protocol above)
-        channel = cast(ClientChannel, super().buildProtocol(addr))
+        # twisted.web's Factory, HTTPFactory and Site buildProtocol in one (three calls a
+        # connection; tests/web/test_clientsite.py compares the channels both make)
+        channel = self.protocol()
+        channel.factory = self
         channel.callLater = self._call_later  # type: ignore[assignment]  # (the reactor's callLater, as twisted.web sets it)
+        channel.timeOut = self.timeOut  # type: ignore[assignment]  # (twisted.web's own assignment; it types the two apart)
+        channel.requestFactory = self.requestFactory
+        channel.site = self
         channel.totalHeadersSize = self._header_limit
         channel.gc_epoch = gcpolicy.opened()
         return channel

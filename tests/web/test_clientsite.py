@@ -371,3 +371,21 @@ def test_a_plain_head_is_read_in_one_pass(monkeypatch: pytest.MonkeyPatch) -> No
         (b"/2", [(b"Host", [b"x"])]),
     ]
     assert transport.value().count(b"HTTP/1.1 200 OK") == 2
+
+
+def test_a_channel_is_built_as_twisted_webs_site_builds_it() -> None:
+    """ClientSite.buildProtocol sets what twisted.web's Site, HTTPFactory and Factory set (and its own additions), nothing less."""
+    from twisted.web import server
+
+    site = ClientSite(Held(lambda r: None), reactor=MemoryReactorClock(), timeout=42)
+    ours = site.buildProtocol(None)
+    theirs = server.Site.buildProtocol(site, None)
+    assert type(ours) is type(theirs)
+    theirs_state = dict(vars(theirs))
+    ours_state = dict(vars(ours))
+    for name in ("totalHeadersSize", "gc_epoch"):  # ClientSite's own
+        ours_state.pop(name)
+    assert theirs_state.keys() == ours_state.keys()
+    assert {k: v for k, v in ours_state.items() if k not in ("requests", "_dataBuffer")} == {
+        k: v for k, v in theirs_state.items() if k not in ("requests", "_dataBuffer")}
+    assert (ours.factory, ours.site, ours.timeOut, ours.requestFactory) == (site, site, 42, site.requestFactory)
