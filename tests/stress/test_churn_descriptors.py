@@ -32,13 +32,18 @@ HANDFUL = 8
 #: how long after churn ends the descriptors may take to come back, in seconds: the pool's
 #: surplus timeout (10 s) plus its sweep interval (5 s) plus slack
 SETTLE = 30.0
-#: how much RSS may grow from after round 2 to after the last round, in KiB. Measured with
-#: tracemalloc, the proxy's Python heap after each round is flat to within 0.3 MiB; RSS
-#: above that is the allocator keeping freed memory (pymalloc arenas, and glibc arenas of
-#: the resolver's threads), which in a 20-round run rose 4.4 MiB over rounds 2-9 and then
-#: stayed flat. Round 1 is the warm-up (the high-water mark of 500 streams at once, +6 MiB)
-#: and is not compared. A leak of 2 KiB per stream would add 1 MiB a round, 5 MiB here.
-RSS_TOLERANCE_KB = 5 * 1024
+#: RSS after a round, against the round before, in KiB. Measured with tracemalloc, the
+#: proxy's Python heap after each round is flat to within 0.3 MiB; RSS above that is the
+#: allocator keeping freed memory (pymalloc arenas, and glibc arenas of the resolver's
+#: threads), which in a 20-round run rose 4.4 MiB over rounds 2-9, in steps, and then stayed
+#: flat. Round 1 is the warm-up (the high-water mark of 500 streams at once, +6 MiB) and is
+#: not compared. A leak grows RSS every round by the same amount (2 KiB per stream: 1 MiB a
+#: round); the allocator's keeping grows it in steps, with flat rounds between. So: at least
+#: one of the last three rounds is flat (grew by at most ROUND_FLAT_KB), and the whole growth
+#: from round 2 is bounded (RSS_TOLERANCE_KB). A single bound of 5 MiB on the growth alone
+#: failed about one run in eight under load, from steps of the allocator's.
+ROUND_FLAT_KB = 512
+RSS_TOLERANCE_KB = 12 * 1024
 
 
 
@@ -57,8 +62,8 @@ def _hold(request: Any) -> bytes:
 @pytest_twisted.ensureDeferred
 async def test_descriptors_return_to_baseline_and_rss_does_not_ratchet_after_rounds_of_churn(reactor, tmp_path):
     """Rounds of 500 origin-held streams, each served a publish and then reset by its client: every stream gets
-    its publish, the descriptors return to their start within a handful once churn ends, and RSS after the last
-    round is within a tolerance of RSS after round 2."""
+    its publish, the descriptors return to their start within a handful once churn ends, and RSS does not grow
+    every round (one of the last three is flat) nor past a bound from round 2."""
     origin = ScriptedOrigin()
     origin.handlers[b"/stream"] = _hold
     origin_port = await start_origin(reactor, origin)
@@ -97,6 +102,8 @@ async def test_descriptors_return_to_baseline_and_rss_does_not_ratchet_after_rou
             rss.append(rss_kb(pid))
             assert_alive(proxy)
         print(f"churn descriptors: {ROUNDS} rounds of {PER_ROUND}; fds at start {baseline}, after each round {fds}; RSS KiB after each round {rss}")
+        growth = [after - before for before, after in zip(rss[1:], rss[2:])]
+        assert min(growth[-3:]) <= ROUND_FLAT_KB, f"RSS grows every round (KiB after each round: {rss})"
         assert rss[-1] - rss[1] <= RSS_TOLERANCE_KB, f"RSS ratchets up over the rounds (KiB after each round: {rss})"
         assert_clean_log(proxy)
         try:
