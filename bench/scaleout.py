@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import array
-import asyncio
 import json
 import os
 import select
@@ -105,7 +104,7 @@ def start_broker(cpus: set[int]) -> tuple[Side, str, str]:
 
 def open_streams(port: int, count: int, errors: list[str]) -> list[fanout_load.Stream]:
     cfg = {"port": port, "connections": count, "channel": CHANNEL, "connect_window": 200}
-    return asyncio.run(fanout_load.open_streams(cfg, errors))
+    return fanout_load.open_streams(cfg, errors)
 
 
 def read_into(ep: Any, by_fd: dict[int, fanout_load.Stream], lat: array.array, timeout: float) -> int:

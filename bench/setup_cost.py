@@ -4,7 +4,7 @@ Connection set-up cost as the number already held grows: the proxy's CPU per new
 (or WebSocket) with 1,000, 5,000, 10,000 and 15,000 idle ones already held, each on its own
 channel, side by side with Pushpin when it is installed.
 
-At each level a probe load process (L{fanout_load}, which opens connections with asyncio on
+At each level a probe load process (L{fanout_load}, which opens connections with one epoll on
 raw sockets) opens C{--probe} more connections; the figure is the proxy tree's CPU over that
 opening divided by the number opened, and the opening rate. Background load processes hold
 the idle connections between levels (one per level, so that the level grows by adding, not
