@@ -709,12 +709,13 @@ def quiet_autobahn_highlighting() -> None:
 _BASE64_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/")
 
 
-def parsed_request_head(method: bytes, uri: bytes, headers: Any) -> tuple[str, dict[str, str], dict[str, int]] | None:
+def parsed_request_head(method: bytes, uri: bytes, lines: Any) -> tuple[str, dict[str, str], dict[str, int]] | None:
     """
     What autobahn's C{parseHttpHeader} returns for the head C{method uri HTTP/1.1} with one
-    line per header (C{headers}: twisted.web's C{getAllRawHeaders()}, each name's values
-    joined by commas, as L{pushpin_tx.websocket.client_side.upgrade} writes them), without
-    decoding and splitting those bytes again; None where C{parseHttpHeader} would raise (a
+    line per header (C{lines}: C{(name, value)} pairs, twisted.web's C{getAllRawHeaders()}
+    with each name's values joined by commas, the lines
+    L{pushpin_tx.websocket.client_side.upgrade} writes), without decoding and splitting
+    those bytes again; None where C{parseHttpHeader} would raise (a
     control character autobahn refuses), so that the caller leaves the bytes to autobahn.
     The names are tokens already (twisted.web refused any other), and unique ignoring case.
     """
@@ -723,9 +724,9 @@ def parsed_request_head(method: bytes, uri: bytes, headers: Any) -> tuple[str, d
         return None
     parsed: dict[str, str] = {}
     counts: dict[str, int] = {}
-    for name, values in headers:
+    for name, value in lines:
         key = name.decode("iso-8859-1").lower()
-        parsed[key] = b",".join(values).decode("iso-8859-1").strip(" \t")
+        parsed[key] = value.decode("iso-8859-1").strip(" \t")
         counts[key] = 1
     if _autobahn_protocol._HTTP_FIELD_VALUE_INVALID.search("".join(parsed.values())):
         return None

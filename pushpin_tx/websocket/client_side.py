@@ -332,14 +332,14 @@ def upgrade(
     # The request as autobahn would read it (what WebSocketResource replays into it): its
     # handshake, done without the parts of autobahn's that a valid request does not need
     # (_compat.accept_server_handshake), or by autobahn itself from these bytes.
+    lines = [(name, b",".join(values)) for name, values in request.requestHeaders.getAllRawHeaders()]
     parts = [request.method, b" ", request.uri, b" HTTP/1.1\r\n"]
-    raw = list(request.requestHeaders.getAllRawHeaders())
-    for name, values in raw:
-        parts += (name, b": ", b",".join(values), b"\r\n")
+    for name, value in lines:
+        parts += (name, b": ", value, b"\r\n")
     parts.append(b"\r\n")
     data = b"".join(parts)
-    # (the head as autobahn's parser reads those bytes, from twisted.web's parse of them)
-    parsed = parsed_request_head(request.method, request.uri, raw)
+    # (the head as autobahn's parser reads those bytes, from the same lines)
+    parsed = parsed_request_head(request.method, request.uri, lines)
     if not accept_server_handshake(protocol, data, protocol.answer, parsed):
         protocol.dataReceived(data)
     return protocol
