@@ -103,12 +103,15 @@ def open_streams(cfg: dict[str, Any], errors: list[str], deadline_s: float | Non
     pending: dict[int, list[Any]] = {}
     started = 0
 
+    def note(i: int, why: str) -> None:
+        if len(errors) < 20:
+            errors.append(f"conn {i}: {why}")
+
     def fail(fd: int, why: str) -> None:
         conn = pending.pop(fd)
         ep.unregister(fd)
         conn[1].close()
-        if len(errors) < 20:
-            errors.append(f"conn {conn[0]}: {why}")
+        note(conn[0], why)
 
     def start(i: int) -> None:
         sock = socket.socket()
@@ -123,13 +126,11 @@ def open_streams(cfg: dict[str, Any], errors: list[str], deadline_s: float | Non
             err = sock.connect_ex(address)
         except OSError as e:
             sock.close()
-            if len(errors) < 20:
-                errors.append(f"conn {i}: {e}")
+            note(i, str(e))
             return
         if err not in (0, errno.EINPROGRESS):
             sock.close()
-            if len(errors) < 20:
-                errors.append(f"conn {i}: {os.strerror(err)}")
+            note(i, os.strerror(err))
             return
         pending[sock.fileno()] = [i, sock, b"", False]
         ep.register(sock.fileno(), select.EPOLLOUT)
