@@ -510,11 +510,12 @@ class ClientChannel(http.HTTPChannel):
                 return False
             if name in _NOT_IN_ONE_READ:
                 return False
+            value = value.strip(b" \t")
             values = headers.get(name)
             if values is None:
-                headers[name] = [value.strip(b" \t")]
+                headers[name] = [value]
             else:
-                values.append(value.strip(b" \t"))
+                values.append(value)
         self.resetTimeout()
         deliver_parsed_head(self, command, path, version, headers)
         return True
