@@ -14,6 +14,11 @@ objects, per-connection tables). The CPU window runs C{--tail} seconds past the 
 opening, so that work the opening leaves for shortly after counts too; the "idle CPU" column
 is the proxy's CPU share over the C{--settle} second before the probe.
 
+Each level runs C{--probes} probes one after another (3 by default, each closing its
+connections again) and reports their medians, each probe's figures beside them: on a 2-core
+VM one probe's CPU per connection varies by a fifth from the next, so a growth or a ratio
+from single probes reads that noise as a trend (bench/README.md, 2026-12-02).
+
 Each load process connects from a loopback source address of its own (fanout_load's
 C{source}): from 127.0.0.1 alone, connect() ran short of ephemeral ports past ~14,000 held and
 its search for one set the pace (10x the load's CPU at 15,000; Pushpin's rate fell as much).
@@ -23,7 +28,7 @@ files (C{ulimit -Hn}) is 20,000 per process, and the proxy holds every level's c
 plus the probe's plus its own. A level that would not fit under the hard limit stops the run
 with a message instead of failing half-way.
 
-Usage: python bench/setup_cost.py [--mode stream|ws] [--levels 1000,5000,10000,15000] [--probe 1000]
+Usage: python bench/setup_cost.py [--mode stream|ws] [--levels 1000,5000,10000,15000] [--probe 1000] [--probes 3]
            [--targets pushpin-tx,pushpin] [--workers 1] [--unpinned] [--json FILE]
 """
 
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -60,6 +66,50 @@ def _load(proxy: proxies.Proxy, prefix: str, count: int, mode: str, source: str 
                                                               stdout=subprocess.PIPE))
 
 
+def _probe(proxy: proxies.Proxy, args: argparse.Namespace, level: int, prefix: str, source: str,
+           problems: list[str]) -> dict[str, Any]:
+    """
+    One probe at C{level} held: after C{--settle} seconds of nothing new, C{--probe} more
+    connections opened (channels C{<prefix><i>}, from the loopback address C{source}); the
+    proxy's CPU over that opening and C{--tail} seconds after it, per connection opened, and
+    the opening rate. The probe's connections are closed again after: the level stays.
+    """
+    idle0 = proxy.cpu()
+    time.sleep(args.settle)  # (also lets the close of the probe before this one finish)
+    cpu0 = proxy.cpu()
+    idle = (cpu0 - idle0) / args.settle  # its CPU with this many held and nothing new (the settle)
+    probe = _load(proxy, prefix, args.probe, args.mode, source)
+    ready = probe.read(timeout=300)
+    # and what the opening leaves to do shortly after (pushpin-tx's freeze of the new
+    # connections a second later, net/gcpolicy.py): part of their set-up cost too
+    time.sleep(args.tail)
+    cpu1 = proxy.cpu()
+    load_cpu = common.tree_cpu(probe.pid)  # its whole life: start-up included, so an upper bound
+    probe.stop()
+    if ready["opened"] != args.probe:
+        problems.append(f"level {level}: probe opened {ready['opened']} of {args.probe}: {ready['errors']}")
+    opened = max(1, ready["opened"])
+    return {"cpu_per_conn": (cpu1 - cpu0) / opened,
+            "rate": ready["opened"] / ready["connect_s"] if ready["connect_s"] else 0.0,
+            "proxy_cpu": cpu1 - cpu0, "wall": ready["connect_s"], "load_cpu": load_cpu, "idle_cpu": idle}
+
+
+def _median_probe(level: int, probes: list[dict[str, Any]]) -> dict[str, Any]:
+    """
+    A level's figures from its probes: the median CPU per connection and the median rate (on
+    this 2-core VM one probe varies by a fifth from the next, so a single probe's growth or
+    ratio reads noise as a trend: bench/README.md), each probe's own figures kept beside them.
+    The windows (proxy CPU, wall, load CPU) are the median-rate probe's: run_all's load share
+    reads them for the rate it compares.
+    """
+    by_rate = sorted(probes, key=lambda p: p["rate"])
+    middle = by_rate[(len(by_rate) - 1) // 2]
+    return {"held": level, "cpu_per_conn": statistics.median(p["cpu_per_conn"] for p in probes),
+            "rate": statistics.median(p["rate"] for p in probes),
+            "proxy_cpu": middle["proxy_cpu"], "wall": middle["wall"], "load_cpu": middle["load_cpu"],
+            "idle_cpu": statistics.median(p["idle_cpu"] for p in probes), "probes": probes}
+
+
 def run_target(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     """Every level against one proxy: per level, CPU per opened connection and the opening rate."""
     total = max(args.levels) + args.probe + 1000
@@ -79,25 +129,9 @@ def run_target(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                 if ready["opened"] != level - have:
                     problems.append(f"level {level}: only {ready['opened']} of {level - have} held: {ready['errors']}")
                 have = level
-            idle0 = proxy.cpu()
-            time.sleep(args.settle)
-            cpu0 = proxy.cpu()
-            idle = (cpu0 - idle0) / args.settle  # its CPU with this many held and nothing new (the settle)
-            probe = _load(proxy, f"p{n}_", args.probe, args.mode, f"127.1.{n + 1}.1")
-            ready = probe.read(timeout=300)
-            # and what the opening leaves to do shortly after (pushpin-tx's freeze of the new
-            # connections a second later, net/gcpolicy.py): part of their set-up cost too
-            time.sleep(args.tail)
-            cpu1 = proxy.cpu()
-            load_cpu = common.tree_cpu(probe.pid)  # its whole life: start-up included, so an upper bound
-            probe.stop()
-            if ready["opened"] != args.probe:
-                problems.append(f"level {level}: probe opened {ready['opened']} of {args.probe}: {ready['errors']}")
-            opened = max(1, ready["opened"])
-            levels.append({"held": level, "cpu_per_conn": (cpu1 - cpu0) / opened,
-                           "rate": ready["opened"] / ready["connect_s"] if ready["connect_s"] else 0.0,
-                           "proxy_cpu": cpu1 - cpu0, "wall": ready["connect_s"], "load_cpu": load_cpu,
-                           "idle_cpu": idle})
+            probes = [_probe(proxy, args, level, f"p{n}_{k}_", f"127.1.{n + 1}.{k + 1}", problems)
+                      for k in range(args.probes)]
+            levels.append(_median_probe(level, probes))
         if not proxy.alive():
             problems.append(f"{kind} exited during the run:\n{proxy.log_tail()}")
     finally:
@@ -118,11 +152,13 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> int:
     rows = []
     for kind, r in results.items():
         for lv in r["levels"]:
+            each = ", ".join(f"{1e6 * p['cpu_per_conn']:.0f} µs {p['rate']:,.0f}/s" for p in lv["probes"])
             rows.append([LABEL[kind], f"{lv['held']:,}", common.fmt_us(lv["cpu_per_conn"]), f"{lv['rate']:,.0f}",
-                         f"{100 * lv['idle_cpu']:.1f}%"])
+                         f"{100 * lv['idle_cpu']:.1f}%", each])
     noun = "WebSocket" if args.mode == "ws" else "stream"
-    common.print_table(f"Set-up cost of a held {noun} (proxy CPU over opening {args.probe:,} more / opened)",
-                       ["target", "already held", f"CPU per {noun}", "opened/s", "idle CPU"], rows)
+    common.print_table(f"Set-up cost of a held {noun} (proxy CPU over opening {args.probe:,} more / opened; "
+                       f"medians of {args.probes} probes at each level)",
+                       ["target", "already held", f"CPU per {noun}", "opened/s", "idle CPU", "each probe"], rows)
     growth = [[LABEL[k], f"{r['growth']:.2f}x" if r["growth"] else "-"] for k, r in results.items()]
     common.print_table(f"Growth: CPU per {noun} at {max(args.levels):,} held / at {min(args.levels):,} held",
                        ["target", "growth"], growth)
@@ -140,7 +176,9 @@ def main() -> int:
     parser.add_argument("--mode", choices=["stream", "ws"], default="stream")
     parser.add_argument("--levels", default="1000,5000,10000,15000",
                         type=lambda s: [int(x) for x in s.split(",") if x.strip()])
-    parser.add_argument("--probe", type=int, default=1000, help="connections opened at each level")
+    parser.add_argument("--probe", type=int, default=1000, help="connections opened by each probe")
+    parser.add_argument("--probes", type=int, default=3,
+                        help="probes at each level, one after another; a level's figures are their medians")
     # 5 s, not 1: what a level's opening leaves for the seconds after it (each new channel's
     # first-subscription update, a second later and rate limited to 1,000 holds a second, as in
     # Pushpin; the freeze of the new connections) must be over before the probe, or it lands
@@ -167,7 +205,7 @@ def main() -> int:
     common.exit_on_sigterm()
     common.raise_nofile(2 * (max(args.levels) + args.probe) + 1000)
     print(f"# set-up cost: idle {args.mode}s held on their own channels at levels {args.levels}, "
-          f"{args.probe:,} more opened at each")
+          f"{args.probes} probes of {args.probe:,} more opened at each")
     proxy_cpus = common.ALL_CPUS if args.unpinned else common.PROXY_CPUS
     print(f"# {common.machine_note(proxy_cpus)}")
     print()
