@@ -8,8 +8,10 @@ Why: every comparison in this directory runs the proxy on one core and the load 
 the other, and reads the proxy's CPU per connection or per delivery. On a VM whose two vCPUs
 share a physical core (SMT siblings the guest is not told about: C{lscpu} says one thread per
 core), the load generator's own work slows the proxy's, so a figure moves with how busy the
-load was, for both proxies; on 2026-12-02's VM a spinning sibling made the proxy's Python
-1.3-1.6x slower (bench/README.md). Run it before reading a noisy table.
+load was, for both proxies; on 2026-12-02's VM a spinning load core made the proxy's Python
+1.73x slower, and an hour later the idle reading was already that slow, from work outside
+the guest (bench/README.md). Run it before reading a noisy table: an idle row far above the
+machine's usual says the proxy core is shared with someone else just now.
 
 The workload is pure Python (dict and string work, no system calls), repeated until each
 sample takes about 0.2 s; the table gives the median of C{--samples} samples per condition.
@@ -20,7 +22,6 @@ Usage: python bench/core_contention.py [--samples 7]
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -76,8 +77,7 @@ def main() -> int:
     for name, code in LOADS.items():
         other = None
         if code is not None:
-            other = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL,
-                                     preexec_fn=lambda: os.sched_setaffinity(0, common.LOAD_CPUS))
+            other = common.spawn_python(["-c", code], cpus=common.LOAD_CPUS, stdout=subprocess.DEVNULL)
             time.sleep(0.3)  # (it is running: a spin needs no readiness to wait for)
         try:
             median = statistics.median(sample(rounds) for _ in range(args.samples))
